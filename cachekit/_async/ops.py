@@ -1,0 +1,180 @@
+"""The key/value API for async callers, as a mixin of :class:`cachekit.Cache`.
+
+This file is the source: ``cachekit/_sync/ops.py`` is generated from it by
+``scripts/unasync.py`` (CI fails when they drift). Edit here, then run the script.
+Decisions (keys, TTLs, encoding, error policy) live in :mod:`cachekit._policy`, shared by
+both; only the backend calls differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .._codec import CorruptEntry
+from .._concurrency import _aresolve
+from .._policy import DEFAULT, CachePolicy
+from .._sentinel import MISSING
+from ..exceptions import SerializationError
+
+__all__ = ["AsyncCacheOps"]
+
+
+class AsyncCacheOps(CachePolicy):
+    async def _acall(self, method: str, default: Any, *args: Any) -> Any:
+        """A backend call that fails open: ``default`` when the backend fails."""
+        if self._breaker.open:
+            return self._skip(default)
+        try:
+            return await getattr(self._abackend, method)(*args)
+        except Exception as exc:
+            return self._failed(exc, default)
+
+    async def _alookup(self, key: str) -> Any:
+        """The value under a full key, or MISSING (absent, corrupt, or backend failing)."""
+        if self._breaker.open:
+            return self._skip(MISSING)
+        try:
+            stored = await self._abackend.get(key)
+        except Exception as exc:
+            return self._failed(exc, MISSING)
+        if stored is MISSING:
+            self.counters.misses += 1
+            return MISSING
+        try:
+            value = self._codec.loads(stored)
+        except CorruptEntry as exc:
+            return self._corrupt(key, exc)
+        self.counters.hits += 1
+        return value
+
+    async def _astore(self, key: str, value: Any, ttl: Any, tags: Iterable[str] | None) -> bool:
+        """Store a computed value, failing open (an unencodable value is logged, not raised)."""
+        seconds = self._seconds(ttl)
+        try:
+            stored = self._encode(value, tags)
+        except SerializationError as exc:
+            return self._unencodable(key, exc)
+        if seconds == 0:
+            return False
+        self.counters.sets += 1
+        return bool(await self._acall("set", False, key, stored, seconds))
+
+    async def aget(self, key: Any, default: Any = None) -> Any:
+        value = await self._alookup(self._ns.key(key))
+        return default if value is MISSING else value
+
+    async def aset(
+        self, key: Any, value: Any, ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
+    ) -> bool:
+        """Store ``value``; ``ttl`` in seconds (None: no expiry, 0 or less: delete)."""
+        full, seconds, stored = self._prepare(key, value, ttl, tags)
+        if seconds == 0:
+            await self._acall("delete", False, full)
+            return False
+        self.counters.sets += 1
+        return bool(await self._acall("set", False, full, stored, seconds))
+
+    async def aadd(
+        self, key: Any, value: Any, ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
+    ) -> bool:
+        """Store only if absent; True if stored."""
+        full, seconds, stored = self._prepare(key, value, ttl, tags)
+        if seconds == 0:
+            return False
+        return bool(await self._acall("add", False, full, stored, seconds))
+
+    async def adelete(self, key: Any) -> bool:
+        """Remove an entry; True if it existed."""
+        return bool(await self._acall("delete", False, self._ns.key(key)))
+
+    async def aget_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
+        """The entries found, as ``{key: value}`` (missing keys are left out)."""
+        wanted = list(keys)
+        full = [self._ns.key(key) for key in wanted]
+        stored = await self._acall("get_many", None, full)
+        if stored is None:
+            return {}
+        return self._decode_many(wanted, full, stored)
+
+    async def aset_many(
+        self, mapping: Mapping[Any, Any], ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
+    ) -> bool:
+        """Store several entries in one round trip; True if the backend took them."""
+        items, seconds = self._prepare_many(mapping, ttl, tags)
+        if seconds == 0:
+            await self._acall("delete_many", 0, list(items))
+            return False
+        self.counters.sets += len(items)
+        return await self._acall("set_many", False, items, seconds) is None
+
+    async def adelete_many(self, keys: Iterable[Any]) -> int:
+        """Remove several entries in one round trip; the number that existed."""
+        return int(await self._acall("delete_many", 0, [self._ns.key(key) for key in keys]))
+
+    async def aexists(self, key: Any) -> bool:
+        return bool(await self._acall("exists", False, self._ns.key(key)))
+
+    async def attl(self, key: Any) -> float | None:
+        """Seconds left, or None (no expiry, or no such entry)."""
+        left = await self._acall("ttl", None, self._ns.key(key))
+        return None if left is MISSING else left
+
+    async def aexpire(self, key: Any, ttl: float | None) -> bool:
+        """Give an entry a new TTL (None: never expires); False if there is no entry."""
+        full = self._ns.key(key)
+        seconds = self._seconds(ttl)
+        if seconds == 0:
+            return bool(await self._acall("delete", False, full))
+        return bool(await self._acall("expire", False, full, seconds))
+
+    async def aincr(self, key: Any, delta: int = 1, ttl: Any = DEFAULT) -> int:
+        """Add ``delta`` (a missing entry starts at 0 and gets ``ttl``); the new value.
+
+        A counter's value is the data itself, so a failing backend raises
+        :class:`~cachekit.BackendError` here rather than failing open.
+        """
+        full = self._ns.key(key)
+        seconds = self._seconds(ttl) or None
+        if self._breaker.open:
+            raise self._circuit_error()
+        try:
+            return int(await self._abackend.incr(full, int(delta), seconds))
+        except Exception as exc:
+            raise self._counted(exc) from exc
+
+    async def adelete_pattern(self, pattern: str) -> int:
+        """Remove this cache's entries whose key matches a glob (``user:*``); SCAN, not KEYS."""
+        return int(await self._acall("delete_pattern", 0, self._ns.pattern(pattern)))
+
+    async def aclear(self) -> int:
+        """Remove every entry of this cache's namespace (never the rest of the database)."""
+        return await self.adelete_pattern("*")
+
+    async def aget_or_set(
+        self,
+        key: Any,
+        loader: Callable[[], Any],
+        ttl: Any = DEFAULT,
+        *,
+        tags: Iterable[str] | None = None,
+    ) -> Any:
+        """Cache-aside in one call: the cached value, or ``loader()``'s, stored."""
+        full = self._ns.key(key)
+        value = await self._alookup(full)
+        if value is MISSING:
+            value = await _aresolve(loader)
+            await self._astore(full, value, ttl, tags)
+        return value
+
+    async def aping(self) -> bool:
+        """True if the backend answers."""
+        try:
+            return bool(await self._abackend.ping())
+        except Exception as exc:
+            return bool(self._failed(exc, False))
+
+    async def aclose(self) -> None:
+        self._breaker.close()
+        if "_abackend" in self.__dict__:  # only if it was ever used
+            await self._abackend.close()

@@ -1,0 +1,161 @@
+"""The decisions shared by the sync and async key/value API (no I/O here).
+
+:class:`CachePolicy` is the base of the generated ``SyncCacheOps`` and of
+``AsyncCacheOps``; it owns what both need: key namespacing, TTL rules, encoding, and the
+error policy (fail open and count, or raise; trip the circuit breaker on outages).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from ._codec import Codec, CorruptEntry
+from ._keys import Namespace
+from ._sentinel import MISSING
+from .exceptions import (
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    CacheKitError,
+    SerializationError,
+)
+
+if TYPE_CHECKING:
+    from ._breaker import CircuitBreaker
+
+__all__ = ["DEFAULT", "CachePolicy", "Counters"]
+
+logger = logging.getLogger("cachekit")
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Final[Any] = _Default()
+"""``ttl=DEFAULT`` (the default) means the cache's ``default_ttl``."""
+
+
+@dataclass
+class Counters:
+    """Counts since the cache was made. Plain ints: under heavy threading a few
+    increments may be lost, which is fine for statistics and keeps the hit path cheap."""
+
+    hits: int = 0
+    misses: int = 0
+    sets: int = 0
+    errors: int = 0
+    skipped: int = 0
+    corrupt: int = 0
+    unencodable: int = 0
+
+
+class CachePolicy:
+    # provided by Cache
+    _ns: Namespace
+    _codec: Codec
+    _breaker: CircuitBreaker
+    _raise_errors: bool
+    default_ttl: float | None
+    counters: Counters
+    if TYPE_CHECKING:
+        _backend: Any
+        _abackend: Any
+
+    # -- TTL and encoding -------------------------------------------------------------
+    def _seconds(self, ttl: Any) -> float | None:
+        """Seconds to keep an entry: None for no expiry, 0 for "do not keep"."""
+        if ttl is DEFAULT:
+            ttl = self.default_ttl
+        if ttl is None:
+            return None
+        if hasattr(ttl, "total_seconds"):
+            ttl = ttl.total_seconds()
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+            raise TypeError(f"ttl must be seconds (int, float, timedelta) or None, not {ttl!r}")
+        return ttl if ttl > 0 else 0
+
+    def _encode(self, value: Any, tags: Iterable[str] | None) -> Any:
+        if tags:
+            return self._codec.dumps(value, {"tags": sorted(set(tags))})
+        return self._codec.dumps(value)
+
+    def _prepare(
+        self, key: Any, value: Any, ttl: Any, tags: Iterable[str] | None
+    ) -> tuple[str, float | None, Any]:
+        return self._ns.key(key), self._seconds(ttl), self._encode(value, tags)
+
+    def _prepare_many(
+        self, mapping: Mapping[Any, Any], ttl: Any, tags: Iterable[str] | None
+    ) -> tuple[dict[str, Any], float | None]:
+        seconds = self._seconds(ttl)
+        items = {self._ns.key(key): self._encode(value, tags) for key, value in mapping.items()}
+        return items, seconds
+
+    def _decode_many(
+        self, wanted: Sequence[Any], full: Sequence[str], stored: Sequence[Any]
+    ) -> dict[Any, Any]:
+        found: dict[Any, Any] = {}
+        for key, full_key, raw in zip(wanted, full, stored):
+            if raw is MISSING:
+                self.counters.misses += 1
+                continue
+            try:
+                found[key] = self._codec.loads(raw)
+            except CorruptEntry as exc:
+                self._corrupt(full_key, exc)
+                continue
+            self.counters.hits += 1
+        return found
+
+    # -- the error policy -------------------------------------------------------------
+    def _circuit_error(self) -> BackendUnavailableError:
+        return BackendUnavailableError("the cache backend is unavailable (circuit open)")
+
+    def _skip(self, default: Any) -> Any:
+        """The circuit is open: do not touch the backend."""
+        if self._raise_errors:
+            raise self._circuit_error()
+        self.counters.skipped += 1
+        return default
+
+    def _counted(self, exc: BaseException) -> CacheKitError:
+        """Translate a backend exception, count it, and trip the breaker on outages."""
+        error = self._backend_translate(exc)
+        if isinstance(error, BackendError):
+            self.counters.errors += 1
+            if isinstance(error, (BackendUnavailableError, BackendTimeoutError)):
+                self._breaker.trip(error)
+            elif not self._raise_errors:
+                logger.warning("cachekit: %s", error)
+        return error
+
+    def _failed(self, exc: BaseException, default: Any) -> Any:
+        error = self._counted(exc)
+        if self._raise_errors or not isinstance(error, BackendError):
+            raise error from exc
+        return default
+
+    def _backend_translate(self, exc: BaseException) -> CacheKitError:
+        if isinstance(exc, CacheKitError):
+            return exc
+        translate = self._translate_error
+        return translate(exc)
+
+    _translate_error: Any
+
+    def _corrupt(self, key: str, exc: Exception) -> Any:
+        self.counters.corrupt += 1
+        logger.warning("cachekit: ignoring unreadable entry %r (%s)", key, exc)
+        return MISSING
+
+    def _unencodable(self, key: str, exc: SerializationError) -> bool:
+        if self._raise_errors:
+            raise exc
+        self.counters.unencodable += 1
+        logger.warning("cachekit: not caching %r: %s", key, exc)
+        return False

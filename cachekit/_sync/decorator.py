@@ -1,0 +1,47 @@
+"""The ``@cached`` wrapper for coroutine functions.
+
+GENERATED from ``cachekit/_async/decorator.py`` by
+``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
+The wrapper is built once per decorated function; the hit path is a key, one lookup and
+a return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .._sentinel import MISSING
+
+__all__ = ["make_sync_wrapper"]
+
+
+def make_sync_wrapper(
+    cache: Any, func: Callable[..., Any], plan: Any
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``(wrapper, refresh)`` for ``func`` under ``plan`` (a ``CachePlan``)."""
+    full_key = plan.full_key
+    lookup = cache._lookup
+    store = cache._store
+    should_store = plan.should_store
+    ttl = plan.ttl
+    tags = plan.tags
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = full_key(args, kwargs)
+        value = lookup(key)
+        if value is not MISSING:
+            return value
+        value = func(*args, **kwargs)
+        if should_store(value):
+            store(key, value, ttl, tags(args, kwargs))
+        return value
+
+    def refresh(*args: Any, **kwargs: Any) -> Any:
+        """Call the function now and store its result, whatever is cached."""
+        value = func(*args, **kwargs)
+        if should_store(value):
+            store(full_key(args, kwargs), value, ttl, tags(args, kwargs))
+        return value
+
+    return wrapper, refresh

@@ -1,0 +1,96 @@
+"""Building the sync/async Redis backend pair from a URL or an existing client."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio
+
+from .._async.redis_backend import AsyncRedisBackend
+from .._sync.redis_backend import RedisBackend
+from ..exceptions import ConfigurationError
+from .redis import AsyncClientProvider, SyncClientProvider, client_options
+
+__all__ = ["backends_for_client", "backends_for_url"]
+
+_fake_servers: dict[str, Any] = {}
+_fake_lock = threading.Lock()
+
+
+def _fakeredis() -> Any:
+    try:
+        import fakeredis
+    except ImportError as exc:
+        raise ImportError(
+            "fakeredis:// needs fakeredis: pip install fakeredis (or 'cachekit[test]')"
+        ) from exc
+    return fakeredis
+
+
+def backends_for_url(
+    url: str, timeout: float | None, connect_timeout: float | None
+) -> tuple[RedisBackend, AsyncRedisBackend]:
+    parts = urlsplit(url)
+    if parts.scheme == "fakeredis":
+        fakeredis = _fakeredis()
+        name = parts.netloc + parts.path
+        with _fake_lock:
+            if name and name in _fake_servers:
+                server = _fake_servers[name]
+            else:
+                server = fakeredis.FakeServer()
+                if name:  # fakeredis://name is shared in this process; fakeredis:// is not
+                    _fake_servers[name] = server
+        sync = fakeredis.FakeRedis(server=server)
+        return (
+            RedisBackend(SyncClientProvider(client=sync)),
+            AsyncRedisBackend(AsyncClientProvider(factory=lambda: fakeredis.FakeAsyncRedis(server=server))),
+        )
+    options = client_options(timeout, connect_timeout if connect_timeout is not None else timeout)
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        if name in query:  # a timeout in the URL wins over the default
+            options.pop(name, None)
+    return (
+        RedisBackend(SyncClientProvider(url, options)),
+        AsyncRedisBackend(AsyncClientProvider(url, options)),
+    )
+
+
+def backends_for_client(
+    client: Any, timeout: float | None, connect_timeout: float | None
+) -> tuple[RedisBackend, AsyncRedisBackend]:
+    module = type(client).__module__
+    if module.startswith("fakeredis"):
+        fakeredis = _fakeredis()
+        kwargs = client.connection_pool.connection_kwargs
+        where = (
+            {"server": kwargs["server"]}
+            if kwargs.get("server") is not None
+            else {"host": kwargs.get("host"), "port": kwargs.get("port", 6379)}
+        )
+        if isinstance(client, redis.asyncio.Redis):
+            return (
+                RedisBackend(SyncClientProvider(client=fakeredis.FakeRedis(**where))),
+                AsyncRedisBackend(AsyncClientProvider(client=client)),
+            )
+        return (
+            RedisBackend(SyncClientProvider(client=client)),
+            AsyncRedisBackend(AsyncClientProvider(factory=lambda: fakeredis.FakeAsyncRedis(**where))),
+        )
+    if isinstance(client, redis.asyncio.Redis):
+        return (
+            RedisBackend(SyncClientProvider(twin=client)),
+            AsyncRedisBackend(AsyncClientProvider(client=client)),
+        )
+    if isinstance(client, redis.Redis):
+        return (
+            RedisBackend(SyncClientProvider(client=client)),
+            AsyncRedisBackend(AsyncClientProvider(twin=client)),
+        )
+    raise ConfigurationError(
+        f"client= takes a redis.Redis or redis.asyncio.Redis client, not {type(client).__qualname__}"
+    )

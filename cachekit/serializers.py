@@ -1,0 +1,203 @@
+"""Serializers turn values into bytes and back.
+
+A serializer is anything with ``dumps(obj) -> bytes`` and ``loads(bytes) -> obj``
+(:class:`Serializer`). Built in: ``orjson`` (the default), ``json``, ``msgpack`` (extra
+``cachekit[msgpack]``), ``raw`` (bytes pass-through), ``text`` (str) and ``pickle``, which
+is only available with a signing secret: every entry carries an HMAC-SHA256 and an entry
+whose signature does not match is refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import pickle
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+
+from .exceptions import ConfigurationError, SerializationError
+
+__all__ = [
+    "JsonSerializer",
+    "MsgpackSerializer",
+    "OrjsonSerializer",
+    "PickleSerializer",
+    "RawSerializer",
+    "Serializer",
+    "TextSerializer",
+    "get_serializer",
+]
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    def dumps(self, obj: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+def _unencodable(obj: Any, serializer: str, exc: BaseException) -> SerializationError:
+    kind = type(obj)
+    return SerializationError(
+        f"the {serializer} serializer cannot encode a value of type "
+        f"{kind.__module__}.{kind.__qualname__}: {exc}"
+    )
+
+
+class OrjsonSerializer:
+    """JSON through orjson: dataclasses, datetimes, UUIDs and numpy arrays encode natively.
+
+    JSON has no tuples, sets or datetimes: they come back as lists and ISO strings.
+    """
+
+    name = "orjson"
+    _option = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+    def dumps(self, obj: Any) -> bytes:
+        try:
+            return orjson.dumps(obj, option=self._option)
+        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+            raise _unencodable(obj, self.name, exc) from exc
+
+    loads = staticmethod(orjson.loads)
+
+
+class JsonSerializer:
+    """The standard library's json module (slower than orjson; no extra types)."""
+
+    name = "json"
+
+    def dumps(self, obj: Any) -> bytes:
+        try:
+            return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise _unencodable(obj, self.name, exc) from exc
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data)
+
+
+class MsgpackSerializer:
+    """MessagePack (``pip install 'cachekit[msgpack]'``)."""
+
+    name = "msgpack"
+
+    def __init__(self) -> None:
+        try:
+            import msgpack
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "the msgpack serializer needs the msgpack extra: pip install 'cachekit[msgpack]'"
+            ) from exc
+        self._msgpack = msgpack
+
+    def dumps(self, obj: Any) -> bytes:
+        try:
+            data: bytes = self._msgpack.packb(obj, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _unencodable(obj, self.name, exc) from exc
+        return data
+
+    def loads(self, data: bytes) -> Any:
+        return self._msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class RawSerializer:
+    """Bytes pass through unchanged (str is stored UTF-8 encoded); loads returns bytes."""
+
+    name = "raw"
+
+    def dumps(self, obj: Any) -> bytes:
+        if isinstance(obj, bytes):
+            return obj
+        if isinstance(obj, (bytearray, memoryview)):
+            return bytes(obj)
+        if isinstance(obj, str):
+            return obj.encode()
+        raise SerializationError(
+            f"the raw serializer stores bytes or str, not {type(obj).__qualname__}"
+        )
+
+    def loads(self, data: bytes) -> Any:
+        return bytes(data)
+
+
+class TextSerializer:
+    """str values, stored UTF-8 encoded."""
+
+    name = "text"
+
+    def dumps(self, obj: Any) -> bytes:
+        if isinstance(obj, str):
+            return obj.encode()
+        raise SerializationError(f"the text serializer stores str, not {type(obj).__qualname__}")
+
+    def loads(self, data: bytes) -> Any:
+        return bytes(data).decode()
+
+
+class PickleSerializer:
+    """pickle, signed: ``HMAC-SHA256(secret, payload) || payload``.
+
+    Unpickling data an attacker controls runs their code, so an entry whose signature does
+    not verify (tampered, written with another secret, or not written by cachekit) is
+    refused with :class:`SerializationError` before ``pickle.loads`` ever sees it.
+    """
+
+    name = "pickle"
+    _mac_size = 32
+
+    def __init__(self, secret: str | bytes, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        if not secret:
+            raise ConfigurationError(
+                "the pickle serializer needs a signing secret: Cache(..., serializer='pickle', "
+                "secret='...'); unsigned pickles from a shared cache would let anyone who "
+                "can write to it run code in your process"
+            )
+        self._key = secret.encode() if isinstance(secret, str) else bytes(secret)
+        self._protocol = protocol
+
+    def _sign(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()
+
+    def dumps(self, obj: Any) -> bytes:
+        try:
+            payload = pickle.dumps(obj, protocol=self._protocol)
+        except Exception as exc:  # pickling raises many types (PicklingError, TypeError, ...)
+            raise _unencodable(obj, self.name, exc) from exc
+        return self._sign(payload) + payload
+
+    def loads(self, data: bytes) -> Any:
+        mac, payload = data[: self._mac_size], data[self._mac_size :]
+        if len(mac) != self._mac_size or not hmac.compare_digest(mac, self._sign(payload)):
+            raise SerializationError("pickle entry refused: its signature does not verify")
+        return pickle.loads(payload)
+
+
+def get_serializer(spec: str | Serializer | None, *, secret: str | bytes | None = None) -> Serializer:
+    """A serializer from its name (``"orjson"``, ``"json"``, ...) or an object with dumps/loads."""
+    if spec is None or spec == "orjson":
+        return OrjsonSerializer()
+    if not isinstance(spec, str):
+        if not (callable(getattr(spec, "dumps", None)) and callable(getattr(spec, "loads", None))):
+            raise ConfigurationError(f"a serializer needs dumps() and loads(); got {spec!r}")
+        return spec
+    if spec == "pickle":
+        return PickleSerializer(secret or b"")
+    factories: dict[str, type[Any]] = {
+        "json": JsonSerializer,
+        "msgpack": MsgpackSerializer,
+        "raw": RawSerializer,
+        "bytes": RawSerializer,
+        "text": TextSerializer,
+        "str": TextSerializer,
+    }
+    try:
+        factory = factories[spec]
+    except KeyError:
+        names = ", ".join(sorted([*factories, "orjson", "pickle"]))
+        raise ConfigurationError(f"unknown serializer {spec!r}; choose one of {names}") from None
+    serializer: Serializer = factory()
+    return serializer

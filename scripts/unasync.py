@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Generate cachekit/_sync/*.py from cachekit/_async/*.py (the httpcore way).
+
+    python scripts/unasync.py           rewrite the generated files
+    python scripts/unasync.py --check   exit 1 if a generated file is stale, or if a
+                                        substitution below is no longer used anywhere
+
+Only whole words are replaced, so ``aget`` becomes ``get`` but ``target`` stays.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "cachekit" / "_async"
+TARGET = ROOT / "cachekit" / "_sync"
+
+SUBS: dict[str, str] = {
+    "async def": "def",
+    "async with": "with",
+    "async for": "for",
+    "await ": "",
+    "AsyncRedisBackend": "RedisBackend",
+    "AsyncClientProvider": "SyncClientProvider",
+    "AsyncCacheOps": "SyncCacheOps",
+    "make_async_wrapper": "make_sync_wrapper",
+    "_abackend": "_backend",
+    "_alookup": "_lookup",
+    "_astore": "_store",
+    "_acall": "_call",
+    "_aresolve": "_resolve",
+    "aget": "get",
+    "aset": "set",
+    "aadd": "add",
+    "adelete": "delete",
+    "aget_many": "get_many",
+    "aset_many": "set_many",
+    "adelete_many": "delete_many",
+    "aexists": "exists",
+    "attl": "ttl",
+    "aexpire": "expire",
+    "aincr": "incr",
+    "aclear": "clear",
+    "adelete_pattern": "delete_pattern",
+    "aget_or_set": "get_or_set",
+    "aping": "ping",
+    "aclose": "close",
+    "arefresh": "refresh",
+    "This file is the source: ``cachekit/_sync/": "GENERATED from ``cachekit/_async/",
+    "is generated from it by": "by",
+    "(CI fails when they drift). Edit here, then run the script.": (
+        "-- do not edit; edit the async source and run the script."
+    ),
+    "redis-py's asyncio client": "redis-py's client",
+    "async callers": "sync callers",
+}
+
+_PATTERN = re.compile(
+    "|".join(
+        (re.escape(k) if not k[0].isalnum() or " " in k else rf"\b{re.escape(k)}\b")
+        for k in sorted(SUBS, key=len, reverse=True)
+    )
+)
+
+
+def unasync(text: str, used: set[str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        used.add(match.group(0))
+        return SUBS[match.group(0)]
+
+    return _PATTERN.sub(replace, text)
+
+
+def main(check: bool) -> int:
+    used: set[str] = set()
+    stale: list[str] = []
+    for source in sorted(SOURCE.glob("*.py")):
+        target = TARGET / source.name
+        generated = unasync(source.read_text(), used)
+        if check:
+            if not target.exists() or target.read_text() != generated:
+                stale.append(str(target.relative_to(ROOT)))
+        else:
+            target.write_text(generated)
+    unused = sorted(set(SUBS) - used)
+    for name in stale:
+        print(f"stale: {name} (run python scripts/unasync.py)")
+    for sub in unused:
+        print(f"unused substitution: {sub!r}")
+    return 1 if (stale or unused) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main("--check" in sys.argv[1:]))
