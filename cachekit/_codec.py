@@ -146,8 +146,14 @@ class BytesCodec(Codec):
         return self.loads_meta(stored)[0]
 
     def loads_meta(self, stored: Any) -> tuple[Any, dict[str, Any] | None]:
+        if type(stored) is int:  # a counter made by the memory backend's incr
+            return stored, None
         try:
             first = stored[0]
+            if first == _PLAIN:  # the common case first
+                return self._loads(stored[1:]), None
+            if first in _DIGITS:
+                return int(stored), None
             kind = first & _KIND_MASK
             if kind == _PLAIN:
                 return self._payload(first, stored[1:]), None
@@ -155,8 +161,6 @@ class BytesCodec(Codec):
                 size = int.from_bytes(stored[1:3], "big")
                 meta = orjson.loads(stored[3 : 3 + size])
                 return self._payload(first, stored[3 + size :]), meta
-            if first in _DIGITS:
-                return int(stored), None
         except CorruptEntry:
             raise
         except Exception as exc:

@@ -169,6 +169,11 @@ class MemoryBackend:
                 value, deadline = 0, self._deadline(ttl, now)
             else:
                 value, deadline = entry
+                if type(value) is bytes and value.lstrip(b"-").isdigit():
+                    # encoded by a serializing codec, which stores integers bare
+                    number = int(value) + delta
+                    self._store(key, str(number).encode(), deadline)
+                    return number
                 if type(value) is not int:
                     raise IncrementError(f"cannot increment a {type(value).__qualname__} value")
             value += delta

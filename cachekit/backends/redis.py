@@ -138,6 +138,7 @@ class AsyncClientProvider:
         self._loop: Any = None
         self._client: Any = None
         self._others: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._closers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         if client is not None:
             _check_bytes(client)
 
@@ -162,9 +163,35 @@ class AsyncClientProvider:
                 client = self._given  # the user's own client serves the first loop
             else:
                 client = self._make()
+                self._close_with_loop(loop, client)
             self._others[loop] = client
         self._loop, self._client = loop, client
         return client
+
+    def _close_with_loop(self, loop: Any, client: Any) -> None:
+        """Close ``client``'s connections when its event loop shuts down.
+
+        asyncio has no loop-closing hook, but ``asyncio.run`` (and pytest-asyncio) end with
+        ``loop.shutdown_asyncgens()``, which finalises every async generator the loop has
+        seen: a started generator whose ``finally`` closes the client is such a hook.
+        Without it each ``asyncio.run(cache.aget(...))`` would leak its connections.
+        """
+
+        async def closer() -> Any:
+            try:
+                yield
+            finally:
+                self._others.pop(loop, None)
+                if self._loop is loop:
+                    self._loop = self._client = None
+                await client.aclose()
+
+        generator = closer()
+        try:
+            generator.asend(None).send(None)
+        except StopIteration:
+            pass
+        self._closers[loop] = generator
 
     async def close(self) -> None:
         try:

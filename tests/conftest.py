@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from cachekit import Cache
+from cachekit.testing_servers import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session, started here, on its own port."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that kill, freeze or restart it."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["memory", "redis", "fakeredis"])
+def any_cache(request: pytest.FixtureRequest) -> Iterator[Cache]:
+    """The same cache contract over each backend (each test in its own namespace)."""
+    kind = request.param
+    if kind == "memory":
+        cache = Cache("memory://", prefix=unique_prefix())
+    elif kind == "redis":
+        server = request.getfixturevalue("redis_server")
+        cache = Cache(server.url, prefix=unique_prefix())
+    else:
+        cache = Cache("fakeredis://", prefix=unique_prefix())
+    yield cache
+    cache.clear()
+    cache.close()
