@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from email.utils import parsedate_tz
+from typing import Literal
 from urllib.parse import quote
 
 import orjson
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "CachedResponse",
     "Forward",
+    "Fwd",
     "Hit",
     "HttpCachePolicy",
     "Read",
@@ -64,10 +66,14 @@ __all__ = [
 ]
 
 Headers = tuple[tuple[str, str], ...]
+# The RFC 9211 fwd values this module reports when a request goes to the application.
+Fwd = Literal["bypass", "method", "uri-miss", "vary-miss", "miss", "request", "stale"]
 
 _ENTRY_MAGIC = b"CKH1"
 _MARKER_MAGIC = b"CKV1"
 _LENGTH = struct.Struct(">I")
+_META_FIELDS: tuple[str, ...] = ("status", "headers", "stored_at", "lifetime", "initial_age")
+_META_FIELDS += ("tags", "vary_names", "vary_values", "etag", "last_modified")
 _MAX_KEY_LENGTH = 200
 _MAX_DELTA = 2**31  # RFC 9111 1.2.2: larger delta-seconds are taken as 2^31
 _NEVER_STORED = frozenset({206, 304})  # partial and not-modified responses are never complete
@@ -186,20 +192,7 @@ class CachedResponse:
 
     def to_bytes(self) -> bytes:
         # Metadata as one orjson array, then the body raw: no base64 on the hit path.
-        meta = orjson.dumps(
-            [
-                self.status,
-                self.headers,
-                self.stored_at,
-                self.lifetime,
-                self.initial_age,
-                self.tags,
-                self.vary_names,
-                self.vary_values,
-                self.etag,
-                self.last_modified,
-            ]
-        )
+        meta = orjson.dumps([getattr(self, name) for name in _META_FIELDS])
         return b"".join((_ENTRY_MAGIC, _LENGTH.pack(len(meta)), meta, self.body))
 
     @classmethod
@@ -443,7 +436,7 @@ def primary_key(req: Request, prefix: str = "") -> str:
 class RequestDecision:
     lookup: bool  # may be answered from the cache
     store: bool  # its response may be stored
-    fwd: str  # the RFC 9211 fwd value if the request goes to the application
+    fwd: Fwd  # reported if the request goes to the application
 
 
 def request_is_cacheable(req: Request, policy: HttpCachePolicy = DEFAULT_POLICY) -> RequestDecision:
@@ -464,7 +457,7 @@ def _allows_authorized(directives: Mapping[str, str | None]) -> bool:
     return any(name in directives for name in ("public", "s-maxage", "must-revalidate"))
 
 
-def miss_reason(entry: CachedResponse, req: Request, now: float) -> str | None:
+def miss_reason(entry: CachedResponse, req: Request, now: float) -> Fwd | None:
     """None when `entry` may answer `req`; else the RFC 9211 fwd value to report."""
     if entry.vary_names and _vary_values(req, entry.vary_names) != entry.vary_values:
         return "vary-miss"
@@ -664,7 +657,7 @@ def serve(
 def mark_miss(
     headers: Iterable[tuple[str, str]],
     stored: bool,
-    fwd: str = "miss",
+    fwd: Fwd = "miss",
     *,
     policy: HttpCachePolicy = DEFAULT_POLICY,
     etag: str | None = None,
@@ -695,7 +688,7 @@ class Forward:
 
     request: Request
     policy: HttpCachePolicy
-    fwd: str
+    fwd: Fwd
     may_store: bool
 
     def finish(
@@ -734,7 +727,7 @@ class Read:
             key = found.variant_key(self.request, self.policy.key_prefix)
             return Read(key, self.request, self.policy, self.may_store, variant=True)
         if not isinstance(found, CachedResponse):
-            fwd = "vary-miss" if self.variant else "uri-miss"
+            fwd: Fwd = "vary-miss" if self.variant else "uri-miss"
             return Forward(self.request, self.policy, fwd, self.may_store)
         reason = miss_reason(found, self.request, now)
         if reason is not None:
