@@ -88,11 +88,11 @@ class Namespace:
 
 def _key_default(obj: Any) -> Any:
     """How orjson encodes argument types it does not know, for default keys."""
-    custom = getattr(obj, "__cache_key__", None)
-    if custom is not None:
-        return custom()
     if isinstance(obj, type):
         return f"<{obj.__module__}.{obj.__qualname__}>"
+    custom = getattr(type(obj), "__cache_key__", None)
+    if custom is not None:
+        return custom(obj)
     if isinstance(obj, (set, frozenset)):
         return sorted(obj, key=repr)
     if isinstance(obj, (bytes, bytearray, memoryview)):
