@@ -54,6 +54,7 @@ __all__ = [
     "VaryMarker",
     "begin",
     "cache_key",
+    "invalidation_key",
     "load",
     "mark_miss",
     "miss_reason",
@@ -98,6 +99,7 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _PATH_UNSAFE = re.compile(r"%[0-9A-Fa-f]{2}|[^A-Za-z0-9\-._~!$&'()*+,;=:@/]")
 _QUERY_UNSAFE = re.compile(r"%[0-9A-Fa-f]{2}|[^A-Za-z0-9\-._~!$'()*,;:@/?=]")
 _HOST_UNSAFE = re.compile(r"%[0-9A-Fa-f]{2}|[^a-z0-9\-._~!$&'()*+,;=:\[\]]")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _SF_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~:/0-9A-Za-z]*")
 
@@ -393,20 +395,19 @@ def _vary_values(req: Request, names: Iterable[str]) -> tuple[str | None, ...]:
 def cache_key(req: Request, vary_names: Iterable[str] = (), prefix: str = "") -> str:
     """The key of the response to `req` among those varying on `vary_names`.
 
-    HEAD shares GET's key; scheme and host are lower-cased and default ports dropped;
+    The key names the GET response whatever `req.method` is (HEAD is served from it,
+    see also `invalidation_key`); scheme and host are lower-cased and default ports dropped;
     percent-encoding is normalised; query parameters are sorted by name (repeated
     ones keep their order). A header the request lacks differs from an empty one.
     Keys longer than 200 characters become a sha256.
     """
-    method = req.method.upper()
-    if method == "HEAD":
-        method = "GET"
     scheme = _HOST_UNSAFE.sub(_percent_fix, req.scheme.lower())
     host = (req.host or req.header("host") or "").strip().lower()
     default_port = _DEFAULT_PORTS.get(scheme)
     if default_port is not None and host.endswith(default_port):
         host = host[: -len(default_port)]
-    key = f"{method}:{scheme}://{_HOST_UNSAFE.sub(_percent_fix, host)}"
+    # Only GET responses are stored: HEAD reads GET's entry, unsafe methods invalidate it.
+    key = f"GET:{scheme}://{_HOST_UNSAFE.sub(_percent_fix, host)}"
     key += _PATH_UNSAFE.sub(_percent_fix, req.path) or "/"
     query = _normalise_query(req.query_string)
     if query:
@@ -427,6 +428,18 @@ def cache_key(req: Request, vary_names: Iterable[str] = (), prefix: str = "") ->
 def primary_key(req: Request, prefix: str = "") -> str:
     """The first key read for `req`: an entry, or a `VaryMarker` naming the secondary key."""
     return cache_key(req, (), prefix)
+
+
+def invalidation_key(req: Request, status: int, prefix: str = "") -> str | None:
+    """The key to delete after `req`, or None.
+
+    RFC 9111 4.4: a non-error response to an unsafe method (POST, PUT, DELETE, ...)
+    invalidates the stored responses for its URI. Deleting the primary key drops an
+    entry, or the Vary marker that leads to every variant.
+    """
+    if req.method.upper() in _SAFE_METHODS or not 200 <= status < 400:
+        return None
+    return primary_key(req, prefix)
 
 
 # ----------------------------------------------------------------------- requests

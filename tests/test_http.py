@@ -19,6 +19,7 @@ from cachekit.http import (
     VaryMarker,
     begin,
     cache_key,
+    invalidation_key,
     load,
     mark_miss,
     miss_reason,
@@ -122,6 +123,15 @@ def test_request_no_cache_is_a_miss_that_may_store(value: str) -> None:
 def test_head_shares_the_get_key() -> None:
     assert cache_key(get(method="HEAD")) == cache_key(get())
     assert primary_key(get()) == cache_key(get())
+
+
+def test_unsafe_methods_invalidate_the_uri() -> None:
+    assert invalidation_key(get(method="POST"), 201, "p:") == primary_key(get(), "p:")
+    assert invalidation_key(get(method="delete"), 302) == primary_key(get())
+    assert invalidation_key(get(method="POST"), 500) is None
+    assert invalidation_key(get(method="POST"), 404) is None
+    assert invalidation_key(get(), 200) is None
+    assert invalidation_key(get(method="HEAD"), 200) is None
 
 
 def test_host_and_scheme_are_normalised_and_default_ports_dropped() -> None:
