@@ -105,9 +105,13 @@ class BytesCodec(Codec):
         if compress == "auto":
             compress = "zstd" if zstd is not None else "zlib"
         if compress not in (None, "zlib", "zstd"):
-            raise ConfigurationError(f"compress must be None, 'zlib', 'zstd' or 'auto', not {compress!r}")
+            raise ConfigurationError(
+                f"compress must be None, 'zlib', 'zstd' or 'auto', not {compress!r}"
+            )
         if compress == "zstd" and zstd is None:
-            raise ConfigurationError("compress='zstd' needs the zstd extra: pip install 'cachekit[zstd]'")
+            raise ConfigurationError(
+                "compress='zstd' needs the zstd extra: pip install 'cachekit[zstd]'"
+            )
         self._compress_flag = {None: 0, "zlib": _ZLIB, "zstd": _ZSTD}[compress]
         level = compress_level
         self._zlib_level = 6 if level is None else level

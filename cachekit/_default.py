@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from ._cache import Cache
 
 __all__ = ["cached", "get_default_cache", "set_default_cache"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _default: Cache | None = None
 _lock = threading.Lock()
@@ -29,6 +31,14 @@ def set_default_cache(cache: Cache | None) -> None:
     global _default
     with _lock:
         _default = cache
+
+
+@overload
+def cached(func: F, /) -> F: ...
+
+
+@overload
+def cached(func: None = None, /, **options: Any) -> Callable[[F], F]: ...
 
 
 def cached(func: Any = None, /, **options: Any) -> Any:

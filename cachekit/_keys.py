@@ -99,7 +99,8 @@ def _key_default(obj: Any) -> Any:
         return "b:" + bytes(obj).hex()
     if isinstance(obj, (Decimal, complex)):
         return repr(obj)
-    if type(obj).__repr__ is not object.__repr__:
+    repr_impl: Any = type(obj).__repr__
+    if repr_impl is not object.__repr__:
         return f"{type(obj).__qualname__}:{obj!r}"
     # No value-based identity: key on the object itself (valid for this process only).
     # Define __cache_key__ or pass key= to share such entries between processes.
@@ -125,7 +126,9 @@ class KeyBuilder:
     ``"{user.id}"``) or a callable taking the function's arguments and returning a key.
     """
 
-    def __init__(self, func: Callable[..., Any], key: str | Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self, func: Callable[..., Any], key: str | Callable[..., Any] | None = None
+    ) -> None:
         self.signature = sig = inspect.signature(func)
         params = list(sig.parameters.values())
         self.names = tuple(p.name for p in params)
@@ -151,7 +154,9 @@ class KeyBuilder:
             root = re.split(r"[.\[]", field, maxsplit=1)[0]
             if root == "" or root.isdigit():
                 if not self.simple:
-                    raise ConfigurationError(f"positional field {{{field}}} needs a plain signature")
+                    raise ConfigurationError(
+                        f"positional field {{{field}}} needs a plain signature"
+                    )
                 continue
             if root not in self.names:
                 raise ConfigurationError(

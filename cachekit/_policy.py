@@ -143,8 +143,8 @@ class CachePolicy:
     def _backend_translate(self, exc: BaseException) -> CacheKitError:
         if isinstance(exc, CacheKitError):
             return exc
-        translate = self._translate_error
-        return translate(exc)
+        error: CacheKitError = self._translate_error(exc)
+        return error
 
     _translate_error: Any
 

@@ -176,7 +176,9 @@ class PickleSerializer:
         return pickle.loads(payload)
 
 
-def get_serializer(spec: str | Serializer | None, *, secret: str | bytes | None = None) -> Serializer:
+def get_serializer(
+    spec: str | Serializer | None, *, secret: str | bytes | None = None
+) -> Serializer:
     """A serializer from its name (``"orjson"``, ``"json"``, ...) or an object with dumps/loads."""
     if spec is None or spec == "orjson":
         return OrjsonSerializer()

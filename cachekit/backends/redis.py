@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -62,6 +63,10 @@ def client_options(socket_timeout: float | None, connect_timeout: float | None) 
 
 def _retry() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+
+
+def _async_retry() -> AsyncRetry:
+    return AsyncRetry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
 
 
 def _check_bytes(client: Any) -> None:
@@ -146,9 +151,9 @@ class AsyncClientProvider:
         if self._factory is not None:
             return self._factory()
         if self._url is not None:
-            return redis.asyncio.Redis.from_url(self._url, retry=_retry(), **self._options)
+            return redis.asyncio.Redis.from_url(self._url, retry=_async_retry(), **self._options)
         source = self._twin if self._twin is not None else self._given
-        return redis.asyncio.Redis(retry=_retry(), **_clone_kwargs(source))
+        return redis.asyncio.Redis(retry=_async_retry(), **_clone_kwargs(source))
 
     def get(self) -> Any:
         loop = asyncio.get_running_loop()

@@ -47,7 +47,9 @@ def backends_for_url(
         sync = fakeredis.FakeRedis(server=server)
         return (
             RedisBackend(SyncClientProvider(client=sync)),
-            AsyncRedisBackend(AsyncClientProvider(factory=lambda: fakeredis.FakeAsyncRedis(server=server))),
+            AsyncRedisBackend(
+                AsyncClientProvider(factory=lambda: fakeredis.FakeAsyncRedis(server=server))
+            ),
         )
     options = client_options(timeout, connect_timeout if connect_timeout is not None else timeout)
     query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
@@ -79,7 +81,9 @@ def backends_for_client(
             )
         return (
             RedisBackend(SyncClientProvider(client=client)),
-            AsyncRedisBackend(AsyncClientProvider(factory=lambda: fakeredis.FakeAsyncRedis(**where))),
+            AsyncRedisBackend(
+                AsyncClientProvider(factory=lambda: fakeredis.FakeAsyncRedis(**where))
+            ),
         )
     if isinstance(client, redis.asyncio.Redis):
         return (
@@ -92,5 +96,6 @@ def backends_for_client(
             AsyncRedisBackend(AsyncClientProvider(twin=client)),
         )
     raise ConfigurationError(
-        f"client= takes a redis.Redis or redis.asyncio.Redis client, not {type(client).__qualname__}"
+        "client= takes a redis.Redis or redis.asyncio.Redis client, "
+        f"not {type(client).__qualname__}"
     )
