@@ -1,0 +1,1 @@
+"""Framework adapters: cachekit.integrations.flask, .starlette, .django (each needs its extra)."""
