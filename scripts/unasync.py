@@ -49,6 +49,13 @@ SUBS: dict[str, str] = {
     "aping": "ping",
     "aclose": "close",
     "arefresh": "refresh",
+    # tags and write strategies
+    "AsyncTagOps": "SyncTagOps",
+    "_aset_tagged": "_set_tagged",
+    "_aregister_tags": "_register_tags",
+    "_aredis_write": "_redis_write",
+    "ainvalidate_tags": "invalidate_tags",
+    "_ainvalidate_in_redis": "_invalidate_in_redis",
     "This file is the source: ``cachekit/_sync/": "GENERATED from ``cachekit/_async/",
     "is generated from it by": "by",
     "(CI fails when they drift). Edit here, then run the script.": (

@@ -13,14 +13,16 @@ from typing import Any
 
 from .._codec import CorruptEntry
 from .._concurrency import _aresolve
-from .._policy import DEFAULT, CachePolicy
+from .._policy import DEFAULT
 from .._sentinel import MISSING
+from .._tags import tag_list
 from ..exceptions import SerializationError
+from .tags import AsyncTagOps
 
 __all__ = ["AsyncCacheOps"]
 
 
-class AsyncCacheOps(CachePolicy):
+class AsyncCacheOps(AsyncTagOps):
     async def _acall(self, method: str, default: Any, *args: Any) -> Any:
         """A backend call that fails open: ``default`` when the backend fails."""
         if self._breaker.open:
@@ -51,6 +53,7 @@ class AsyncCacheOps(CachePolicy):
     async def _astore(self, key: str, value: Any, ttl: Any, tags: Iterable[str] | None) -> bool:
         """Store a computed value, failing open (an unencodable value is logged, not raised)."""
         seconds = self._seconds(ttl)
+        tags = tag_list(tags)
         try:
             stored = self._encode(value, tags)
         except SerializationError as exc:
@@ -58,6 +61,8 @@ class AsyncCacheOps(CachePolicy):
         if seconds == 0:
             return False
         self.counters.sets += 1
+        if tags:
+            return await self._aset_tagged({key: stored}, seconds, tags)
         return bool(await self._acall("set", False, key, stored, seconds))
 
     async def aget(self, key: Any, default: Any = None) -> Any:
@@ -68,20 +73,26 @@ class AsyncCacheOps(CachePolicy):
         self, key: Any, value: Any, ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
     ) -> bool:
         """Store ``value``; ``ttl`` in seconds (None: no expiry, 0 or less: delete)."""
+        tags = tag_list(tags)
         full, seconds, stored = self._prepare(key, value, ttl, tags)
         if seconds == 0:
             await self._acall("delete", False, full)
             return False
         self.counters.sets += 1
+        if tags:
+            return await self._aset_tagged({full: stored}, seconds, tags)
         return bool(await self._acall("set", False, full, stored, seconds))
 
     async def aadd(
         self, key: Any, value: Any, ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
     ) -> bool:
         """Store only if absent; True if stored."""
+        tags = tag_list(tags)
         full, seconds, stored = self._prepare(key, value, ttl, tags)
         if seconds == 0:
             return False
+        if tags:
+            await self._aregister_tags([full], seconds, tags)
         return bool(await self._acall("add", False, full, stored, seconds))
 
     async def adelete(self, key: Any) -> bool:
@@ -101,11 +112,14 @@ class AsyncCacheOps(CachePolicy):
         self, mapping: Mapping[Any, Any], ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
     ) -> bool:
         """Store several entries in one round trip; True if the backend took them."""
+        tags = tag_list(tags)
         items, seconds = self._prepare_many(mapping, ttl, tags)
         if seconds == 0:
             await self._acall("delete_many", 0, list(items))
             return False
         self.counters.sets += len(items)
+        if tags:
+            return await self._aset_tagged(items, seconds, tags)
         return await self._acall("set_many", False, items, seconds) is None
 
     async def adelete_many(self, keys: Iterable[Any]) -> int:

@@ -13,14 +13,16 @@ from typing import Any
 
 from .._codec import CorruptEntry
 from .._concurrency import _resolve
-from .._policy import DEFAULT, CachePolicy
+from .._policy import DEFAULT
 from .._sentinel import MISSING
+from .._tags import tag_list
 from ..exceptions import SerializationError
+from .tags import SyncTagOps
 
 __all__ = ["SyncCacheOps"]
 
 
-class SyncCacheOps(CachePolicy):
+class SyncCacheOps(SyncTagOps):
     def _call(self, method: str, default: Any, *args: Any) -> Any:
         """A backend call that fails open: ``default`` when the backend fails."""
         if self._breaker.open:
@@ -51,6 +53,7 @@ class SyncCacheOps(CachePolicy):
     def _store(self, key: str, value: Any, ttl: Any, tags: Iterable[str] | None) -> bool:
         """Store a computed value, failing open (an unencodable value is logged, not raised)."""
         seconds = self._seconds(ttl)
+        tags = tag_list(tags)
         try:
             stored = self._encode(value, tags)
         except SerializationError as exc:
@@ -58,6 +61,8 @@ class SyncCacheOps(CachePolicy):
         if seconds == 0:
             return False
         self.counters.sets += 1
+        if tags:
+            return self._set_tagged({key: stored}, seconds, tags)
         return bool(self._call("set", False, key, stored, seconds))
 
     def get(self, key: Any, default: Any = None) -> Any:
@@ -68,20 +73,26 @@ class SyncCacheOps(CachePolicy):
         self, key: Any, value: Any, ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
     ) -> bool:
         """Store ``value``; ``ttl`` in seconds (None: no expiry, 0 or less: delete)."""
+        tags = tag_list(tags)
         full, seconds, stored = self._prepare(key, value, ttl, tags)
         if seconds == 0:
             self._call("delete", False, full)
             return False
         self.counters.sets += 1
+        if tags:
+            return self._set_tagged({full: stored}, seconds, tags)
         return bool(self._call("set", False, full, stored, seconds))
 
     def add(
         self, key: Any, value: Any, ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
     ) -> bool:
         """Store only if absent; True if stored."""
+        tags = tag_list(tags)
         full, seconds, stored = self._prepare(key, value, ttl, tags)
         if seconds == 0:
             return False
+        if tags:
+            self._register_tags([full], seconds, tags)
         return bool(self._call("add", False, full, stored, seconds))
 
     def delete(self, key: Any) -> bool:
@@ -101,11 +112,14 @@ class SyncCacheOps(CachePolicy):
         self, mapping: Mapping[Any, Any], ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
     ) -> bool:
         """Store several entries in one round trip; True if the backend took them."""
+        tags = tag_list(tags)
         items, seconds = self._prepare_many(mapping, ttl, tags)
         if seconds == 0:
             self._call("delete_many", 0, list(items))
             return False
         self.counters.sets += len(items)
+        if tags:
+            return self._set_tagged(items, seconds, tags)
         return self._call("set_many", False, items, seconds) is None
 
     def delete_many(self, keys: Iterable[Any]) -> int:

@@ -1,0 +1,149 @@
+"""Tag registration and ``invalidate_tags``, as a mixin of :class:`cachekit.Cache`.
+
+GENERATED from ``cachekit/_async/tags.py`` by
+``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
+Why tag sets (and not tag versions), and what they cost: see :mod:`cachekit._tags`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import redis.exceptions
+
+from .._policy import CachePolicy
+from .._tags import (
+    INVALIDATE_BATCH,
+    INVALIDATE_SCRIPT,
+    INVALIDATE_SHA,
+    REGISTER_CHUNK,
+    REGISTER_SCRIPT,
+    REGISTER_SHA,
+    chunks,
+    dying_key,
+    memory_index,
+    tag_key,
+    tag_list,
+    tag_set_ttl_ms,
+)
+
+__all__ = ["SyncTagOps"]
+
+
+def _ms(ttl: float) -> int:
+    return max(1, int(ttl * 1000))
+
+
+class SyncTagOps(CachePolicy):
+    def _tags_in_redis(self) -> bool:
+        # Redis (and fakeredis) backends expose their client provider; anything else
+        # keeps its tag sets in this process, next to the backend object.
+        return hasattr(self._backend, "clients")
+
+    def _set_tagged(
+        self, items: Mapping[str, Any], seconds: float | None, tags: Sequence[str]
+    ) -> bool:
+        """Write encoded entries and register them under ``tags``, failing open."""
+        if self._breaker.open:
+            return bool(self._skip(False))
+        try:
+            if not self._tags_in_redis():
+                memory_index(self._backend).register(items, self._tag_keys(tags))
+                self._backend.set_many(items, seconds)
+                return True
+            return self._redis_write(items, seconds, tags, with_entries=True)
+        except Exception as exc:
+            return bool(self._failed(exc, False))
+
+    def _register_tags(
+        self, keys: Iterable[str], seconds: float | None, tags: Sequence[str]
+    ) -> None:
+        """Register keys under tags without writing them (before ``add``), failing open."""
+        if self._breaker.open:
+            self._skip(None)
+            return
+        try:
+            if not self._tags_in_redis():
+                memory_index(self._backend).register(keys, self._tag_keys(tags))
+                return
+            self._redis_write(dict.fromkeys(keys, b""), seconds, tags, with_entries=False)
+        except Exception as exc:
+            self._failed(exc, None)
+
+    def _tag_keys(self, tags: Iterable[str]) -> list[str]:
+        return [tag_key(self._ns.text, tag) for tag in tags]
+
+    def _redis_write(
+        self,
+        items: Mapping[str, Any],
+        seconds: float | None,
+        tags: Sequence[str],
+        *,
+        with_entries: bool,
+    ) -> bool:
+        # One round trip: the tag registrations first, then the entries, so that a
+        # failure in between leaves a registered key without entry (harmless), never an
+        # entry its tag cannot find.
+        client = self._backend.clients.get()
+        keys = list(items)
+        ttl_arg = tag_set_ttl_ms(seconds)
+        for attempt in (1, 2):
+            with client.pipeline(transaction=False) as pipe:
+                for name in self._tag_keys(tags):
+                    for part in chunks(keys, REGISTER_CHUNK):
+                        pipe.evalsha(REGISTER_SHA, 1, name, ttl_arg, *part)
+                if with_entries:
+                    for key, stored in items.items():
+                        if seconds is None:
+                            pipe.set(key, stored)
+                        else:
+                            pipe.set(key, stored, px=_ms(seconds))
+                results = pipe.execute(raise_on_error=False)
+            missing = [r for r in results if isinstance(r, redis.exceptions.NoScriptError)]
+            if missing and attempt == 1:  # a restarted Redis forgot the script
+                client.script_load(REGISTER_SCRIPT)
+                continue
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return all(bool(r) for r in results)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def invalidate_tags(self, *tags: str) -> int:
+        """Remove every entry written with any of ``tags``, in every process; the number
+        removed. Fails open (logged, 0) unless the cache was made with ``on_error="raise"``.
+        """
+        names = tag_list(tags)
+        if not names:
+            return 0
+        if self._breaker.open:
+            return int(self._skip(0))
+        try:
+            if not self._tags_in_redis():
+                keys = memory_index(self._backend).take(self._tag_keys(names))
+                return int(self._backend.delete_many(list(keys))) if keys else 0
+            return self._invalidate_in_redis(names)
+        except Exception as exc:
+            return int(self._failed(exc, 0))
+
+    def _invalidate_in_redis(self, tags: Sequence[str]) -> int:
+        client = self._backend.clients.get()
+        deleted = 0
+        for tag in tags:
+            dying = dying_key(self._ns.text, tag)
+            keys = (tag_key(self._ns.text, tag), dying)
+            try:
+                left = client.evalsha(INVALIDATE_SHA, 2, *keys)
+            except redis.exceptions.NoScriptError:
+                left = client.eval(INVALIDATE_SCRIPT, 2, *keys)
+            members = client.srandmember(dying, INVALIDATE_BATCH) if left else []
+            while members:
+                # delete first, then forget: an interrupted run is finished by the next
+                with client.pipeline(transaction=False) as pipe:
+                    pipe.unlink(*members)
+                    pipe.srem(dying, *members)
+                    pipe.srandmember(dying, INVALIDATE_BATCH)
+                    unlinked, _, members = pipe.execute()
+                deleted += int(unlinked)
+        return deleted
