@@ -51,7 +51,7 @@ class Codec:
         raise NotImplementedError
 
 
-class _Boxed:
+class Boxed:
     """An object stored in memory together with its metadata."""
 
     __slots__ = ("meta", "value")
@@ -67,13 +67,13 @@ class ObjectCodec(Codec):
     stores_objects = True
 
     def dumps(self, value: Any, meta: dict[str, Any] | None = None) -> Any:
-        return value if meta is None else _Boxed(value, meta)
+        return value if meta is None else Boxed(value, meta)
 
     def loads(self, stored: Any) -> Any:
-        return stored.value if type(stored) is _Boxed else stored
+        return stored.value if type(stored) is Boxed else stored
 
     def loads_meta(self, stored: Any) -> tuple[Any, dict[str, Any] | None]:
-        if type(stored) is _Boxed:
+        if type(stored) is Boxed:
             return stored.value, stored.meta
         return stored, None
 

@@ -73,7 +73,9 @@ class Namespace:
             raise ConfigurationError("prefix must be a non-empty string")
         self.prefix = prefix
         self.version = version
-        self.text = f"{prefix}:{version}:"
+        # version "" is an unversioned namespace, "{prefix}:" (the Django adapter's: Django
+        # puts its own version in every key)
+        self.text = f"{prefix}:{version}:" if version != "" else f"{prefix}:"
         self.pattern_prefix = escape_glob(self.text)
 
     def key(self, key: Any) -> str:
@@ -133,9 +135,16 @@ class KeyBuilder:
         params = list(sig.parameters.values())
         self.names = tuple(p.name for p in params)
         self.simple = all(p.kind in _SIMPLE_KINDS for p in params)
+        self._keywords_ok = self.simple and not any(
+            p.kind is inspect.Parameter.POSITIONAL_ONLY for p in params
+        )
+        self._defaults = tuple(p.default for p in params)  # inspect.Parameter.empty if none
         defaults = [p.default for p in params if p.default is not inspect.Parameter.empty]
-        self.defaults = tuple(defaults)
-        self.required = len(params) - len(defaults)
+        # for a call giving n positional arguments and no keywords: the defaults to append
+        self._tails = {
+            len(params) - missing: tuple(defaults[len(defaults) - missing :])
+            for missing in range(len(defaults) + 1)
+        }
         self.base = f"{func.__module__}.{func.__qualname__}:"
         self.template: str | None = None
         self.key_func: Callable[..., Any] | None = None
@@ -165,14 +174,32 @@ class KeyBuilder:
                 )
 
     def values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
-        """The call's arguments in signature order, defaults applied."""
-        if not kwargs and self.simple:
-            given = len(args)
-            if given == len(self.names):
-                return args
-            missing = len(self.names) - given
-            if given >= self.required and missing <= len(self.defaults):
-                return args + self.defaults[len(self.defaults) - missing :]
+        """The call's arguments in signature order, defaults applied.
+
+        Plain signatures take a fast path (no ``Signature.bind``); anything unusual, and
+        every call that does not fit the signature, goes through ``bind`` so that the
+        error is Python's own ``TypeError``.
+        """
+        if self.simple and not kwargs:
+            tail = self._tails.get(len(args))
+            if tail is not None:
+                return args + tail if tail else args
+        elif self._keywords_ok and len(args) < len(self.names):
+            out = list(args)
+            used = 0
+            empty = inspect.Parameter.empty
+            for index in range(len(args), len(self.names)):
+                name = self.names[index]
+                if name in kwargs:
+                    out.append(kwargs[name])
+                    used += 1
+                elif self._defaults[index] is not empty:
+                    out.append(self._defaults[index])
+                else:
+                    break
+            else:
+                if used == len(kwargs):
+                    return tuple(out)
         return self._bind(args, kwargs)
 
     def _bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -205,11 +232,13 @@ class KeyBuilder:
             limit = MAX_KEY_LENGTH + len(ns)
             nargs = len(self.names)
             values = self.values
+            tails = self._tails
             dumps = orjson.dumps
 
             def full_key(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
                 if kwargs or len(args) != nargs:
-                    args = values(args, kwargs)
+                    tail = None if kwargs else tails.get(len(args))
+                    args = args + tail if tail is not None else values(args, kwargs)
                 text = base + dumps(args, default=_key_default, option=_KEY_OPTIONS).decode()
                 return text if len(text) <= limit else ns + _shorten(text[len(ns) :])
 

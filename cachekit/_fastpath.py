@@ -1,0 +1,80 @@
+"""The ``@cached`` hit path on the embedded memory backend, in one Python frame.
+
+On memory a hit costs less than a Python function call, so the frames matter: the
+general wrapper calls a key builder, then a lookup, then the backend. Here the key of a
+call that matches the signature exactly (no keywords, every argument given) and the dict
+read are inlined into the wrapper itself; every other case (keywords, defaults, a miss,
+an expired entry, an entry carrying metadata for stale/early refresh) is handed to the
+general wrapper, unchanged. Chosen at decoration time, only for a memory backend that
+stores objects and a default (signature-derived) key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ._codec import Boxed
+from ._keys import _KEY_OPTIONS, _key_default
+
+__all__ = ["memory_hit_wrapper"]
+
+
+def memory_hit_wrapper(
+    cache: Any, keys: Any, general: Callable[..., Any], is_async: bool
+) -> Callable[..., Any] | None:
+    """A wrapper serving hits inline and everything else through ``general``; or None
+    when this function/cache pair does not qualify."""
+    from .backends.memory import MemoryBackend
+
+    backend = cache.__dict__.get("_backend")
+    if not isinstance(backend, MemoryBackend) or not cache._codec.stores_objects:
+        return None
+    if keys.key_func is not None or keys.template is not None or not keys.simple:
+        return None
+    base = cache.namespace.text + keys.base
+    nargs = len(keys.names)
+    data_get = backend._data.get
+    touch = backend._data.move_to_end
+    clock = backend._clock
+    counters = cache.counters
+    dumps = orjson.dumps
+    default, option = _key_default, _KEY_OPTIONS
+
+    if is_async:
+
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not kwargs and len(args) == nargs:
+                key = base + dumps(args, default=default, option=option).decode()
+                entry = data_get(key)
+                if entry is not None and entry[1] > clock():
+                    value = entry[0]
+                    if type(value) is not Boxed:
+                        try:
+                            touch(key)
+                        except KeyError:  # removed since the read: still a hit
+                            pass
+                        counters.hits += 1
+                        return value
+            return await general(*args, **kwargs)
+
+        return async_wrapper
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs and len(args) == nargs:
+            key = base + dumps(args, default=default, option=option).decode()
+            entry = data_get(key)
+            if entry is not None and entry[1] > clock():
+                value = entry[0]
+                if type(value) is not Boxed:
+                    try:
+                        touch(key)
+                    except KeyError:  # removed since the read: still a hit
+                        pass
+                    counters.hits += 1
+                    return value
+        return general(*args, **kwargs)
+
+    return wrapper
