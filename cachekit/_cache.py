@@ -149,7 +149,7 @@ class Cache(SyncCacheOps, AsyncCacheOps):
         )
         if isinstance(backend, MemoryBackend) and isinstance(self._codec, ObjectCodec):
             # the hit path of @cached on the embedded default: see _memory_lookup
-            self._lookup = _memory_lookup(backend, self.counters, self._lookup)  # type: ignore[method-assign]
+            self._lookup = _memory_lookup(backend, self.counters, self._lookup)  # type: ignore[method-assign,assignment]
 
     # -- construction -----------------------------------------------------------------
     @staticmethod
