@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import Any, TypeVar, overload
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ._async.ops import AsyncCacheOps
 from ._breaker import CircuitBreaker
@@ -120,6 +120,7 @@ class Cache(SyncCacheOps, AsyncCacheOps):
             raise ConfigurationError(f"default_ttl must be seconds or None, not {default_ttl!r}")
 
         self.url = url
+        self._client_given = client if client is not None else backend
         self._ns = Namespace(prefix, version)
         self.default_ttl = default_ttl
         self._raise_errors = on_error == "raise"
@@ -173,7 +174,8 @@ class Cache(SyncCacheOps, AsyncCacheOps):
                 ours[name] = _float_or_none(value) if convert is float else convert(value)
             except ValueError:
                 raise ConfigurationError(f"bad value for {name} in cache URL: {value!r}") from None
-        return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+        base = url.split("?", 1)[0]  # not urlunsplit: it turns unix:///path into unix:/path
+        return (f"{base}?{urlencode(theirs)}" if theirs else base), ours
 
     def _make_backends(
         self,
@@ -248,9 +250,10 @@ class Cache(SyncCacheOps, AsyncCacheOps):
 
     def _describe_backend(self) -> str:
         if self._is_local:
-            return "memory"
-        scheme = urlsplit(self.url).scheme if self.url else "redis"
-        return f"{scheme} backend"
+            return "memory" if self._client_given is None else "local backend"
+        if self._client_given is not None:
+            return "redis client"
+        return f"{urlsplit(self.url).scheme} backend"
 
     # -- public helpers ---------------------------------------------------------------
     @property

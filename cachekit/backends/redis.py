@@ -10,6 +10,7 @@ one client per running loop (``asyncio.run`` twice, or one loop per test, just w
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 import threading
 import weakref
@@ -78,16 +79,39 @@ def _check_bytes(client: Any) -> None:
         )
 
 
-def _clone_kwargs(client: Any) -> dict[str, Any]:
-    """Connection settings of an existing client, to build its sync/async twin."""
+def _accepted(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names.update(
+                p.name
+                for p in inspect.signature(init).parameters.values()
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+            )
+    return names - {"self"}
+
+
+def _twin_pool(client: Any, want_async: bool) -> Any:
+    """A connection pool of the other flavour (sync/async) with ``client``'s settings."""
+    import redis.asyncio.connection as aconn
+    import redis.connection as sconn
+
     pool = client.connection_pool
-    kwargs = dict(pool.connection_kwargs)
-    for unwanted in ("retry", "connection_pool", "redis_connect_func", "credential_provider"):
-        kwargs.pop(unwanted, None)
-    if "path" in kwargs:
-        kwargs["unix_socket_path"] = kwargs.pop("path")
-    kwargs.pop("ssl_context", None)
-    return kwargs
+    source = pool.connection_class
+    name = source.__name__
+    target_module = aconn if want_async else sconn
+    target = getattr(target_module, name, None)
+    if not isinstance(target, type):
+        raise ConfigurationError(
+            f"cannot derive a {'asyncio' if want_async else 'sync'} client from {name}; "
+            "pass both client= and a URL, or use Cache(url)"
+        )
+    accepted = _accepted(target)
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in accepted}
+    kwargs["retry"] = _async_retry() if want_async else _retry()
+    pool_class = redis.asyncio.ConnectionPool if want_async else redis.ConnectionPool
+    return pool_class(connection_class=target, max_connections=pool.max_connections, **kwargs)
 
 
 class SyncClientProvider:
@@ -109,7 +133,7 @@ class SyncClientProvider:
     def _make(self) -> Any:
         if self._url is not None:
             return redis.Redis.from_url(self._url, retry=_retry(), **self._options)
-        return redis.Redis(retry=_retry(), **_clone_kwargs(self._twin))
+        return redis.Redis(connection_pool=_twin_pool(self._twin, want_async=False))
 
     def get(self) -> Any:
         client = self._client
@@ -124,6 +148,7 @@ class SyncClientProvider:
         client, self._client = self._client, None
         if client is not None and (self._url is not None or self._twin is not None):
             client.close()
+            client.connection_pool.disconnect()  # a pool we passed in is not closed by close()
 
 
 class AsyncClientProvider:
@@ -153,7 +178,7 @@ class AsyncClientProvider:
         if self._url is not None:
             return redis.asyncio.Redis.from_url(self._url, retry=_async_retry(), **self._options)
         source = self._twin if self._twin is not None else self._given
-        return redis.asyncio.Redis(retry=_async_retry(), **_clone_kwargs(source))
+        return redis.asyncio.Redis(connection_pool=_twin_pool(source, want_async=True))
 
     def get(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -189,7 +214,7 @@ class AsyncClientProvider:
                 self._others.pop(loop, None)
                 if self._loop is loop:
                     self._loop = self._client = None
-                await client.aclose()
+                await client.aclose(close_connection_pool=True)
 
         generator = closer()
         try:
@@ -205,6 +230,6 @@ class AsyncClientProvider:
             loop = None
         client = self._others.pop(loop, None) if loop is not None else None
         if client is not None and client is not self._given:
-            await client.aclose()
+            await client.aclose(close_connection_pool=True)
         if loop is self._loop:
             self._loop = self._client = None

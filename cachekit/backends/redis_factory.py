@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
+import redis.connection
 
 from .._async.redis_backend import AsyncRedisBackend
 from .._sync.redis_backend import RedisBackend
@@ -51,6 +52,10 @@ def backends_for_url(
                 AsyncClientProvider(factory=lambda: fakeredis.FakeAsyncRedis(server=server))
             ),
         )
+    try:
+        redis.connection.parse_url(url)  # type: ignore[no-untyped-call]  # fail here, not later
+    except ValueError as exc:
+        raise ConfigurationError(f"bad redis URL {url!r}: {exc}") from None
     options = client_options(timeout, connect_timeout if connect_timeout is not None else timeout)
     query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
     for name in ("socket_timeout", "socket_connect_timeout"):
