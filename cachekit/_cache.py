@@ -13,6 +13,7 @@ from ._breaker import CircuitBreaker
 from ._codec import Boxed, BytesCodec, Codec, ObjectCodec
 from ._decorator import decorate
 from ._keys import Namespace
+from ._lock import LockMixin
 from ._policy import DEFAULT, Counters
 from ._sync.ops import SyncCacheOps
 from .backends.memory import AsyncMemoryBackend, MemoryBackend
@@ -69,7 +70,7 @@ def _memory_lookup(
     return lookup
 
 
-class Cache(SyncCacheOps, AsyncCacheOps):
+class Cache(SyncCacheOps, AsyncCacheOps, LockMixin):
     """A cache: a namespace in a backend, with a sync and an async API.
 
     ``Cache()`` is in-process memory. ``Cache("redis://host:6379/0")``, ``rediss://``,
@@ -291,6 +292,12 @@ class Cache(SyncCacheOps, AsyncCacheOps):
         cache_none: bool = True,
         condition: Callable[[Any], bool] | None = None,
         unless: Callable[[Any], bool] | None = None,
+        lock: bool = False,
+        lock_ttl: float = 10.0,
+        lock_timeout: float | None = None,
+        early_refresh: bool | float = False,
+        stale_ttl: float | None = None,
+        stale_if_error: bool | float = False,
     ) -> Callable[[F], F]: ...
 
     def cached(
@@ -304,6 +311,12 @@ class Cache(SyncCacheOps, AsyncCacheOps):
         cache_none: bool = True,
         condition: Callable[[Any], bool] | None = None,
         unless: Callable[[Any], bool] | None = None,
+        lock: bool = False,
+        lock_ttl: float = 10.0,
+        lock_timeout: float | None = None,
+        early_refresh: bool | float = False,
+        stale_ttl: float | None = None,
+        stale_if_error: bool | float = False,
     ) -> Any:
         """Cache a function's results (sync or async; functions, methods, classmethods).
 
@@ -313,12 +326,24 @@ class Cache(SyncCacheOps, AsyncCacheOps):
         stored with the entry; ``cache_none=False`` to not cache ``None``;
         ``condition(result)`` must be true and ``unless(result)`` false to store.
 
+        Stampede protection (see :mod:`cachekit._stampede`): ``lock=True`` computes a
+        missing key once (threads, tasks, and processes on Redis; ``lock_ttl`` bounds a
+        crashed holder, waiters compute themselves after ``lock_timeout``);
+        ``early_refresh`` (True, or an XFetch beta) refreshes in the background before
+        expiry; ``stale_ttl`` serves the expired value that long while one background
+        refresh runs; ``stale_if_error`` serves it when the function raises.
+
         The decorated function gains ``.key(...)``, ``.invalidate(...)`` /
         ``.ainvalidate(...)``, ``.refresh(...)`` and ``__wrapped__``.
         """
         options = dict(
             ttl=ttl, key=key, tags=tags, cache_none=cache_none, condition=condition, unless=unless
         )
+        stampede = dict(
+            lock=lock, lock_ttl=lock_ttl, lock_timeout=lock_timeout, early_refresh=early_refresh,
+            stale_ttl=stale_ttl, stale_if_error=stale_if_error,
+        )  # fmt: skip
+        options.update(stampede)
         if func is not None:
             return decorate(self, func, **options)
         return lambda f: decorate(self, f, **options)

@@ -15,11 +15,12 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._async.decorator import make_async_wrapper
+from ._async.decorator import make_async_stampede_wrapper, make_async_wrapper
 from ._keys import KeyBuilder
 from ._policy import DEFAULT
 from ._sentinel import MISSING
-from ._sync.decorator import make_sync_wrapper
+from ._stampede import StampedeOptions
+from ._sync.decorator import make_sync_stampede_wrapper, make_sync_wrapper
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -105,18 +106,41 @@ def decorate(
     cache_none: bool = True,
     condition: Callable[[Any], bool] | None = None,
     unless: Callable[[Any], bool] | None = None,
+    lock: bool = False,
+    lock_ttl: float = 10.0,
+    lock_timeout: float | None = None,
+    early_refresh: bool | float = False,
+    stale_ttl: float | None = None,
+    stale_if_error: bool | float = False,
 ) -> F:
     options = dict(
         ttl=ttl, key=key, tags=tags, cache_none=cache_none, condition=condition, unless=unless
     )
+    stampede = StampedeOptions.build(
+        lock=lock, lock_ttl=lock_ttl, lock_timeout=lock_timeout, early_refresh=early_refresh,
+        stale_ttl=stale_ttl, stale_if_error=stale_if_error, ttl=cache._seconds(ttl) or None,
+    )  # fmt: skip
+    if stampede.active:  # the heavier wrapper only for functions that asked for it
+        options["stampede"] = stampede
+    return _decorate(cache, func, **options)
+
+
+def _decorate(cache: Cache, func: F, stampede: StampedeOptions | None = None, **options: Any) -> F:
     if isinstance(func, (classmethod, staticmethod)):
-        inner = decorate(cache, func.__func__, **options)  # type: ignore[arg-type]
-        return type(func)(inner)  # type: ignore[return-value]
+        inner = _decorate(cache, func.__func__, stampede, **options)
+        return type(func)(inner)
     if not callable(func):
         raise TypeError(f"@cached decorates functions, not {type(func).__qualname__}")
-    plan = CachePlan(cache, func, **options)  # type: ignore[arg-type]
+    plan = CachePlan(cache, func, **options)
     full_key = plan.full_key
-    if inspect.iscoroutinefunction(func):
+    if stampede is not None:
+        make = (
+            make_async_stampede_wrapper
+            if inspect.iscoroutinefunction(func)
+            else make_sync_stampede_wrapper
+        )
+        wrapper, refresh = make(cache, func, plan, stampede)
+    elif inspect.iscoroutinefunction(func):
         if cache._is_local:
             wrapper, refresh = _local_async_wrapper(cache, func, plan)
         else:

@@ -90,7 +90,9 @@ class StampedeOptions:
         else:
             on_error = float(stale_if_error)
         if on_error < 0:
-            raise ConfigurationError(f"stale_if_error must be a bool or seconds >= 0, not {stale_if_error!r}")
+            raise ConfigurationError(
+                f"stale_if_error must be a bool or seconds >= 0, not {stale_if_error!r}"
+            )
         if not lock_ttl or lock_ttl <= 0:
             raise ConfigurationError(f"lock_ttl must be > 0 seconds, not {lock_ttl!r}")
         if lock_timeout is not None and lock_timeout < 0:

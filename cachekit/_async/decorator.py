@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .._sentinel import MISSING
+from .._stampede import StampedeOptions
+from .stampede import AsyncStampede
 
-__all__ = ["make_async_wrapper"]
+__all__ = ["make_async_stampede_wrapper", "make_async_wrapper"]
 
 
 def make_async_wrapper(
@@ -42,6 +44,30 @@ def make_async_wrapper(
         value = await func(*args, **kwargs)
         if should_store(value):
             await store(full_key(args, kwargs), value, ttl, tags(args, kwargs))
+        return value
+
+    return wrapper, arefresh
+
+
+def make_async_stampede_wrapper(
+    cache: Any, func: Callable[..., Any], plan: Any, options: StampedeOptions
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The wrapper for functions decorated with stampede options (``lock``,
+    ``early_refresh``, ``stale_ttl``, ``stale_if_error``): only they pay for them."""
+    stampede = AsyncStampede(cache, options, plan.should_store)
+    full_key = plan.full_key
+    ttl = plan.ttl
+    tags = plan.tags
+    get = stampede.aget
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return await get(full_key(args, kwargs), func, args, kwargs, ttl, tags)
+
+    async def arefresh(*args: Any, **kwargs: Any) -> Any:
+        """Call the function now and store its result, whatever is cached."""
+        value, delta = await stampede._atimed(func, args, kwargs)
+        if plan.should_store(value):
+            await stampede._astore(full_key(args, kwargs), value, delta, ttl, tags(args, kwargs))
         return value
 
     return wrapper, arefresh

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .._sentinel import MISSING
+from .._stampede import StampedeOptions
+from .stampede import SyncStampede
 
-__all__ = ["make_sync_wrapper"]
+__all__ = ["make_sync_stampede_wrapper", "make_sync_wrapper"]
 
 
 def make_sync_wrapper(
@@ -42,6 +44,30 @@ def make_sync_wrapper(
         value = func(*args, **kwargs)
         if should_store(value):
             store(full_key(args, kwargs), value, ttl, tags(args, kwargs))
+        return value
+
+    return wrapper, refresh
+
+
+def make_sync_stampede_wrapper(
+    cache: Any, func: Callable[..., Any], plan: Any, options: StampedeOptions
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The wrapper for functions decorated with stampede options (``lock``,
+    ``early_refresh``, ``stale_ttl``, ``stale_if_error``): only they pay for them."""
+    stampede = SyncStampede(cache, options, plan.should_store)
+    full_key = plan.full_key
+    ttl = plan.ttl
+    tags = plan.tags
+    get = stampede.get
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return get(full_key(args, kwargs), func, args, kwargs, ttl, tags)
+
+    def refresh(*args: Any, **kwargs: Any) -> Any:
+        """Call the function now and store its result, whatever is cached."""
+        value, delta = stampede._timed(func, args, kwargs)
+        if plan.should_store(value):
+            stampede._store(full_key(args, kwargs), value, delta, ttl, tags(args, kwargs))
         return value
 
     return wrapper, refresh

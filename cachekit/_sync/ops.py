@@ -15,8 +15,10 @@ from .._codec import CorruptEntry
 from .._concurrency import _resolve
 from .._policy import DEFAULT
 from .._sentinel import MISSING
+from .._stampede import StampedeOptions
 from .._tags import tag_list
 from ..exceptions import SerializationError
+from .stampede import SyncStampede
 from .tags import SyncTagOps
 
 __all__ = ["SyncCacheOps"]
@@ -172,14 +174,63 @@ class SyncCacheOps(SyncTagOps):
         ttl: Any = DEFAULT,
         *,
         tags: Iterable[str] | None = None,
+        lock: bool = False,
+        lock_ttl: float = 10.0,
+        lock_timeout: float | None = None,
+        early_refresh: bool | float = False,
+        stale_ttl: float | None = None,
+        stale_if_error: bool | float = False,
     ) -> Any:
-        """Cache-aside in one call: the cached value, or ``loader()``'s, stored."""
+        """Cache-aside in one call: the cached value, or ``loader()``'s, stored.
+
+        Stampede options as on ``@cached``: ``lock`` (one computation per key, across
+        processes on Redis; ``lock_ttl`` bounds a crashed holder, waiters compute
+        themselves after ``lock_timeout``), ``early_refresh`` (XFetch beta, True = 1),
+        ``stale_ttl`` (serve stale that long while one background refresh runs),
+        ``stale_if_error`` (serve stale when the loader raises).
+        """
         full = self._ns.key(key)
+        if lock or early_refresh or stale_ttl or stale_if_error:
+            options = StampedeOptions.build(
+                lock=lock, lock_ttl=lock_ttl, lock_timeout=lock_timeout,
+                early_refresh=early_refresh, stale_ttl=stale_ttl,
+                stale_if_error=stale_if_error, ttl=self._seconds(ttl) or None,
+            )  # fmt: skip
+            fixed_tags = tag_list(tags)
+            return self._stampede(options).get(
+                full, loader, (), {}, ttl, lambda args, kwargs: fixed_tags
+            )
         value = self._lookup(full)
         if value is MISSING:
             value = _resolve(loader)
             self._store(full, value, ttl, tags)
         return value
+
+    def _stampede(self, options: StampedeOptions) -> SyncStampede:
+        """The stampede driver for ``get_or_set`` calls with these options (one per set)."""
+        drivers = self.__dict__.setdefault("_stampede_drivers", {})
+        driver = drivers.get(options)
+        if driver is None:
+            driver = drivers[options] = SyncStampede(self, options, lambda value: True)
+        return driver  # type: ignore[no-any-return]
+
+    def _lookup_meta(self, key: str) -> Any:
+        """``(value, metadata)`` under a full key, or MISSING (as ``_lookup``)."""
+        if self._breaker.open:
+            return self._skip(MISSING)
+        try:
+            stored = self._backend.get(key)
+        except Exception as exc:
+            return self._failed(exc, MISSING)
+        if stored is MISSING:
+            self.counters.misses += 1
+            return MISSING
+        try:
+            found = self._codec.loads_meta(stored)
+        except CorruptEntry as exc:
+            return self._corrupt(key, exc)
+        self.counters.hits += 1
+        return found
 
     def ping(self) -> bool:
         """True if the backend answers."""

@@ -16,6 +16,7 @@ __all__ = ["RedisBackend"]
 
 _SCAN_COUNT = 1000
 _DELETE_BATCH = 500
+_LOCK_POLL = 0.05  # redis-py's Lock polls while blocked in acquire()
 
 
 def _ms(ttl: float) -> int:
@@ -112,6 +113,11 @@ class RedisBackend:
 
     def ping(self) -> bool:
         return bool(self.clients.get().ping())
+
+    def lock(self, key: str, ttl: float) -> Any:
+        """redis-py's Lock: a token under ``key`` with PX ``ttl``, released by a
+        compare-and-delete script (bound to this thread's / loop's client)."""
+        return self.clients.get().lock(key, timeout=ttl, sleep=_LOCK_POLL, thread_local=False)
 
     def close(self) -> None:
         self.clients.close()

@@ -20,6 +20,7 @@ from typing import Any
 from .._glob import glob_to_regex
 from .._sentinel import MISSING
 from ..exceptions import BackendError, CacheKitError, IncrementError
+from .memory_lock import AsyncMemoryLock, LockTable, MemoryLock
 
 __all__ = ["AsyncMemoryBackend", "MemoryBackend"]
 
@@ -46,6 +47,7 @@ class MemoryBackend:
         self._sweep_interval = sweep_interval
         self._next_sweep = clock() + sweep_interval
         self.evictions = 0
+        self.locks = LockTable(clock)
 
     # -- reads (lock-free) ------------------------------------------------------------
     def get(self, key: str) -> Any:
@@ -202,6 +204,10 @@ class MemoryBackend:
     def ping(self) -> bool:
         return True
 
+    def lock(self, key: str, ttl: float) -> MemoryLock:
+        """A lock on ``key`` that expires ``ttl`` seconds after it is taken."""
+        return MemoryLock(self.locks, key, ttl)
+
     def close(self) -> None:
         pass
 
@@ -258,6 +264,9 @@ class AsyncMemoryBackend:
 
     async def ping(self) -> bool:
         return True
+
+    def lock(self, key: str, ttl: float) -> AsyncMemoryLock:
+        return AsyncMemoryLock(self.sync.locks, key, ttl)
 
     async def close(self) -> None:
         pass

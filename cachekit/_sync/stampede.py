@@ -1,0 +1,362 @@
+"""Stampede protection for sync callers: single flight, the Redis lock, stale serving.
+
+GENERATED from ``cachekit/_async/stampede.py`` by
+``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
+Decisions (fresh, stale, XFetch, who waits) are in :mod:`cachekit._stampede`; the
+thread/loop primitives in :mod:`cachekit._concurrency`; Redis commands in
+:mod:`cachekit._async.coordination`. One instance serves one decorated function (or one
+``get_or_set`` call) and is built once, so the per-call work is only what the options ask.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .._concurrency import Flights, _resolve, _sleep, _spawn
+from .._sentinel import MISSING
+from .._stampede import (
+    Freshness,
+    StampedeOptions,
+    classify,
+    companion_key,
+    entry_meta,
+    may_serve_on_error,
+    physical_ttl,
+    wait_slice,
+)
+from .._tags import tag_list
+from ..exceptions import SerializationError
+from .coordination import ACQUIRED, VALUE, coordinator_for
+
+__all__ = ["SyncStampede"]
+
+logger = logging.getLogger("cachekit")
+
+TagsOf = Callable[[tuple[Any, ...], Mapping[str, Any]], Iterable[str]]
+
+class _Found:
+    """A value found in the cache with its metadata (kept as the stale fallback)."""
+
+    __slots__ = ("meta", "value")
+
+    def __init__(self, value: Any, meta: dict[str, Any] | None) -> None:
+        self.value = value
+        self.meta = meta
+
+
+def _flights(cache: Any, name: str) -> Flights:
+    """The cache's table of computations in progress (shared by its functions)."""
+    table = cache.__dict__.get(name)
+    if table is None:
+        table = cache.__dict__.setdefault(name, Flights())
+    return table  # type: ignore[no-any-return]
+
+
+class SyncStampede:
+    def __init__(
+        self, cache: Any, options: StampedeOptions, should_store: Callable[[Any], bool]
+    ) -> None:
+        self.cache = cache
+        self.options = options
+        self.should_store = should_store
+        self.flights = _flights(cache, "_flights")
+        self.refreshing = _flights(cache, "_refreshing")
+        self.coordinator = coordinator_for(cache._backend)
+        self.ns_text = cache.namespace.text
+        # remote backend + lock: concurrent callers share even the lookup (one GET per
+        # process for a burst); in-process backends look up first (a hit is a dict read)
+        self.coalesce = options.lock and self.coordinator is not None
+        self.clock = time.time
+        self.rand = random.random
+
+    # -- the entry point ----------------------------------------------------------------
+    def get(
+        self,
+        key: str,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        ttl: Any,
+        tags_of: TagsOf,
+    ) -> Any:
+        """The value for ``key``: cached, stale, or ``func(*args, **kwargs)`` stored."""
+        call = (func, args, kwargs, ttl, tags_of)
+        stale = None
+        if not self.coalesce:
+            found = self._lookup(key)
+            if found is not None:
+                if self._serve(key, found, call):
+                    return found.value
+                stale = found
+        if self.options.lock:
+            return self._single_flight(key, call, stale)
+        return self._compute_and_store(key, call, stale)
+
+    # -- reading -----------------------------------------------------------------------
+    def _lookup(self, key: str) -> _Found | None:
+        if not self.options.uses_meta:
+            value = self.cache._lookup(key)
+            return None if value is MISSING else _Found(value, None)
+        found = self.cache._lookup_meta(key)
+        return None if found is MISSING else _Found(*found)
+
+    def _serve(self, key: str, found: _Found, call: tuple[Any, ...]) -> bool:
+        """Whether ``found`` answers the call (starting a background refresh if due)."""
+        if found.meta is None:
+            return True
+        state = classify(found.meta, self.clock(), self.options, self.rand())
+        if state is Freshness.FRESH:
+            return True
+        if state is Freshness.EXPIRED:
+            return False
+        self._refresh_in_background(key, call)
+        return True
+
+    def _decode(self, entry: bytes) -> Any:
+        """A value another process computed (its entry bytes), or MISSING if unreadable."""
+        try:
+            return self.cache._codec.loads(entry)
+        except Exception as exc:
+            return self.cache._corrupt("(stampede wake-up)", exc)
+
+    # -- one computation per key ---------------------------------------------------------
+    def _single_flight(self, key: str, call: tuple[Any, ...], stale: _Found | None) -> Any:
+        flight, leader = self.flights.join(key)
+        if not leader:
+            value = flight.result(self.options.wait_timeout)
+            if value is MISSING:  # waited long enough: compute ourselves (never deadlock)
+                return self._compute_and_store(key, call, stale)
+            return value
+        try:
+            value = self._lead(key, call, stale)
+        except BaseException as exc:
+            flight.fail(exc)
+            raise
+        else:
+            flight.finish(value)
+            return value
+        finally:
+            self.flights.leave(key, flight)
+
+    def _lead(self, key: str, call: tuple[Any, ...], stale: _Found | None) -> Any:
+        if self.coalesce:
+            found = self._lookup(key)
+            if found is not None:
+                if self._serve(key, found, call):
+                    return found.value
+                stale = found
+        coordinator = self.coordinator
+        if coordinator is None:
+            return self._compute_and_store(key, call, stale)
+        options = self.options
+        lock_key = companion_key(self.ns_text, "lock", key)
+        token = uuid.uuid4().hex.encode()
+        deadline = time.monotonic() + options.wait_timeout
+        socket_timeout = coordinator.socket_timeout()
+        while True:
+            try:
+                kind, payload = coordinator.begin(
+                    key, lock_key, token, options.lock_ttl, recheck=stale is None
+                )
+            except Exception as exc:  # Redis failing: compute without the lock (fail open)
+                self.cache._failed(exc, None)
+                break
+            if kind == VALUE:
+                value = self._decode(payload)
+                if value is not MISSING:
+                    return value
+                break
+            if kind == ACQUIRED:
+                return self._hold(key, call, stale, lock_key, token)
+            done_key = companion_key(self.ns_text, "done:" + payload.decode(), key)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            slice_ = wait_slice(remaining, socket_timeout)
+            started = time.monotonic()
+            try:
+                outcome = coordinator.wait_done(done_key, slice_)
+            except Exception as exc:
+                self.cache._failed(exc, None)
+                break
+            if outcome is None:
+                if time.monotonic() - started < slice_ / 2:
+                    # a server that does not block (fakeredis): do not spin on it
+                    _sleep(slice_)
+                continue  # ask again: the holder may have died and its lock expired
+            if outcome[:1] == b"v":
+                value = self._decode(outcome[1:])
+                if value is not MISSING:
+                    return value
+            break  # the holder failed: compute (or serve stale on error) ourselves
+        return self._compute_and_store(key, call, stale)
+
+    def _hold(
+        self, key: str, call: tuple[Any, ...], stale: _Found | None, lock_key: str, token: bytes
+    ) -> Any:
+        """We hold the Redis lock: compute, store, release, wake the waiters."""
+        func, args, kwargs, ttl, tags_of = call
+        try:
+            value, delta = self._timed(func, args, kwargs)
+        except BaseException:
+            self._finish(key, lock_key, token, b"e", b"", False, None)
+            if stale is not None and self._may_serve_on_error(stale):
+                return stale.value
+            raise
+        tags = tags_of(args, kwargs)
+        self._store_and_finish(key, lock_key, token, value, delta, ttl, tags)
+        return value
+
+    def _finish(
+        self,
+        key: str,
+        lock_key: str,
+        token: bytes,
+        outcome: bytes,
+        entry: bytes,
+        store: bool,
+        seconds: float | None,
+    ) -> None:
+        assert self.coordinator is not None
+        done_key = companion_key(self.ns_text, "done:" + token.decode(), key)
+        try:
+            self.coordinator.finish(
+                key, lock_key, done_key, token, outcome, entry, store, seconds,
+                linger=self.options.wait_timeout,
+            )  # fmt: skip
+        except Exception as exc:  # the lock expires on its own; waiters time out
+            self.cache._failed(exc, None)
+
+    def _store_and_finish(
+        self,
+        key: str,
+        lock_key: str,
+        token: bytes,
+        value: Any,
+        delta: float,
+        ttl: Any,
+        tags: Iterable[str],
+    ) -> None:
+        seconds, entry = self._entry(key, value, delta, ttl, tags)
+        if entry is None:
+            self._finish(key, lock_key, token, b"x", b"", False, None)
+            return
+        store = self.should_store(value) and seconds != 0
+        tags = tag_list(tags)
+        if store and tags:
+            # tagged writes go through the cache's own (it indexes the tags); then we
+            # only release and wake
+            self._store_tagged(key, value, seconds, tags, entry)
+            store = False
+        elif store:
+            self.cache.counters.sets += 1
+        self._finish(key, lock_key, token, b"v", entry, store, seconds)
+
+    # -- computing and storing -------------------------------------------------------
+    def _timed(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[Any, float]:
+        started = time.monotonic()
+        value = _resolve(func, *args, **kwargs)
+        return value, time.monotonic() - started
+
+    def _may_serve_on_error(self, stale: _Found) -> bool:
+        if may_serve_on_error(stale.meta, self.clock(), self.options):
+            logger.warning("cachekit: serving a stale value: the function raised")
+            return True
+        return False
+
+    def _compute_and_store(
+        self, key: str, call: tuple[Any, ...], stale: _Found | None
+    ) -> Any:
+        func, args, kwargs, ttl, tags_of = call
+        try:
+            value, delta = self._timed(func, args, kwargs)
+        except Exception:
+            if stale is not None and self._may_serve_on_error(stale):
+                return stale.value
+            raise
+        if self.should_store(value):
+            self._store(key, value, delta, ttl, tags_of(args, kwargs))
+        return value
+
+    def _entry(
+        self, key: str, value: Any, delta: float, ttl: Any, tags: Iterable[str]
+    ) -> tuple[float | None, bytes | None]:
+        """``(physical ttl, entry bytes)``; entry None if the value cannot be encoded."""
+        seconds = self.cache._seconds(ttl)
+        meta: dict[str, Any] = {}
+        tags = tag_list(tags)
+        if tags:
+            meta["tags"] = sorted(set(tags))
+        if self.options.uses_meta:
+            meta.update(entry_meta(self.clock(), seconds or None, delta))
+        try:
+            entry = self.cache._codec.dumps(value, meta or None)
+        except SerializationError as exc:
+            self.cache._unencodable(key, exc)
+            return seconds, None
+        if seconds == 0:
+            return 0, entry
+        return physical_ttl(seconds, self.options), entry
+
+    def _store(
+        self, key: str, value: Any, delta: float, ttl: Any, tags: Iterable[str]
+    ) -> None:
+        tags = tag_list(tags)
+        if not self.options.uses_meta:
+            self.cache._store(key, value, ttl, tags)
+            return
+        seconds, entry = self._entry(key, value, delta, ttl, tags)
+        if entry is None or seconds == 0:
+            return
+        if tags:
+            self._store_tagged(key, value, seconds, tags, entry)
+            return
+        self.cache.counters.sets += 1
+        self.cache._call("set", False, key, entry, seconds)
+
+    def _store_tagged(
+        self, key: str, value: Any, seconds: float | None, tags: tuple[str, ...], entry: Any
+    ) -> None:
+        # the cache's tagged write indexes the tags (and stores the entry, metadata and all)
+        self.cache.counters.sets += 1
+        self.cache._set_tagged({key: entry}, seconds, tags)
+
+    # -- background refresh (stale_ttl, early_refresh) ----------------------------------
+    def _refresh_in_background(self, key: str, call: tuple[Any, ...]) -> None:
+        flight, leader = self.refreshing.join(key)
+        if leader:  # exactly one refresh per key in this process
+            _spawn(self._refresh, key, call, flight)
+
+    def _refresh(self, key: str, call: tuple[Any, ...], flight: Any) -> None:
+        try:
+            coordinator = self.coordinator
+            if coordinator is None:
+                self._compute_and_store(key, call, None)
+                return
+            lock_key = companion_key(self.ns_text, "lock", key)
+            token = uuid.uuid4().hex.encode()
+            # and one across processes: whoever takes the entry's lock refreshes
+            if not coordinator.try_lock(lock_key, token, self.options.lock_ttl):
+                return
+            func, args, kwargs, ttl, tags_of = call
+            try:
+                value, delta = self._timed(func, args, kwargs)
+            except BaseException:
+                self._finish(key, lock_key, token, b"e", b"", False, None)
+                raise
+            self._store_and_finish(
+                key, lock_key, token, value, delta, ttl, tags_of(args, kwargs)
+            )
+        except Exception:
+            logger.warning("cachekit: background refresh of %r failed", key, exc_info=True)
+        finally:
+            flight.finish(None)
+            self.refreshing.leave(key, flight)
+
