@@ -1,0 +1,334 @@
+"""Shared helpers for the benchmarks: CPU pinning, a throwaway redis-server, timing, tables.
+
+Nothing here is part of cachekit's API; the benchmark scripts import it as a sibling module.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout without installing: python benchmarks/x.py
+    sys.path.insert(0, str(ROOT))
+
+# A small, typical cached value: what a "get user" function returns.
+VALUE: dict[str, Any] = {
+    "id": 42,
+    "name": "Ada Lovelace",
+    "email": "ada@example.com",
+    "roles": ["admin", "dev"],
+    "active": True,
+}
+
+
+# -- pinning -------------------------------------------------------------------------------
+def pin(cpu: int | None) -> str:
+    """Pin this process (and every process it starts later, e.g. redis-server) to one CPU.
+
+    Same effect as running under ``taskset -c CPU``: a cache hit on localhost Redis is a
+    few tens of microseconds, and a wake-up of redis-server on the other core costs more
+    than the GET itself on a noisy VM, so client and server share one CPU.
+    """
+    if cpu is None or cpu < 0 or not hasattr(os, "sched_setaffinity"):
+        return "not pinned"
+    available = sorted(os.sched_getaffinity(0))
+    if cpu not in available:
+        cpu = available[-1]
+    os.sched_setaffinity(0, {cpu})
+    return f"pinned to CPU {cpu} (like taskset -c {cpu})"
+
+
+def default_cpu() -> int:
+    return int(os.environ.get("BENCH_CPU", "1"))
+
+
+# -- a throwaway redis-server ----------------------------------------------------------------
+def find_redis_server() -> str:
+    found = os.environ.get("CACHEKIT_REDIS_SERVER") or shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        from cachekit.testing_servers import find_redis_server as find
+    except ImportError:  # pragma: no cover
+        raise SystemExit("no redis-server on PATH (apt install redis-server)") from None
+    return find()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisProcess:
+    """A redis-server of our own on a free loopback port; never a server we did not start.
+
+    Started from this (pinned) process, so it inherits the CPU affinity. ``kill``,
+    ``freeze`` (SIGSTOP), ``thaw`` and ``restart`` (same port, empty data) simulate outages.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="cachekit-bench-redis-")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        args = [
+            find_redis_server(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.dir,
+            "--daemonize", "no",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+            if self.answers():
+                return
+            time.sleep(0.005)  # polling a starting process: no event to wait on
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def answers(self, timeout: float = 0.2) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def freeze(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def command_calls(self) -> dict[str, int]:
+        """``INFO commandstats`` as {command: calls}."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port)
+        try:
+            info = client.info("commandstats")
+        finally:
+            client.close()
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in info.items()}
+
+    def commands_since(self, before: dict[str, int]) -> int:
+        """Commands the server ran since ``before`` (our own INFO/HELLO/CLIENT left out)."""
+        after = self.command_calls()
+        ours = ("info", "hello", "client")
+        return sum(
+            calls - before.get(name, 0)
+            for name, calls in after.items()
+            if not name.startswith(ours)
+        )
+
+    def __enter__(self) -> RedisProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- timing ---------------------------------------------------------------------------------
+SyncRun = Callable[[int], int]  # run(n) -> elapsed ns for n calls
+AsyncRun = Callable[[int], Awaitable[int]]
+
+
+@dataclass
+class Contender:
+    name: str
+    run: Any  # SyncRun or AsyncRun
+    note: str = ""
+    floor: bool = False
+    calls_per_run: int = 0
+    samples: list[float] = field(default_factory=list)  # ns per call, one per round
+    commands: float | None = None  # Redis commands per call
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+def sync_loop(func: Callable[..., Any], *args: Any) -> SyncRun:
+    """A ``run(n)`` that calls ``func(*args)`` n times; the loop is the cheapest Python has."""
+    repeat, clock = itertools.repeat, time.perf_counter_ns
+
+    def run(n: int) -> int:
+        start = clock()
+        for _ in repeat(None, n):
+            func(*args)
+        return clock() - start
+
+    return run
+
+
+def async_loop(func: Callable[..., Awaitable[Any]], *args: Any) -> AsyncRun:
+    repeat, clock = itertools.repeat, time.perf_counter_ns
+
+    async def run(n: int) -> int:
+        start = clock()
+        for _ in repeat(None, n):
+            await func(*args)
+        return clock() - start
+
+    return run
+
+
+def _timed_sync(run: SyncRun, n: int) -> int:
+    gc.collect()
+    gc.disable()  # as timeit does: a collection landing in one contender's round is noise
+    try:
+        return run(n)
+    finally:
+        gc.enable()
+
+
+async def _timed_async(run: AsyncRun, n: int) -> int:
+    gc.collect()
+    gc.disable()
+    try:
+        return await run(n)
+    finally:
+        gc.enable()
+
+
+def _calls_for(elapsed_ns: int, n: int, target_s: float) -> int:
+    per_call = max(elapsed_ns / n, 1.0)
+    return max(10, int(target_s * 1e9 / per_call))
+
+
+def measure(contenders: Sequence[Contender], rounds: int, target_s: float) -> None:
+    """Warm up and calibrate each contender, then run ``rounds`` interleaved rounds.
+
+    Each round runs every contender once (starting with a different one each round, so
+    none is always first after a context switch); ``samples`` gets ns/call per round.
+    """
+    for c in contenders:
+        n = 10
+        while True:  # warm-up doubles as calibration
+            elapsed = _timed_sync(c.run, n)
+            if elapsed > target_s * 1e9 / 10 or n >= 10_000_000:
+                break
+            n *= 4
+        c.calls_per_run = _calls_for(elapsed, n, target_s)
+    for r in range(rounds):
+        order = list(contenders[r % len(contenders) :]) + list(contenders[: r % len(contenders)])
+        for c in order:
+            c.samples.append(_timed_sync(c.run, c.calls_per_run) / c.calls_per_run)
+
+
+async def ameasure(contenders: Sequence[Contender], rounds: int, target_s: float) -> None:
+    """:func:`measure` for async contenders, all on the running event loop."""
+    for c in contenders:
+        n = 10
+        while True:
+            elapsed = await _timed_async(c.run, n)
+            if elapsed > target_s * 1e9 / 10 or n >= 10_000_000:
+                break
+            n *= 4
+        c.calls_per_run = _calls_for(elapsed, n, target_s)
+    for r in range(rounds):
+        order = list(contenders[r % len(contenders) :]) + list(contenders[: r % len(contenders)])
+        for c in order:
+            c.samples.append(await _timed_async(c.run, c.calls_per_run) / c.calls_per_run)
+
+
+# -- output ---------------------------------------------------------------------------------
+def fmt_ns(ns: float) -> str:
+    if ns >= 100_000:
+        return f"{ns / 1000:,.0f} µs"
+    if ns >= 10_000:
+        return f"{ns / 1000:,.1f} µs"
+    return f"{ns:,.0f} ns"
+
+
+def table(
+    title: str, contenders: Sequence[Contender], target: str = "", with_commands: bool = False
+) -> str:
+    floor = next(c for c in contenders if c.floor)
+    head = "| contender | ns/op (median) | spread (min–max) | vs floor |"
+    rule = "|---|---:|---:|---:|"
+    if with_commands:
+        head += " Redis cmds/hit |"
+        rule += "---:|"
+    lines = [f"### {title}", "", head, rule]
+    for c in contenders:
+        name = f"{c.name} (floor)" if c.floor else c.name
+        if c.note:
+            name += f" — {c.note}"
+        if c.name.startswith("cachekit"):
+            name = f"**{name}**"
+        row = (
+            f"| {name} | {c.median:,.0f} | {min(c.samples):,.0f}–{max(c.samples):,.0f} "
+            f"| {c.median / floor.median:.2f}x |"
+        )
+        if with_commands:
+            row += f" {c.commands:g} |" if c.commands is not None else " – |"
+        lines.append(row)
+    if target:
+        lines += ["", target]
+    return "\n".join(lines)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def machine_line() -> str:
+    import platform
+
+    return (
+        f"Python {platform.python_version()} on {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
+    )
