@@ -293,7 +293,7 @@ def table(
     title: str, contenders: Sequence[Contender], target: str = "", with_commands: bool = False
 ) -> str:
     floor = next(c for c in contenders if c.floor)
-    head = "| contender | ns/op (median) | spread (min–max) | vs floor |"
+    head = "| contender | ns/op (median) | spread (min-max) | vs floor |"
     rule = "|---|---:|---:|---:|"
     if with_commands:
         head += " Redis cmds/hit |"
@@ -306,11 +306,11 @@ def table(
         if c.name.startswith("cachekit"):
             name = f"**{name}**"
         row = (
-            f"| {name} | {c.median:,.0f} | {min(c.samples):,.0f}–{max(c.samples):,.0f} "
+            f"| {name} | {c.median:,.0f} | {min(c.samples):,.0f}-{max(c.samples):,.0f} "
             f"| {c.median / floor.median:.2f}x |"
         )
         if with_commands:
-            row += f" {c.commands:g} |" if c.commands is not None else " – |"
+            row += f" {c.commands:g} |" if c.commands is not None else " - |"
         lines.append(row)
     if target:
         lines += ["", target]

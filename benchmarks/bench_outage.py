@@ -40,12 +40,26 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import VALUE, RedisProcess, default_cpu, machine_line, percentile, pin  # noqa: E402
+from _util import VALUE, RedisProcess, default_cpu, machine_line, percentile, pin
 
 TTL = 300
+TITLES = {
+    "kill": "Redis killed (connections refused)",
+    "freeze": "Redis frozen (SIGSTOP: connections hang)",
+}
+HEADER = (
+    "| peer | first call | calls timed | p50 | p99 | max | raised | log records "
+    "| hits again after |"
+)
 SLOW = 0.1  # seconds: a call slower than this counts towards --slow-calls
 
-SYNC_PEERS = ("cachekit-sync", "dogpile.cache", "flask-caching", "django-redis", "django-redis-ignore")
+SYNC_PEERS = (
+    "cachekit-sync",
+    "dogpile.cache",
+    "flask-caching",
+    "django-redis",
+    "django-redis-ignore",
+)
 ASYNC_PEERS = ("cachekit-async", "aiocache", "cashews")
 PEERS = SYNC_PEERS + ASYNC_PEERS
 LABELS = {
@@ -296,7 +310,7 @@ def summarise(events: list[dict[str, Any]], hung: float | None) -> dict[str, Any
 
 def ms(seconds: float | None) -> str:
     if seconds is None:
-        return "–"
+        return "-"
     if seconds >= 1:
         return f"{seconds:.2f} s"
     if seconds >= 0.01:
@@ -313,7 +327,7 @@ def row(name: str, r: dict[str, Any], hang: float) -> str:
     first = r.get("first")
     d = r["durations"]
     if first is None:
-        first_txt = f"hung (> {hang:.0f} s)" if r["hung"] else "–"
+        first_txt = f"hung (> {hang:.0f} s)" if r["hung"] else "-"
     else:
         first_txt = ms(first["seconds"]) + (" raised" if first["raised"] else "")
     if d:
@@ -322,29 +336,30 @@ def row(name: str, r: dict[str, Any], hang: float) -> str:
         if "cut" in r:
             calls += f" (cut: {r['cut']['reason']})"
     else:
-        p50 = p99 = worst = "–"
+        p50 = p99 = worst = "-"
         calls = "0"
     if r["hung"] and first is not None:
         calls += f"; then a call hung > {hang:.0f} s"
         worst = f"> {hang:.0f} s"
     if d and "cut" in r:
         p50 = f">{p50}" if percentile(d, 50) > SLOW else p50
-    raised = f"{r['raised']}/{len(d)}" if d else ("yes" if first and first["raised"] else "–")
+    raised = f"{r['raised']}/{len(d)}" if d else ("yes" if first and first["raised"] else "-")
     logs = r.get("logs_total") or r.get("logs")
-    log_txt = f"{logs['records']} ({logs['tracebacks']} tb)" if logs else "–"
+    log_txt = f"{logs['records']} ({logs['tracebacks']} tb)" if logs else "-"
     rec = r.get("recovered")
-    rec_txt = "–" if not rec else (ms(rec["seconds"]) if rec["seconds"] is not None else "> 10 s")
-    return f"| {label} | {first_txt} | {calls} | {p50} | {p99} | {worst} | {raised} | {log_txt} | {rec_txt} |"
+    rec_txt = "-" if not rec else (ms(rec["seconds"]) if rec["seconds"] is not None else "> 10 s")
+    cells = (label, first_txt, calls, p50, p99, worst, raised, log_txt, rec_txt)
+    return "| " + " | ".join(cells) + " |"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default=",".join(PEERS), help="comma-separated peers: " + ",".join(PEERS))
+    parser.add_argument("--only", default=",".join(PEERS), help="comma-separated peers")
     parser.add_argument("--modes", default="kill,freeze")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--budget", type=float, default=15.0, help="seconds of calls per peer")
-    parser.add_argument("--slow-calls", type=int, default=5, help="cut a peer after this many calls > 0.1 s")
-    parser.add_argument("--hang", type=float, default=15.0, help="a call silent this long is 'hung'")
+    parser.add_argument("--slow-calls", type=int, default=5, help="cut after N calls > 0.1 s")
+    parser.add_argument("--hang", type=float, default=15.0, help="silent this long: hung")
     parser.add_argument("--cpu", type=int, default=default_cpu(), help="CPU to pin to (-1: none)")
     parser.add_argument("--json", help="also write the raw results to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -367,9 +382,9 @@ def main() -> None:
     print(f"<!-- {machine_line()}; {pinned}; up to {args.calls} calls per peer -->\n")
     raw: dict[str, Any] = {}
     for mode in modes:
-        title = {"kill": "Redis killed (connections refused)", "freeze": "Redis frozen (SIGSTOP: connections hang)"}[mode]
+        title = TITLES[mode]
         print(f"### {title}\n")
-        print("| peer | first call | calls timed | p50 | p99 | max | raised | log records | hits again after |")
+        print(HEADER)
         print("|---|---:|---|---:|---:|---:|---:|---:|---:|", flush=True)
         for name in peers:
             result = run_child(name, mode, args)
@@ -377,8 +392,8 @@ def main() -> None:
             print(row(name, result, args.hang), flush=True)
         print(
             "\nTimes are per call of a function returning a small dict (the function itself "
-            "costs ~1 µs). \"raised\": calls that raised instead of returning the real value. "
-            "\"hits again after\": from Redis answering again to the first call served from "
+            'costs ~1 µs). "raised": calls that raised instead of returning the real value. '
+            '"hits again after": from Redis answering again to the first call served from '
             "the cache.\n",
             flush=True,
         )
