@@ -1,0 +1,290 @@
+"""Stampede protection against memory, redis-server and fakeredis, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from cachekit import Cache
+from cachekit.testing_servers import RedisServer
+
+
+class Boom(Exception):
+    pass
+
+
+def test_32_threads_on_a_cold_key_compute_once(any_cache: Cache) -> None:
+    calls = 0
+    start = threading.Barrier(32)
+
+    @any_cache.cached(ttl=30, lock=True)
+    def slow(x: int) -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        time.sleep(0.05)  # the work itself
+        return {"x": x}
+
+    results: list[Any] = []
+
+    def call() -> None:
+        start.wait()
+        results.append(slow(7))
+
+    threads = [threading.Thread(target=call) for _ in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == 1
+    assert results == [{"x": 7}] * 32
+    assert slow(7) == {"x": 7} and calls == 1
+
+
+async def test_100_tasks_on_a_cold_key_compute_once(any_cache: Cache) -> None:
+    calls = 0
+
+    @any_cache.cached(ttl=30, lock=True)
+    async def slow(x: int) -> list[int]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return [x]
+
+    results = await asyncio.gather(*(slow(3) for _ in range(100)))
+    assert calls == 1
+    assert results == [[3]] * 100
+
+
+async def test_loader_raising_reaches_every_waiter_and_releases_the_lock(
+    any_cache: Cache,
+) -> None:
+    calls = 0
+
+    async def failing() -> int:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.02)
+        raise Boom("db down")
+
+    outcomes = await asyncio.gather(
+        *(any_cache.aget_or_set("k", failing, 30, lock=True) for _ in range(20)),
+        return_exceptions=True,
+    )
+    assert calls == 1
+    assert all(isinstance(o, Boom) for o in outcomes)
+    assert not await any_cache.lock("k").alocked()  # the stampede lock of "k" is free
+    assert await any_cache.aget_or_set("k", lambda: 5, 30, lock=True) == 5
+
+
+def test_loader_raising_in_threads_with_stale_if_error(any_cache: Cache) -> None:
+    calls = 0
+    fail = False
+    start = threading.Barrier(8)
+
+    @any_cache.cached(ttl=0.2, lock=True, stale_if_error=30)
+    def load() -> str:
+        nonlocal calls
+        calls += 1
+        if fail:
+            time.sleep(0.02)
+            raise Boom("db down")
+        return "v1"
+
+    assert load() == "v1"
+    time.sleep(0.25)  # let the entry expire logically (kept for stale_if_error)
+    fail = True
+    results: list[Any] = []
+
+    def call() -> None:
+        start.wait()
+        try:
+            results.append(load())
+        except Boom as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == ["v1"] * 8
+    assert calls == 2
+    assert not any_cache.lock(load.key()).locked()  # type: ignore[attr-defined]
+
+
+def test_stale_ttl_serves_stale_while_one_background_refresh_runs(any_cache: Cache) -> None:
+    version = 0
+    refreshed = threading.Event()
+    release = threading.Event()
+
+    @any_cache.cached(ttl=0.2, stale_ttl=30)
+    def config() -> int:
+        nonlocal version
+        version += 1
+        if version > 1:
+            release.wait(5)
+            refreshed.set()
+        return version
+
+    assert config() == 1
+    time.sleep(0.25)  # logically expired, inside stale_ttl
+    started = time.monotonic()
+    assert [config() for _ in range(20)] == [1] * 20  # stale, no waiting
+    assert time.monotonic() - started < 0.2
+    release.set()
+    assert refreshed.wait(5)
+    deadline = time.monotonic() + 5
+    while config() != 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the refresh thread stores after returning; no event to wait on
+    assert config() == 2
+    assert version == 2  # exactly one background refresh
+
+
+async def test_async_stale_ttl_refreshes_in_a_task(any_cache: Cache) -> None:
+    calls = 0
+    release = asyncio.Event()
+
+    @any_cache.cached(ttl=0.2, stale_ttl=30)
+    async def config() -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            await release.wait()
+        return calls
+
+    assert await config() == 1
+    await asyncio.sleep(0.25)
+    assert await asyncio.gather(*(config() for _ in range(10))) == [1] * 10
+    release.set()
+    for _ in range(100):
+        if await config() == 2:
+            break
+        await asyncio.sleep(0.01)  # the task stores after returning; no event to wait on
+    assert await config() == 2 and calls == 2
+
+
+def test_early_refresh_recomputes_before_expiry(any_cache: Cache) -> None:
+    calls = 0
+    refreshed = threading.Event()
+
+    @any_cache.cached(ttl=5, early_refresh=1e4)  # delta * beta >> ttl: always "early"
+    def value() -> int:
+        nonlocal calls
+        calls += 1
+        time.sleep(0.01)  # XFetch weighs by the measured compute time
+        if calls > 1:
+            refreshed.set()
+        return calls
+
+    assert value() == 1
+    assert value() == 1  # still served while the refresh runs in the background
+    assert refreshed.wait(5)
+    meta = _meta(any_cache, value.key())  # type: ignore[attr-defined]
+    assert meta is not None and meta["x"] > time.time() and "d" in meta
+
+
+def _meta(cache: Cache, key: str) -> dict[str, Any] | None:
+    stored = cache._backend.get(cache.make_key(key))
+    return cache._codec.loads_meta(stored)[1]
+
+
+def test_wrapper_is_chosen_at_decoration(any_cache: Cache) -> None:
+    @any_cache.cached(ttl=5)
+    def plain(x: int) -> int:
+        return x
+
+    @any_cache.cached(ttl=5, lock=True)
+    def locked(x: int) -> int:
+        return x
+
+    assert plain(1) == 1 and locked(1) == 1
+    assert _meta(any_cache, plain.key(1)) is None  # type: ignore[attr-defined]
+    assert "stampede" not in plain.__code__.co_qualname  # the plain, cheap hit path
+    assert "stampede" in locked.__code__.co_qualname
+
+
+def test_crashed_holder_lock_expires_and_a_waiter_takes_over(redis_url: str) -> None:
+    cache = Cache(redis_url, prefix="crash")
+    dead = cache.lock("report", ttl=0.5)
+    assert dead.acquire()  # a holder that will never finish or release
+    started = time.monotonic()
+    assert cache.get_or_set("report", lambda: "done", 30, lock=True, lock_timeout=5) == "done"
+    assert 0.3 < time.monotonic() - started < 2.0
+    cache.clear()
+    cache.close()
+
+
+def test_waiter_in_another_process_is_woken_not_polling(redis_url: str) -> None:
+    # two Cache objects: no shared in-process flight, so the second one waits on Redis
+    holder, waiter = Cache(redis_url, prefix="wake"), Cache(redis_url, prefix="wake")
+    entered = threading.Event()
+    finish = threading.Event()
+
+    def slow() -> str:
+        entered.set()
+        finish.wait(5)
+        return "value"
+
+    thread = threading.Thread(target=lambda: holder.get_or_set("w", slow, 30, lock=True))
+    thread.start()
+    assert entered.wait(5)
+    result: list[Any] = []
+    waiting = threading.Thread(
+        target=lambda: result.append(waiter.get_or_set("w", lambda: "other", 30, lock=True))
+    )
+    waiting.start()
+    time.sleep(0.3)  # let the waiter block in Redis for a while (what is measured next)
+    released = time.monotonic()
+    finish.set()
+    waiting.join()
+    woke_after = time.monotonic() - released
+    thread.join()
+    assert result == ["value"]
+    assert woke_after < 0.1  # woken by the holder's push, not at a polling interval
+    holder.clear()
+    holder.close()
+    waiter.close()
+
+
+def _process_main(url: str, go: Any, out: Any) -> None:
+    cache = Cache(url, prefix="procs")
+    counter = redis.Redis.from_url(url)
+
+    @cache.cached(ttl=30, key="shared", lock=True)
+    def compute() -> str:
+        counter.incr("procs-calls")
+        time.sleep(0.2)
+        return "result"
+
+    go.wait()
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(compute())) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put(results)
+
+
+def test_4_processes_sharing_one_redis_compute_once(private_redis: RedisServer) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    go = ctx.Event()
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_process_main, args=(private_redis.url, go, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    time.sleep(1.0)  # let the spawned interpreters import; a late one would just hit
+    go.set()
+    results = [out.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join(10)
+    assert results == [["result"] * 5] * 4
+    assert int(redis.Redis.from_url(private_redis.url).get("procs-calls") or 0) == 1
+    out.close()
+    out.join_thread()
