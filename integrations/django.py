@@ -43,6 +43,7 @@ a Redis outage slows pages down instead of failing them; ``OPTIONS["on_error"] =
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import pickle
 import threading
@@ -57,7 +58,7 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_
 from django.core.exceptions import ImproperlyConfigured
 from django.middleware.cache import CacheMiddleware
 
-from cachekit import Cache, IncrementError, SerializationError
+from cachekit import Cache, CacheKitError, IncrementError, SerializationError
 
 __all__ = [
     "CachekitCache",
@@ -393,11 +394,7 @@ def _unencodable(exc: SerializationError) -> UnencodableValueError:
 
 # -- cache_page with stampede protection ------------------------------------------------------
 class _SingleFlight:
-    """One thread per key computes; the others wait for it, then read what it stored.
-
-    In-process only: cachekit's distributed lock (``cache.lock``) is the cross-process
-    version and takes over here when the core has it.
-    """
+    """One thread per key computes; the others wait for it, then read what it stored."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -436,27 +433,83 @@ class _AsyncSingleFlight:
         self._loops[asyncio.get_running_loop()].pop(key).set()
 
 
+class _PageLock:
+    """The cross-process half: cachekit's lock on the page, when the backend is cachekit's.
+
+    Taken by the one request per process that leads; ``None`` from :meth:`take` means "go
+    ahead and compute" (lock free, or waited for and taken, or unusable: a lock that cannot
+    be taken, e.g. Redis is down, must not stop the page from being served). ``True`` means
+    the lock was held by another process until now: the page is probably cached already.
+    """
+
+    def __init__(self, backend: Any, name: str, ttl: float, timeout: float) -> None:
+        cachekit = getattr(backend, "cachekit", None)
+        self._lock: Any = cachekit.lock(name, ttl=ttl, timeout=timeout) if cachekit else None
+        self._held = False
+
+    def take(self) -> bool:
+        if self._lock is None:
+            return False
+        try:
+            if self._lock.acquire(blocking=False):
+                self._held = True
+                return False
+            self._held = self._lock.acquire()  # someone elsewhere computes: wait for them
+        except CacheKitError:  # timed out, or the backend is failing: compute regardless
+            return False
+        return True
+
+    async def atake(self) -> bool:
+        if self._lock is None:
+            return False
+        try:
+            if await self._lock.aacquire(blocking=False):
+                self._held = True
+                return False
+            self._held = await self._lock.aacquire()
+        except CacheKitError:
+            return False
+        return True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            with contextlib.suppress(CacheKitError):  # expired meanwhile: nothing to give back
+                self._lock.release()
+
+    async def arelease(self) -> None:
+        if self._held:
+            self._held = False
+            with contextlib.suppress(CacheKitError):
+                await self._lock.arelease()
+
+
 def cache_page(
     timeout: float | None,
     *,
     cache: str | None = None,
     key_prefix: str | None = None,
     lock: bool = True,
+    lock_ttl: float = 30.0,
     lock_timeout: float = 30.0,
 ) -> Callable[[V], V]:
-    """Django's ``cache_page`` (same arguments, same keys, same headers), plus ``lock``.
+    """Django's ``cache_page`` (same arguments, keys and headers), plus stampede protection.
 
     With ``lock=True`` (the default), simultaneous requests for the same cold page run the
-    view once: the first computes and stores, the others wait (up to ``lock_timeout``
-    seconds) and are answered from the cache. Works on any Django cache backend. A
-    TemplateResponse is rendered inside the lock, so the others find the finished page.
+    view once: in each process one request leads and the others wait for it in memory (no
+    polling); on a :class:`CachekitCache`, the leaders of different processes also take
+    cachekit's lock on the page (``cache.lock``: Redis ``SET NX PX``, expiring after
+    ``lock_ttl`` seconds should a holder die), so the whole fleet runs the view once.
+    Waiters give up after ``lock_timeout`` seconds and compute the page themselves; so do
+    they when the page turned out not to be cacheable. Other backends get the in-process
+    part. A TemplateResponse is rendered inside the lock, so waiters find the finished page.
     """
 
     def decorator(view: V) -> V:
         middleware = CacheMiddleware(
             view, page_timeout=timeout, cache_alias=cache, key_prefix=key_prefix
         )
-        flight_prefix = f"{middleware.cache_alias}|{middleware.key_prefix}|"
+        flight_prefix = f"cache_page:{middleware.cache_alias}:{middleware.key_prefix}:"
 
         def lookup(request: Any) -> Any:
             return middleware.process_request(request)
@@ -467,30 +520,40 @@ def cache_page(
                 response = render()
             return middleware.process_response(request, response)
 
+        def page_lock(key: str) -> _PageLock:
+            return _PageLock(middleware.cache, key, lock_ttl, lock_timeout)
+
         if iscoroutinefunction(view):
             aflights = _AsyncSingleFlight()
             async_view: Callable[..., Awaitable[Any]] = view
+
+            async def compute(request: Any, args: Any, kwargs: Any) -> Any:
+                return finish(request, await async_view(request, *args, **kwargs))
 
             async def async_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
                 response = lookup(request)
                 if response is not None:
                     return response
                 if not (lock and getattr(request, "_cache_update_cache", False)):
-                    return finish(request, await async_view(request, *args, **kwargs))
+                    return await compute(request, args, kwargs)
                 key = flight_prefix + request.build_absolute_uri()
                 event = aflights.join(key)
-                if event is not None:  # another request computes this page: wait, re-read
-                    try:
+                if event is not None:  # a request of this process computes it: wait, re-read
+                    with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(event.wait(), lock_timeout)
-                    except asyncio.TimeoutError:
-                        pass
                     response = lookup(request)
                     if response is not None:
                         return response
-                    return finish(request, await async_view(request, *args, **kwargs))
+                    return await compute(request, args, kwargs)
+                held = page_lock(key)
                 try:
-                    return finish(request, await async_view(request, *args, **kwargs))
+                    if await held.atake():  # another process computed it meanwhile
+                        response = lookup(request)
+                        if response is not None:
+                            return response
+                    return await compute(request, args, kwargs)
                 finally:
+                    await held.arelease()
                     aflights.done(key)
 
             return wraps(view)(async_wrapper)  # type: ignore[return-value]
@@ -505,15 +568,21 @@ def cache_page(
                 return finish(request, view(request, *args, **kwargs))
             key = flight_prefix + request.build_absolute_uri()
             event = flights.join(key)
-            if event is not None:  # another request computes this page: wait, re-read
+            if event is not None:  # a request of this process computes it: wait, re-read
                 event.wait(lock_timeout)
                 response = lookup(request)
                 if response is not None:
                     return response
                 return finish(request, view(request, *args, **kwargs))
+            held = page_lock(key)
             try:
+                if held.take():  # another process computed it meanwhile
+                    response = lookup(request)
+                    if response is not None:
+                        return response
                 return finish(request, view(request, *args, **kwargs))
             finally:
+                held.release()
                 flights.done(key)
 
         return wraps(view)(wrapper)  # type: ignore[return-value]

@@ -565,3 +565,39 @@ def test_cache_page_serves_hits_and_keeps_djangos_headers(redis_cache: Any) -> N
     assert first.content == second.content == b"cachekit_page run 1"
     assert "max-age=60" in second["Cache-Control"]
     assert calls["cachekit_page"] == 1
+
+
+def test_cache_page_lock_spans_processes(redis_cache: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two decorations of one page stand in for two processes: each has its own in-process
+    single-flight, so only cachekit's Redis lock can keep the second from running the view."""
+    from cachekit._lock import CacheLock
+
+    a_started, b_waiting = threading.Event(), threading.Event()
+    original_acquire = CacheLock.acquire
+
+    def acquire(self: Any, blocking: bool | None = None, timeout: Any = None) -> bool:
+        if blocking is None:  # the waiting acquire, after the lock was found taken
+            b_waiting.set()
+            return original_acquire(self)
+        return original_acquire(self, blocking=blocking)
+
+    monkeypatch.setattr(CacheLock, "acquire", acquire)
+
+    def view_a(request: HttpRequest) -> HttpResponse:
+        a_started.set()
+        assert b_waiting.wait(5), "process B never waited on the lock"
+        return _count("a")
+
+    def view_b(request: HttpRequest) -> HttpResponse:
+        return _count("b")
+
+    page_a, page_b = cache_page(60)(view_a), cache_page(60)(view_b)
+    factory = RequestFactory()
+    results: dict[str, HttpResponse] = {}
+    thread_a = threading.Thread(target=lambda: results.update(a=page_a(factory.get("/x/"))))
+    thread_a.start()
+    assert a_started.wait(5)
+    results["b"] = page_b(factory.get("/x/"))
+    thread_a.join()
+    assert calls == {"a": 1}
+    assert results["a"].content == results["b"].content == b"a run 1"
