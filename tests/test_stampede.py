@@ -8,7 +8,6 @@ import threading
 import time
 from typing import Any
 
-import pytest
 import redis
 
 from cachekit import Cache
