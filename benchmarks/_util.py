@@ -195,6 +195,11 @@ class Contender:
     def median(self) -> float:
         return statistics.median(self.samples)
 
+    def ratio(self, floor: Contender) -> float:
+        """The median over rounds of this contender's time over the floor's in that round:
+        paired by round, so a noisy stretch of the machine moves both sides together."""
+        return statistics.median(a / b for a, b in zip(self.samples, floor.samples))
+
 
 def sync_loop(func: Callable[..., Any], *args: Any) -> SyncRun:
     """A ``run(n)`` that calls ``func(*args)`` n times; the loop is the cheapest Python has."""
@@ -293,7 +298,7 @@ def table(
     title: str, contenders: Sequence[Contender], target: str = "", with_commands: bool = False
 ) -> str:
     floor = next(c for c in contenders if c.floor)
-    head = "| contender | ns/op (median) | spread (min-max) | vs floor |"
+    head = "| contender | ns/op (median) | spread (min-max) | vs floor (paired median) |"
     rule = "|---|---:|---:|---:|"
     if with_commands:
         head += " Redis cmds/hit |"
@@ -307,7 +312,7 @@ def table(
             name = f"**{name}**"
         row = (
             f"| {name} | {c.median:,.0f} | {min(c.samples):,.0f}-{max(c.samples):,.0f} "
-            f"| {c.median / floor.median:.2f}x |"
+            f"| {c.ratio(floor):.2f}x |"
         )
         if with_commands:
             row += f" {c.commands:g} |" if c.commands is not None else " - |"

@@ -20,9 +20,11 @@ Sections (each a markdown table; "vs floor" is the median ns/op over the floor's
 The script starts its own redis-server on a free port and pins itself and that server to
 one CPU (``--cpu``, default 1; ``--cpu -1`` to not pin). Every contender is warmed up and
 calibrated to ~``--target`` seconds per round, then ``--rounds`` rounds interleave the
-contenders; the table shows the median. Redis commands per hit come from ``INFO
-commandstats`` deltas over 1000 hits. Every contender caches the same small dict under
-its own defaults (serializer, key scheme), as a user would get it.
+contenders; the table shows the median, and the ratio to the floor is the median of the
+per-round ratios (paired by round, so a noisy stretch moves both sides together). Redis
+commands per hit come from ``INFO commandstats`` deltas over 1000 hits. Every contender
+caches the same small dict under its own defaults (serializer, key scheme), as a user
+would get it.
 """
 
 from __future__ import annotations
@@ -298,10 +300,8 @@ async def redis_async(server: RedisProcess) -> list[Contender]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", type=int, default=default_cpu(), help="CPU to pin to (-1: none)")
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument(
-        "--target", type=float, default=0.15, help="seconds per contender per round"
-    )
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--target", type=float, default=0.1, help="seconds per contender per round")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 0.05 s")
     args = parser.parse_args()
