@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._async.decorator import make_async_stampede_wrapper, make_async_wrapper
+from ._fastpath import memory_hit_wrapper
 from ._keys import KeyBuilder
 from ._policy import DEFAULT
 from ._sentinel import MISSING
@@ -147,6 +148,9 @@ def _decorate(cache: Cache, func: F, stampede: StampedeOptions | None = None, **
             wrapper, refresh = make_async_wrapper(cache, func, plan)
     else:
         wrapper, refresh = make_sync_wrapper(cache, func, plan)
+    if stampede is None:  # memory hits served in one frame; everything else as above
+        is_async = inspect.iscoroutinefunction(func)
+        wrapper = memory_hit_wrapper(cache, plan.keys, wrapper, is_async) or wrapper
 
     def key_of(*args: Any, **kwargs: Any) -> str:
         """The key this call's result is cached under (use it with ``cache.get``)."""

@@ -2,11 +2,11 @@
 
 On memory a hit costs less than a Python function call, so the frames matter: the
 general wrapper calls a key builder, then a lookup, then the backend. Here the key of a
-call that matches the signature exactly (no keywords, every argument given) and the dict
-read are inlined into the wrapper itself; every other case (keywords, defaults, a miss,
-an expired entry, an entry carrying metadata for stale/early refresh) is handed to the
-general wrapper, unchanged. Chosen at decoration time, only for a memory backend that
-stores objects and a default (signature-derived) key.
+positional call (no keywords; trailing defaults may be left out) and the dict read are
+inlined into the wrapper itself; every other case (keywords, a miss, an expired entry, an
+entry carrying metadata) is handed to the general wrapper, unchanged. Chosen at
+decoration time, only for a memory backend that stores objects and a default
+(signature-derived) key.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def memory_hit_wrapper(
     if keys.key_func is not None or keys.template is not None or not keys.simple:
         return None
     base = cache.namespace.text + keys.base
-    nargs = len(keys.names)
+    tails = keys._tails  # calls leaving out trailing defaults: what to append
     data_get = backend._data.get
     touch = backend._data.move_to_end
     clock = backend._clock
@@ -46,8 +46,10 @@ def memory_hit_wrapper(
     if is_async:
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not kwargs and len(args) == nargs:
-                key = base + dumps(args, default=default, option=option).decode()
+            tail = None if kwargs else tails.get(len(args))
+            if tail is not None:
+                values = args + tail if tail else args
+                key = base + dumps(values, default=default, option=option).decode()
                 entry = data_get(key)
                 if entry is not None and entry[1] > clock():
                     value = entry[0]
@@ -63,8 +65,10 @@ def memory_hit_wrapper(
         return async_wrapper
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not kwargs and len(args) == nargs:
-            key = base + dumps(args, default=default, option=option).decode()
+        tail = None if kwargs else tails.get(len(args))
+        if tail is not None:
+            values = args + tail if tail else args
+            key = base + dumps(values, default=default, option=option).decode()
             entry = data_get(key)
             if entry is not None and entry[1] > clock():
                 value = entry[0]
