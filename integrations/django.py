@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import hashlib
 import pickle
+import re
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -54,7 +55,12 @@ from inspect import iscoroutinefunction
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, default_key_func
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    MEMCACHE_MAX_KEY_LENGTH,
+    BaseCache,
+    default_key_func,
+)
 from django.core.exceptions import ImproperlyConfigured
 from django.middleware.cache import CacheMiddleware
 
@@ -89,6 +95,7 @@ _CACHEKIT_OPTIONS = frozenset(
 # CULL_FREQUENCY has nothing to tune
 _DJANGO_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY"})
 _SECRET_SALT = b"cachekit.integrations.django.CachekitCache"
+_memcached_unsafe = re.compile(r"[\x00-\x20\x7f]").search  # as Django's validate_key
 
 
 class UnencodableValueError(SerializationError, pickle.PicklingError):
@@ -200,6 +207,12 @@ class CachekitCache(BaseCache):  # type: ignore[misc]  # django ships no type hi
             return f"{version}:{key}"
         made: str = self.key_func(key, self.key_prefix, version)
         return made
+
+    def validate_key(self, key: str) -> None:
+        """Django's warning about keys memcached would refuse, on the fast path only when
+        needed (Django's lazily compiled regex costs a proxy lookup on every call)."""
+        if len(key) > MEMCACHE_MAX_KEY_LENGTH or _memcached_unsafe(key):
+            super().validate_key(key)
 
     def get_backend_timeout(self, timeout: Any = DEFAULT_TIMEOUT) -> float | None:
         """Seconds to keep an entry: None forever, 0 not at all (Django's rules)."""
