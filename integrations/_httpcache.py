@@ -1,0 +1,496 @@
+"""The I/O around :mod:`cachekit.http` that the Starlette and Flask adapters share.
+
+:mod:`cachekit.http` decides everything (what is cacheable, keys, headers, 304s); this
+module only reads and writes its bytes through a :class:`cachekit.Cache`, coalesces
+concurrent cold requests (single-flight per key in this process, and across processes
+with ``cache.lock`` when the backend is remote), and invalidates by URL, path pattern and
+tag. No web framework is imported here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from cachekit import Cache, CacheKitError, ConfigurationError
+from cachekit.http import (
+    CachedResponse,
+    Forward,
+    Hit,
+    HttpCachePolicy,
+    Read,
+    Request,
+    Response,
+    StoreDecision,
+    begin,
+    miss_reason,
+    primary_key,
+    serve,
+)
+
+__all__ = ["AsyncHttpCache", "HttpCache", "SyncHttpCache", "bytes_cache", "make_policy"]
+
+logger = logging.getLogger("cachekit.integrations")
+
+T = TypeVar("T")
+Decided = Callable[[CachedResponse | None], None]
+_PROBE = b"\x00\xffcachekit"
+_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
+
+
+def _stores_bytes(cache: Cache) -> bool:
+    serializer = cache.serializer
+    if serializer is None:  # the memory backend keeps objects as they are
+        return True
+    try:
+        return bool(serializer.loads(serializer.dumps(_PROBE)) == _PROBE)
+    except Exception:
+        return False
+
+
+def bytes_cache(cache: Cache) -> Cache:
+    """A cache that stores HTTP entries (bytes) in ``cache``'s backend and namespace.
+
+    ``cache`` itself when it keeps bytes as they are (memory, or a ``raw``, ``msgpack``
+    or ``pickle`` serializer); otherwise (``orjson``, ``json``, ...: no bytes) a sibling
+    over the same backend objects and namespace with the ``raw`` serializer, so a hit
+    is still one ``GET`` and tags and ``clear()`` still cover the entries.
+    """
+    if _stores_bytes(cache):
+        return cache
+    # The Cache has no public "same backend, other serializer" constructor yet.
+    return Cache(
+        backend=cache._backend,
+        async_backend=cache._abackend,
+        prefix=cache.prefix,
+        version=cache.version,
+        serializer="raw",
+        on_error="raise" if cache._raise_errors else "ignore",
+    )
+
+
+def make_policy(
+    policy: HttpCachePolicy | None = None, ttl: float | object | None = ..., **options: Any
+) -> HttpCachePolicy:
+    """An :class:`HttpCachePolicy` from a base (default: the module's) and overrides.
+
+    ``ttl`` is the policy's ``default_ttl``: the lifetime of a response that states no
+    freshness of its own (None: store only responses that do).
+    """
+    base = policy or HttpCachePolicy()
+    fields = {name: getattr(base, name) for name in base.__dataclass_fields__}
+    if ttl is not ...:
+        fields["default_ttl"] = ttl
+    unknown = set(options) - set(fields)
+    if unknown:
+        raise ConfigurationError(f"unknown HTTP cache option(s): {', '.join(sorted(unknown))}")
+    fields.update(options)
+    return HttpCachePolicy(**fields)
+
+
+def decode_path(raw: bytes) -> str:
+    """A raw request target part as text: UTF-8 when it is, else byte for byte (latin-1)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+class _Flight:
+    """One cold key being computed in this process; followers wait for its entry."""
+
+    __slots__ = ("entry", "event")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.entry: CachedResponse | None = None
+
+    def resolve(self, entry: CachedResponse | None) -> None:
+        if not self.event.is_set():
+            self.entry = entry
+            self.event.set()
+
+
+class _AsyncFlight:
+    __slots__ = ("entry", "event")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.entry: CachedResponse | None = None
+
+    def resolve(self, entry: CachedResponse | None) -> None:
+        if not self.event.is_set():
+            self.entry = entry
+            self.event.set()
+
+
+class HttpCache:
+    """State and invalidation shared by the sync and async drivers.
+
+    ``lock``: also coalesce across processes with ``cache.lock`` (default: when the
+    cache has locks and a remote backend). ``lock_ttl`` bounds how long a crashed leader
+    blocks others; ``wait_timeout`` how long a follower waits before calling the app itself.
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        policy: HttpCachePolicy,
+        *,
+        lock: bool | None = None,
+        lock_ttl: float = 30.0,
+        wait_timeout: float = 10.0,
+    ) -> None:
+        self.user_cache = cache
+        self.cache = bytes_cache(cache)
+        self.policy = policy
+        has_lock = callable(getattr(self.cache, "lock", None))
+        remote = self.cache.stats().get("backend") != "memory"
+        self.use_lock = has_lock and remote if lock is None else bool(lock) and has_lock
+        self.lock_ttl = lock_ttl
+        self.wait_timeout = wait_timeout
+
+    def _circuit_open(self) -> bool:
+        return bool(self.cache.stats().get("circuit") == "open")
+
+    # -- invalidation: the pure part -----------------------------------------------
+    def url_key(self, url: str) -> str:
+        """The cache key of the GET response for an absolute URL (``https://h/p?q``)."""
+        parts = urlsplit(url)
+        if not parts.scheme or not parts.netloc:
+            raise ValueError(f"invalidate_url needs an absolute URL, not {url!r}")
+        req = Request("GET", parts.scheme, parts.netloc, parts.path or "/", parts.query)
+        return primary_key(req, self.policy.key_prefix)
+
+    def path_globs(self, pattern: str, host: str | None = None) -> list[str]:
+        """Globs over the cache keys for a path pattern (``*`` matches anything, including
+        ``/``, a query string and Vary variants). Without ``host``, every host matches."""
+        if not pattern.startswith("/"):
+            raise ValueError(f"a path pattern starts with '/', not {pattern!r}")
+        pieces = []
+        for literal in pattern.split("*"):
+            key = primary_key(Request("GET", "http", "h", "/" + literal))
+            normal = key[len("http:GET:http://h/") :] if literal else ""
+            if key.startswith("http:sha256:"):  # too long to be matched; keep it literal
+                normal = literal
+            pieces.append(_GLOB_SPECIAL.sub(r"\\\1", normal))
+        path = "*".join(pieces)
+        host_glob = "*" if host is None else _GLOB_SPECIAL.sub(r"\\\1", host.strip().lower())
+        head = _GLOB_SPECIAL.sub(r"\\\1", self.policy.key_prefix) + "http:GET:*://"
+        glob = head + host_glob + path
+        if glob.endswith("*"):
+            return [glob]
+        return [glob, glob + "[?#]*"]  # the exact path, then with a query or a variant
+
+    def _tags_method(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.cache, name, None)
+        if method is None:
+            raise NotImplementedError(
+                "invalidation by tag needs Cache.invalidate_tags, which this cachekit lacks"
+            )
+        return method  # type: ignore[no-any-return]
+
+
+class SyncHttpCache(HttpCache):
+    """The driver for WSGI adapters: blocking backend calls, threads coalesce on a key."""
+
+    def __init__(self, cache: Cache, policy: HttpCachePolicy, **options: Any) -> None:
+        super().__init__(cache, policy, **options)
+        self._flights: dict[str, _Flight] = {}
+        self._flights_lock = threading.Lock()
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            value = self.cache.get(key)
+        except CacheKitError as exc:  # on_error="raise": still never fail the request
+            logger.warning("cachekit: HTTP cache read failed: %s", exc)
+            return None
+        return value if isinstance(value, bytes) else None
+
+    def lookup(self, req: Request, policy: HttpCachePolicy) -> tuple[Hit | Forward, str | None]:
+        """Run the reads for ``req``: a hit, or where to go (and the key that missed)."""
+        step: Read | Hit | Forward = begin(req, policy)
+        key = None
+        while isinstance(step, Read):
+            key = step.key
+            step = step.feed(self._get(key), time.time())
+        return step, key
+
+    def store(self, decision: StoreDecision) -> None:
+        writes = decision.writes()
+        tags = decision.entry.tags or None
+        try:
+            if len(writes) == 1:
+                key, data, ttl = writes[0]
+                self.cache.set(key, data, ttl, tags=tags)
+            else:  # a Vary marker and its variant: one round trip
+                self.cache.set_many({key: data for key, data, _ in writes}, writes[0][2], tags=tags)
+        except CacheKitError as exc:
+            logger.warning("cachekit: HTTP cache write failed: %s", exc)
+
+    def delete(self, key: str) -> bool:
+        try:
+            return self.cache.delete(key)
+        except CacheKitError as exc:
+            logger.warning("cachekit: HTTP cache delete failed: %s", exc)
+            return False
+
+    def _lock(self, key: str) -> tuple[Any, bool]:
+        """(held lock or None, whether we waited for another process)."""
+        if not self.use_lock or self._circuit_open():
+            return None, False
+        lock = self.cache.lock(key, ttl=self.lock_ttl)
+        try:
+            if lock.acquire(blocking=False):
+                return lock, False
+            try:
+                lock.acquire(blocking=True, timeout=self.wait_timeout)
+            except CacheKitError:  # timed out: the other process is slow; go ahead
+                return None, True
+            return lock, True
+        except CacheKitError as exc:
+            logger.warning("cachekit: HTTP cache lock failed: %s", exc)
+            return None, False
+
+    @staticmethod
+    def _release(lock: Any) -> None:
+        try:
+            lock.release()
+        except CacheKitError as exc:
+            logger.warning("cachekit: HTTP cache lock release failed: %s", exc)
+
+    def run(
+        self,
+        req: Request,
+        policy: HttpCachePolicy,
+        on_hit: Callable[[Response], T],
+        forward: Callable[[Forward, Decided], T],
+    ) -> T:
+        """Answer ``req`` from the cache (``on_hit``) or the app (``forward``).
+
+        ``forward(step, decided)`` must call ``decided(entry or None)`` as soon as it
+        knows whether the response is stored (after storing it): followers waiting on
+        the same key are released then, not when a long body has been sent.
+        """
+        step, key = self.lookup(req, policy)
+        if isinstance(step, Hit):
+            return on_hit(step.response)
+        if key is None or not step.may_store or req.method.upper() != "GET":
+            return forward(step, _ignore)
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leader:
+            flight.event.wait(self.wait_timeout)
+            entry, now = flight.entry, time.time()
+            if entry is not None and miss_reason(entry, req, now) is None:
+                return on_hit(serve(entry, req, now, policy.cache_name))
+            return forward(step, _ignore)
+
+        held: list[Any] = []
+
+        def decided(entry: CachedResponse | None) -> None:
+            flight.resolve(entry)
+            with self._flights_lock:
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+            while held:
+                self._release(held.pop())
+
+        try:
+            lock, waited = self._lock(key)
+            if lock is not None:
+                held.append(lock)
+            if waited:  # another process had it: it has probably stored the response
+                again, _ = self.lookup(req, policy)
+                if isinstance(again, Hit):
+                    decided(again.entry)
+                    return on_hit(again.response)
+            return forward(step, decided)
+        finally:
+            decided(None)
+
+    # -- invalidation -----------------------------------------------------------------
+    def invalidate_url(self, url: str) -> bool:
+        """Drop the stored response (and its Vary variants) for an absolute URL."""
+        return self.delete(self.url_key(url))
+
+    def invalidate_path(self, pattern: str, host: str | None = None) -> int:
+        """Drop every stored response whose path matches a ``*`` pattern; the number."""
+        return sum(self.cache.delete_pattern(glob) for glob in self.path_globs(pattern, host))
+
+    def invalidate_tags(self, *tags: str) -> int:
+        """Drop every stored response tagged (``Cache-Tag``) with any of ``tags``."""
+        return int(self._tags_method("invalidate_tags")(*tags))
+
+
+class AsyncHttpCache(HttpCache):
+    """The driver for ASGI adapters: awaited backend calls, tasks coalesce on a key."""
+
+    def __init__(self, cache: Cache, policy: HttpCachePolicy, **options: Any) -> None:
+        super().__init__(cache, policy, **options)
+        # asyncio primitives belong to one loop (test clients may run several)
+        self._flights: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, _AsyncFlight]
+        ] = weakref.WeakKeyDictionary()
+
+    async def _aget(self, key: str) -> bytes | None:
+        try:
+            value = await self.cache.aget(key)
+        except CacheKitError as exc:
+            logger.warning("cachekit: HTTP cache read failed: %s", exc)
+            return None
+        return value if isinstance(value, bytes) else None
+
+    async def alookup(
+        self, req: Request, policy: HttpCachePolicy
+    ) -> tuple[Hit | Forward, str | None]:
+        step: Read | Hit | Forward = begin(req, policy)
+        key = None
+        while isinstance(step, Read):
+            key = step.key
+            step = step.feed(await self._aget(key), time.time())
+        return step, key
+
+    async def astore(self, decision: StoreDecision) -> None:
+        writes = decision.writes()
+        tags = decision.entry.tags or None
+        try:
+            if len(writes) == 1:
+                key, data, ttl = writes[0]
+                await self.cache.aset(key, data, ttl, tags=tags)
+            else:
+                items = {key: data for key, data, _ in writes}
+                await self.cache.aset_many(items, writes[0][2], tags=tags)
+        except CacheKitError as exc:
+            logger.warning("cachekit: HTTP cache write failed: %s", exc)
+
+    async def adelete(self, key: str) -> bool:
+        try:
+            return await self.cache.adelete(key)
+        except CacheKitError as exc:
+            logger.warning("cachekit: HTTP cache delete failed: %s", exc)
+            return False
+
+    async def _alock(self, key: str) -> tuple[Any, bool]:
+        if not self.use_lock or self._circuit_open():
+            return None, False
+        lock = self.cache.lock(key, ttl=self.lock_ttl)
+        try:
+            if await lock.aacquire(blocking=False):
+                return lock, False
+            try:
+                await lock.aacquire(blocking=True, timeout=self.wait_timeout)
+            except CacheKitError:
+                return None, True
+            return lock, True
+        except CacheKitError as exc:
+            logger.warning("cachekit: HTTP cache lock failed: %s", exc)
+            return None, False
+
+    @staticmethod
+    async def _arelease(lock: Any) -> None:
+        try:
+            await lock.arelease()
+        except CacheKitError as exc:
+            logger.warning("cachekit: HTTP cache lock release failed: %s", exc)
+
+    def _table(self) -> dict[str, _AsyncFlight]:
+        loop = asyncio.get_running_loop()
+        table = self._flights.get(loop)
+        if table is None:
+            table = self._flights[loop] = {}
+        return table
+
+    async def arun(
+        self,
+        req: Request,
+        policy: HttpCachePolicy,
+        on_hit: Callable[[Response], Awaitable[T]],
+        forward: Callable[
+            [Forward, Callable[[CachedResponse | None], Awaitable[None]]], Awaitable[T]
+        ],
+    ) -> T:
+        """:meth:`SyncHttpCache.run` for coroutines (``decided`` is awaited)."""
+        step, key = await self.alookup(req, policy)
+        if isinstance(step, Hit):
+            return await on_hit(step.response)
+        if key is None or not step.may_store or req.method.upper() != "GET":
+            return await forward(step, _aignore)
+        table = self._table()
+        flight = table.get(key)
+        if flight is not None:
+            try:
+                await asyncio.wait_for(flight.event.wait(), self.wait_timeout)
+            except asyncio.TimeoutError:
+                pass
+            entry, now = flight.entry, time.time()
+            if entry is not None and miss_reason(entry, req, now) is None:
+                return await on_hit(serve(entry, req, now, policy.cache_name))
+            return await forward(step, _aignore)
+        flight = table[key] = _AsyncFlight()
+        held: list[Any] = []
+
+        async def decided(entry: CachedResponse | None) -> None:
+            flight.resolve(entry)
+            if table.get(key) is flight:
+                del table[key]
+            while held:
+                await self._arelease(held.pop())
+
+        try:
+            lock, waited = await self._alock(key)
+            if lock is not None:
+                held.append(lock)
+            if waited:
+                again, _ = await self.alookup(req, policy)
+                if isinstance(again, Hit):
+                    await decided(again.entry)
+                    return await on_hit(again.response)
+            return await forward(step, decided)
+        finally:
+            await decided(None)
+
+    # -- invalidation -----------------------------------------------------------------
+    async def ainvalidate_url(self, url: str) -> bool:
+        return await self.adelete(self.url_key(url))
+
+    async def ainvalidate_path(self, pattern: str, host: str | None = None) -> int:
+        total = 0
+        for glob in self.path_globs(pattern, host):
+            total += await self.cache.adelete_pattern(glob)
+        return total
+
+    async def ainvalidate_tags(self, *tags: str) -> int:
+        return int(await self._tags_method("ainvalidate_tags")(*tags))
+
+    def invalidate_url(self, url: str) -> bool:
+        return self.cache.delete(self.url_key(url))
+
+    def invalidate_path(self, pattern: str, host: str | None = None) -> int:
+        return sum(self.cache.delete_pattern(glob) for glob in self.path_globs(pattern, host))
+
+    def invalidate_tags(self, *tags: str) -> int:
+        return int(self._tags_method("invalidate_tags")(*tags))
+
+
+def _ignore(entry: CachedResponse | None) -> None:
+    return None
+
+
+async def _aignore(entry: CachedResponse | None) -> None:
+    return None
+
+
+def header_pairs(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """ASGI/raw header pairs as text (latin-1, as cachekit.http expects)."""
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]

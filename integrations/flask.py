@@ -1,0 +1,446 @@
+"""Flask extension: response caching for views (or the whole app) and function caching.
+
+::
+
+    from cachekit.integrations.flask import FlaskCache
+
+    fcache = FlaskCache(app)                 # or FlaskCache() + fcache.init_app(app)
+
+    @app.get("/products/<int:pid>")
+    @fcache.cached(ttl=60)                   # a view: its HTTP response is cached
+    def product(pid): ...
+
+    @fcache.cached(ttl=60)                   # a plain function: its result is cached
+    def load_prices(region): ...
+
+Configuration (``app.config``; constructor keywords, lower-case and without the prefix,
+are the defaults): ``CACHEKIT_URL`` (``"memory://"``), ``CACHEKIT_PREFIX``
+(``"cachekit"``), ``CACHEKIT_VERSION``, ``CACHEKIT_DEFAULT_TTL`` (300: entries, and
+responses that state no freshness of their own), ``CACHEKIT_OPTIONS`` (more
+:class:`cachekit.Cache` keywords: ``serializer``, ``timeout``, ``on_error``...),
+``CACHEKIT_HTTP`` (:class:`cachekit.http.HttpCachePolicy` fields: ``max_body_size``,
+``cacheable_statuses``, ``etag_from_body``, ``tag_header``, ...), ``CACHEKIT_CACHE_ALL``
+(False), ``CACHEKIT_LOCK`` (None: cross-process coalescing when the backend is remote).
+Or give a ready :class:`cachekit.Cache` as ``FlaskCache(app, cache=cache)``.
+
+Views or functions: ``@fcache.cached`` decides at call time. When the call is the
+dispatch of the current request's endpoint (the decorated function is, or is wrapped
+by, ``app.view_functions[request.endpoint]``), the HTTP response is cached, keyed by
+scheme, host, path and normalised query string, under the rules of
+:mod:`cachekit.http` (Cache-Control, Vary, Set-Cookie, Authorization, 304s, ``Age`` and
+``Cache-Status``); any other call caches the return value with the cache's ``cached``.
+Say which explicitly with ``@fcache.cached_view`` or ``@fcache.memoize``.
+
+``CACHEKIT_CACHE_ALL = True`` puts a shared cache in front of the whole app (it wraps
+``app.wsgi_app``, like a reverse proxy would sit in front): every cacheable GET response
+is stored, seeing the final headers (session cookies included), and a hit is answered
+before Flask dispatches the request, so ``before_request`` hooks do not run for hits.
+A ``@fcache.cached_view(ttl=...)`` under it sets that view's TTL.
+
+Concurrent requests for the same cold URL run the view once (threads coalesce; with a
+remote backend, processes too, through ``cache.lock``). A failing backend never fails a
+request: the view answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, has_request_context, request, session
+from flask import Response as FlaskResponse
+from werkzeug.datastructures import Headers
+
+from cachekit import DEFAULT, Cache
+from cachekit.http import (
+    CachedResponse,
+    Forward,
+    HttpCachePolicy,
+    Request,
+    Response,
+    invalidation_key,
+    mark_miss,
+    store_precheck,
+)
+
+from ._httpcache import SyncHttpCache, decode_path, make_policy
+
+__all__ = ["FlaskCache"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+Decided = Callable[[CachedResponse | None], None]
+
+EXTENSION = "cachekit"
+_FRONT = "cachekit.front"  # environ: the app-wide cache forwarded this request
+_VIEW_POLICY = "cachekit.policy"  # environ: the policy a cached view asks the front to use
+_POLICY_FIELDS = frozenset(f.name for f in dataclasses.fields(HttpCachePolicy))
+_MEMO_OPTIONS = frozenset({"key", "tags", "cache_none", "condition", "unless"})
+_DEFAULTS: dict[str, Any] = {
+    "url": "memory://",
+    "prefix": "cachekit",
+    "version": None,
+    "default_ttl": 300.0,
+    "options": {},
+    "http": {},
+    "cache_all": False,
+    "lock": None,
+}
+
+
+@dataclass
+class _State:
+    cache: Cache
+    http: SyncHttpCache
+    policy: HttpCachePolicy
+    policies: dict[int, HttpCachePolicy] = field(default_factory=dict)
+
+
+def request_from_environ(environ: dict[str, Any]) -> Request:
+    """The :class:`cachekit.http.Request` of a WSGI environ (path and query as sent)."""
+    path = decode_path(
+        (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")
+    )
+    query = decode_path(environ.get("QUERY_STRING", "").encode("latin-1"))
+    headers = [
+        (name[5:].replace("_", "-"), value)
+        for name, value in environ.items()
+        if name.startswith("HTTP_")
+    ]
+    host = (
+        environ.get("HTTP_HOST")
+        or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    )
+    return Request(
+        environ.get("REQUEST_METHOD", "GET"),
+        environ.get("wsgi.url_scheme", "http"),
+        host,
+        path,
+        query,
+        headers,
+    )
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
+def _to_flask(response: Response) -> FlaskResponse:
+    result: FlaskResponse = current_app.response_class(response.body, status=response.status)
+    result.headers = Headers(list(response.headers))  # Content-Length as stored (HEAD too)
+    return result
+
+
+class _Passthrough:
+    """A WSGI body passed on unbuffered (after an already-read first chunk), closed once."""
+
+    def __init__(self, head: list[bytes], body: Iterable[bytes]) -> None:
+        self._head = head
+        self._body = body
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._head
+        yield from self._body
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+
+
+class _FrontCache:
+    """``CACHEKIT_CACHE_ALL``: a shared cache around ``app.wsgi_app``."""
+
+    def __init__(self, app: WSGIApp, state: _State) -> None:
+        self.app = app
+        self.state = state
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        state = self.state
+        req = request_from_environ(environ)
+
+        def on_hit(response: Response) -> Iterable[bytes]:
+            start_response(_status_line(response.status), list(response.headers))
+            return [response.body]
+
+        def forward(step: Forward, decided: Decided) -> Iterable[bytes]:
+            environ[_FRONT] = True
+            return self._forward(step, decided, environ, start_response)
+
+        return state.http.run(req, state.policy, on_hit, forward)
+
+    def _forward(
+        self,
+        step: Forward,
+        decided: Decided,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        request_time = time.time()
+        started: list[Any] = []
+        written: list[bytes] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            started[:] = [status, headers, exc_info]
+            return written.append  # the legacy write() callable: buffered in order
+
+        body = self.app(environ, capture)
+        head = list(written)
+        if not started:  # a generator app calls start_response on its first chunk
+            for chunk in body:
+                head.append(chunk)
+                break
+        status_text, headers, exc_info = started
+        status = int(status_text.split(" ", 1)[0])
+        policy = environ.get(_VIEW_POLICY, step.policy)
+        if policy is not step.policy:
+            step = dataclasses.replace(step, policy=policy)
+        key = invalidation_key(step.request, status, policy.key_prefix)
+        if key is not None:
+            self.state.http.delete(key)
+
+        problem = store_precheck(step.request, status, headers, policy) if step.may_store else "no"
+        has_length = any(name.lower() == "content-length" for name, _ in headers)
+        if problem is not None or not has_length:  # uncacheable, or streaming: pass on
+            decided(None)
+            start_response(
+                status_text, mark_miss(headers, False, step.fwd, policy=policy), exc_info
+            )
+            return _Passthrough(head, body)
+        try:
+            data = b"".join([*head, *body])
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+        sent, store = step.finish(Response(status, headers, data), time.time(), request_time)
+        if store is not None:
+            self.state.http.store(store)
+        decided(None if store is None else store.entry)
+        start_response(status_text, list(sent.headers), exc_info)
+        return [sent.body]
+
+
+class FlaskCache:
+    """The Flask extension. One instance may serve several apps (state per app)."""
+
+    def __init__(
+        self, app: Flask | None = None, *, cache: Cache | None = None, **config: Any
+    ) -> None:
+        unknown = set(config) - set(_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown FlaskCache option(s): {', '.join(sorted(unknown))}")
+        self._cache = cache
+        self._config = {**_DEFAULTS, **config}
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        config = app.config
+        for name, default in self._config.items():
+            config.setdefault("CACHEKIT_" + name.upper(), default)
+        cache = self._cache
+        if cache is None:
+            options = dict(config["CACHEKIT_OPTIONS"])
+            if config["CACHEKIT_VERSION"] is not None:
+                options.setdefault("version", config["CACHEKIT_VERSION"])
+            cache = Cache(
+                config["CACHEKIT_URL"],
+                prefix=config["CACHEKIT_PREFIX"],
+                default_ttl=config["CACHEKIT_DEFAULT_TTL"],
+                **options,
+            )
+        policy = make_policy(None, config["CACHEKIT_DEFAULT_TTL"], **config["CACHEKIT_HTTP"])
+        state = _State(cache, SyncHttpCache(cache, policy, lock=config["CACHEKIT_LOCK"]), policy)
+        app.extensions[EXTENSION] = state
+        if config["CACHEKIT_CACHE_ALL"]:
+            app.wsgi_app = _FrontCache(app.wsgi_app, state)  # type: ignore[method-assign]
+
+    # -- state ------------------------------------------------------------------------
+    @staticmethod
+    def _state(app: Flask | None = None) -> _State:
+        target = app if app is not None else current_app
+        try:
+            state: _State = target.extensions[EXTENSION]
+        except KeyError:
+            raise RuntimeError("FlaskCache.init_app(app) was not called for this app") from None
+        return state
+
+    @property
+    def cache(self) -> Cache:
+        """The current app's :class:`cachekit.Cache`."""
+        return self._state().cache
+
+    def http_cache(self, app: Flask | None = None) -> SyncHttpCache:
+        """The current (or given) app's response cache driver."""
+        return self._state(app).http
+
+    # -- decorators -------------------------------------------------------------------
+    def cached(self, ttl: Any = DEFAULT, **options: Any) -> Callable[[F], F]:
+        """Cache a view's response, or a plain function's result (decided per call, see
+        the module docs). ``ttl``: for a view, the lifetime of responses that state no
+        freshness (None: only those that do); for a function, the entry's TTL. View
+        options: :class:`~cachekit.http.HttpCachePolicy` fields; function options:
+        ``key``, ``tags``, ``cache_none``, ``condition``, ``unless``."""
+        view_options = {k: v for k, v in options.items() if k not in _MEMO_OPTIONS}
+        memo_options = {k: v for k, v in options.items() if k in _MEMO_OPTIONS}
+
+        def decorate(func: F) -> F:
+            as_view = self._view(func, ttl, view_options)
+            as_function = self._memo(func, ttl, memo_options)
+
+            @functools.wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                if _dispatching(wrapper):
+                    return as_view(*args, **kwargs)
+                return as_function(*args, **kwargs)
+
+            wrapper.invalidate = as_function.invalidate  # type: ignore[attr-defined]
+            return wrapper  # type: ignore[return-value]
+
+        return decorate
+
+    def cached_view(self, ttl: Any = DEFAULT, **options: Any) -> Callable[[F], F]:
+        """Cache a view's HTTP response (always; see :meth:`cached`)."""
+
+        def decorate(func: F) -> F:
+            return functools.wraps(func)(self._view(func, ttl, options))  # type: ignore[return-value]
+
+        return decorate
+
+    def memoize(self, ttl: Any = DEFAULT, **options: Any) -> Callable[[F], F]:
+        """Cache a function's result in the current app's cache (its ``cached``)."""
+
+        def decorate(func: F) -> F:
+            return functools.wraps(func)(self._memo(func, ttl, options))  # type: ignore[return-value]
+
+        return decorate
+
+    def _view(
+        self, func: Callable[..., Any], ttl: Any, options: dict[str, Any]
+    ) -> Callable[..., Any]:
+        unknown = set(options) - _POLICY_FIELDS
+        if unknown:
+            raise TypeError(f"unknown view cache option(s): {', '.join(sorted(unknown))}")
+        overrides = dict(options)
+        if ttl is not DEFAULT:
+            overrides["default_ttl"] = ttl
+
+        def view(*args: Any, **kwargs: Any) -> Any:
+            state = self._state()
+            policy = state.policies.get(id(overrides))
+            if policy is None:
+                policy = state.policies[id(overrides)] = make_policy(state.policy, **overrides)
+            environ = request.environ
+            if environ.get(_FRONT):  # the app-wide cache handles it, with this view's policy
+                environ[_VIEW_POLICY] = policy
+                return func(*args, **kwargs)
+
+            def on_hit(response: Response) -> FlaskResponse:
+                return _to_flask(response)
+
+            def forward(step: Forward, decided: Decided) -> FlaskResponse:
+                request_time = time.time()
+                try:
+                    response = current_app.make_response(func(*args, **kwargs))
+                except BaseException:
+                    decided(None)
+                    raise
+                return _complete(state, step, response, decided, request_time)
+
+            return state.http.run(request_from_environ(environ), policy, on_hit, forward)
+
+        return view
+
+    def _memo(self, func: Callable[..., Any], ttl: Any, options: dict[str, Any]) -> Any:
+        made: dict[int, tuple[Cache, Callable[..., Any]]] = {}
+        lock = threading.Lock()
+
+        def decorated() -> Any:
+            cache = self.cache
+            found = made.get(id(cache))
+            if found is None or found[0] is not cache:
+                with lock:
+                    found = made[id(cache)] = (cache, cache.cached(ttl=ttl, **options)(func))
+            return found[1]
+
+        @functools.wraps(func)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return decorated()(*args, **kwargs)
+
+        def invalidate(*args: Any, **kwargs: Any) -> Any:
+            return decorated().invalidate(*args, **kwargs)
+
+        call.invalidate = invalidate  # type: ignore[attr-defined]
+        return call
+
+    # -- invalidation -----------------------------------------------------------------
+    def invalidate_url(self, url: str, app: Flask | None = None) -> bool:
+        """Drop the stored response for an absolute URL (``https://host/path?query``)."""
+        return self._state(app).http.invalidate_url(url)
+
+    def invalidate_path(
+        self, pattern: str, host: str | None = None, app: Flask | None = None
+    ) -> int:
+        """Drop stored responses whose path matches ``pattern`` (``*`` matches anything,
+        ``/`` and queries included; any host unless ``host`` is given); the number dropped."""
+        return self._state(app).http.invalidate_path(pattern, host)
+
+    def invalidate_tags(self, *tags: str, app: Flask | None = None) -> int:
+        """Drop stored responses whose ``Cache-Tag`` header named any of ``tags``."""
+        return self._state(app).http.invalidate_tags(*tags)
+
+
+def _dispatching(wrapper: Callable[..., Any]) -> bool:
+    """Whether this call is Flask dispatching the current request to ``wrapper``."""
+    if not has_request_context() or request.endpoint is None:
+        return False
+    view: Any = current_app.view_functions.get(request.endpoint)
+    while view is not None:
+        if view is wrapper:
+            return True
+        view = getattr(view, "__wrapped__", None)
+    return False
+
+
+def _complete(
+    state: _State,
+    step: Forward,
+    response: FlaskResponse,
+    decided: Decided,
+    request_time: float,
+) -> FlaskResponse:
+    """Store a view's response if the policy allows; the response to send on."""
+    policy = step.policy
+    headers = list(response.headers.items())
+    current = session._get_current_object()  # type: ignore[attr-defined]
+    real_session = not current_app.session_interface.is_null_session(current)
+    if (
+        real_session
+        and current.accessed
+        and not any(name.lower() == "vary" and "cookie" in value.lower() for name, value in headers)
+    ):
+        headers.append(("Vary", "Cookie"))  # Flask adds it after the view; key on it now
+    if response.is_streamed or (real_session and current.modified):
+        decided(None)  # streaming, or about to set a session cookie: never shared
+        response.headers = Headers(
+            mark_miss(response.headers.items(), False, step.fwd, policy=policy)
+        )
+        return response
+    resp = Response(response.status_code, headers, response.get_data())
+    sent, store = step.finish(resp, time.time(), request_time)
+    if store is not None:
+        state.http.store(store)
+    decided(None if store is None else store.entry)
+    response.headers = Headers(list(sent.headers))
+    return response
