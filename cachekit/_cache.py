@@ -16,6 +16,7 @@ from ._keys import Namespace
 from ._lock import LockMixin
 from ._policy import DEFAULT, Counters
 from ._sync.ops import SyncCacheOps
+from ._write import WriteStrategies
 from .backends.memory import AsyncMemoryBackend, MemoryBackend
 from .exceptions import ConfigurationError
 from .serializers import Serializer, get_serializer
@@ -70,7 +71,7 @@ def _memory_lookup(
     return lookup
 
 
-class Cache(SyncCacheOps, AsyncCacheOps, LockMixin):
+class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
     """A cache: a namespace in a backend, with a sync and an async API.
 
     ``Cache()`` is in-process memory. ``Cache("redis://host:6379/0")``, ``rediss://``,

@@ -1,0 +1,222 @@
+"""The write-behind queue in Redis: the keys, the scripts, and this process's journal.
+
+Layout (``{name}`` is the cluster hash tag, so every script touches one slot)::
+
+    {prefix}:{version}:__wb__:{name}          a stream; consumer group "cachekit"
+    {prefix}:{version}:__wb__:{name}:latest   hash: encoded item id -> newest entry id
+    {prefix}:{version}:__wb__:{name}:dead     a stream of dead-lettered batches
+    {prefix}:{version}:__wb__:{name}:epoch    a token, made with the consumer group
+
+``set()`` adds an entry and records it as the id's newest (one script). A worker reads
+with ``XREADGROUP`` (so a batch is in its pending list, not lost, if it dies), stores,
+then acknowledges, deletes the entries and clears ``latest`` in one script; entries a
+dead consumer left pending are taken over with ``XAUTOCLAIM`` after ``claim_after``.
+Delivery is therefore **at least once**: a worker that dies after ``store_many``
+returned and before the acknowledgement has its batch stored again by another one.
+
+The journal: every process also keeps the writes *it* queued until it sees them gone
+from the stream (stored or dead-lettered, by any process). If Redis forgets the queue
+(a restart without persistence, a failover that lost writes; detected because the epoch
+token changed) the journal is queued again, and while Redis is unreachable new writes
+wait in the journal and are queued when it answers. So a write is lost only if Redis
+loses it *and* the process that queued it dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ._sentinel import MISSING
+from ._strategies import QueuedWrite, entry_order
+from ._tags import script_sha
+
+__all__ = ["StreamQueueBase"]
+
+logger = logging.getLogger("cachekit")
+
+# KEYS: stream, latest. ARGV: encoded id, encoded value. -> the entry id
+PUSH_SCRIPT = """
+local entry = redis.call('XADD', KEYS[1], '*', 'i', ARGV[1], 'v', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], entry)
+return entry
+"""
+
+# KEYS: stream, latest, dead. ARGV: group, dead payload or '', error, attempts, then
+# (entry id, encoded item id) pairs: acknowledge, delete, and forget the newest marker
+# when it is this entry.
+SETTLE_SCRIPT = """
+if ARGV[2] ~= '' then
+  redis.call('XADD', KEYS[3], '*', 'items', ARGV[2], 'error', ARGV[3], 'attempts', ARGV[4])
+end
+for i = 5, #ARGV, 2 do
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+  if redis.call('HGET', KEYS[2], ARGV[i + 1]) == ARGV[i] then
+    redis.call('HDEL', KEYS[2], ARGV[i + 1])
+  end
+end
+return 1
+"""
+
+# KEYS: stream, epoch. ARGV: group, a new token. The group and its epoch token are made
+# together; the token changes only when Redis lost both.
+ENSURE_SCRIPT = """
+local token = redis.call('GET', KEYS[2])
+if not token then
+  redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+  redis.call('SET', KEYS[2], ARGV[2])
+  token = ARGV[2]
+end
+return token
+"""
+
+PUSH_SHA = script_sha(PUSH_SCRIPT)
+SETTLE_SHA = script_sha(SETTLE_SCRIPT)
+ENSURE_SHA = script_sha(ENSURE_SCRIPT)
+
+
+PUSHING = "pushing"
+
+
+class _Journaled:
+    """A write this process queued and has not yet seen stored."""
+
+    __slots__ = ("entry", "value")
+
+    def __init__(self, value: Any) -> None:
+        # the stream entry id; PUSHING while set() is sending it; None when it is not in
+        # Redis (Redis was away, or forgot it): the worker queues it again
+        self.entry: Any = PUSHING
+        self.value = value
+
+
+class StreamQueueBase:
+    shared = True
+    group = "cachekit"
+
+    def __init__(
+        self,
+        cache: Any,
+        name: str,
+        batch_size: int,
+        *,
+        claim_after: float,
+        poll: float,
+    ) -> None:
+        base = f"{cache.namespace.text}__wb__:{{{name}}}"
+        self.stream = base
+        self.latest_key = base + ":latest"
+        self.dead_key = base + ":dead"
+        self.epoch_key = base + ":epoch"
+        self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._cache = cache
+        self._codec = cache._codec
+        self._batch_size = batch_size
+        self.claim_after = claim_after
+        self._poll = poll
+        self._journal: dict[Any, _Journaled] = {}
+        self._lock = threading.Lock()
+        self._token: bytes | None = None
+        self.epoch = 0  # bumped when Redis lost the queue: the worker drops what it holds
+        self._stream_len = 0
+        self._since_pull = 0
+        self._next_claim = 0.0
+        self._next_check = 0.0
+
+    # -- encoding -----------------------------------------------------------------------
+    def _encode_id(self, item_id: Any) -> bytes:
+        encoded: bytes = self._codec.dumps(item_id)
+        return encoded
+
+    def _writes(self, entries: Iterable[Any]) -> list[QueuedWrite]:
+        writes: list[QueuedWrite] = []
+        for entry, fields in entries:
+            if not fields:  # deleted while pending (acknowledged by someone else)
+                continue
+            writes.append(
+                QueuedWrite(entry, self._codec.loads(fields[b"i"]), self._codec.loads(fields[b"v"]))
+            )
+        return writes
+
+    def _settle_args(
+        self, writes: Sequence[QueuedWrite], payload: bytes, error: str, attempts: int
+    ) -> list[Any]:
+        args: list[Any] = [self.group, payload, error, attempts]
+        for write in writes:
+            args += [write.entry, self._encode_id(write.item_id)]
+        return args
+
+    # -- the journal ----------------------------------------------------------------------
+    def _journal_add(self, item_id: Any, value: Any) -> _Journaled:
+        record = _Journaled(value)
+        with self._lock:
+            self._journal[item_id] = record
+        return record
+
+    def _journal_done(self, writes: Iterable[QueuedWrite]) -> None:
+        with self._lock:
+            for write in writes:
+                record = self._journal.get(write.item_id)
+                if record is not None and record.entry == write.entry:
+                    del self._journal[write.item_id]
+
+    def _journal_queued(self) -> list[tuple[Any, _Journaled]]:
+        """The journaled writes already in Redis (taken *before* looking at the stream:
+        a write queued after the look must not be judged by it)."""
+        with self._lock:
+            return [(i, r) for i, r in self._journal.items() if isinstance(r.entry, bytes)]
+
+    def _journal_prune(self, queued: Sequence[tuple[Any, _Journaled]], oldest: Any) -> None:
+        """Of ``queued``, forget those older than the oldest entry still in the stream:
+        entries are deleted from the stream when stored or dead-lettered."""
+        with self._lock:
+            for item_id, record in queued:
+                if self._journal.get(item_id) is not record:
+                    continue
+                if oldest is None or entry_order(record.entry) < entry_order(oldest):
+                    del self._journal[item_id]
+
+    def _push_failed(self, item_id: Any, record: _Journaled) -> None:
+        with self._lock:
+            if self._journal.get(item_id) is record:
+                record.entry = None
+
+    def _backlog(self) -> list[tuple[Any, _Journaled]]:
+        with self._lock:
+            return [(i, r) for i, r in self._journal.items() if r.entry is None]
+
+    def _forget_entries(self) -> None:
+        """Redis lost the queue: every journaled write must be queued again."""
+        with self._lock:
+            for record in self._journal.values():
+                record.entry = None
+
+    def _adopt_token(self, token: Any) -> bool:
+        """Remember the epoch token; True if it changed (Redis lost the queue)."""
+        lost = self._token is not None and token != self._token
+        self._token = token
+        if lost:
+            self.epoch += 1
+            self._forget_entries()
+            logger.warning(
+                "cachekit: the write-behind queue %r was lost by Redis; queueing again the "
+                "%d writes this process has not seen stored",
+                self.stream,
+                len(self._journal),
+            )
+        return lost
+
+    def unstored(self, item_id: Any) -> Any:
+        record = self._journal.get(item_id)
+        return MISSING if record is None else record.value
+
+    def outstanding(self, shared: bool = False) -> int:
+        """Writes of this process not yet seen stored (``shared``: or anyone's)."""
+        mine = len(self._journal)
+        return max(mine, self._stream_len) if shared else mine

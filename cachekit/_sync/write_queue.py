@@ -1,0 +1,183 @@
+"""The write-behind queue's Redis I/O for sync callers (layout: :mod:`cachekit._stream_queue`).
+
+GENERATED from ``cachekit/_async/write_queue.py`` by
+``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis.exceptions
+
+from .._strategies import DeadLetter, QueuedWrite
+from .._stream_queue import (
+    ENSURE_SCRIPT,
+    ENSURE_SHA,
+    PUSH_SCRIPT,
+    PUSH_SHA,
+    SETTLE_SCRIPT,
+    SETTLE_SHA,
+    StreamQueueBase,
+    logger,
+)
+
+__all__ = ["StreamQueue"]
+
+
+class StreamQueue(StreamQueueBase):
+    def _client(self) -> Any:
+        return self._cache._backend.clients.get()
+
+    def _eval(self, script: str, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        client = self._client()
+        try:
+            return client.evalsha(sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return client.eval(script, len(keys), *keys, *args)
+
+    def push(self, item_id: Any, value: Any) -> bool:
+        """Queue a write; True when a batch's worth is waiting. If Redis is away the write
+        waits in this process's journal and is queued when it answers."""
+        encoded_id, encoded = self._encode_id(item_id), self._codec.dumps(value)
+        record = self._journal_add(item_id, value)
+        try:
+            entry = self._eval(
+                PUSH_SCRIPT, PUSH_SHA, [self.stream, self.latest_key], [encoded_id, encoded]
+            )
+        except Exception as exc:
+            self._push_failed(item_id, record)
+            logger.warning("cachekit: write-behind queue unreachable, holding the write: %s", exc)
+            return False
+        with self._lock:
+            if self._journal.get(item_id) is record:
+                record.entry = entry
+        self._since_pull += 1
+        return self._since_pull >= self._batch_size
+
+    def pull(self, count: int, holding: Iterable[Any] = ()) -> list[QueuedWrite]:
+        """Up to ``count`` writes for this worker: ones a dead consumer left pending for
+        ``claim_after`` seconds, then new ones. Never blocks."""
+        client = self._client()
+        writes: list[QueuedWrite] = []
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + self.claim_after / 2
+            reply = client.xautoclaim(
+                self.stream,
+                self.group,
+                self.consumer,
+                min_idle_time=int(self.claim_after * 1000),
+                start_id="0-0",
+                count=count,
+            )
+            held = set(holding)
+            writes = [w for w in self._writes(reply[1]) if w.entry not in held]
+        if len(writes) < count:
+            reply = client.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=count - len(writes)
+            )
+            for _, entries in reply or ():
+                writes += self._writes(entries)
+        self._since_pull = 0
+        return writes
+
+    def latest(self, writes: Sequence[QueuedWrite]) -> dict[Any, Any]:
+        """The newest entry of each id; also re-claims the entries (resets their idle
+        time) so that no other worker takes over a batch this one is still retrying."""
+        client = self._client()
+        with client.pipeline(transaction=False) as pipe:
+            pipe.xclaim(
+                self.stream,
+                self.group,
+                self.consumer,
+                min_idle_time=0,
+                message_ids=[w.entry for w in writes],
+                justid=True,
+            )
+            pipe.hmget(self.latest_key, [self._encode_id(w.item_id) for w in writes])
+            _, newest = pipe.execute()
+        return {w.item_id: e for w, e in zip(writes, newest) if e is not None}
+
+    def ack(self, writes: Sequence[QueuedWrite]) -> None:
+        if writes:
+            args = self._settle_args(writes, b"", "", 0)
+            self._eval(SETTLE_SCRIPT, SETTLE_SHA, self._settle_keys(), args)
+        self._journal_done(writes)
+
+    def dead(
+        self,
+        current: Sequence[QueuedWrite],
+        superseded: Sequence[QueuedWrite],
+        error: str,
+        attempts: int,
+    ) -> None:
+        payload = self._codec.dumps([[w.item_id, w.value] for w in current])
+        args = self._settle_args([*current, *superseded], payload, error, attempts)
+        self._eval(SETTLE_SCRIPT, SETTLE_SHA, self._settle_keys(), args)
+        self._journal_done([*current, *superseded])
+
+    def _settle_keys(self) -> list[str]:
+        return [self.stream, self.latest_key, self.dead_key]
+
+    def dead_letters(self) -> list[DeadLetter]:
+        letters: list[DeadLetter] = []
+        for entry, fields in self._client().xrange(self.dead_key):
+            items = {item_id: value for item_id, value in self._codec.loads(fields[b"items"])}
+            error = fields[b"error"].decode("utf-8", "replace")
+            letters.append(DeadLetter(items, error, int(fields[b"attempts"]), [entry]))
+        return letters
+
+    def take_dead(self, letters: Sequence[DeadLetter] | None) -> list[DeadLetter]:
+        """Remove dead letters for replay; only those this caller removed (two replaying
+        processes do not both get one)."""
+        chosen = self.dead_letters() if letters is None else list(letters)
+        taken: list[DeadLetter] = []
+        for letter in chosen:
+            if letter.entries and self._client().xdel(self.dead_key, *letter.entries):
+                taken.append(letter)
+        return taken
+
+    def maintain(self, now: float, draining: bool) -> None:
+        """Check that Redis still has the queue (else queue the journal again), forget
+        journaled writes that are gone from the stream, and queue held-back writes."""
+        if self._token is None or draining or now >= self._next_check:
+            self._next_check = now + self._poll
+            queued = self._journal_queued()
+            with self._client().pipeline(transaction=False) as pipe:
+                pipe.get(self.epoch_key)
+                pipe.xrange(self.stream, "-", "+", count=1)
+                pipe.xlen(self.stream)
+                token, first, length = pipe.execute()
+            if token is None or token != self._token:
+                token = self._eval(
+                    ENSURE_SCRIPT,
+                    ENSURE_SHA,
+                    [self.stream, self.epoch_key],
+                    [self.group, uuid.uuid4().hex],
+                )
+                self._adopt_token(token)
+            else:
+                self._stream_len = int(length)
+                self._journal_prune(queued, first[0][0] if first else None)
+        backlog = self._backlog()
+        if backlog:
+            self._push_backlog(backlog)
+
+    def _push_backlog(self, backlog: Sequence[tuple[Any, Any]]) -> None:
+        client = self._client()
+        client.script_load(PUSH_SCRIPT)
+        with client.pipeline(transaction=False) as pipe:
+            for item_id, record in backlog:
+                args = [self._encode_id(item_id), self._codec.dumps(record.value)]
+                pipe.evalsha(PUSH_SHA, 2, self.stream, self.latest_key, *args)
+            entries = pipe.execute()
+        with self._lock:
+            for (item_id, pushed), entry in zip(backlog, entries):
+                current = self._journal.get(item_id)
+                if current is not None and current is pushed:
+                    current.entry = entry
+        self._stream_len += len(backlog)
