@@ -125,6 +125,7 @@ class StreamQueueBase:
         self._token: bytes | None = None
         self.epoch = 0  # bumped when Redis lost the queue: the worker drops what it holds
         self._stream_len = 0
+        self.looks = 0  # how many times the stream's length was read
         self._since_pull = 0
         self._next_claim = 0.0
         self._next_check = 0.0

@@ -145,6 +145,7 @@ class MemoryWriteQueue:
         self._seq = 0
         self._lock = threading.Lock()
         self.epoch = 0
+        self.looks = 0
 
     def push(self, item_id: Any, value: Any) -> bool:
         """Queue a write; True when a full batch is waiting (wake the worker)."""
@@ -206,7 +207,7 @@ class MemoryWriteQueue:
         return len(self._latest)
 
     def maintain(self, now: float, draining: bool) -> None:
-        return None
+        self.looks += 1
 
     # the async worker's names for the same (nothing to await in memory)
     async def apush(self, item_id: Any, value: Any) -> bool:
@@ -237,4 +238,4 @@ class MemoryWriteQueue:
         return self.take_dead(letters)
 
     async def amaintain(self, now: float, draining: bool) -> None:
-        return None
+        self.maintain(now, draining)

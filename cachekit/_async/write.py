@@ -184,11 +184,12 @@ class AsyncWriteBehindOps:
         await self._astart_worker()
         deadline = None if timeout is None else self._clock() + timeout
         self._draining += 1
+        looked = self._queue.looks  # shared: judge by a look at the queue taken after now
         try:
             self._signal.notify()
             while True:
                 seen = self._progress.generation
-                if self._drained(shared):
+                if self._drained(shared) and (not shared or self._queue.looks > looked):
                     return
                 left = None if deadline is None else deadline - self._clock()
                 if left is not None and left <= 0:

@@ -162,6 +162,7 @@ class StreamQueue(StreamQueueBase):
                 self._adopt_token(token)
             else:
                 self._stream_len = int(length)
+                self.looks += 1
                 self._journal_prune(queued, first[0][0] if first else None)
         backlog = self._backlog()
         if backlog:

@@ -1,0 +1,187 @@
+"""cache.write_behind on every backend: batching, coalescing, retries, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from typing import Any
+
+import pytest
+
+from cachekit import Cache, ConfigurationError
+
+
+class Store:
+    """A fake database whose store_many records every call and can be made to fail."""
+
+    def __init__(self) -> None:
+        self.rows: dict[Any, Any] = {}
+        self.calls: list[dict[Any, Any]] = []
+        self.fail_when: Any = None  # a predicate over the batch
+        self.lock = threading.Lock()
+
+    def store_many(self, items: dict[Any, Any]) -> None:
+        with self.lock:
+            self.calls.append(dict(items))
+            if self.fail_when is not None and self.fail_when(items):
+                raise RuntimeError(f"cannot store {sorted(items)[:3]}...")
+            self.rows.update(items)
+
+
+def test_ten_thousand_sets_end_in_full_batches(any_cache: Cache) -> None:
+    db = Store()
+    with any_cache.write_behind(
+        "item:{}", store_many=db.store_many, batch_size=100, flush_interval=5.0
+    ) as items:
+        for i in range(10_000):
+            items.set(i, {"n": i})
+        items.flush(timeout=60)
+        assert db.rows == {i: {"n": i} for i in range(10_000)}
+        assert len(db.calls) <= math.ceil(10_000 / 100) + 3
+        assert max(len(call) for call in db.calls) <= 100
+        assert items.pending == 0
+
+
+def test_set_updates_the_cache_at_once_and_get_reads_it(any_cache: Cache) -> None:
+    db = Store()
+    items = any_cache.write_behind(
+        "item:{}", store_many=db.store_many, load=db.rows.get, flush_interval=60
+    )
+    items.set(1, "one")
+    assert any_cache.get("item:1") == "one" and db.rows == {}
+    any_cache.delete("item:1")
+    assert items.get(1) == "one"  # queued, not stored yet: the queued value, not the source
+    items.close()
+    assert db.rows == {1: "one"}
+    db.rows[2] = "two"
+    assert items.get(2) == "two"
+
+
+def test_repeated_writes_to_one_id_coalesce_last_wins(any_cache: Cache) -> None:
+    db = Store()
+    items = any_cache.write_behind("item:{}", store_many=db.store_many, flush_interval=60)
+    for value in ("a", "b", "c"):
+        items.set(1, value)
+    items.set(2, "x")
+    items.flush(timeout=10)
+    assert db.calls == [{1: "c", 2: "x"}]
+    items.close()
+
+
+def test_a_failing_batch_is_retried_while_the_rest_keep_flowing(any_cache: Cache) -> None:
+    db = Store()
+    failed = threading.Event()
+
+    def first_batch_fails_once(batch: dict[Any, Any]) -> bool:
+        if 0 in batch and not failed.is_set():
+            failed.set()
+            return True
+        return False
+
+    db.fail_when = first_batch_fails_once
+    items = any_cache.write_behind(
+        "item:{}",
+        store_many=db.store_many,
+        batch_size=10,
+        flush_interval=60,
+        retry_backoff=0.3,
+    )
+    for i in range(100):
+        items.set(i, i)
+    items.flush(timeout=30)
+    items.close()
+    assert db.rows == {i: i for i in range(100)}
+    with_zero = [n for n, call in enumerate(db.calls) if 0 in call]
+    assert len(with_zero) == 2  # failed once, stored on the retry
+    first, retry = with_zero
+    assert db.calls[first] == db.calls[retry]
+    # other batches were stored while the failed one waited for its retry
+    assert any(0 not in call for call in db.calls[first + 1 : retry])
+    assert len(db.calls) == 11
+
+
+def test_after_max_retries_the_batch_is_dead_lettered_and_replayable(any_cache: Cache) -> None:
+    db = Store()
+    db.fail_when = lambda batch: 7 in batch
+    items = any_cache.write_behind(
+        "item:{}",
+        store_many=db.store_many,
+        batch_size=5,
+        flush_interval=60,
+        max_retries=2,
+        retry_backoff=0.01,
+    )
+    for i in range(20):
+        items.set(i, i * 10)
+    items.flush(timeout=30)  # returns: the failing batch is out of the queue, not lost
+    letters = items.dead_letters()
+    assert len(letters) == 1
+    (letter,) = letters
+    assert 7 in letter.items and letter.items[7] == 70
+    assert letter.attempts == 3 and "cannot store" in letter.error
+    assert sum(7 in call for call in db.calls) == 3  # 1 try + 2 retries
+    assert set(db.rows) == set(range(20)) - set(letter.items)
+    db.fail_when = None
+    assert items.replay() == len(letter.items)
+    items.flush(timeout=30)
+    assert db.rows == {i: i * 10 for i in range(20)}
+    assert items.dead_letters() == []
+    items.close()
+
+
+def test_mixing_sync_and_async_methods_on_one_queue_is_refused() -> None:
+    cache = Cache()
+    items = cache.write_behind("item:{}", store_many=lambda batch: None)
+    items.set(1, 1)
+
+    async def use_async() -> None:
+        await items.aset(2, 2)
+
+    with pytest.raises(ConfigurationError, match="thread worker"):
+        asyncio.run(use_async())
+    items.close()
+
+
+def test_bad_options_are_refused() -> None:
+    cache = Cache()
+    with pytest.raises(ConfigurationError):
+        cache.write_behind("item:{}", store_many=lambda b: None, batch_size=0)
+    with pytest.raises(ConfigurationError):
+        cache.write_behind(lambda i: i, store_many=lambda b: None)  # callable key needs name=
+
+
+async def test_async_worker_with_async_store_many(any_cache: Cache) -> None:
+    rows: dict[Any, Any] = {}
+    calls = 0
+
+    async def store_many(batch: dict[Any, Any]) -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        rows.update(batch)
+
+    async with any_cache.write_behind(
+        "item:{}", store_many=store_many, batch_size=50, flush_interval=5.0
+    ) as items:
+        for i in range(1_000):
+            await items.aset(i, str(i))
+        assert await any_cache.aget("item:999") == "999"
+        await items.aflush(timeout=30)
+        assert rows == {i: str(i) for i in range(1_000)}
+        assert calls <= 1_000 // 50 + 3
+
+
+async def test_async_worker_with_sync_store_many_and_dead_letters(any_cache: Cache) -> None:
+    db = Store()
+    db.fail_when = lambda batch: True
+    items = any_cache.write_behind(
+        "item:{}", store_many=db.store_many, max_retries=1, retry_backoff=0.01, flush_interval=60
+    )
+    await items.aset("a", 1)
+    await items.aflush(timeout=10)
+    assert [letter.items for letter in await items.adead_letters()] == [{"a": 1}]
+    db.fail_when = None
+    assert await items.areplay() == 1
+    await items.aclose()
+    assert db.rows == {"a": 1}

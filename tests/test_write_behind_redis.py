@@ -1,0 +1,114 @@
+"""Write-behind on a real redis-server: outages, and a producer killed before flushing."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import redis
+from conftest import unique_prefix
+
+from cachekit import Cache
+from cachekit.testing_servers import RedisServer
+
+
+def test_redis_killed_and_restarted_mid_run_loses_nothing(private_redis: RedisServer) -> None:
+    cache = Cache(private_redis.url, prefix=unique_prefix(), retry_interval=0.05)
+    rows: dict[Any, Any] = {}
+    lock = threading.Lock()
+    two_batches_stored = threading.Event()
+
+    def store_many(batch: dict[Any, Any]) -> None:
+        with lock:
+            rows.update(batch)
+            if len(rows) >= 40:
+                two_batches_stored.set()
+
+    items = cache.write_behind(
+        "item:{}",
+        store_many=store_many,
+        batch_size=20,
+        flush_interval=0.05,
+        retry_backoff=0.02,
+        retry_max_backoff=0.2,
+    )
+    for i in range(300):
+        items.set(i, i)
+    assert two_batches_stored.wait(10)
+    private_redis.kill()  # the queue in Redis is gone (no persistence): the journal is not
+    for i in range(300, 600):
+        items.set(i, i)  # Redis away: held in this process until it answers
+    private_redis.restart()
+    for i in range(600, 900):
+        items.set(i, -i)
+    items.flush(timeout=60)
+    expected = {i: i for i in range(600)} | {i: -i for i in range(600, 900)}
+    assert rows == expected
+    items.close()
+    cache.close()
+
+
+CHILD = r"""
+import sys, time
+from cachekit import Cache
+
+url, prefix = sys.argv[1], sys.argv[2]
+cache = Cache(url, prefix=prefix)
+
+def store_many(batch):
+    time.sleep(3600)  # hangs holding its first batch: the process is killed with it
+
+items = cache.write_behind("item:{}", store_many=store_many, batch_size=100,
+                           flush_interval=0.05)
+for i in range(10_000):
+    items.set(i, i * 2)
+print("queued", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_killed_producer_is_finished_by_another_process(redis_server: RedisServer) -> None:
+    prefix = unique_prefix()
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, redis_server.url, prefix],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "queued"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+
+    client = redis.Redis.from_url(redis_server.url)
+    stream = f"{prefix}:1:__wb__:{{item:{{}}}}"
+    # the dead producer holds its first batch (pending, unacknowledged); the rest is queued
+    assert client.xpending(stream, "cachekit")["pending"] == 100
+    assert client.xlen(stream) == 10_000
+    calls: list[int] = []
+
+    def store_many(batch: dict[Any, Any]) -> None:
+        calls.append(len(batch))
+        client.hset(f"{prefix}:db", mapping={str(k): v for k, v in batch.items()})
+
+    cache = Cache(redis_server.url, prefix=prefix)
+    items = cache.write_behind(
+        "item:{}", store_many=store_many, batch_size=100, flush_interval=0.05, claim_after=0.3
+    )
+    items.flush(shared=True, timeout=60)
+    rows = {int(k): int(v) for k, v in client.hgetall(f"{prefix}:db").items()}
+    assert rows == {i: i * 2 for i in range(10_000)}
+    assert len(calls) <= math.ceil(10_000 / 100) + 3
+    items.close()
+    cache.clear()
+    cache.close()
+    client.close()
