@@ -153,11 +153,12 @@ class MemoryTagIndex:
         with self._lock:
             for name in tag_keys:
                 members = self._sets.setdefault(name, set())
-                members.update(keys)
                 if len(members) >= self._prune_at.get(name, 1024):
+                    # before adding: the keys being registered are not written yet
                     exists = self._backend.exists
                     members.difference_update([k for k in members if not exists(k)])
                     self._prune_at[name] = max(1024, 2 * len(members))
+                members.update(keys)
 
     def take(self, tag_keys: Iterable[str]) -> set[str]:
         """Remove the sets and return their members (the keys to delete)."""
