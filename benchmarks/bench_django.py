@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--target", type=float, default=0.4, help="seconds per round")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", help="comma-separated operations, e.g. get,get_many,aget")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.target = 3, 0.15
@@ -116,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         names = list(BACKENDS)
         per_op: dict[str, dict[str, Contender]] = {}
         runs = {name: operations(caches[name]) for name in names}
+        wanted = set(args.only.split(",")) if args.only else None
         for op in runs["cachekit"]:
+            if wanted is not None and op not in wanted:
+                continue
             contenders = [Contender(name, runs[name][op]) for name in names]
             measure(contenders, args.rounds, args.target)
             per_op[op] = {c.name: c for c in contenders}
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             await caches["cachekit"].cachekit.aclose()
             return {c.name: c for c in contenders}
 
-        per_op["aget"] = asyncio.run(async_part())
+        if wanted is None or "aget" in wanted:
+            per_op["aget"] = asyncio.run(async_part())
         from cachekit.integrations.django import close_shared_caches
 
         close_shared_caches()
