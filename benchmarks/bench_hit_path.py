@@ -321,7 +321,7 @@ def main() -> None:
     if "memory-sync" in only:
         cs = memory_sync()
         measure(cs, rounds, target)
-        print(table("Memory backend, sync hit", cs, MEMORY_SYNC_TARGET), "\n", flush=True)
+        print(table("Memory backend, sync hit", cs, MEMORY_SYNC_TARGET) + "\n", flush=True)
     if "memory-async" in only:
 
         async def mem_async() -> list[Contender]:
@@ -330,13 +330,13 @@ def main() -> None:
             return cs
 
         cs = asyncio.run(mem_async())
-        print(table("Memory backend, async hit", cs, MEMORY_ASYNC_TARGET), "\n", flush=True)
+        print(table("Memory backend, async hit", cs, MEMORY_ASYNC_TARGET) + "\n", flush=True)
     if only & {"redis-sync", "redis-async"}:
         with RedisProcess() as server:
             if "redis-sync" in only:
                 cs = redis_sync(server)
                 measure(cs, rounds, target)
-                print(table("Redis, sync hit", cs, REDIS_TARGET, True), "\n", flush=True)
+                print(table("Redis, sync hit", cs, REDIS_TARGET, True) + "\n", flush=True)
             if "redis-async" in only:
 
                 async def red_async() -> list[Contender]:
@@ -345,7 +345,7 @@ def main() -> None:
                     return cs
 
                 cs = asyncio.run(red_async())
-                print(table("Redis, async hit", cs, REDIS_TARGET, True), "\n", flush=True)
+                print(table("Redis, async hit", cs, REDIS_TARGET, True) + "\n", flush=True)
 
 
 if __name__ == "__main__":
