@@ -158,13 +158,20 @@ class PickleSerializer:
             )
         self._key = secret.encode() if isinstance(secret, str) else bytes(secret)
         self._protocol = protocol
-        # keyed once; copying it per entry halves the cost of hmac.new (~0.9 us a call)
-        self._keyed_mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        # HMAC-SHA256 (RFC 2104) with its two keyed hash states computed once and copied
+        # per entry: a third of hmac.new's cost, which is per-entry overhead on every
+        # get and set (same bytes as hmac.new(key, payload, sha256).digest())
+        key = self._key if len(self._key) <= 64 else hashlib.sha256(self._key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
 
     def _sign(self, payload: bytes) -> bytes:
-        mac = self._keyed_mac.copy()
-        mac.update(payload)
-        return mac.digest()
+        inner = self._inner.copy()
+        inner.update(payload)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def dumps(self, obj: Any) -> bytes:
         try:

@@ -242,6 +242,23 @@ def test_a_forged_pickle_is_refused_unread(redis_cache: Any, raw_redis: Any) -> 
     assert pwned == []
 
 
+def test_default_entries_are_pickles_signed_with_hmac_sha256_of_secret_key(
+    redis_cache: Any, raw_redis: Any
+) -> None:
+    import hashlib
+    import hmac
+
+    from django.conf import settings
+
+    redis_cache.set("signed", {"a": 1})
+    stored = raw_redis.get(f"{redis_cache.key_prefix}:1:signed")
+    flag, mac, payload = stored[:1], stored[1:33], stored[33:]
+    key = hashlib.sha256(dj._SECRET_SALT + b":" + settings.SECRET_KEY.encode()).digest()
+    assert flag == b"\x01"
+    assert mac == hmac.new(key, payload, hashlib.sha256).digest()
+    assert pickle.loads(payload) == {"a": 1}
+
+
 def test_unpicklable_value_raises_a_pickling_error(dj_cache: Any) -> None:
     with pytest.raises(pickle.PicklingError):
         dj_cache.set("lock", threading.Lock())
