@@ -17,9 +17,11 @@ from typing import Any
 import orjson
 
 from ._codec import Boxed
-from ._keys import _KEY_OPTIONS, _key_default
+from ._keys import _KEY_OPTIONS, MAX_KEY_LENGTH, _key_default
 
 __all__ = ["memory_hit_wrapper"]
+
+_MEMO_SIZE = 1024
 
 
 def memory_hit_wrapper(
@@ -36,6 +38,7 @@ def memory_hit_wrapper(
         return None
     base = cache.namespace.text + keys.base
     tails = keys._tails  # calls leaving out trailing defaults: what to append
+    limit = MAX_KEY_LENGTH + len(cache.namespace.text)
     data_get = backend._data.get
     touch = backend._data.move_to_end
     clock = backend._clock
@@ -63,6 +66,42 @@ def memory_hit_wrapper(
             return await general(*args, **kwargs)
 
         return async_wrapper
+
+    if len(keys.names) == 1:
+        # One parameter (get_user(user_id)): remember the key of recent int/str arguments,
+        # the JSON encoding being ~40% of a hit. The exact type picks the memo, so 1, 1.0
+        # and True, equal as dict keys, never share a key string.
+        int_keys: dict[int, str] = {}
+        str_keys: dict[str, str] = {}
+
+        def one_argument_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not kwargs and len(args) == 1:
+                arg = args[0]
+                kind = type(arg)
+                memo: dict[Any, str] | None = (
+                    int_keys if kind is int else str_keys if kind is str else None
+                )
+                if memo is not None:
+                    key = memo.get(arg)
+                    if key is None:
+                        key = base + dumps(args, default=default, option=option).decode()
+                        if len(memo) >= _MEMO_SIZE:
+                            memo.clear()
+                        if len(key) <= limit:
+                            memo[arg] = key
+                    entry = data_get(key)
+                    if entry is not None and entry[1] > clock():
+                        value = entry[0]
+                        if type(value) is not Boxed:
+                            try:
+                                touch(key)
+                            except KeyError:  # removed since the read: still a hit
+                                pass
+                            counters.hits += 1
+                            return value
+            return general(*args, **kwargs)
+
+        return one_argument_wrapper
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         tail = None if kwargs else tails.get(len(args))

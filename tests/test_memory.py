@@ -117,3 +117,21 @@ def test_memory_stores_objects_by_default() -> None:
     assert cache.get("k") is value  # like lru_cache: no copy, no serializer
     assert cache.serializer is None
     assert Cache(serializer="json").serializer is not None
+
+
+def test_fast_path_keeps_equal_but_different_arguments_apart() -> None:
+    cache = Cache()
+    calls: list[object] = []
+
+    @cache.cached(ttl=60)
+    def ident(x: object) -> object:
+        calls.append(x)
+        return x
+
+    for _ in range(2):
+        results = [ident(1), ident(True), ident(1.0), ident("1")]
+    assert [type(r) for r in results] == [int, bool, float, str]
+    assert len(calls) == 4
+    for arg in range(2000):  # past the key memo's bound: still correct
+        assert ident(arg) == arg
+    assert ident(1) == 1 and ident(True) is True
