@@ -147,6 +147,11 @@ class BytesCodec(Codec):
         return self._loads(payload)
 
     def loads(self, stored: Any) -> Any:
+        if type(stored) is bytes and stored[:1] == b"\x01":  # the common case, inline
+            try:
+                return self._loads(stored[1:])
+            except Exception as exc:
+                raise CorruptEntry(f"{type(exc).__name__}: {exc}") from exc
         return self.loads_meta(stored)[0]
 
     def loads_meta(self, stored: Any) -> tuple[Any, dict[str, Any] | None]:
