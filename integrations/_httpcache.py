@@ -106,11 +106,12 @@ def decode_path(raw: bytes) -> str:
 class _Flight:
     """One cold key being computed in this process; followers wait for its entry."""
 
-    __slots__ = ("entry", "event")
+    __slots__ = ("entry", "event", "waiters")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.entry: CachedResponse | None = None
+        self.waiters = 0  # followers parked on it (for tests and introspection)
 
     def resolve(self, entry: CachedResponse | None) -> None:
         if not self.event.is_set():
@@ -119,11 +120,12 @@ class _Flight:
 
 
 class _AsyncFlight:
-    __slots__ = ("entry", "event")
+    __slots__ = ("entry", "event", "waiters")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.entry: CachedResponse | None = None
+        self.waiters = 0
 
     def resolve(self, entry: CachedResponse | None) -> None:
         if not self.event.is_set():
@@ -156,6 +158,13 @@ class HttpCache:
         self.use_lock = has_lock and remote if lock is None else bool(lock) and has_lock
         self.lock_ttl = lock_ttl
         self.wait_timeout = wait_timeout
+
+    def followers(self) -> int:
+        """How many requests are waiting for another one's response right now."""
+        return sum(flight.waiters for flight in self._all_flights())
+
+    def _all_flights(self) -> list[Any]:
+        raise NotImplementedError
 
     def _circuit_open(self) -> bool:
         return bool(self.cache.stats().get("circuit") == "open")
@@ -205,6 +214,10 @@ class SyncHttpCache(HttpCache):
         super().__init__(cache, policy, **options)
         self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
+
+    def _all_flights(self) -> list[Any]:
+        with self._flights_lock:
+            return list(self._flights.values())
 
     def _get(self, key: str) -> bytes | None:
         try:
@@ -290,6 +303,7 @@ class SyncHttpCache(HttpCache):
             if flight is None:
                 flight = self._flights[key] = _Flight()
         if not leader:
+            flight.waiters += 1
             flight.event.wait(self.wait_timeout)
             entry, now = flight.entry, time.time()
             if entry is not None and miss_reason(entry, req, now) is None:
@@ -342,6 +356,9 @@ class AsyncHttpCache(HttpCache):
         self._flights: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, _AsyncFlight]
         ] = weakref.WeakKeyDictionary()
+
+    def _all_flights(self) -> list[Any]:
+        return [flight for table in list(self._flights.values()) for flight in table.values()]
 
     async def _aget(self, key: str) -> bytes | None:
         try:
@@ -429,6 +446,7 @@ class AsyncHttpCache(HttpCache):
         table = self._table()
         flight = table.get(key)
         if flight is not None:
+            flight.waiters += 1
             try:
                 await asyncio.wait_for(flight.event.wait(), self.wait_timeout)
             except asyncio.TimeoutError:
