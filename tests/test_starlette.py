@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from cachekit.integrations.starlette import CacheMiddleware, cache_response
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 from starlette.applications import Starlette
@@ -23,7 +24,6 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from cachekit import Cache
-from cachekit.integrations.starlette import CacheMiddleware, cache_response
 from cachekit.testing_servers import RedisServer
 from tests.conftest import unique_prefix
 
@@ -712,7 +712,8 @@ def test_cached_on_fastapi_dependencies_and_endpoints(cache: Cache) -> None:
 
     @app.get("/config")
     async def config(
-        conf: dict[str, str] = Depends(settings), flag: bool = Depends(sync_dependency)
+        conf: dict[str, str] = Depends(settings),  # noqa: B008
+        flag: bool = Depends(sync_dependency),  # noqa: B008
     ) -> dict[str, Any]:
         return {**conf, "flag": flag}
 
