@@ -713,7 +713,7 @@ def test_cached_on_fastapi_dependencies_and_endpoints(cache: Cache) -> None:
     @app.get("/config")
     async def config(
         conf: dict[str, str] = Depends(settings),  # noqa: B008
-        flag: bool = Depends(sync_dependency),  # noqa: B008
+        flag: bool = Depends(sync_dependency),
     ) -> dict[str, Any]:
         return {**conf, "flag": flag}
 
