@@ -53,8 +53,9 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, has_request_context, request, session
+from flask import Flask, current_app, has_request_context, request
 from flask import Response as FlaskResponse
+from flask.globals import request_ctx
 from werkzeug.datastructures import Headers
 
 from cachekit import DEFAULT, Cache
@@ -413,6 +414,16 @@ def _dispatching(wrapper: Callable[..., Any]) -> bool:
     return False
 
 
+def _session_use() -> tuple[bool, bool]:
+    """Whether the view read, and changed, the session (without marking it read)."""
+    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    # Flask >= 3.1 marks the session read when the `session` proxy is touched: peek.
+    current = ctx._session if hasattr(ctx, "_session") else ctx.session
+    if current is None or current_app.session_interface.is_null_session(current):
+        return False, False
+    return bool(current.accessed), bool(current.modified)
+
+
 def _complete(
     state: _State,
     step: Forward,
@@ -423,15 +434,12 @@ def _complete(
     """Store a view's response if the policy allows; the response to send on."""
     policy = step.policy
     headers = list(response.headers.items())
-    current = session._get_current_object()  # type: ignore[attr-defined]
-    real_session = not current_app.session_interface.is_null_session(current)
-    if (
-        real_session
-        and current.accessed
-        and not any(name.lower() == "vary" and "cookie" in value.lower() for name, value in headers)
+    accessed, modified = _session_use()
+    if accessed and not any(
+        name.lower() == "vary" and "cookie" in value.lower() for name, value in headers
     ):
         headers.append(("Vary", "Cookie"))  # Flask adds it after the view; key on it now
-    if response.is_streamed or (real_session and current.modified):
+    if response.is_streamed or modified:
         decided(None)  # streaming, or about to set a session cookie: never shared
         response.headers = Headers(
             mark_miss(response.headers.items(), False, step.fwd, policy=policy)

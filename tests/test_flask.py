@@ -1,0 +1,504 @@
+"""Flask adapter: FlaskCache views (``cached`` / ``cached_view``), the app-wide cache
+(``CACHEKIT_CACHE_ALL``) and function caching, through Flask's test client."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cachekit.integrations.flask import FlaskCache
+from flask import Flask, Response, request, session, stream_with_context
+
+from cachekit import Cache
+from cachekit.testing_servers import RedisServer
+from tests.conftest import unique_prefix
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, name: str) -> int:
+        with self._lock:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return self.calls[name]
+
+    def __getitem__(self, name: str) -> int:
+        return self.calls.get(name, 0)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def cache(request: pytest.FixtureRequest) -> Iterator[Cache]:
+    if request.param == "memory":
+        made = Cache("memory://", prefix=unique_prefix())
+    else:  # orjson by default: the extension stores raw bytes beside it
+        made = Cache(request.getfixturevalue("redis_server").url, prefix=unique_prefix())
+    yield made
+    made.clear()
+    made.close()
+
+
+def make_app(cache: Cache, mode: str, counter: Counter, **http: Any) -> tuple[Flask, FlaskCache]:
+    """``mode``: "view" (each view under ``@fcache.cached``) or "all" (CACHEKIT_CACHE_ALL)."""
+    app = Flask(__name__)
+    app.secret_key = "test"
+    app.config["CACHEKIT_CACHE_ALL"] = mode == "all"
+    app.config["CACHEKIT_DEFAULT_TTL"] = 30
+    app.config["CACHEKIT_HTTP"] = {"max_body_size": 20_000, "etag_from_body": True, **http}
+    fcache = FlaskCache(app, cache=cache)
+
+    def view(func: Any) -> Any:
+        return fcache.cached()(func) if mode == "view" else func
+
+    @app.get("/vary")
+    @view
+    def vary() -> Response:
+        n = counter.hit("vary")
+        lang = request.headers.get("Accept-Language", "none")
+        return Response(f"{lang} {n}", headers={"Vary": "Accept-Language"})
+
+    @app.get("/cookie")
+    @view
+    def cookie() -> Response:
+        n = counter.hit("cookie")
+        response = Response(f"cookie {n}")
+        response.set_cookie("sid", "abc")
+        return response
+
+    @app.get("/login")
+    @view
+    def login() -> str:
+        n = counter.hit("login")
+        session["user"] = "ada"
+        return f"login {n}"
+
+    @app.get("/hello")
+    @view
+    def hello() -> str:
+        n = counter.hit("hello")
+        return f"hello {session.get('user', 'anonymous')} {n}"
+
+    @app.get("/huge")
+    @view
+    def huge() -> Response:
+        counter.hit("huge")
+        return Response(b"x" * 30_000, mimetype="application/octet-stream")
+
+    @app.get("/stream")
+    @view
+    def stream() -> Response:
+        counter.hit("stream")
+
+        def chunks() -> Iterator[str]:
+            for i in range(5):
+                yield f"chunk{i};"
+
+        return Response(stream_with_context(chunks()), mimetype="text/plain")
+
+    @app.get("/boom")
+    @view
+    def boom() -> str:
+        counter.hit("boom")
+        raise RuntimeError("boom")
+
+    @app.route("/items/<path:rest>", methods=["POST", "DELETE"])
+    def write(rest: str) -> str:
+        counter.hit("write")
+        return "written"
+
+    @app.get("/")
+    @app.get("/<path:rest>")
+    @view
+    def page(rest: str = "") -> Response:
+        n = counter.hit("page")
+        headers = {k[2:]: v for k, v in request.args.items(multi=True) if k.startswith("h-")}
+        body = f"page {n} {request.path} {sorted(request.args.items(multi=True))}"
+        return Response(body, headers=headers)
+
+    return app, fcache
+
+
+@pytest.fixture
+def counter() -> Counter:
+    return Counter()
+
+
+@pytest.fixture(params=["view", "all"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def setup(cache: Cache, mode: str, counter: Counter) -> tuple[Any, FlaskCache, Flask]:
+    app, fcache = make_app(cache, mode, counter)
+    return app.test_client(), fcache, app
+
+
+def status(response: Any) -> str:
+    return str(response.headers.get("Cache-Status", ""))
+
+
+def test_miss_then_hit(setup: tuple[Any, FlaskCache, Flask], counter: Counter) -> None:
+    client, _, _ = setup
+    first = client.get("/a?x=1")
+    assert first.status_code == 200
+    assert status(first) == "cachekit; fwd=uri-miss; stored"
+    second = client.get("/a?x=1")
+    assert second.data == first.data == b"page 1 /a [('x', '1')]"
+    assert status(second).startswith("cachekit; hit; ttl=")
+    assert second.headers["Age"] == "0"
+    assert second.headers["ETag"] == first.headers["ETag"]
+    assert second.headers["Content-Type"] == first.headers["Content-Type"]
+    assert client.get("/a?x=2").data.startswith(b"page 2")
+    assert counter["page"] == 2
+
+
+def test_head_is_answered_from_the_get_entry(
+    setup: tuple[Any, FlaskCache, Flask], counter: Counter
+) -> None:
+    client, _, _ = setup
+    body = client.get("/h").data
+    head = client.head("/h")
+    assert head.status_code == 200 and head.data == b""
+    assert head.headers["Content-Length"] == str(len(body))
+    assert "hit" in status(head)
+    assert counter["page"] == 1
+
+
+def test_conditional_requests_get_304(setup: tuple[Any, FlaskCache, Flask]) -> None:
+    client, _, _ = setup
+    etag = client.get("/c").headers["ETag"]
+    not_modified = client.get("/c", headers={"If-None-Match": etag})
+    assert not_modified.status_code == 304 and not_modified.data == b""
+    assert client.get("/c", headers={"If-None-Match": '"nope"'}).status_code == 200
+    lm = "Wed, 21 Oct 2015 07:28:00 GMT"
+    client.get("/lm", query_string={"h-Last-Modified": lm})
+    since = client.get(
+        "/lm", query_string={"h-Last-Modified": lm}, headers={"If-Modified-Since": lm}
+    )
+    assert since.status_code == 304
+
+
+def test_cache_tag_is_stripped_stored_and_purged(
+    setup: tuple[Any, FlaskCache, Flask], counter: Counter
+) -> None:
+    client, fcache, app = setup
+    tagged = {"h-Cache-Tag": "products, product-1"}
+    first = client.get("/p/1", query_string=tagged)
+    assert "Cache-Tag" not in first.headers
+    client.get("/p/2", query_string={"h-Cache-Tag": "products"})
+    client.get("/other", query_string={"h-Cache-Tag": "other"})
+    assert fcache.invalidate_tags("product-1", app=app) == 1
+    assert status(client.get("/p/1", query_string=tagged)).endswith("stored")
+    with app.app_context():  # the current app's state
+        assert fcache.invalidate_tags("products") == 2
+    client.get("/p/2", query_string={"h-Cache-Tag": "products"})
+    assert "hit" in status(client.get("/other", query_string={"h-Cache-Tag": "other"}))
+    assert counter["page"] == 5
+
+
+def test_invalidate_by_url_and_by_path_pattern(
+    setup: tuple[Any, FlaskCache, Flask], counter: Counter
+) -> None:
+    client, fcache, app = setup
+    for path in ("/products/1", "/products/2?page=3", "/products", "/blog/1"):
+        client.get(path)
+    assert fcache.invalidate_url("http://localhost/products/1", app=app) is True
+    assert fcache.invalidate_url("http://localhost/products/1", app=app) is False
+    assert fcache.invalidate_path("/products/*", app=app) == 1
+    assert fcache.invalidate_path("/products", host="localhost", app=app) == 1
+    for path in ("/products/1", "/products/2?page=3", "/products", "/blog/1"):
+        client.get(path)
+    assert counter["page"] == 4 + 3
+
+
+def test_unsafe_method_invalidates_the_url(cache: Cache, counter: Counter) -> None:
+    app, _ = make_app(cache, "all", counter)
+    client = app.test_client()
+    client.get("/items/9")
+    assert "hit" in status(client.get("/items/9"))
+    assert client.post("/items/9").data == b"written"
+    assert status(client.get("/items/9")).endswith("stored")
+    assert counter["page"] == 2
+
+
+@pytest.mark.parametrize(
+    ("params", "headers"),
+    [
+        ({"h-Cache-Control": "no-store"}, {}),
+        ({"h-Cache-Control": "private, max-age=60"}, {}),
+        ({"h-Cache-Control": "no-cache"}, {}),
+        ({"h-Vary": "*"}, {}),
+        ({}, {"Authorization": "Bearer x"}),
+        ({}, {"Cache-Control": "no-store"}),
+    ],
+    ids=["no-store", "private", "no-cache", "vary-star", "authorization", "request-no-store"],
+)
+def test_uncacheable_responses_are_not_stored(
+    setup: tuple[Any, FlaskCache, Flask],
+    counter: Counter,
+    params: dict[str, str],
+    headers: dict[str, str],
+) -> None:
+    client, _, _ = setup
+    for _ in range(2):
+        response = client.get("/u", query_string=params, headers=headers)
+        assert status(response) == "cachekit; fwd=uri-miss"
+    assert counter["page"] == 2
+
+
+def test_cookies_and_sessions(setup: tuple[Any, FlaskCache, Flask], counter: Counter) -> None:
+    client, _, _ = setup
+    assert client.get("/cookie").data == b"cookie 1"
+    assert client.get("/cookie").data == b"cookie 2"  # Set-Cookie: never stored
+    assert client.get("/login").data == b"login 1"
+    assert client.get("/login").data == b"login 2"  # the session cookie is set: not stored
+    # reading the session adds Vary: Cookie, so each session has its own entry
+    assert client.get("/hello").data == b"hello ada 1"
+    assert client.get("/hello").headers["Vary"] == "Cookie"
+    assert client.get("/hello").data == b"hello ada 1"
+    other = client.application.test_client()
+    assert other.get("/hello").data == b"hello anonymous 2"
+
+
+def test_authorization_is_served_only_public_entries(setup: tuple[Any, FlaskCache, Flask]) -> None:
+    client, _, _ = setup
+    auth = {"Authorization": "Bearer secret"}
+    client.get("/shared")
+    assert status(client.get("/shared", headers=auth)) == "cachekit; fwd=request"
+    public = {"h-Cache-Control": "public, max-age=60"}
+    client.get("/pub", query_string=public, headers=auth)
+    assert "hit" in status(client.get("/pub", query_string=public, headers=auth))
+
+
+def test_vary_on_a_header_the_request_lacks(
+    setup: tuple[Any, FlaskCache, Flask], counter: Counter
+) -> None:
+    client, _, _ = setup
+    assert client.get("/vary").data == b"none 1"
+    assert client.get("/vary").data == b"none 1"
+    assert client.get("/vary", headers={"Accept-Language": ""}).data == b" 2"
+    assert client.get("/vary", headers={"Accept-Language": "fr"}).data == b"fr 3"
+    assert client.get("/vary", headers={"Accept-Language": "fr"}).data == b"fr 3"
+    assert client.get("/vary").data == b"none 1"
+    assert counter["vary"] == 3
+
+
+def test_unicode_long_and_space_urls_and_header_values(
+    setup: tuple[Any, FlaskCache, Flask], counter: Counter
+) -> None:
+    client, _, _ = setup
+    paths = [
+        "/caf%C3%A9/%E2%9C%93?q=%F0%9F%98%80",
+        "/café/✓?q=😀",  # the same URL, sent unencoded: the same entry
+        "/with%20space/a%20b?x=a%20b&y=c+d",
+        "/long/" + "a" * 5000 + "?q=" + "b" * 3000,
+    ]
+    for path in paths:
+        first = client.get(path)
+        second = client.get(path)
+        assert first.status_code == second.status_code == 200
+        assert second.data == first.data
+        assert "hit" in status(second)
+    assert counter["page"] == len(paths) - 1
+    assert "café/✓" in client.get(paths[0]).get_data(as_text=True)
+    value = "caf\u00e9 a  b " + "v" * 4000  # latin-1 on the wire
+    first = client.get("/hdr", query_string={"h-X-Note": value})
+    second = client.get("/hdr", query_string={"h-X-Note": value})
+    assert "hit" in status(second)
+    assert second.headers["X-Note"] == first.headers["X-Note"] == value
+    long_lang = "fr-" + "x" * 6000 + " \u00e9"
+    assert client.get("/vary", headers={"Accept-Language": long_lang}).data.endswith(b" 1")
+    assert client.get("/vary", headers={"Accept-Language": long_lang}).data.endswith(b" 1")
+
+
+def test_duplicate_query_parameters(setup: tuple[Any, FlaskCache, Flask], counter: Counter) -> None:
+    client, _, _ = setup
+    a = client.get("/q?a=1&a=2&b=3")
+    assert "hit" in status(client.get("/q?b=3&a=1&a=2"))
+    swapped = client.get("/q?a=2&a=1&b=3")
+    assert status(swapped).endswith("stored") and swapped.data != a.data
+    assert counter["page"] == 2
+
+
+def test_huge_and_streaming_responses_pass_through_uncached(
+    setup: tuple[Any, FlaskCache, Flask], counter: Counter
+) -> None:
+    client, _, _ = setup
+    for _ in range(2):
+        huge = client.get("/huge")
+        assert huge.data == b"x" * 30_000 and status(huge) == "cachekit; fwd=uri-miss"
+        streamed = client.get("/stream")
+        assert streamed.data == b"chunk0;chunk1;chunk2;chunk3;chunk4;"
+        assert status(streamed) == "cachekit; fwd=uri-miss"
+    assert counter["huge"] == counter["stream"] == 2
+
+
+def test_streaming_is_not_buffered(cache: Cache) -> None:
+    """The app-wide cache hands a streamed body on lazily: the generator has not run
+    when the response starts."""
+    app = Flask(__name__)
+    app.config["CACHEKIT_CACHE_ALL"] = True
+    FlaskCache(app, cache=cache)
+    produced: list[int] = []
+
+    @app.get("/s")
+    def s() -> Response:
+        def chunks() -> Iterator[bytes]:
+            for i in range(3):
+                produced.append(i)
+                yield b"c"
+
+        return Response(chunks())
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/s",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": None,
+        "wsgi.errors": None,
+    }
+    started: list[str] = []
+    body = app.wsgi_app(environ, lambda status, headers, exc=None: started.append(status))
+    assert started == ["200 OK"] and produced == []
+    assert b"".join(body) == b"ccc" and produced == [0, 1, 2]
+
+
+def test_app_error_is_not_cached(setup: tuple[Any, FlaskCache, Flask], counter: Counter) -> None:
+    client, _, app = setup
+    app.testing = False  # a 500 response, not a raised exception
+    assert client.get("/boom").status_code == 500
+    assert client.get("/boom").status_code == 500
+    assert counter["boom"] == 2
+
+
+def test_concurrent_cold_requests_run_the_view_once(
+    cache: Cache, mode: str, counter: Counter
+) -> None:
+    app, fcache = make_app(cache, mode, counter)
+    http = fcache.http_cache(app)
+
+    @app.get("/slow")
+    @(fcache.cached() if mode == "view" else (lambda f: f))
+    def slow() -> str:
+        counter.hit("slow")
+        deadline = time.monotonic() + 5  # hold on until the 15 others wait for this one
+        while http.followers() < 15 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return "slow"
+
+    results: list[Any] = []
+    barrier = threading.Barrier(16)
+
+    def fetch() -> None:
+        client = app.test_client()
+        barrier.wait()
+        results.append(client.get("/slow"))
+
+    threads = [threading.Thread(target=fetch) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert counter["slow"] == 1
+    assert [r.data for r in results] == [b"slow"] * 16
+    assert sum(status(r).endswith("stored") for r in results) == 1
+
+
+@pytest.mark.parametrize("on_error", ["ignore", "raise"])
+def test_backend_outage_returns_the_views_response(
+    private_redis: RedisServer, mode: str, counter: Counter, on_error: str
+) -> None:
+    cache = Cache(private_redis.url, prefix=unique_prefix(), on_error=on_error)
+    app, _ = make_app(cache, mode, counter)
+    client = app.test_client()
+    assert status(client.get("/o")).endswith("stored")
+    assert "hit" in status(client.get("/o"))
+    private_redis.kill()
+    for _ in range(3):
+        response = client.get("/o")
+        assert response.status_code == 200 and response.data.startswith(b"page ")
+    assert client.get("/o", query_string={"h-Cache-Tag": "t"}).status_code == 200
+    assert counter["page"] == 5
+    cache.close()
+
+
+# ---------------------------------------------------------------- functions, init_app
+
+
+def test_cached_caches_plain_functions_called_inside_a_request(cache: Cache) -> None:
+    app = Flask(__name__)
+    fcache = FlaskCache(app, cache=cache)
+    calls: list[str] = []
+
+    @fcache.cached(ttl=30)
+    def price(region: str) -> dict[str, Any]:
+        calls.append(region)
+        return {"region": region, "price": 3}
+
+    @fcache.memoize(ttl=30, key="stock:{item}")
+    def stock(item: str) -> int:
+        calls.append(f"stock {item}")
+        return 7
+
+    @app.get("/price/<region>")
+    @fcache.cached(ttl=30)
+    def view(region: str) -> dict[str, Any]:
+        return {"p": price(region), "s": stock("x")}
+
+    client = app.test_client()
+    assert client.get("/price/eu").json == {"p": {"region": "eu", "price": 3}, "s": 7}
+    assert client.get("/price/us").json == {"p": {"region": "us", "price": 3}, "s": 7}
+    assert "hit" in status(client.get("/price/eu"))
+    assert calls == ["eu", "stock x", "us"]
+    with app.app_context():
+        assert price("eu") == {"region": "eu", "price": 3}  # a function, outside a request
+        assert cache.get("stock:x") == 7
+        price.invalidate("eu")  # type: ignore[attr-defined]
+        assert price("eu") == {"region": "eu", "price": 3}
+    assert calls == ["eu", "stock x", "us", "eu"]
+
+
+def test_init_app_config_and_several_apps(redis_server: RedisServer) -> None:
+    fcache = FlaskCache(default_ttl=5)
+    apps = []
+    for prefix in (unique_prefix(), unique_prefix()):
+        app = Flask(__name__)
+        app.config.update(CACHEKIT_URL=redis_server.url, CACHEKIT_PREFIX=prefix)
+        app.config["CACHEKIT_HTTP"] = {"cache_name": f"edge-{prefix}"}
+        fcache.init_app(app)
+        n = len(apps)
+
+        @app.get("/")
+        @fcache.cached_view()
+        def index(n: int = n) -> str:
+            return f"app {n}"
+
+        apps.append(app)
+    for n, app in enumerate(apps):
+        assert "cachekit" in app.extensions
+        client = app.test_client()
+        client.get("/")
+        hit = client.get("/")
+        assert hit.data == f"app {n}".encode()
+        assert hit.headers["Cache-Status"].startswith(f"edge-{app.config['CACHEKIT_PREFIX']}; hit")
+        assert int(hit.headers["Cache-Status"].rsplit("=", 1)[1]) <= 5
+        with app.app_context():
+            assert fcache.cache.prefix == app.config["CACHEKIT_PREFIX"]
+            assert fcache.cache.default_ttl == 5
+            fcache.cache.clear()
+            fcache.cache.close()
+
+
+def test_using_an_app_without_init_app_is_an_error() -> None:
+    fcache = FlaskCache()
+    app = Flask(__name__)
+    with app.app_context(), pytest.raises(RuntimeError, match="init_app"):
+        _ = fcache.cache
