@@ -44,7 +44,7 @@ class CircuitBreaker:
 
     def trip(self, error: BaseException) -> None:
         with self._lock:
-            if self.open or self._stop.is_set():
+            if self.open:
                 return
             self.open = True
             self.opened_at = time.monotonic()
@@ -55,17 +55,22 @@ class CircuitBreaker:
                 error,
             )
             self._thread = threading.Thread(
-                target=self._run, name=f"cachekit-breaker-{self._name}", daemon=True
+                target=self._run,
+                args=(self._stop,),
+                name=f"cachekit-breaker-{self._name}",
+                daemon=True,
             )
             self._thread.start()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._retry_interval):
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self._retry_interval):
             try:
                 self._probe()
             except Exception:  # still down: keep probing quietly
                 continue
             with self._lock:
+                if stop.is_set():
+                    return
                 self.open = False
                 down = time.monotonic() - (self.opened_at or 0.0)
                 self.opened_at = None
@@ -73,8 +78,14 @@ class CircuitBreaker:
             return
 
     def close(self) -> None:
-        """Stop probing (the cache is closing)."""
-        self._stop.set()
-        thread = self._thread
+        """Stop probing (the cache is closing). A cache used again after close() gets a
+        working breaker: the next outage starts a new probe."""
+        with self._lock:
+            stop, thread = self._stop, self._thread
+            stop.set()
+            self._stop = threading.Event()
+            self._thread = None
+            self.open = False
+            self.opened_at = None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)

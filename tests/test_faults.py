@@ -175,3 +175,16 @@ def test_building_a_cache_makes_no_network_call() -> None:
     cache = Cache("redis://10.255.255.1:6379/0", timeout=5)  # unroutable: a call would hang
     assert time.monotonic() - started < 0.1
     cache.close()
+
+
+def test_cache_works_again_after_close(private_redis: RedisServer) -> None:
+    cache = Cache(private_redis.url, prefix=unique_prefix(), timeout=0.2, retry_interval=0.05)
+    cache.set("k", 1)
+    cache.close()
+    assert cache.get("k") == 1  # reconnects lazily
+    private_redis.kill()
+    assert cache.get("k", "d") == "d"
+    assert cache.stats()["circuit"] == "open"  # the breaker still works after close()
+    private_redis.start()
+    wait_for(lambda: cache.stats()["circuit"] == "closed")
+    cache.close()
