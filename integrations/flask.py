@@ -137,8 +137,16 @@ def _status_line(status: int) -> str:
 
 
 def _to_flask(response: Response) -> FlaskResponse:
-    result: FlaskResponse = current_app.response_class(response.body, status=response.status)
-    result.headers = Headers(list(response.headers))  # Content-Length as stored (HEAD too)
+    headers = list(response.headers)
+    result: FlaskResponse = current_app.response_class(
+        response.body, status=response.status, headers=headers
+    )
+    if not response.body:  # HEAD and 304: keep the stored Content-Length, if any
+        length = [value for name, value in headers if name.lower() == "content-length"]
+        if length:
+            result.headers["Content-Length"] = length[0]
+        else:
+            result.headers.pop("Content-Length", None)
     return result
 
 
@@ -404,9 +412,13 @@ class FlaskCache:
 
 def _dispatching(wrapper: Callable[..., Any]) -> bool:
     """Whether this call is Flask dispatching the current request to ``wrapper``."""
-    if not has_request_context() or request.endpoint is None:
+    if not has_request_context():
         return False
-    view: Any = current_app.view_functions.get(request.endpoint)
+    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    endpoint = ctx.request.endpoint
+    if endpoint is None:
+        return False
+    view: Any = ctx.app.view_functions.get(endpoint)
     while view is not None:
         if view is wrapper:
             return True

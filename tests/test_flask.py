@@ -502,3 +502,63 @@ def test_using_an_app_without_init_app_is_an_error() -> None:
     app = Flask(__name__)
     with app.app_context(), pytest.raises(RuntimeError, match="init_app"):
         _ = fcache.cache
+
+
+def test_processes_coalesce_through_the_cache_lock(redis_server: RedisServer) -> None:
+    """Two apps with their own Cache objects on one Redis stand in for two processes:
+    the second waits on the lock the first holds, then serves what the first stored."""
+    prefix = unique_prefix()
+    counter = Counter()
+    started, release, waiting = threading.Event(), threading.Event(), threading.Event()
+    apps = []
+    for _ in range(2):
+        app = Flask(__name__)
+        app.config.update(CACHEKIT_URL=redis_server.url, CACHEKIT_PREFIX=prefix, CACHEKIT_LOCK=True)
+        fcache = FlaskCache(app)
+
+        @app.get("/once")
+        @fcache.cached_view(ttl=30)
+        def once() -> str:
+            counter.hit("once")
+            started.set()
+            assert release.wait(10)
+            return "once"
+
+        apps.append((app, fcache))
+    bytes_cache = apps[1][1].http_cache(apps[1][0]).cache
+    real_lock = bytes_cache.lock
+
+    def spying_lock(*args: Any, **kwargs: Any) -> Any:
+        lock = real_lock(*args, **kwargs)
+        acquire = lock.acquire
+
+        def spy(blocking: Any = None, **options: Any) -> bool:
+            if blocking:
+                waiting.set()
+            return bool(acquire(blocking=blocking, **options))
+
+        lock.acquire = spy
+        return lock
+
+    bytes_cache.lock = spying_lock  # type: ignore[method-assign]
+    results: dict[int, Any] = {}
+
+    def fetch(n: int) -> None:
+        results[n] = apps[n][0].test_client().get("/once")
+
+    first = threading.Thread(target=fetch, args=(0,))
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=fetch, args=(1,))
+    second.start()
+    assert waiting.wait(10)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert counter["once"] == 1
+    assert results[0].data == results[1].data == b"once"
+    assert status(results[1]).startswith("cachekit; hit")
+    for app, fcache in apps:
+        with app.app_context():
+            fcache.cache.clear()
+            fcache.cache.close()
