@@ -30,6 +30,7 @@ SUBS: dict[str, str] = {
     "make_async_stampede_wrapper": "make_sync_stampede_wrapper",
     "_abackend": "_backend",
     "_alookup": "_lookup",
+    "_afetch": "_fetch",
     "_astore": "_store",
     "_acall": "_call",
     "_aresolve": "_resolve",

@@ -34,8 +34,8 @@ class AsyncCacheOps(AsyncTagOps):
         except Exception as exc:
             return self._failed(exc, default)
 
-    async def _alookup(self, key: str) -> Any:
-        """The value under a full key, or MISSING (absent, corrupt, or backend failing)."""
+    async def _afetch(self, key: str) -> Any:
+        """The stored form under a full key, or MISSING (absent, or backend failing)."""
         if self._breaker.open:
             return self._skip(MISSING)
         try:
@@ -44,6 +44,12 @@ class AsyncCacheOps(AsyncTagOps):
             return self._failed(exc, MISSING)
         if stored is MISSING:
             self.counters.misses += 1
+        return stored
+
+    async def _alookup(self, key: str) -> Any:
+        """The value under a full key, or MISSING (absent, corrupt, or backend failing)."""
+        stored = await self._afetch(key)
+        if stored is MISSING:
             return MISSING
         try:
             value = self._codec.loads(stored)
@@ -216,14 +222,8 @@ class AsyncCacheOps(AsyncTagOps):
 
     async def _alookup_meta(self, key: str) -> Any:
         """``(value, metadata)`` under a full key, or MISSING (as ``_alookup``)."""
-        if self._breaker.open:
-            return self._skip(MISSING)
-        try:
-            stored = await self._abackend.get(key)
-        except Exception as exc:
-            return self._failed(exc, MISSING)
+        stored = await self._afetch(key)
         if stored is MISSING:
-            self.counters.misses += 1
             return MISSING
         try:
             found = self._codec.loads_meta(stored)

@@ -34,8 +34,8 @@ class SyncCacheOps(SyncTagOps):
         except Exception as exc:
             return self._failed(exc, default)
 
-    def _lookup(self, key: str) -> Any:
-        """The value under a full key, or MISSING (absent, corrupt, or backend failing)."""
+    def _fetch(self, key: str) -> Any:
+        """The stored form under a full key, or MISSING (absent, or backend failing)."""
         if self._breaker.open:
             return self._skip(MISSING)
         try:
@@ -44,6 +44,12 @@ class SyncCacheOps(SyncTagOps):
             return self._failed(exc, MISSING)
         if stored is MISSING:
             self.counters.misses += 1
+        return stored
+
+    def _lookup(self, key: str) -> Any:
+        """The value under a full key, or MISSING (absent, corrupt, or backend failing)."""
+        stored = self._fetch(key)
+        if stored is MISSING:
             return MISSING
         try:
             value = self._codec.loads(stored)
@@ -216,14 +222,8 @@ class SyncCacheOps(SyncTagOps):
 
     def _lookup_meta(self, key: str) -> Any:
         """``(value, metadata)`` under a full key, or MISSING (as ``_lookup``)."""
-        if self._breaker.open:
-            return self._skip(MISSING)
-        try:
-            stored = self._backend.get(key)
-        except Exception as exc:
-            return self._failed(exc, MISSING)
+        stored = self._fetch(key)
         if stored is MISSING:
-            self.counters.misses += 1
             return MISSING
         try:
             found = self._codec.loads_meta(stored)
