@@ -69,8 +69,9 @@ def asgi_app(variant: str, redis_url: str) -> Any:
 
     app = Starlette(routes=[Route("/page", page), Route("/_runs", runs, methods=["POST"])])
     if variant == "starlette-cachekit":
-        from cachekit import Cache
         from cachekit.integrations.starlette import CacheMiddleware
+
+        from cachekit import Cache
 
         return CacheMiddleware(app, cache=Cache(redis_url, prefix="bench-ck"), ttl=60)
     if variant == "starlette-caches":
@@ -230,28 +231,38 @@ def wrk(port: int, duration: int, connections: int) -> float:
     return float(match.group(1))
 
 
-def measure(variant: str, redis: RedisProcess, args: argparse.Namespace) -> dict[str, Any]:
-    port = free_port()
-    server = start_server(variant, port, redis.url)
+def measure(variants: list[str], redis: RedisProcess, args: argparse.Namespace) -> list[Any]:
+    """All of a framework's servers up at once; wrk rounds interleaved across variants
+    (best round kept), so a burst of load elsewhere on the machine hits them alike."""
+    ports = {variant: free_port() for variant in variants}
+    servers = []
     try:
-        result: dict[str, Any] = {"variant": variant}
-        result["cold_runs"] = cold_runs(port)
-        if variant.endswith("uncached"):
-            result["commands"] = None
-        else:
-            result["commands"] = commands_per_hit(port, redis)
-        wrk(port, 1, args.connections)  # warm-up
-        result["rps"] = max(wrk(port, args.duration, args.connections) for _ in range(args.rounds))
-        return result
+        for variant in variants:
+            servers.append(start_server(variant, ports[variant], redis.url))
+        results: dict[str, dict[str, Any]] = {}
+        for variant in variants:
+            port = ports[variant]
+            result: dict[str, Any] = {"variant": variant, "rps": 0.0}
+            result["cold_runs"] = cold_runs(port)
+            uncached = variant.endswith("uncached")
+            result["commands"] = None if uncached else commands_per_hit(port, redis)
+            wrk(port, 1, args.connections)  # warm-up
+            results[variant] = result
+        for _ in range(args.rounds):
+            for variant in variants:
+                rps = wrk(ports[variant], args.duration, args.connections)
+                results[variant]["rps"] = max(results[variant]["rps"], rps)
+        return [results[variant] for variant in variants]
     finally:
-        server.terminate()
-        server.wait(10)
+        for server in servers:
+            server.terminate()
+            server.wait(10)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=2, help="wrk runs per variant (best)")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per variant (best)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--only", choices=["starlette", "flask"])
     parser.add_argument("--serve")
@@ -267,14 +278,16 @@ def main() -> None:
     groups = {"starlette": STARLETTE, "flask": FLASK}
     if args.only:
         groups = {args.only: groups[args.only]}
-    print(f"handler: {HANDLER_SECONDS * 1000:.0f} ms CPU; servers + redis on CPU {SERVER_CPU}, ")
-    print(f"wrk -t1 -c{args.connections} -d{args.duration}s on CPU {LOAD_CPU}, best of {args.rounds}")
+    print(f"handler: {HANDLER_SECONDS * 1000:.0f} ms CPU; servers + redis on CPU {SERVER_CPU}; ")
+    load = f"wrk -t1 -c{args.connections} -d{args.duration}s"
+    print(f"{load} on CPU {LOAD_CPU}, best of {args.rounds} interleaved runs")
     with RedisProcess() as redis:
         for framework, variants in groups.items():
-            results = [measure(variant, redis, args) for variant in variants]
+            results = measure(variants, redis, args)
             uncached = results[0]["rps"]
             best_peer = max(r["rps"] for r in results if r["variant"] in PEERS)
-            print()
+            server = "uvicorn" if framework == "starlette" else "gunicorn -w 1 -k gthread"
+            print(f"\n{framework} ({server})")
             header = f"{'variant':<22}{'req/s':>9}{'x uncached':>12}{'x best peer':>13}"
             header += f"{'redis cmds/hit':>16}{'16 cold -> runs':>17}"
             print(header)
