@@ -274,6 +274,38 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
     def serializer(self) -> Serializer | None:
         return getattr(self._codec, "serializer", None)
 
+    def with_options(self, **changes: Any) -> Cache:
+        """A cache over the same backend (same connections, same store) with some options
+        changed: ``serializer``, ``secret``, ``compress``, ``compress_threshold``,
+        ``prefix``, ``version``, ``default_ttl``, ``on_error``, ``retry_interval``.
+
+        E.g. ``cache.with_options(serializer="raw")`` to keep bytes next to JSON values.
+        """
+        allowed = {
+            "serializer", "secret", "compress", "compress_threshold", "prefix", "version",
+            "default_ttl", "on_error", "retry_interval",
+        }  # fmt: skip
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ConfigurationError(
+                f"with_options() cannot change {', '.join(sorted(unknown))}; "
+                f"it takes {', '.join(sorted(allowed))}"
+            )
+        codec = self._codec
+        options: dict[str, Any] = {
+            "prefix": self.prefix,
+            "version": self.version,
+            "default_ttl": self.default_ttl,
+            "on_error": "raise" if self._raise_errors else "ignore",
+        }
+        if isinstance(codec, BytesCodec):
+            options["serializer"] = codec.serializer
+        options.update(changes)
+        derived = Cache(backend=self._backend, async_backend=self._abackend, **options)
+        derived.url = self.url
+        derived._client_given = self._client_given
+        return derived
+
     def make_key(self, key: Any) -> str:
         """The full backend key for a user key (namespace included)."""
         return self._ns.key(key)

@@ -65,15 +65,7 @@ def bytes_cache(cache: Cache) -> Cache:
     """
     if _stores_bytes(cache):
         return cache
-    # The Cache has no public "same backend, other serializer" constructor yet.
-    return Cache(
-        backend=cache._backend,
-        async_backend=cache._abackend,
-        prefix=cache.prefix,
-        version=cache.version,
-        serializer="raw",
-        on_error="raise" if cache._raise_errors else "ignore",
-    )
+    return cache.with_options(serializer="raw")
 
 
 def make_policy(

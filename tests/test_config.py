@@ -100,3 +100,17 @@ def test_generated_sync_code_is_current() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_with_options_shares_the_backend(redis_url: str) -> None:
+    cache = Cache(redis_url, prefix="wo", default_ttl=30)
+    raw = cache.with_options(serializer="raw")
+    assert (raw.prefix, raw.default_ttl) == ("wo", 30)
+    raw.set("bytes", b"\x00\xff")
+    cache.set("json", {"a": 1})
+    assert raw.get("bytes") == b"\x00\xff" and cache.get("json") == {"a": 1}
+    assert cache.exists("bytes")  # same namespace, same store
+    assert cache.clear() == 2
+    with pytest.raises(ConfigurationError, match="max_entries"):
+        cache.with_options(max_entries=3)
+    cache.close()
