@@ -359,7 +359,9 @@ class cache_response(_Invalidation):
             if request is None:  # not called as an endpoint: nothing to key on
                 return await call(args, kwargs)
             route = request.scope.get("route")
-            if route is not None and hasattr(route, "app"):  # FastAPI: cache at ASGI level
+            # FastAPI (its APIRoute has a dependant): cache at ASGI level. Starlette >= 1.0
+            # also puts its Route in the scope, but its endpoint returns the Response.
+            if hasattr(route, "dependant") and hasattr(route, "app"):
                 if not isinstance(route.app, _RouteCache):
                     route.app = _RouteCache(route.app, engine)
                 return await call(args, kwargs)

@@ -27,8 +27,8 @@ from cachekit import Cache
 from cachekit.testing_servers import RedisServer
 from tests.conftest import unique_prefix
 
-with warnings.catch_warnings():  # starlette 0.52's testclient touches a deprecated anyio alias
-    warnings.simplefilter("ignore", DeprecationWarning)
+with warnings.catch_warnings():  # starlette 0.52 touches a deprecated anyio alias; 1.x
+    warnings.simplefilter("ignore")  # warns when it finds httpx rather than httpx2
     from starlette.testclient import TestClient
 
 
