@@ -91,8 +91,9 @@ def test_a_killed_producer_is_finished_by_another_process(redis_server: RedisSer
 
     client = redis.Redis.from_url(redis_server.url)
     stream = f"{prefix}:1:__wb__:{{item:{{}}}}"
-    # the dead producer holds its first batch (pending, unacknowledged); the rest is queued
-    assert client.xpending(stream, "cachekit")["pending"] == 100
+    # the dead producer may hold its first batch (pending, unacknowledged; how much of the
+    # stream its worker had read when it was killed is a race); the rest is queued
+    assert client.xpending(stream, "cachekit")["pending"] <= 100
     assert client.xlen(stream) == 10_000
     calls: list[int] = []
 
