@@ -1,0 +1,308 @@
+"""W-TinyLFU eviction for the memory backend: pure data structures, no I/O, no clock.
+
+After Einziger, Friedman & Manes, "TinyLFU: A Highly Efficient Cache Admission Policy"
+(2017), as laid out in Caffeine:
+
+- :class:`FrequencySketch`: a count-min sketch (4 rows) of 4-bit counters (saturating at
+  15), halved every ``10 * capacity`` increments so that old popularity fades, with an
+  optional doorkeeper (a Bloom filter that absorbs each key's first occurrence).
+- :class:`WTinyLFU`: which keys are cached. New keys enter a small admission window (an
+  LRU, ~1% of the capacity); the window's LRU key then competes with the main space's
+  victim (the LRU key of its probation segment) and enters only if the sketch says it is
+  the more frequent of the two. A key read again while in probation moves to the protected
+  segment (~80% of the main space), whose overflow falls back to probation.
+- :class:`TinyLFUEntries`: the memory backend's entry dict (key -> ``(value, expires_at)``)
+  kept in step with a :class:`WTinyLFU`. It is a ``dict`` (so the lock-free ``get`` of the
+  hit path is the C one) that answers the two ``OrderedDict`` calls the backend and its
+  inlined hit paths make: ``move_to_end(key)`` records a read, ``popitem(last=False)``
+  evicts the policy's victim.
+
+Reads stay lock-free: a hit only appends its key to a buffer (one atomic ``list.append``
+under the GIL). The buffer is replayed into the sketch and the segments under the
+backend's lock, by the next write or eviction, or by a reader that finds it long and the
+lock free. Reads appended while another thread swaps the buffer out may be lost; like
+Caffeine's read buffers, the policy is allowed to miss a few reads, never to corrupt.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Hashable
+from typing import Any, Generic, NoReturn, TypeVar
+
+__all__ = ["FrequencySketch", "TinyLFUEntries", "WTinyLFU"]
+
+_MAX_COUNT = 15  # a 4-bit counter
+_HALVE = bytes(i >> 1 for i in range(256))  # bytearray.translate table: every counter // 2
+_M32 = (1 << 32) - 1
+_SPREAD = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: spreads ints, whose hash is themselves
+_M64 = (1 << 64) - 1
+
+K = TypeVar("K", bound=Hashable)
+
+
+def _power_of_two_at_least(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+class FrequencySketch:
+    """Approximate access counts of the last ``~10 * capacity`` accesses.
+
+    Four rows of ``4 * capacity`` (rounded up to a power of two) one-byte counters, each
+    capped at 15; a key's estimate is the minimum of its four counters, so collisions can
+    only over-count. Every ``sample_size`` increments all counters are halved (aging).
+    """
+
+    def __init__(
+        self, capacity: int, *, sample_size: int | None = None, doorkeeper: bool = False
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.width = _power_of_two_at_least(4 * capacity)
+        self._mask = self.width - 1
+        self.sample_size = sample_size if sample_size is not None else 10 * capacity
+        self.additions = 0  # increments since the last halving
+        self.resets = 0
+        self._table = bytearray(4 * self.width)
+        self._doorkeeper: bytearray | None = bytearray(self.width) if doorkeeper else None
+
+    def _indexes(self, key: Hashable) -> tuple[int, int, int, int]:
+        # double hashing (Kirsch & Mitzenmacher): four rows from one 64-bit hash
+        h = (hash(key) * _SPREAD) & _M64
+        low, step = h & _M32, (h >> 32) | 1
+        mask, width = self._mask, self.width
+        return (
+            low & mask,
+            width + ((low + step) & mask),
+            2 * width + ((low + 2 * step) & mask),
+            3 * width + ((low + 3 * step) & mask),
+        )
+
+    def estimate(self, key: Hashable) -> int:
+        """How often ``key`` was seen recently (an over-estimate at worst), 0..15 (16 with
+        the doorkeeper)."""
+        a, b, c, d = self._indexes(key)
+        table = self._table
+        count = min(table[a], table[b], table[c], table[d])
+        doorkeeper = self._doorkeeper
+        if doorkeeper is not None:
+            mask = self._mask
+            if doorkeeper[a] and doorkeeper[b & mask] and doorkeeper[c & mask]:
+                count += 1
+        return count
+
+    def increment(self, key: Hashable, times: int = 1) -> None:
+        """Count ``times`` accesses to ``key``."""
+        a, b, c, d = self._indexes(key)
+        doorkeeper = self._doorkeeper
+        if doorkeeper is not None:
+            # the first access only marks the doorkeeper: one-hit wonders leave the
+            # counters alone
+            mask = self._mask
+            b2, c2 = b & mask, c & mask
+            if not (doorkeeper[a] and doorkeeper[b2] and doorkeeper[c2]):
+                doorkeeper[a] = doorkeeper[b2] = doorkeeper[c2] = 1
+                times -= 1
+                if times <= 0:
+                    return
+        table = self._table
+        for index in (a, b, c, d):
+            count = table[index] + times
+            table[index] = count if count < _MAX_COUNT else _MAX_COUNT
+        self.additions += times
+        if self.additions >= self.sample_size:
+            self.age()
+
+    def age(self) -> None:
+        """Halve every counter and forget the doorkeeper (called every ``sample_size``
+        increments)."""
+        self._table = self._table.translate(_HALVE)
+        if self._doorkeeper is not None:
+            self._doorkeeper = bytearray(self.width)
+        self.additions //= 2
+        self.resets += 1
+
+
+class WTinyLFU(Generic[K]):
+    """Which keys a cache of ``capacity`` entries keeps: see the module docstring.
+
+    ``insert(key)`` a new key (then ``evict()`` while ``len(self) > capacity``),
+    ``access(key, times)`` a read, ``remove(key)`` a deletion. Not thread-safe: the caller
+    serialises calls.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        window_fraction: float = 0.01,
+        protected_fraction: float = 0.8,
+        doorkeeper: bool = False,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.window_max = max(1, round(capacity * window_fraction))
+        self.main_max = max(0, capacity - self.window_max)
+        self.protected_max = int(self.main_max * protected_fraction)
+        self.sketch = FrequencySketch(capacity, doorkeeper=doorkeeper)
+        self.window: OrderedDict[K, None] = OrderedDict()
+        self.probation: OrderedDict[K, None] = OrderedDict()
+        self.protected: OrderedDict[K, None] = OrderedDict()
+        # keys moved from the window into probation while the cache is over capacity:
+        # each must beat probation's LRU key to stay
+        self._candidates: list[K] = []
+        self.admitted = 0
+        self.rejected = 0
+
+    def __len__(self) -> int:
+        return len(self.window) + len(self.probation) + len(self.protected)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.window or key in self.probation or key in self.protected
+
+    def insert(self, key: K) -> None:
+        """A new key enters the window; the window's overflow moves to probation."""
+        window = self.window
+        window[key] = None
+        while len(window) > self.window_max:
+            moved, _ = window.popitem(last=False)
+            self.probation[moved] = None
+            self._candidates.append(moved)
+        if len(self) <= self.capacity:
+            self._candidates.clear()  # room enough: admitted without a contest
+
+    def access(self, key: K, times: int = 1) -> None:
+        """``key`` was read ``times`` times (the last of them the most recent access)."""
+        self.sketch.increment(key, times)
+        if key in self.window:
+            self.window.move_to_end(key)
+        elif key in self.probation:
+            del self.probation[key]
+            protected = self.protected
+            protected[key] = None
+            while len(protected) > self.protected_max:
+                demoted, _ = protected.popitem(last=False)
+                self.probation[demoted] = None
+        elif key in self.protected:
+            self.protected.move_to_end(key)
+
+    def remove(self, key: K) -> None:
+        for segment in (self.window, self.probation, self.protected):
+            if segment.pop(key, 0) is None:
+                return
+
+    def evict(self) -> K:
+        """Choose, forget and return the key to evict. Needs a non-empty policy."""
+        probation, candidates = self.probation, self._candidates
+        while candidates:
+            candidate = candidates.pop(0)
+            if candidate not in probation:  # read (now protected) or removed since
+                continue
+            victim = next(iter(probation))
+            if victim == candidate:
+                loser = victim
+            elif self.sketch.estimate(candidate) > self.sketch.estimate(victim):
+                loser = victim
+                self.admitted += 1
+            else:
+                loser = candidate
+                self.rejected += 1
+            del probation[loser]
+            if len(self) <= self.capacity:
+                candidates.clear()
+            return loser
+        for segment in (probation, self.protected, self.window):
+            if segment:
+                return segment.popitem(last=False)[0]
+        raise KeyError("evict(): the policy holds no key")
+
+
+class TinyLFUEntries(dict[str, tuple[Any, float]]):
+    """The memory backend's ``key -> (value, expires_at)`` dict, evicting by W-TinyLFU.
+
+    Mutate it only through ``[key] = ``, ``del``, ``pop``, ``popitem(last=False)``,
+    ``clear`` and ``move_to_end`` (all but ``move_to_end`` under ``lock``): those keep the
+    policy in step with the keys.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        lock: threading.Lock,
+        *,
+        doorkeeper: bool = False,
+        drain_at: int = 64,
+    ) -> None:
+        super().__init__()
+        self.policy: WTinyLFU[str] = WTinyLFU(capacity, doorkeeper=doorkeeper)
+        self._lock = lock
+        self._reads: list[str] = []
+        self._drain_at = drain_at
+
+    # -- the read side (lock-free) --------------------------------------------------------
+    def move_to_end(self, key: str, last: bool = True) -> None:
+        """Record a read of ``key`` (the name is ``OrderedDict``'s, which the LRU hit
+        paths call on a hit)."""
+        reads = self._reads
+        reads.append(key)
+        if len(reads) >= self._drain_at and self._lock.acquire(blocking=False):
+            try:
+                self._drain()
+            finally:
+                self._lock.release()
+
+    def _drain(self) -> None:
+        # caller holds the lock
+        reads = self._reads
+        if not reads:
+            return
+        self._reads = []
+        access = self.policy.access
+        if len(reads) == 1:
+            access(reads[0])
+            return
+        counts = Counter(reads)
+        # by last occurrence, oldest first, so that recency within a segment stays right
+        for key in reversed(dict.fromkeys(reversed(reads))):
+            access(key, counts[key])
+
+    # -- the write side (under the backend's lock) ---------------------------------------
+    def __setitem__(self, key: str, entry: tuple[Any, float]) -> None:
+        is_new = key not in self
+        super().__setitem__(key, entry)
+        if is_new:
+            self.policy.insert(key)
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.policy.remove(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            self.policy.remove(key)
+        return super().pop(key, *default)
+
+    def popitem(self, last: bool = True) -> tuple[str, tuple[Any, float]]:
+        """Evict: remove and return the policy's victim (``last`` is ignored)."""
+        self._drain()  # fresh frequencies before a contest
+        key = self.policy.evict()
+        return key, super().pop(key)
+
+    def clear(self) -> None:
+        super().clear()
+        policy = self.policy
+        for segment in (policy.window, policy.probation, policy.protected):
+            segment.clear()
+        self._reads = []
+
+    def _unsupported(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("TinyLFUEntries: mutate through [key] =, del, pop or popitem")
+
+    update = setdefault = _unsupported
+
+    def keys_in_policy(self) -> list[str]:
+        """Every key the policy tracks (for tests: the same set as the dict's keys)."""
+        policy = self.policy
+        return [*policy.window, *policy.probation, *policy.protected]
