@@ -6,6 +6,9 @@ the old or the new entry, never half of one. Writes take a lock so that eviction
 expiry heap stay consistent. Expired entries are dropped when read (lazy) and, at most
 once per ``sweep_interval``, by a sweep on write driven by a heap of expiry times
 (periodic), so a cache full of expired entries does not keep them.
+
+``eviction="tinylfu"`` swaps the LRU order for W-TinyLFU (see :mod:`.tinylfu`): the entry
+dict is then a :class:`~.tinylfu.TinyLFUEntries`, which answers the same calls.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .._glob import glob_to_regex
 from .._sentinel import MISSING
 from ..exceptions import BackendError, CacheKitError, IncrementError
 from .memory_lock import AsyncMemoryLock, LockTable, MemoryLock
+from .tinylfu import TinyLFUEntries
 
 __all__ = ["AsyncMemoryBackend", "MemoryBackend"]
 
@@ -36,13 +40,19 @@ class MemoryBackend:
         *,
         sweep_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        eviction: str = "lru",
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
+        if eviction not in ("lru", "tinylfu"):
+            raise ValueError(f"eviction must be 'lru' or 'tinylfu', not {eviction!r}")
         self.max_entries = max_entries
-        self._data: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self.eviction = eviction
         self._expiries: list[tuple[float, str]] = []
         self._lock = threading.Lock()
+        self._data: OrderedDict[str, tuple[Any, float]] | TinyLFUEntries = (
+            OrderedDict() if eviction == "lru" else TinyLFUEntries(max_entries, self._lock)
+        )
         self._clock = clock
         self._sweep_interval = sweep_interval
         self._next_sweep = clock() + sweep_interval
