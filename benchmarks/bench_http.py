@@ -1,14 +1,21 @@
-"""HTTP response caching under load: Starlette (uvicorn) and Flask (gunicorn), uncached,
-with cachekit, and with the peer a user would pick (starlette-caches, Flask-Caching),
-all on one redis-server started here.
+"""HTTP response caching under load: Starlette (uvicorn), Flask and Django (gunicorn),
+uncached, with cachekit, and with the peer a user would pick (starlette-caches,
+Flask-Caching, Django's cache_page on django-redis and on the built-in RedisCache), all on
+one redis-server started here.
 
-    python benchmarks/bench_http.py [--duration 5] [--connections 16] [--only starlette]
+    python benchmarks/bench_http.py [--duration 5] [--connections 16] [--only django]
 
 Each app is served by a real server pinned to CPU 0 (with redis-server); ``wrk`` runs on
 CPU 1 (``apt-get install wrk``). The page handler burns ~2 ms of CPU. For each variant:
 requests/s under wrk on a warm page, Redis commands per hit (``INFO commandstats`` over
 200 sequential hits), and how many times the handler ran for 16 simultaneous requests
 to a cold URL. Ratios are against the uncached app and the best peer of that framework.
+
+Django (``_django_app.py``, a single-file project with no middleware): ``django-cachekit``
+is cachekit's ``cache_page(lock=True)`` on ``CachekitCache``; ``django-cachekit-backend``
+is Django's own ``cache_page`` on ``CachekitCache``; the peers are Django's ``cache_page``
+on django-redis and on ``django.core.cache.backends.redis.RedisCache``. Django's
+``cache_page`` reads two keys per hit by design (the header-key list, then the page).
 """
 
 from __future__ import annotations
@@ -37,7 +44,19 @@ LOAD_CPU = "1"
 
 STARLETTE = ["starlette-uncached", "starlette-cachekit", "starlette-caches"]
 FLASK = ["flask-uncached", "flask-cachekit", "flask-cachekit-view", "flask-caching"]
-PEERS = {"starlette-caches", "flask-caching"}
+DJANGO = [
+    "django-uncached",
+    "django-cachekit",
+    "django-cachekit-backend",
+    "django-redis",
+    "django-builtin-redis",
+]
+PEERS = {"starlette-caches", "flask-caching", "django-redis", "django-builtin-redis"}
+SERVERS = {
+    "starlette": "uvicorn",
+    "flask": "gunicorn -w 1 -k gthread --threads 16",
+    "django": "gunicorn -w 1 -k gthread --threads 16",
+}
 
 _runs = 0
 _runs_lock = threading.Lock()
@@ -151,7 +170,8 @@ def start_server(variant: str, port: int, redis_url: str) -> subprocess.Popen[by
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         args = [gunicorn, "-w", "1", "-k", "gthread", "--threads", "16"]
         args += ["-b", f"127.0.0.1:{port}", "--chdir", str(HERE), "--log-level", "warning"]
-        args += ["bench_http:wsgi_app()"]
+        django = variant.startswith("django")
+        args += ["_django_app:wsgi_app()" if django else "bench_http:wsgi_app()"]
     env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_REDIS": redis_url}
     process = subprocess.Popen(taskset + args, env=env)
     deadline = time.monotonic() + 20
@@ -264,7 +284,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="wrk runs per variant (best)")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--only", choices=["starlette", "flask"])
+    parser.add_argument("--only", choices=["starlette", "flask", "django"])
     parser.add_argument("--serve")
     parser.add_argument("--port", type=int)
     parser.add_argument("--redis")
@@ -275,7 +295,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
     os.sched_setaffinity(0, {int(SERVER_CPU)})  # redis-server inherits CPU 0
-    groups = {"starlette": STARLETTE, "flask": FLASK}
+    groups = {"starlette": STARLETTE, "flask": FLASK, "django": DJANGO}
     if args.only:
         groups = {args.only: groups[args.only]}
     print(f"handler: {HANDLER_SECONDS * 1000:.0f} ms CPU; servers + redis on CPU {SERVER_CPU}; ")
@@ -286,15 +306,14 @@ def main() -> None:
             results = measure(variants, redis, args)
             uncached = results[0]["rps"]
             best_peer = max(r["rps"] for r in results if r["variant"] in PEERS)
-            server = "uvicorn" if framework == "starlette" else "gunicorn -w 1 -k gthread"
-            print(f"\n{framework} ({server})")
-            header = f"{'variant':<22}{'req/s':>9}{'x uncached':>12}{'x best peer':>13}"
+            print(f"\n{framework} ({SERVERS[framework]})")
+            header = f"{'variant':<25}{'req/s':>9}{'x uncached':>12}{'x best peer':>13}"
             header += f"{'redis cmds/hit':>16}{'16 cold -> runs':>17}"
             print(header)
             for r in results:
                 commands = "-" if r["commands"] is None else f"{r['commands']:.2f}"
                 print(
-                    f"{r['variant']:<22}{r['rps']:>9.0f}{r['rps'] / uncached:>12.2f}"
+                    f"{r['variant']:<25}{r['rps']:>9.0f}{r['rps'] / uncached:>12.2f}"
                     f"{r['rps'] / best_peer:>13.2f}{commands:>16}{r['cold_runs']:>17}"
                 )
 
