@@ -182,8 +182,13 @@ def test_early_refresh_recomputes_before_expiry(any_cache: Cache) -> None:
         return calls
 
     assert value() == 1
-    assert value() == 1  # still served while the refresh runs in the background
-    assert refreshed.wait(5)
+    # XFetch draws at random: with delta * beta >> ttl each hit refreshes with p > 0.95,
+    # so a few hits make it all but certain; every one is served without waiting
+    for _ in range(40):
+        assert value() >= 1
+        if refreshed.wait(0.25):
+            break
+    assert refreshed.is_set()
     meta = _meta(any_cache, value.key())  # type: ignore[attr-defined]
     assert meta is not None and meta["x"] > time.time() and "d" in meta
 
