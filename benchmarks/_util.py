@@ -8,18 +8,16 @@ from __future__ import annotations
 import gc
 import itertools
 import os
-import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cachekit.testing_servers import RedisServer, free_port  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing: python benchmarks/x.py
@@ -57,61 +55,16 @@ def default_cpu() -> int:
 
 
 # -- a throwaway redis-server ----------------------------------------------------------------
-def find_redis_server() -> str:
-    found = os.environ.get("CACHEKIT_REDIS_SERVER") or shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        from cachekit.testing_servers import find_redis_server as find
-    except ImportError:  # pragma: no cover
-        raise SystemExit("no redis-server on PATH (apt install redis-server)") from None
-    return find()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisProcess:
+class RedisProcess(RedisServer):
     """A redis-server of our own on a free loopback port; never a server we did not start.
 
-    Started from this (pinned) process, so it inherits the CPU affinity. ``kill``,
-    ``freeze`` (SIGSTOP), ``thaw`` and ``restart`` (same port, empty data) simulate outages.
+    :class:`cachekit.testing_servers.RedisServer` (``kill``, ``freeze``, ``thaw``,
+    ``restart``) plus command counting. Started from this (pinned) process, so it inherits
+    the CPU affinity.
     """
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="cachekit-bench-redis-")
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10.0) -> None:
-        args = [
-            find_redis_server(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", self.dir,
-            "--daemonize", "no",
-            "--loglevel", "warning",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-            if self.answers():
-                return
-            time.sleep(0.005)  # polling a starting process: no event to wait on
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        super().__init__(port, extra_args=("--loglevel", "warning"))
 
     def answers(self, timeout: float = 0.2) -> bool:
         try:
@@ -125,28 +78,6 @@ class RedisProcess:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
-
-    def freeze(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-            self.process.wait()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def stop(self) -> None:
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
     def command_calls(self) -> dict[str, int]:
         """``INFO commandstats`` as {command: calls}."""
@@ -171,9 +102,6 @@ class RedisProcess:
 
     def __enter__(self) -> RedisProcess:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # -- timing ---------------------------------------------------------------------------------
