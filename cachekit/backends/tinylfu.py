@@ -3,9 +3,10 @@
 After Einziger, Friedman & Manes, "TinyLFU: A Highly Efficient Cache Admission Policy"
 (2017), as laid out in Caffeine:
 
-- :class:`FrequencySketch`: a count-min sketch (4 rows) of 4-bit counters (saturating at
-  15), halved every ``10 * capacity`` increments so that old popularity fades, with an
-  optional doorkeeper (a Bloom filter that absorbs each key's first occurrence).
+- :class:`FrequencySketch`: a count-min sketch (4 counters a key, in one block) of 4-bit
+  counters (saturating at 15), halved every ``10 * capacity`` increments so that old
+  popularity fades, with an optional doorkeeper (a Bloom filter that absorbs each key's
+  first occurrence).
 - :class:`WTinyLFU`: which keys are cached. New keys enter a small admission window (an
   LRU, ~1% of the capacity); the window's LRU key then competes with the main space's
   victim (the LRU key of its probation segment) and enters only if the sketch says it is
@@ -28,14 +29,18 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, Generic, NoReturn, TypeVar
 
 __all__ = ["FrequencySketch", "TinyLFUEntries", "WTinyLFU"]
 
 _MAX_COUNT = 15  # a 4-bit counter
 _HALVE = bytes(i >> 1 for i in range(256))  # bytearray.translate table: every counter // 2
-_M32 = (1 << 32) - 1
+# a key's four counters within its block of 16, one per quarter, from 8 bits of its hash
+_OFFSETS = tuple(
+    (h & 3, 4 + ((h >> 2) & 3), 8 + ((h >> 4) & 3), 12 + ((h >> 6) & 3)) for h in range(256)
+)
+_SATURATE = bytes(min(i, _MAX_COUNT) for i in range(2 * _MAX_COUNT + 1))  # count + times
 _SPREAD = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: spreads ints, whose hash is themselves
 _M64 = (1 << 64) - 1
 
@@ -49,9 +54,11 @@ def _power_of_two_at_least(n: int) -> int:
 class FrequencySketch:
     """Approximate access counts of the last ``~10 * capacity`` accesses.
 
-    Four rows of ``4 * capacity`` (rounded up to a power of two) one-byte counters, each
-    capped at 15; a key's estimate is the minimum of its four counters, so collisions can
-    only over-count. Every ``sample_size`` increments all counters are halved (aging).
+    A count-min sketch laid out in blocks, as Caffeine does: a key's hash picks one block
+    of 16 one-byte counters (one block per entry of capacity, rounded up to a power of
+    two) and one counter in each quarter of it; its estimate is the minimum of those four,
+    so collisions can only over-count. Counters are capped at 15 (4 bits of information).
+    Every ``sample_size`` increments all counters are halved (aging).
     """
 
     def __init__(
@@ -59,25 +66,21 @@ class FrequencySketch:
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
-        self.width = _power_of_two_at_least(4 * capacity)
-        self._mask = self.width - 1
+        self.blocks = _power_of_two_at_least(capacity)
+        self._block_mask = self.blocks - 1
         self.sample_size = sample_size if sample_size is not None else 10 * capacity
         self.additions = 0  # increments since the last halving
         self.resets = 0
-        self._table = bytearray(4 * self.width)
-        self._doorkeeper: bytearray | None = bytearray(self.width) if doorkeeper else None
+        self._table = bytearray(16 * self.blocks)
+        self._doorkeeper: bytearray | None = bytearray(16 * self.blocks) if doorkeeper else None
 
     def _indexes(self, key: Hashable) -> tuple[int, int, int, int]:
-        # double hashing (Kirsch & Mitzenmacher): four rows from one 64-bit hash
-        h = (hash(key) * _SPREAD) & _M64
-        low, step = h & _M32, (h >> 32) | 1
-        mask, width = self._mask, self.width
-        return (
-            low & mask,
-            width + ((low + step) & mask),
-            2 * width + ((low + 2 * step) & mask),
-            3 * width + ((low + 3 * step) & mask),
-        )
+        h = hash(key)
+        if type(key) is not str:  # str hashes are SipHash; an int's hash is itself
+            h = (h * _SPREAD) & _M64
+        base = (h & self._block_mask) << 4
+        a, b, c, d = _OFFSETS[(h >> 40) & 255]  # bits the block choice did not use
+        return base + a, base + b, base + c, base + d
 
     def estimate(self, key: Hashable) -> int:
         """How often ``key`` was seen recently (an over-estimate at worst), 0..15 (16 with
@@ -86,26 +89,21 @@ class FrequencySketch:
         table = self._table
         count = min(table[a], table[b], table[c], table[d])
         doorkeeper = self._doorkeeper
-        if doorkeeper is not None:
-            mask = self._mask
-            if doorkeeper[a] and doorkeeper[b & mask] and doorkeeper[c & mask]:
-                count += 1
+        if doorkeeper is not None and doorkeeper[a] and doorkeeper[b] and doorkeeper[c]:
+            count += 1
         return count
 
     def increment(self, key: Hashable, times: int = 1) -> None:
         """Count ``times`` accesses to ``key``."""
         a, b, c, d = self._indexes(key)
         doorkeeper = self._doorkeeper
-        if doorkeeper is not None:
+        if doorkeeper is not None and not (doorkeeper[a] and doorkeeper[b] and doorkeeper[c]):
             # the first access only marks the doorkeeper: one-hit wonders leave the
             # counters alone
-            mask = self._mask
-            b2, c2 = b & mask, c & mask
-            if not (doorkeeper[a] and doorkeeper[b2] and doorkeeper[c2]):
-                doorkeeper[a] = doorkeeper[b2] = doorkeeper[c2] = 1
-                times -= 1
-                if times <= 0:
-                    return
+            doorkeeper[a] = doorkeeper[b] = doorkeeper[c] = 1
+            times -= 1
+            if times <= 0:
+                return
         table = self._table
         for index in (a, b, c, d):
             count = table[index] + times
@@ -114,12 +112,43 @@ class FrequencySketch:
         if self.additions >= self.sample_size:
             self.age()
 
+    def increment_all(self, counted: Iterable[tuple[Hashable, int]]) -> None:
+        """:meth:`increment` for each ``(key, times)``: the same counts, inlined (a drain of
+        the read buffer runs this for every hit)."""
+        if self._doorkeeper is not None:
+            for key, times in counted:
+                self.increment(key, times)
+            return
+        table, block_mask = self._table, self._block_mask
+        saturate, offsets, most = _SATURATE, _OFFSETS, _MAX_COUNT  # locals: the hot loop
+        added = 0
+        for key, times in counted:
+            h = hash(key)
+            if type(key) is not str:
+                h = (h * _SPREAD) & _M64
+            base = (h & block_mask) << 4
+            a, b, c, d = offsets[(h >> 40) & 255]
+            if times > most:
+                times = most
+            added += times
+            a += base
+            table[a] = saturate[table[a] + times]
+            b += base
+            table[b] = saturate[table[b] + times]
+            c += base
+            table[c] = saturate[table[c] + times]
+            d += base
+            table[d] = saturate[table[d] + times]
+        self.additions += added
+        if self.additions >= self.sample_size:
+            self.age()
+
     def age(self) -> None:
         """Halve every counter and forget the doorkeeper (called every ``sample_size``
         increments)."""
         self._table = self._table.translate(_HALVE)
         if self._doorkeeper is not None:
-            self._doorkeeper = bytearray(self.width)
+            self._doorkeeper = bytearray(len(self._doorkeeper))
         self.additions //= 2
         self.resets += 1
 
@@ -187,6 +216,30 @@ class WTinyLFU(Generic[K]):
                 self.probation[demoted] = None
         elif key in self.protected:
             self.protected.move_to_end(key)
+
+    def access_all(self, reads: Sequence[K]) -> None:
+        """:meth:`access` for each key of ``reads``, in order (oldest first)."""
+        if len(reads) == 1:
+            self.access(reads[0])
+            return
+        counts = Counter(reads)
+        self.sketch.increment_all(counts.items())
+        window, probation, protected = self.window, self.probation, self.protected
+        promoted = False
+        # by last occurrence, oldest first, so that recency within a segment stays right
+        for key in reversed(dict.fromkeys(reversed(reads))):
+            if key in protected:
+                protected.move_to_end(key)
+            elif key in window:
+                window.move_to_end(key)
+            elif key in probation:
+                del probation[key]
+                protected[key] = None
+                promoted = True
+        if promoted:
+            while len(protected) > self.protected_max:
+                demoted, _ = protected.popitem(last=False)
+                probation[demoted] = None
 
     def remove(self, key: K) -> None:
         for segment in (self.window, self.probation, self.protected):
@@ -259,14 +312,7 @@ class TinyLFUEntries(dict[str, tuple[Any, float]]):
         if not reads:
             return
         self._reads = []
-        access = self.policy.access
-        if len(reads) == 1:
-            access(reads[0])
-            return
-        counts = Counter(reads)
-        # by last occurrence, oldest first, so that recency within a segment stays right
-        for key in reversed(dict.fromkeys(reversed(reads))):
-            access(key, counts[key])
+        self.policy.access_all(reads)
 
     # -- the write side (under the backend's lock) ---------------------------------------
     def __setitem__(self, key: str, entry: tuple[Any, float]) -> None:
