@@ -118,7 +118,10 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         compress = compress if compress is not None else from_url.get("compress")
         on_error = on_error or from_url.get("on_error", "ignore")
         timeout = timeout if timeout is not None else from_url.get("timeout", 0.25)
-        max_entries = max_entries or from_url.get("max_entries", 10_000)
+        if max_entries is None:
+            max_entries = from_url.get("max_entries", 10_000)
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise ConfigurationError(f"max_entries must be a positive integer, not {max_entries!r}")
         eviction = eviction or from_url.get("eviction", "lru")
         if eviction not in ("lru", "tinylfu"):
             raise ConfigurationError(f"eviction must be 'lru' or 'tinylfu', not {eviction!r}")

@@ -32,6 +32,8 @@ def test_url_options() -> None:
         {"prefix": ""},
         {"default_ttl": "1h"},
         {"compress": "lz4"},
+        {"max_entries": 0},
+        {"url": "memory://?max_entries=-5"},
     ],
 )
 def test_bad_configuration(kwargs: dict[str, object]) -> None:
