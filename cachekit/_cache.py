@@ -408,6 +408,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
             "skipped": counters.skipped,
             "corrupt": counters.corrupt,
             "unencodable": counters.unencodable,
+            "stale": counters.stale,
             "circuit": self._breaker.state,
             "outages": self._breaker.trips,
             "backend": self._describe_backend(),

@@ -52,6 +52,7 @@ class Counters:
     skipped: int = 0
     corrupt: int = 0
     unencodable: int = 0
+    stale: int = 0  # stale values served (stale_ttl while refreshing, stale_if_error)
 
 
 class CachePolicy:

@@ -136,6 +136,7 @@ def test_stale_ttl_serves_stale_while_one_background_refresh_runs(any_cache: Cac
     started = time.monotonic()
     assert [config() for _ in range(20)] == [1] * 20  # stale, no waiting
     assert time.monotonic() - started < 0.2
+    assert any_cache.stats()["stale"] == 20
     release.set()
     assert refreshed.wait(5)
     deadline = time.monotonic() + 5

@@ -114,6 +114,8 @@ class AsyncStampede:
             return True
         if state is Freshness.EXPIRED:
             return False
+        if state is Freshness.STALE:
+            self.cache.counters.stale += 1
         self._refresh_in_background(key, call)
         return True
 
@@ -268,6 +270,7 @@ class AsyncStampede:
     def _may_serve_on_error(self, stale: _Found) -> bool:
         if may_serve_on_error(stale.meta, self.clock(), self.options):
             logger.warning("cachekit: serving a stale value: the function raised")
+            self.cache.counters.stale += 1
             return True
         return False
 
