@@ -41,6 +41,7 @@ logger = logging.getLogger("cachekit.integrations")
 
 T = TypeVar("T")
 Decided = Callable[[CachedResponse | None], None]
+Probe = tuple[Hit | Forward, str | None, int]  # SyncHttpCache.probe: step, key read, landed
 _PROBE = b"\x00\xffcachekit"
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 
@@ -206,6 +207,10 @@ class SyncHttpCache(HttpCache):
         super().__init__(cache, policy, **options)
         self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
+        # Flights finished so far. A request whose read missed may reach the flight table
+        # after the leader stored the entry and left: a changed count sends it back to
+        # the cache before it runs the app again.
+        self._landed = 0
 
     def _all_flights(self) -> list[Any]:
         with self._flights_lock:
@@ -227,6 +232,12 @@ class SyncHttpCache(HttpCache):
             key = step.key
             step = step.feed(self._get(key), time.time())
         return step, key
+
+    def probe(self, req: Request, policy: HttpCachePolicy) -> Probe:
+        """:meth:`lookup`, remembering what :meth:`run` needs to pick it up later."""
+        landed = self._landed
+        step, key = self.lookup(req, policy)
+        return step, key, landed
 
     def store(self, decision: StoreDecision) -> None:
         writes = decision.writes()
@@ -277,14 +288,16 @@ class SyncHttpCache(HttpCache):
         policy: HttpCachePolicy,
         on_hit: Callable[[Response], T],
         forward: Callable[[Forward, Decided], T],
+        probed: Probe | None = None,
     ) -> T:
         """Answer ``req`` from the cache (``on_hit``) or the app (``forward``).
 
         ``forward(step, decided)`` must call ``decided(entry or None)`` as soon as it
         knows whether the response is stored (after storing it): followers waiting on
-        the same key are released then, not when a long body has been sent.
+        the same key are released then, not when a long body has been sent. ``probed``:
+        a :meth:`probe` of ``req`` already made (its read is not repeated).
         """
-        step, key = self.lookup(req, policy)
+        step, key, landed = self.probe(req, policy) if probed is None else probed
         if isinstance(step, Hit):
             return on_hit(step.response)
         if key is None or not step.may_store or req.method.upper() != "GET":
@@ -294,8 +307,11 @@ class SyncHttpCache(HttpCache):
             leader = flight is None
             if flight is None:
                 flight = self._flights[key] = _Flight()
+            else:
+                flight.waiters += 1
+            # a flight finished since our read: it may have stored what we missed
+            recheck = self._landed != landed
         if not leader:
-            flight.waiters += 1
             flight.event.wait(self.wait_timeout)
             entry, now = flight.entry, time.time()
             if entry is not None and miss_reason(entry, req, now) is None:
@@ -309,6 +325,7 @@ class SyncHttpCache(HttpCache):
             with self._flights_lock:
                 if self._flights.get(key) is flight:
                     del self._flights[key]
+                    self._landed += 1
             while held:
                 self._release(held.pop())
 
@@ -316,7 +333,10 @@ class SyncHttpCache(HttpCache):
             lock, waited = self._lock(key)
             if lock is not None:
                 held.append(lock)
-            if waited:  # another process had it: it has probably stored the response
+            # Read again before calling the app when another thread's flight landed since
+            # our read, or when we hold the cross-process lock: another process may have
+            # stored the response and released the lock between our read and our lock.
+            if recheck or waited or lock is not None:
                 again, _ = self.lookup(req, policy)
                 if isinstance(again, Hit):
                     decided(again.entry)

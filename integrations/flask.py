@@ -31,6 +31,12 @@ scheme, host, path and normalised query string, under the rules of
 ``Cache-Status``); any other call caches the return value with the cache's ``cached``.
 Say which explicitly with ``@fcache.cached_view`` or ``@fcache.memoize``.
 
+A cached view's hits are answered before Flask dispatches the request (one backend
+read, no request context) where that changes nothing: the URL routes to the cached
+view itself (no other decorator around it), the app has no request hooks (before,
+after, teardown, URL value preprocessors) or request signal receivers, and the request
+carries no session cookie. Otherwise hits are answered inside the view, after the hooks.
+
 ``CACHEKIT_CACHE_ALL = True`` puts a shared cache in front of the whole app (it wraps
 ``app.wsgi_app``, like a reverse proxy would sit in front): every cacheable GET response
 is stored, seeing the final headers (session cookies included), and a hit is answered
@@ -56,12 +62,14 @@ from typing import Any, TypeVar
 from flask import Flask, current_app, has_request_context, request
 from flask import Response as FlaskResponse
 from flask.globals import request_ctx
+from flask.signals import request_finished, request_started, request_tearing_down
 from werkzeug.datastructures import Headers
 
 from cachekit import DEFAULT, Cache
 from cachekit.http import (
     CachedResponse,
     Forward,
+    Hit,
     HttpCachePolicy,
     Request,
     Response,
@@ -70,7 +78,7 @@ from cachekit.http import (
     store_precheck,
 )
 
-from ._httpcache import SyncHttpCache, decode_path, make_policy
+from ._httpcache import Probe, SyncHttpCache, decode_path, make_policy
 
 __all__ = ["FlaskCache"]
 
@@ -82,6 +90,9 @@ Decided = Callable[[CachedResponse | None], None]
 EXTENSION = "cachekit"
 _FRONT = "cachekit.front"  # environ: the app-wide cache forwarded this request
 _VIEW_POLICY = "cachekit.policy"  # environ: the policy a cached view asks the front to use
+_PROBED = "cachekit.probed"  # environ: the view front's lookup, for the view to carry on from
+_VIEW_MARK = "_cachekit_view"  # on a cached view's wrapper: its _ViewMark
+_MATCHES_MAX = 4096  # remembered URL -> endpoint matches per app (forgotten all at once)
 _POLICY_FIELDS = frozenset(f.name for f in dataclasses.fields(HttpCachePolicy))
 _MEMO_OPTIONS = frozenset({"key", "tags", "cache_none", "condition", "unless"})
 _DEFAULTS: dict[str, Any] = {
@@ -103,17 +114,36 @@ class _State:
     policy: HttpCachePolicy
     policies: dict[int, HttpCachePolicy] = field(default_factory=dict)
 
+    def policy_for(self, overrides: dict[str, Any]) -> HttpCachePolicy:
+        """The policy of a view with these overrides (made once per app)."""
+        policy = self.policies.get(id(overrides))
+        if policy is None:
+            policy = self.policies[id(overrides)] = make_policy(self.policy, **overrides)
+        return policy
+
+
+@dataclass(frozen=True)
+class _ViewMark:
+    """Set on the function ``@fcache.cached`` returns for a view: whose, and which."""
+
+    owner: FlaskCache
+    wrapper: Callable[..., Any]
+    overrides: dict[str, Any]
+
+
+def _text(raw: str) -> str:
+    """A WSGI path or query (bytes as latin-1) as the text that was sent."""
+    return raw if raw.isascii() else decode_path(raw.encode("latin-1"))
+
 
 def request_from_environ(environ: dict[str, Any]) -> Request:
     """The :class:`cachekit.http.Request` of a WSGI environ (path and query as sent)."""
-    path = decode_path(
-        (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")
-    )
-    query = decode_path(environ.get("QUERY_STRING", "").encode("latin-1"))
+    path = _text(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+    query = _text(environ.get("QUERY_STRING", ""))
     headers = [
         (name[5:].replace("_", "-"), value)
         for name, value in environ.items()
-        if name.startswith("HTTP_")
+        if name[:5] == "HTTP_"
     ]
     host = (
         environ.get("HTTP_HOST")
@@ -129,6 +159,7 @@ def request_from_environ(environ: dict[str, Any]) -> Request:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def _status_line(status: int) -> str:
     try:
         return f"{status} {HTTPStatus(status).phrase}"
@@ -240,6 +271,93 @@ class _FrontCache:
         return [sent.body]
 
 
+class _ViewFront:
+    """Serves hits for ``@fcache.cached`` views before Flask handles the request.
+
+    Only where skipping Flask changes nothing a client could see: a GET or HEAD whose
+    URL routes to an endpoint whose view function is this extension's cached view
+    itself (no other decorator around it), in an app with no ``before_request``,
+    ``after_request`` or ``teardown_request`` hooks, URL value preprocessors or request
+    signal receivers, and a request without a session cookie (Flask might refresh it).
+    Anything else, and every miss, goes through Flask; a miss hands its lookup to the
+    view (``environ[_PROBED]``), so it is never read twice.
+    """
+
+    def __init__(self, app: WSGIApp, flask_app: Flask, owner: FlaskCache) -> None:
+        self.app = app
+        self.flask_app = flask_app
+        self.owner = owner
+        self._matches: dict[tuple[str, str, str, str, str], str | None] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD")
+        if (method == "GET" or method == "HEAD") and self.owner._views:
+            found = self._cached_view(environ, method)
+            if found is not None:
+                state, policy = found
+                req = request_from_environ(environ)
+                probed = state.http.probe(req, policy)
+                step = probed[0]
+                if isinstance(step, Hit):
+                    response = step.response
+                    start_response(_status_line(response.status), list(response.headers))
+                    return [response.body]
+                environ[_PROBED] = (policy, req, probed)
+        return self.app(environ, start_response)
+
+    def _cached_view(
+        self, environ: dict[str, Any], method: str
+    ) -> tuple[_State, HttpCachePolicy] | None:
+        app = self.flask_app
+        if (
+            any(app.before_request_funcs.values())
+            or any(app.after_request_funcs.values())
+            or any(app.teardown_request_funcs.values())
+            or any(app.url_value_preprocessors.values())
+            or request_started.receivers
+            or request_finished.receivers
+            or request_tearing_down.receivers
+        ):
+            return None
+        cookies = environ.get("HTTP_COOKIE")
+        if cookies and app.config["SESSION_COOKIE_NAME"] in cookies:
+            return None
+        endpoint = self._endpoint(environ, method)
+        if endpoint is None:
+            return None
+        view = app.view_functions.get(endpoint)
+        mark: _ViewMark | None = getattr(view, _VIEW_MARK, None)
+        if mark is None or mark.wrapper is not view or mark.owner is not self.owner:
+            return None  # not ours, or wrapped by another decorator that must run
+        state = self.owner._state(app)
+        return state, state.policy_for(mark.overrides)
+
+    def _endpoint(self, environ: dict[str, Any], method: str) -> str | None:
+        """The endpoint Flask would dispatch to (None: it would not, or not simply)."""
+        key = (
+            environ.get("HTTP_HOST", ""),
+            environ.get("SERVER_NAME", ""),
+            environ.get("SCRIPT_NAME", ""),
+            environ.get("PATH_INFO", ""),
+            method,
+        )
+        try:
+            return self._matches[key]
+        except KeyError:
+            pass
+        app = self.flask_app
+        try:
+            adapter = app.create_url_adapter(app.request_class(environ))
+            rule, _ = adapter.match(return_rule=True)  # type: ignore[union-attr]
+            endpoint: str | None = rule.endpoint
+        except Exception:  # no route, a redirect, a bad host...: Flask answers it
+            endpoint = None
+        if len(self._matches) >= _MATCHES_MAX:
+            self._matches.clear()
+        self._matches[key] = endpoint
+        return endpoint
+
+
 class FlaskCache:
     """The Flask extension. One instance may serve several apps (state per app)."""
 
@@ -251,6 +369,7 @@ class FlaskCache:
             raise TypeError(f"unknown FlaskCache option(s): {', '.join(sorted(unknown))}")
         self._cache = cache
         self._config = {**_DEFAULTS, **config}
+        self._views = 0  # views decorated so far (the view front has work only then)
         if app is not None:
             self.init_app(app)
 
@@ -274,6 +393,8 @@ class FlaskCache:
         app.extensions[EXTENSION] = state
         if config["CACHEKIT_CACHE_ALL"]:
             app.wsgi_app = _FrontCache(app.wsgi_app, state)  # type: ignore[method-assign]
+        else:
+            app.wsgi_app = _ViewFront(app.wsgi_app, app, self)  # type: ignore[method-assign]
 
     # -- state ------------------------------------------------------------------------
     @staticmethod
@@ -315,6 +436,7 @@ class FlaskCache:
                 return as_function(*args, **kwargs)
 
             wrapper.invalidate = as_function.invalidate  # type: ignore[attr-defined]
+            self._mark(wrapper, as_view)
             return wrapper  # type: ignore[return-value]
 
         return decorate
@@ -323,9 +445,17 @@ class FlaskCache:
         """Cache a view's HTTP response (always; see :meth:`cached`)."""
 
         def decorate(func: F) -> F:
-            return functools.wraps(func)(self._view(func, ttl, options))  # type: ignore[return-value]
+            view = self._view(func, ttl, options)
+            wrapper = functools.wraps(func)(view)
+            self._mark(wrapper, view)
+            return wrapper  # type: ignore[return-value]
 
         return decorate
+
+    def _mark(self, wrapper: Callable[..., Any], view: Callable[..., Any]) -> None:
+        overrides: dict[str, Any] = view._cachekit_overrides  # type: ignore[attr-defined]
+        setattr(wrapper, _VIEW_MARK, _ViewMark(self, wrapper, overrides))
+        self._views += 1
 
     def memoize(self, ttl: Any = DEFAULT, **options: Any) -> Callable[[F], F]:
         """Cache a function's result in the current app's cache (its ``cached``)."""
@@ -347,13 +477,16 @@ class FlaskCache:
 
         def view(*args: Any, **kwargs: Any) -> Any:
             state = self._state()
-            policy = state.policies.get(id(overrides))
-            if policy is None:
-                policy = state.policies[id(overrides)] = make_policy(state.policy, **overrides)
+            policy = state.policy_for(overrides)
             environ = request.environ
             if environ.get(_FRONT):  # the app-wide cache handles it, with this view's policy
                 environ[_VIEW_POLICY] = policy
                 return func(*args, **kwargs)
+            req: Request | None = None
+            probed: Probe | None = None
+            handed = environ.pop(_PROBED, None)  # the view front read it already
+            if handed is not None and handed[0] is policy:
+                _, req, probed = handed
 
             def on_hit(response: Response) -> FlaskResponse:
                 return _to_flask(response)
@@ -367,8 +500,11 @@ class FlaskCache:
                     raise
                 return _complete(state, step, response, decided, request_time)
 
-            return state.http.run(request_from_environ(environ), policy, on_hit, forward)
+            if req is None:
+                req = request_from_environ(environ)
+            return state.http.run(req, policy, on_hit, forward, probed)
 
+        view._cachekit_overrides = overrides  # type: ignore[attr-defined]
         return view
 
     def _memo(self, func: Callable[..., Any], ttl: Any, options: dict[str, Any]) -> Any:

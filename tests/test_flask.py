@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from cachekit.integrations.flask import FlaskCache
 from flask import Flask, Response, request, session, stream_with_context
+from werkzeug.test import EnvironBuilder
 
 from cachekit import Cache
 from cachekit.testing_servers import RedisServer
@@ -410,6 +412,180 @@ def test_concurrent_cold_requests_run_the_view_once(
     assert counter["slow"] == 1
     assert [r.data for r in results] == [b"slow"] * 16
     assert sum(status(r).endswith("stored") for r in results) == 1
+
+
+def wsgi_environ(path: str, method: str = "GET", **headers: str) -> dict[str, Any]:
+    """A WSGI environ for ``path`` as a server would pass it (no test client)."""
+    builder = EnvironBuilder(path=path, method=method, headers=headers)
+    try:
+        return builder.get_environ()
+    finally:
+        builder.close()
+
+
+def call_wsgi(app: Flask, environ: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
+    """Status, headers and body of one call of ``app`` (its full WSGI stack)."""
+    started: list[Any] = []
+    body = app(environ, lambda status, headers, exc=None: started.extend([status, headers]))
+    try:
+        data = b"".join(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return started[0], dict(started[1]), data
+
+
+def test_cold_reads_that_missed_before_the_leader_stored_do_not_run_the_view_again(
+    cache: Cache, mode: str, counter: Counter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16 simultaneous cold requests against the WSGI app: the first to read the cache
+    leads; the 15 others miss too, but reach the single-flight only after the leader
+    has stored its response and left (what a slow thread on a busy server does). They
+    must be answered from the cache, not run the view again."""
+    app, fcache = make_app(cache, mode, counter)
+    http = fcache.http_cache(app)
+    n = 16
+    lock = threading.Lock()
+    reads: list[threading.Thread] = []  # threads whose first read is done, leader first
+    all_read, leader_done = threading.Event(), threading.Event()
+    real_get = http._get
+
+    def get(key: str) -> bytes | None:
+        value = real_get(key)
+        me = threading.current_thread()
+        with lock:
+            first_read = me not in reads
+            if first_read:
+                reads.append(me)
+                if len(reads) == n:
+                    all_read.set()
+            leading = reads[0] is me
+        if first_read and not leading:
+            assert value is None  # a cold miss, like the leader's
+            assert leader_done.wait(10)  # held back until the leader has come and gone
+        return value
+
+    monkeypatch.setattr(http, "_get", get)
+
+    @app.get("/race")
+    @(fcache.cached() if mode == "view" else (lambda f: f))
+    def race() -> str:
+        assert all_read.wait(10)  # every request has read (and missed) by now
+        return f"race {counter.hit('race')}"
+
+    results: list[tuple[str, dict[str, str], bytes]] = []
+    barrier = threading.Barrier(n)
+
+    def fetch() -> None:
+        environ = wsgi_environ("/race")
+        barrier.wait()
+        result = call_wsgi(app, environ)
+        with lock:
+            results.append(result)
+            if reads and reads[0] is threading.current_thread():
+                leader_done.set()
+
+    threads = [threading.Thread(target=fetch) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert counter["race"] == 1
+    assert [body for _, _, body in results] == [b"race 1"] * n
+    cache_status = [headers["Cache-Status"] for _, headers, _ in results]
+    assert cache_status.count("cachekit; fwd=uri-miss; stored") == 1
+    assert sum(value.startswith("cachekit; hit") for value in cache_status) == n - 1
+
+
+def test_one_read_per_hit_and_per_uncontended_miss(
+    cache: Cache, counter: Counter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached view's hit is one backend read, and so is a miss (the view front hands
+    its read to the view; with a remote lock, one more after taking it)."""
+    app, fcache = make_app(cache, "view", counter)
+    http = fcache.http_cache(app)
+    keys: list[str] = []
+    real_get = http._get
+
+    def get(key: str) -> bytes | None:
+        keys.append(key)
+        return real_get(key)
+
+    monkeypatch.setattr(http, "_get", get)
+    miss = call_wsgi(app, wsgi_environ("/one?a=1"))
+    assert miss[1]["Cache-Status"] == "cachekit; fwd=uri-miss; stored"
+    assert len(keys) == (2 if http.use_lock else 1) and len(set(keys)) == 1
+    del keys[:]
+    for _ in range(3):
+        status_line, headers, body = call_wsgi(app, wsgi_environ("/one?a=1"))
+        assert status_line == "200 OK" and body == miss[2]
+        assert headers["Cache-Status"].startswith("cachekit; hit")
+        assert headers["Content-Length"] == str(len(body))
+    assert len(keys) == 3
+    status_line, headers, body = call_wsgi(app, wsgi_environ("/one?a=1", method="HEAD"))
+    assert body == b"" and headers["Content-Length"] == str(len(miss[2]))
+    assert counter["page"] == 1
+
+
+def test_hits_still_run_hooks_and_outer_decorators(cache: Cache) -> None:
+    """A hit skips Flask only where nothing else would have run: an outer decorator
+    (an auth check), before/after_request hooks and session cookies all see hits."""
+    app = Flask(__name__)
+    app.secret_key = "test"
+    fcache = FlaskCache(app, cache=cache)
+    seen: list[str] = []
+
+    def require_token(view: Any) -> Any:
+        @functools.wraps(view)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if request.headers.get("X-Token") != "ok":
+                return "denied", 403
+            return view(*args, **kwargs)
+
+        return checked
+
+    @app.get("/guarded")
+    @require_token
+    @fcache.cached(ttl=30)
+    def guarded() -> str:
+        seen.append("guarded")
+        return "secret"
+
+    @app.get("/open")
+    @fcache.cached(ttl=30)
+    def open_page() -> str:
+        seen.append("open")
+        return "open"
+
+    client = app.test_client()
+    assert client.get("/guarded", headers={"X-Token": "ok"}).data == b"secret"
+    assert "hit" in status(client.get("/guarded", headers={"X-Token": "ok"}))
+    assert client.get("/guarded").status_code == 403  # cached, but the check still runs
+    assert client.get("/open").data == b"open"
+    assert "hit" in status(client.get("/open"))
+
+    def before() -> None:
+        seen.append("before")
+
+    def after(response: Response) -> Response:
+        response.headers["X-After"] = "yes"
+        return response
+
+    # what @app.before_request and @app.after_request do (too late for those now)
+    app.before_request_funcs.setdefault(None, []).append(before)
+    app.after_request_funcs.setdefault(None, []).append(after)
+    hit = client.get("/open")
+    assert "hit" in status(hit) and hit.headers["X-After"] == "yes"
+    assert seen == ["guarded", "open", "before"]
+    app.before_request_funcs.clear()
+    app.after_request_funcs.clear()
+    with client.session_transaction() as sess:  # a permanent session: Flask refreshes it
+        sess.permanent = True
+        sess["user"] = "ada"
+    hit = client.get("/open")
+    assert "hit" in status(hit) and "session=" in hit.headers.get("Set-Cookie", "")
+    assert seen == ["guarded", "open", "before"]
 
 
 @pytest.mark.parametrize("on_error", ["ignore", "raise"])
