@@ -44,17 +44,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import pickle
 import re
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import wraps
 from inspect import iscoroutinefunction
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.core.cache import caches
 from django.core.cache.backends.base import (
     DEFAULT_TIMEOUT,
     MEMCACHE_MAX_KEY_LENGTH,
@@ -62,9 +66,30 @@ from django.core.cache.backends.base import (
     default_key_func,
 )
 from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpResponse
 from django.middleware.cache import CacheMiddleware
+from django.utils.cache import (
+    get_max_age,
+    has_vary_header,
+    patch_response_headers,
+    patch_vary_headers,
+)
+from django.utils.timezone import get_current_timezone_name
+from django.utils.translation import get_language
 
-from cachekit import Cache, CacheKitError, IncrementError, SerializationError
+from cachekit import Cache, IncrementError, SerializationError
+from cachekit.http import (
+    CachedResponse,
+    Forward,
+    Hit,
+    HttpCachePolicy,
+    Request,
+    Response,
+    invalidation_key,
+    mark_miss,
+)
+
+from ._httpcache import AsyncHttpCache, SyncHttpCache, make_policy
 
 __all__ = [
     "CachekitCache",
@@ -75,6 +100,8 @@ __all__ = [
 ]
 
 V = TypeVar("V", bound=Callable[..., Any])
+Decided = Callable[[CachedResponse | None], None]
+ADecided = Callable[[CachedResponse | None], Awaitable[None]]
 
 # OPTIONS passed through to cachekit.Cache
 _CACHEKIT_OPTIONS = frozenset(
@@ -405,7 +432,256 @@ def _unencodable(exc: SerializationError) -> UnencodableValueError:
     return UnencodableValueError(str(exc))
 
 
-# -- cache_page with stampede protection ------------------------------------------------------
+# -- cache_page: cachekit's HTTP cache, with stampede protection -----------------------------
+def _request(request: Any) -> Request:
+    """The :class:`cachekit.http.Request` of a Django request (headers as the server sent)."""
+    meta = request.META
+    headers = [(name[5:].replace("_", "-"), v) for name, v in meta.items() if name[:5] == "HTTP_"]
+    return Request(
+        request.method or "GET",
+        request.scheme,
+        request.get_host(),  # ALLOWED_HOSTS is checked, as Django's cache_page does
+        request.path,
+        meta.get("QUERY_STRING", ""),
+        headers,
+    )
+
+
+def _to_django(response: Response) -> HttpResponse:
+    """An HttpResponse with a stored response's status, headers and body."""
+    headers = dict(response.headers)
+    result = HttpResponse(response.body, status=response.status, headers=headers)
+    if not any(name.lower() == "content-type" for name in headers):
+        del result.headers["Content-Type"]  # Django adds text/html; the page had none
+    return result
+
+
+def _rendered(response: Any) -> Any:
+    render = getattr(response, "render", None)
+    if callable(render) and not getattr(response, "is_rendered", True):
+        response = render()  # a TemplateResponse: rendered now, so the page can be stored
+    return response
+
+
+def _will_set_cookie(request: Any) -> bool:
+    """Whether middleware outside the view is about to set a cookie (session, CSRF)."""
+    if request.META.get("CSRF_COOKIE_NEEDS_UPDATE"):
+        return True
+    session = getattr(request, "session", None)
+    if session is None or not getattr(session, "accessed", False):
+        return False
+    if getattr(session, "modified", False):
+        return True
+    return bool(settings.SESSION_SAVE_EVERY_REQUEST) and not session.is_empty()
+
+
+def _set_headers(response: Any, headers: Iterable[tuple[str, str]]) -> None:
+    """Make a Django response's headers ``headers`` (cookies stay in ``response.cookies``)."""
+    wanted = {
+        name.lower(): (name, value) for name, value in headers if name.lower() != "set-cookie"
+    }
+    for name in list(response.headers):
+        if name.lower() not in wanted:
+            del response.headers[name]
+    for name, value in wanted.values():
+        response.headers[name] = value
+
+
+@dataclass
+class _Engine:
+    """One decoration's HTTP cache over one cachekit Cache, and its policies per key prefix."""
+
+    cache: Cache
+    http: Any  # SyncHttpCache | AsyncHttpCache
+    policies: dict[tuple[Any, ...], HttpCachePolicy] = field(default_factory=dict)
+
+
+class _PageCache:
+    """What one ``cache_page`` decoration keeps: Django's settings for it, its HTTP policy,
+    and one engine (with its own single-flight) per cachekit Cache it has run over."""
+
+    def __init__(
+        self,
+        view: Callable[..., Any],
+        timeout: float | None,
+        cache: str | None,
+        key_prefix: str | None,
+        lock: bool,
+        lock_ttl: float,
+        lock_timeout: float,
+        options: dict[str, Any],
+    ) -> None:
+        # Django's CacheMiddleware resolves the alias, key prefix and default timeout, and
+        # serves the pages of caches that are not CachekitCache (the fallback)
+        self.middleware = CacheMiddleware(
+            view, page_timeout=timeout, cache_alias=cache, key_prefix=key_prefix
+        )
+        self.view = view
+        self.page_timeout = timeout
+        self.lock = lock
+        self.lock_ttl = lock_ttl
+        self.lock_timeout = lock_timeout
+        default_ttl = options.pop("default_ttl", None)
+        # validated now; default_ttl: None (Django's headers, patched in, give the lifetime)
+        self.policy = make_policy(None, default_ttl, **options)
+        self.is_async = iscoroutinefunction(view)
+        self._engines: dict[int, _Engine] = {}
+        self._engines_lock = threading.Lock()
+        self.fallback: Callable[..., Any] = _fallback(self, view)
+
+    # -- where and how ---------------------------------------------------------------------
+    def backend(self) -> Any:
+        return caches[self.middleware.cache_alias]
+
+    def engine(self, backend: Any = None) -> _Engine | None:
+        """The engine for the alias's current cache; None when it is not a CachekitCache."""
+        backend = self.backend() if backend is None else backend
+        if not isinstance(backend, CachekitCache):
+            return None
+        cache = backend.cachekit
+        engine = self._engines.get(id(cache))
+        if engine is None or engine.cache is not cache:
+            with self._engines_lock:  # one engine, so one single-flight, per cache
+                engine = self._engines.get(id(cache))
+                if engine is None or engine.cache is not cache:
+                    engine = self._engines[id(cache)] = self._new_engine(cache)
+        return engine
+
+    def _new_engine(self, cache: Cache) -> _Engine:
+        # Entries are CachedResponse.to_bytes() as they are: no pickle, no signature
+        raw = cache if cache.serializer is None else cache.with_options(serializer="raw")
+        driver = AsyncHttpCache if self.is_async else SyncHttpCache
+        http = driver(
+            raw,
+            self.policy,
+            lock=self.lock,
+            lock_ttl=self.lock_ttl,
+            wait_timeout=self.lock_timeout,
+        )
+        return _Engine(cache, http)
+
+    def policy_for(self, engine: _Engine, backend: Any, request: Any) -> HttpCachePolicy:
+        """The policy with this request's key prefix: Django's version, the decorator's
+        key_prefix, and the language and time zone when USE_I18N / USE_TZ (as Django)."""
+        suffix = ""
+        if settings.USE_I18N:
+            suffix += "." + (getattr(request, "LANGUAGE_CODE", None) or get_language())
+        if settings.USE_TZ:
+            suffix += "." + get_current_timezone_name()
+        index = (suffix, backend.version, backend.key_func)
+        policy = engine.policies.get(index)
+        if policy is None:
+            name = f"cache_page.{self.middleware.key_prefix}{suffix}"
+            prefix = backend.make_key(name) + ":"
+            policy = engine.policies[index] = make_policy(self.policy, key_prefix=prefix)
+        return policy
+
+    # -- the response ----------------------------------------------------------------------
+    def patch_headers(self, request: Any, response: Any) -> None:
+        """Django's cache_page headers: Expires and Cache-Control max-age (the page timeout,
+        or the view's max-age, or CACHE_MIDDLEWARE_SECONDS), where Django would add them."""
+        if response.streaming or response.status_code not in (200, 304):
+            return
+        cache_control = response.get("Cache-Control", "").lower()
+        if any(d in cache_control for d in ("private", "no-cache", "no-store")):
+            return
+        if has_vary_header(response, "*"):
+            return
+        timeout = self.page_timeout
+        if timeout is None:
+            timeout = get_max_age(response)
+            if timeout is None:
+                timeout = self.middleware.cache_timeout
+            elif timeout == 0:
+                return
+        patch_response_headers(response, timeout)
+        if request.headers.get("Authorization") and "public" not in cache_control:
+            patch_vary_headers(response, ("Authorization",))
+
+    def prepare(self, request: Any, step: Forward, response: Any) -> tuple[Forward, Response]:
+        """Django's headers patched in; what to hand to ``step.finish``."""
+        self.patch_headers(request, response)
+        session = getattr(request, "session", None)
+        if session is not None and getattr(session, "accessed", False):
+            patch_vary_headers(response, ("Cookie",))  # SessionMiddleware adds it later
+        if step.may_store and _will_set_cookie(request):
+            step = dataclasses.replace(step, may_store=False)
+        headers = list(response.items())
+        headers += [("Set-Cookie", morsel.OutputString()) for morsel in response.cookies.values()]
+        return step, Response(response.status_code, headers, response.content)
+
+    def passthrough(self, step: Forward, response: Any) -> Any:
+        """A streaming response: never buffered, never stored."""
+        _set_headers(response, mark_miss(response.items(), False, step.fwd, policy=step.policy))
+        return response
+
+
+def _decided_ignored(entry: CachedResponse | None) -> None:
+    return None
+
+
+async def _adecided_ignored(entry: CachedResponse | None) -> None:
+    return None
+
+
+def _fallback(page: _PageCache, view: Callable[..., Any]) -> Callable[..., Any]:
+    """Django's cache_page for caches that are not a CachekitCache, with an in-process
+    single-flight for cold pages when ``lock`` is on."""
+    middleware = page.middleware
+    lock, lock_timeout = page.lock, page.lock_timeout
+
+    def finish(request: Any, response: Any) -> Any:
+        return middleware.process_response(request, _rendered(response))
+
+    if page.is_async:
+        aflights = _AsyncSingleFlight()
+
+        async def async_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+            response = middleware.process_request(request)
+            if response is not None:
+                return response
+            if not (lock and getattr(request, "_cache_update_cache", False)):
+                return finish(request, await view(request, *args, **kwargs))
+            key = request.build_absolute_uri()
+            event = aflights.join(key)
+            if event is not None:  # a request of this process computes it: wait, re-read
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(event.wait(), lock_timeout)
+                response = middleware.process_request(request)
+                if response is not None:
+                    return response
+                return finish(request, await view(request, *args, **kwargs))
+            try:
+                return finish(request, await view(request, *args, **kwargs))
+            finally:
+                aflights.done(key)
+
+        return async_wrapper
+
+    flights = _SingleFlight()
+
+    def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+        response = middleware.process_request(request)
+        if response is not None:
+            return response
+        if not (lock and getattr(request, "_cache_update_cache", False)):
+            return finish(request, view(request, *args, **kwargs))
+        key = request.build_absolute_uri()
+        event = flights.join(key)
+        if event is not None:
+            event.wait(lock_timeout)
+            response = middleware.process_request(request)
+            if response is not None:
+                return response
+            return finish(request, view(request, *args, **kwargs))
+        try:
+            return finish(request, view(request, *args, **kwargs))
+        finally:
+            flights.done(key)
+
+    return wrapper
+
+
 class _SingleFlight:
     """One thread per key computes; the others wait for it, then read what it stored."""
 
@@ -446,57 +722,6 @@ class _AsyncSingleFlight:
         self._loops[asyncio.get_running_loop()].pop(key).set()
 
 
-class _PageLock:
-    """The cross-process half: cachekit's lock on the page, when the backend is cachekit's.
-
-    Taken by the one request per process that leads; ``None`` from :meth:`take` means "go
-    ahead and compute" (lock free, or waited for and taken, or unusable: a lock that cannot
-    be taken, e.g. Redis is down, must not stop the page from being served). ``True`` means
-    the lock was held by another process until now: the page is probably cached already.
-    """
-
-    def __init__(self, backend: Any, name: str, ttl: float, timeout: float) -> None:
-        cachekit = getattr(backend, "cachekit", None)
-        self._lock: Any = cachekit.lock(name, ttl=ttl, timeout=timeout) if cachekit else None
-        self._held = False
-
-    def take(self) -> bool:
-        if self._lock is None:
-            return False
-        try:
-            if self._lock.acquire(blocking=False):
-                self._held = True
-                return False
-            self._held = self._lock.acquire()  # someone elsewhere computes: wait for them
-        except CacheKitError:  # timed out, or the backend is failing: compute regardless
-            return False
-        return True
-
-    async def atake(self) -> bool:
-        if self._lock is None:
-            return False
-        try:
-            if await self._lock.aacquire(blocking=False):
-                self._held = True
-                return False
-            self._held = await self._lock.aacquire()
-        except CacheKitError:
-            return False
-        return True
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            with contextlib.suppress(CacheKitError):  # expired meanwhile: nothing to give back
-                self._lock.release()
-
-    async def arelease(self) -> None:
-        if self._held:
-            self._held = False
-            with contextlib.suppress(CacheKitError):
-                await self._lock.arelease()
-
-
 def cache_page(
     timeout: float | None,
     *,
@@ -505,99 +730,124 @@ def cache_page(
     lock: bool = True,
     lock_ttl: float = 30.0,
     lock_timeout: float = 30.0,
+    **options: Any,
 ) -> Callable[[V], V]:
-    """Django's ``cache_page`` (same arguments, keys and headers), plus stampede protection.
+    """Django's ``cache_page`` (same arguments and headers) on cachekit's HTTP cache.
+
+    When the ``cache`` alias (default: ``CACHE_MIDDLEWARE_ALIAS``) is a
+    :class:`CachekitCache`, pages are stored by :mod:`cachekit.http` in that cache's
+    namespace, one entry per page (``CachedResponse.to_bytes()``: no pickle): a hit is one
+    ``GET`` (two when the page has a ``Vary``), rebuilt as an ``HttpResponse`` with its
+    stored headers plus ``Age`` and ``Cache-Status``. ``If-None-Match`` /
+    ``If-Modified-Since`` are answered with 304 from the entry, ``HEAD`` from the ``GET``
+    entry, and the RFC 9111 rules apply: responses with ``Set-Cookie`` (or a session or
+    CSRF cookie about to be set), ``private``, ``no-store``, ``no-cache`` or ``Vary: *``
+    are not stored, requests with ``Authorization`` are not served shared pages, a
+    ``Cache-Tag`` header is stripped and becomes the entry's tags
+    (``caches[alias].cachekit.invalidate_tags(...)``), a successful POST/PUT/DELETE to
+    the URL drops its page. As Django does, the view's response gets ``Expires`` and
+    ``Cache-Control: max-age=<timeout>`` (the smaller of it and the view's own max-age)
+    which is then the entry's lifetime; ``timeout=None`` takes the view's max-age, else
+    ``CACHE_MIDDLEWARE_SECONDS``. Keys: ``{KEY_PREFIX}:{VERSION}:cache_page.{key_prefix}
+    .{language}.{time zone}:http:GET:{scheme}://{host}{path}?{sorted query}`` (language
+    and time zone only with USE_I18N / USE_TZ). ``options``:
+    :class:`cachekit.http.HttpCachePolicy` fields (``etag_from_body``, ``max_body_size``,
+    ``cacheable_statuses``, ``tag_header``...). Streaming responses pass through.
 
     With ``lock=True`` (the default), simultaneous requests for the same cold page run the
     view once: in each process one request leads and the others wait for it in memory (no
-    polling); on a :class:`CachekitCache`, the leaders of different processes also take
-    cachekit's lock on the page (``cache.lock``: Redis ``SET NX PX``, expiring after
-    ``lock_ttl`` seconds should a holder die), so the whole fleet runs the view once.
-    Waiters give up after ``lock_timeout`` seconds and compute the page themselves; so do
-    they when the page turned out not to be cacheable. Other backends get the in-process
-    part. A TemplateResponse is rendered inside the lock, so waiters find the finished page.
+    polling), and leaders of different processes take cachekit's lock on the page
+    (``cache.lock``: Redis ``SET NX PX``, expiring after ``lock_ttl`` seconds should a
+    holder die). Waiters give up after ``lock_timeout`` seconds and run the view
+    themselves; so do they when the page turned out not to be storable. A TemplateResponse
+    is rendered inside the lock. A failing backend never fails the page: the view answers.
+
+    On any other cache backend this is Django's own ``cache_page`` (Django's keys and
+    entries), with the in-process half of the stampede protection.
     """
 
     def decorator(view: V) -> V:
-        middleware = CacheMiddleware(
-            view, page_timeout=timeout, cache_alias=cache, key_prefix=key_prefix
+        page = _PageCache(
+            view, timeout, cache, key_prefix, lock, lock_ttl, lock_timeout, dict(options)
         )
-        flight_prefix = f"cache_page:{middleware.cache_alias}:{middleware.key_prefix}:"
+        fallback = page.fallback
 
-        def lookup(request: Any) -> Any:
-            return middleware.process_request(request)
-
-        def finish(request: Any, response: Any) -> Any:
-            render = getattr(response, "render", None)
-            if callable(render) and not getattr(response, "is_rendered", True):
-                response = render()
-            return middleware.process_response(request, response)
-
-        def page_lock(key: str) -> _PageLock:
-            return _PageLock(middleware.cache, key, lock_ttl, lock_timeout)
-
-        if iscoroutinefunction(view):
-            aflights = _AsyncSingleFlight()
+        if page.is_async:
             async_view: Callable[..., Awaitable[Any]] = view
 
-            async def compute(request: Any, args: Any, kwargs: Any) -> Any:
-                return finish(request, await async_view(request, *args, **kwargs))
-
             async def async_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
-                response = lookup(request)
-                if response is not None:
-                    return response
-                if not (lock and getattr(request, "_cache_update_cache", False)):
-                    return await compute(request, args, kwargs)
-                key = flight_prefix + request.build_absolute_uri()
-                event = aflights.join(key)
-                if event is not None:  # a request of this process computes it: wait, re-read
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(event.wait(), lock_timeout)
-                    response = lookup(request)
-                    if response is not None:
-                        return response
-                    return await compute(request, args, kwargs)
-                held = page_lock(key)
-                try:
-                    if await held.atake():  # another process computed it meanwhile
-                        response = lookup(request)
-                        if response is not None:
-                            return response
-                    return await compute(request, args, kwargs)
-                finally:
-                    await held.arelease()
-                    aflights.done(key)
+                backend = page.backend()
+                engine = page.engine(backend)
+                if engine is None:
+                    return await fallback(request, *args, **kwargs)
+                http: AsyncHttpCache = engine.http
+                policy = page.policy_for(engine, backend, request)
 
+                async def on_hit(response: Response) -> HttpResponse:
+                    return _to_django(response)
+
+                async def forward(step: Forward, decided: ADecided) -> Any:
+                    request_time = time.time()
+                    response = _rendered(await async_view(request, *args, **kwargs))
+                    if response.streaming:
+                        return page.passthrough(step, response)
+                    key = invalidation_key(
+                        step.request, response.status_code, step.policy.key_prefix
+                    )
+                    if key is not None:
+                        await http.adelete(key)
+                    step, resp = page.prepare(request, step, response)
+                    sent, store = step.finish(resp, time.time(), request_time)
+                    if store is not None:
+                        await http.astore(store)
+                    await decided(None if store is None else store.entry)
+                    _set_headers(response, sent.headers)
+                    return response
+
+                req = _request(request)
+                if page.lock:
+                    return await http.arun(req, policy, on_hit, forward)
+                step, _ = await http.alookup(req, policy)  # lock=False: no coalescing
+                if isinstance(step, Hit):
+                    return _to_django(step.response)
+                return await forward(step, _adecided_ignored)
+
+            async_wrapper.page_cache = page  # type: ignore[attr-defined]
             return wraps(view)(async_wrapper)  # type: ignore[return-value]
 
-        flights = _SingleFlight()
-
         def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
-            response = lookup(request)
-            if response is not None:
-                return response
-            if not (lock and getattr(request, "_cache_update_cache", False)):
-                return finish(request, view(request, *args, **kwargs))
-            key = flight_prefix + request.build_absolute_uri()
-            event = flights.join(key)
-            if event is not None:  # a request of this process computes it: wait, re-read
-                event.wait(lock_timeout)
-                response = lookup(request)
-                if response is not None:
-                    return response
-                return finish(request, view(request, *args, **kwargs))
-            held = page_lock(key)
-            try:
-                if held.take():  # another process computed it meanwhile
-                    response = lookup(request)
-                    if response is not None:
-                        return response
-                return finish(request, view(request, *args, **kwargs))
-            finally:
-                held.release()
-                flights.done(key)
+            backend = page.backend()
+            engine = page.engine(backend)
+            if engine is None:
+                return fallback(request, *args, **kwargs)
+            http: SyncHttpCache = engine.http
+            policy = page.policy_for(engine, backend, request)
 
+            def forward(step: Forward, decided: Decided) -> Any:
+                request_time = time.time()
+                response = _rendered(view(request, *args, **kwargs))
+                if response.streaming:
+                    return page.passthrough(step, response)
+                key = invalidation_key(step.request, response.status_code, step.policy.key_prefix)
+                if key is not None:
+                    http.delete(key)
+                step, resp = page.prepare(request, step, response)
+                sent, store = step.finish(resp, time.time(), request_time)
+                if store is not None:
+                    http.store(store)
+                decided(None if store is None else store.entry)
+                _set_headers(response, sent.headers)
+                return response
+
+            req = _request(request)
+            if page.lock:
+                return http.run(req, policy, _to_django, forward)
+            step, _ = http.lookup(req, policy)  # lock=False: no coalescing at all
+            if isinstance(step, Hit):
+                return _to_django(step.response)
+            return forward(step, _decided_ignored)
+
+        wrapper.page_cache = page  # type: ignore[attr-defined]
         return wraps(view)(wrapper)  # type: ignore[return-value]
 
     return decorator

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -33,14 +34,17 @@ from cachekit.integrations.django import (  # noqa: E402
     cache_page,
     close_shared_caches,
 )
+from django.contrib.sessions.middleware import SessionMiddleware  # noqa: E402
 from django.core.cache import caches  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.core.signals import request_finished  # noqa: E402
-from django.http import HttpRequest, HttpResponse  # noqa: E402
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse  # noqa: E402
 from django.test import Client, RequestFactory, override_settings  # noqa: E402
 from django.urls import path  # noqa: E402
+from django.utils import translation  # noqa: E402
 from django.views.decorators.cache import cache_page as django_cache_page  # noqa: E402
 
+from cachekit.http import CachedResponse, load  # noqa: E402
 from cachekit.testing_servers import RedisServer  # noqa: E402
 
 BACKEND = "cachekit.integrations.django.CachekitCache"
@@ -468,46 +472,412 @@ def test_backend_outage_during_a_request_serves_the_real_response(
         assert caches["default"].set_many({"a": 1, "b": 2}) == ["a", "b"]
 
 
-# -- cache_page with stampede protection ----------------------------------------------------
-def _count_joins(monkeypatch: pytest.MonkeyPatch, wanted: int) -> threading.Event:
-    """An event set once ``wanted`` requests have reached the single-flight."""
-    all_joined = threading.Event()
-    joined = Counter[str]()
-    original = dj._SingleFlight.join
-
-    def join(self: Any, key: str) -> Any:
-        result = original(self, key)
-        joined["n"] += 1
-        if joined["n"] >= wanted:
-            all_joined.set()
-        return result
-
-    monkeypatch.setattr(dj._SingleFlight, "join", join)
-    return all_joined
+# -- cachekit's cache_page: cachekit's HTTP cache, one read per hit -------------------------
+factory = RequestFactory()
 
 
-def test_cache_page_runs_the_view_once_for_16_cold_requests(
-    redis_cache: Any, monkeypatch: pytest.MonkeyPatch
+def _engine(view: Any) -> Any:
+    """The HTTP cache driver a decorated view uses on the current default cache."""
+    return view.page_cache.engine().http
+
+
+def _wait_for_followers(view: Any, wanted: int) -> bool:
+    """Hold a leader until ``wanted`` other requests are parked on its flight (the driver's
+    counter is the only signal there is; 5 s at most)."""
+    deadline = time.monotonic() + 5
+    while _engine(view).followers() < wanted:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def _commands(server: RedisServer) -> Counter[str]:
+    client = redis.Redis.from_url(server.url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()})
+
+
+def _since(server: RedisServer, before: Counter[str]) -> Counter[str]:
+    after = _commands(server)
+    after.subtract(before)
+    return Counter({k: v for k, v in after.items() if v and k not in ("info", "hello", "client")})
+
+
+def test_cache_page_serves_hits_with_djangos_headers_plus_age_and_cache_status(
+    redis_cache: Any,
 ) -> None:
-    all_joined = _count_joins(monkeypatch, 16)
+    client = Client()
+    first = client.get("/cachekit-page/")
+    second = client.get("/cachekit-page/")
+    assert first.content == second.content == b"cachekit_page run 1"
+    assert calls["cachekit_page"] == 1
+    assert first["Cache-Status"] == "cachekit; fwd=uri-miss; stored"
+    assert second["Cache-Status"].startswith("cachekit; hit; ttl=")
+    assert second["Age"] == "0"
+    for response in (first, second):  # Django's cache_page headers
+        assert response["Cache-Control"] == "max-age=60"
+        assert response["Expires"] == first["Expires"]
+        assert response["Content-Type"] == "text/html; charset=utf-8"
+    assert second["Content-Length"] == str(len(b"cachekit_page run 1"))
+
+
+def test_a_hit_is_one_redis_get_and_the_entry_is_no_pickle(
+    private_redis: RedisServer, prefix: str
+) -> None:
+    with override_settings(CACHES=_caches_setting(private_redis.url, KEY_PREFIX=prefix)):
+        client = Client()
+        assert client.get("/cachekit-page/?a=1").status_code == 200
+        before = _commands(private_redis)
+        for _ in range(50):
+            assert client.get("/cachekit-page/?a=1").content == b"cachekit_page run 1"
+        assert _since(private_redis, before) == Counter({"get": 50})
+        (key,) = redis.Redis.from_url(private_redis.url).keys(f"{prefix}:1:cache_page.*")
+        stored = redis.Redis.from_url(private_redis.url).get(key)
+    assert key.decode().endswith(":http:GET:http://testserver/cachekit-page/?a=1")
+    assert b"pickle" not in stored and stored[:1] != pickle.PROTO  # cachekit's 1-byte envelope
+    entry = load(stored[1:])  # then CachedResponse.to_bytes() as it is
+    assert isinstance(entry, CachedResponse) and entry.body == b"cachekit_page run 1"
+    assert stored[1:] == entry.to_bytes()
+
+
+def test_a_page_with_vary_is_two_gets_and_one_entry_per_variant(
+    private_redis: RedisServer, prefix: str
+) -> None:
+    @cache_page(60)
+    def varying(request: HttpRequest) -> HttpResponse:
+        response = _count("varying")
+        response["Vary"] = "Accept-Language"
+        return response
+
+    with override_settings(CACHES=_caches_setting(private_redis.url, KEY_PREFIX=prefix)):
+        fr, de = {"HTTP_ACCEPT_LANGUAGE": "fr"}, {"HTTP_ACCEPT_LANGUAGE": "de"}
+        assert varying(factory.get("/v/", **fr)).content == b"varying run 1"
+        assert varying(factory.get("/v/", **de)).content == b"varying run 2"
+        no_header = varying(factory.get("/v/"))
+        assert no_header.content == b"varying run 3"  # lacking the header is a variant too
+        before = _commands(private_redis)
+        hit = varying(factory.get("/v/", **fr))
+        assert _since(private_redis, before) == Counter({"get": 2})
+        assert hit.content == b"varying run 1" and "hit" in hit["Cache-Status"]
+        assert varying(factory.get("/v/", **de)).content == b"varying run 2"
+    assert calls["varying"] == 3
+
+
+def test_conditional_requests_get_304_from_the_cache(redis_cache: Any) -> None:
+    @cache_page(60, etag_from_body=True)
+    def tagged(request: HttpRequest) -> HttpResponse:
+        response = _count("tagged")
+        response["Last-Modified"] = "Mon, 01 Jan 2024 00:00:00 GMT"
+        return response
+
+    first = tagged(factory.get("/t/"))
+    etag = first["ETag"]
+    assert etag.startswith('"')
+    not_modified = tagged(factory.get("/t/", HTTP_IF_NONE_MATCH=etag))
+    assert not_modified.status_code == 304 and not_modified.content == b""
+    assert not_modified["ETag"] == etag and "Content-Type" not in not_modified
+    assert "hit" in not_modified["Cache-Status"]
+    other = tagged(factory.get("/t/", HTTP_IF_NONE_MATCH='"other"'))
+    assert other.status_code == 200 and other.content == b"tagged run 1"
+    since = tagged(factory.get("/t/", HTTP_IF_MODIFIED_SINCE="Tue, 02 Jan 2024 00:00:00 GMT"))
+    assert since.status_code == 304
+    older = tagged(factory.get("/t/", HTTP_IF_MODIFIED_SINCE="Sun, 31 Dec 2023 00:00:00 GMT"))
+    assert older.status_code == 200
+    assert calls["tagged"] == 1
+
+
+def test_head_is_answered_from_the_get_entry(redis_cache: Any) -> None:
+    client = Client()
+    assert client.get("/cachekit-page/").status_code == 200
+    head = client.head("/cachekit-page/")
+    assert head.status_code == 200 and head.content == b""
+    assert head["Content-Length"] == str(len(b"cachekit_page run 1"))
+    assert "hit" in head["Cache-Status"]
+    assert calls["cachekit_page"] == 1
+
+
+def test_a_cold_head_runs_the_view_and_stores_nothing(redis_cache: Any) -> None:
+    client = Client()
+    assert client.head("/cachekit-page/").status_code == 200
+    assert client.get("/cachekit-page/").content == b"cachekit_page run 2"
+    assert calls["cachekit_page"] == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "cookie",
+        "private",
+        "no-store",
+        "vary-star",
+        "not-200",
+    ],
+)
+def test_responses_rfc_9111_forbids_sharing_are_not_stored(redis_cache: Any, change: str) -> None:
+    @cache_page(60)
+    def view(request: HttpRequest) -> HttpResponse:
+        response = _count("view")
+        if change == "cookie":
+            response.set_cookie("user", "alice")
+        elif change == "private":
+            response["Cache-Control"] = "private"
+        elif change == "no-store":
+            response["Cache-Control"] = "no-store"
+        elif change == "vary-star":
+            response["Vary"] = "*"
+        else:
+            response.status_code = 404
+        return response
+
+    first, second = view(factory.get("/r/")), view(factory.get("/r/"))
+    assert calls["view"] == 2
+    assert second["Cache-Status"] == "cachekit; fwd=uri-miss"  # forwarded, not stored
+    if change == "cookie":
+        assert first.cookies["user"].value == second.cookies["user"].value == "alice"
+
+
+def test_a_request_with_authorization_is_not_served_a_shared_page(redis_cache: Any) -> None:
+    client = Client()
+    assert client.get("/cachekit-page/").content == b"cachekit_page run 1"
+    private = client.get("/cachekit-page/", HTTP_AUTHORIZATION="Bearer x")
+    assert private.content == b"cachekit_page run 2"
+    assert "Authorization" in private["Vary"]  # Django's rule: its response varies on it
+    assert client.get("/cachekit-page/").content == b"cachekit_page run 1"
+
+
+def test_request_no_cache_goes_to_the_view(redis_cache: Any) -> None:
+    client = Client()
+    client.get("/cachekit-page/")
+    fresh = client.get("/cachekit-page/", HTTP_CACHE_CONTROL="no-cache")
+    assert fresh.content == b"cachekit_page run 2"
+
+
+def test_a_view_max_age_below_the_page_timeout_is_the_lifetime(redis_cache: Any) -> None:
+    @cache_page(60)
+    def short(request: HttpRequest) -> HttpResponse:
+        response = _count("short")
+        response["Cache-Control"] = "max-age=5"
+        return response
+
+    short(factory.get("/s/"))
+    hit = short(factory.get("/s/"))
+    assert hit["Cache-Control"] == "max-age=5"  # Django keeps the smaller max-age
+    assert hit["Cache-Status"] in ("cachekit; hit; ttl=5", "cachekit; hit; ttl=4")
+    key = f"{redis_cache.key_prefix}:1:cache_page.*:http:GET:http://testserver/s/"
+    client = redis.Redis.from_url(redis_cache.cachekit.url)
+    (found,) = client.keys(key)
+    assert 0 < client.ttl(found) <= 5
+    client.close()
+
+
+def test_timeout_zero_stores_nothing(redis_cache: Any) -> None:
+    @cache_page(0)
+    def never(request: HttpRequest) -> HttpResponse:
+        return _count("never")
+
+    never(factory.get("/n/"))
+    never(factory.get("/n/"))
+    assert calls["never"] == 2
+
+
+def test_cache_tag_header_becomes_tags_and_is_stripped(redis_cache: Any) -> None:
+    @cache_page(60)
+    def product(request: HttpRequest, pid: int) -> HttpResponse:
+        response = _count(f"product{pid}")
+        response["Cache-Tag"] = f"products, product-{pid}"
+        return response
+
+    first = product(factory.get("/p/1/"), 1)
+    assert "Cache-Tag" not in first
+    product(factory.get("/p/2/"), 2)
+    hit = product(factory.get("/p/1/"), 1)
+    assert "Cache-Tag" not in hit and "hit" in hit["Cache-Status"]
+    assert redis_cache.cachekit.invalidate_tags("product-1") >= 1
+    assert product(factory.get("/p/1/"), 1).content == b"product1 run 2"
+    assert product(factory.get("/p/2/"), 2).content == b"product2 run 1"
+    redis_cache.cachekit.invalidate_tags("products")
+    assert product(factory.get("/p/2/"), 2).content == b"product2 run 2"
+
+
+def test_a_successful_post_drops_the_page(redis_cache: Any) -> None:
+    client = Client()
+    client.get("/cachekit-page/")
+    assert client.post("/cachekit-page/").content == b"cachekit_page run 2"
+    assert client.get("/cachekit-page/").content == b"cachekit_page run 3"
+
+
+def test_key_prefix_language_and_query_normalisation(redis_cache: Any) -> None:
+    @cache_page(60, key_prefix="shop")
+    def shop(request: HttpRequest) -> HttpResponse:
+        return _count("shop")
+
+    @cache_page(60, key_prefix="blog")
+    def blog(request: HttpRequest) -> HttpResponse:
+        return _count("blog")
+
+    assert shop(factory.get("/x/?b=2&a=1")).content == b"shop run 1"
+    assert shop(factory.get("/x/?a=1&b=2")).content == b"shop run 1"  # same query, sorted
+    assert blog(factory.get("/x/?a=1&b=2")).content == b"blog run 1"  # its own prefix
+    with translation.override("fr"):
+        assert shop(factory.get("/x/?a=1&b=2")).content == b"shop run 2"  # as Django: per language
+    client = redis.Redis.from_url(redis_cache.cachekit.url)
+    keys = sorted(k.decode() for k in client.keys(f"{redis_cache.key_prefix}:1:cache_page.*"))
+    client.close()
+    assert [key.split(":http:")[0].split(".")[1:3] for key in keys] == [
+        ["blog", "en-us"],
+        ["shop", "en-us"],
+        ["shop", "fr"],
+    ]
+
+
+def test_memory_location_works_too(prefix: str) -> None:
+    with override_settings(CACHES=_caches_setting("memory://", KEY_PREFIX=prefix)):
+        client = Client()
+        assert client.get("/cachekit-page/").content == b"cachekit_page run 1"
+        hit = client.get("/cachekit-page/")
+        assert hit.content == b"cachekit_page run 1" and "hit" in hit["Cache-Status"]
+
+
+def test_streaming_responses_pass_through_unstored(redis_cache: Any) -> None:
+    produced: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(3):
+            produced.append(i)
+            yield b"c%d" % i
 
     @cache_page(60)
+    def stream(request: HttpRequest) -> StreamingHttpResponse:
+        calls["stream"] += 1
+        return StreamingHttpResponse(chunks())
+
+    response = stream(factory.get("/st/"))
+    assert produced == []  # not buffered
+    assert b"".join(response.streaming_content) == b"c0c1c2"
+    assert response["Cache-Status"] == "cachekit; fwd=uri-miss"
+    stream(factory.get("/st/"))
+    assert calls["stream"] == 2
+
+
+def test_a_session_page_varies_on_cookie_and_a_new_session_is_not_stored(
+    redis_cache: Any,
+) -> None:
+    @cache_page(60)
+    def reads(request: HttpRequest) -> HttpResponse:
+        calls["reads"] += 1
+        return HttpResponse(f"hello {request.session.get('name', 'anon')}")
+
+    @cache_page(60)
+    def writes(request: HttpRequest) -> HttpResponse:
+        request.session["name"] = "bob"
+        return _count("writes")
+
+    with override_settings(MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"]):
+        anon = factory.get("/s/")
+        SessionMiddleware(lambda r: HttpResponse()).process_request(anon)
+        first = reads(anon)
+        assert "Cookie" in first["Vary"]
+        other = factory.get("/s/", HTTP_COOKIE="sessionid=someone-elses")
+        SessionMiddleware(lambda r: HttpResponse()).process_request(other)
+        reads(other)
+        assert calls["reads"] == 2  # another Cookie header: another variant
+        for _ in range(2):
+            request = factory.get("/w/")
+            SessionMiddleware(lambda r: HttpResponse()).process_request(request)
+            assert writes(request)["Cache-Status"] == "cachekit; fwd=uri-miss"
+        assert calls["writes"] == 2
+
+
+def test_outage_serves_the_views_response(private_redis: RedisServer, prefix: str) -> None:
+    setting = _caches_setting(private_redis.url, KEY_PREFIX=prefix, OPTIONS={"timeout": 0.5})
+    with override_settings(CACHES=setting):
+        client = Client()
+        assert client.get("/cachekit-page/").content == b"cachekit_page run 1"
+        private_redis.kill()
+        for run in (2, 3):
+            response = client.get("/cachekit-page/")
+            assert response.status_code == 200
+            assert response.content == f"cachekit_page run {run}".encode()
+
+
+def test_on_error_raise_still_serves_the_view(private_redis: RedisServer, prefix: str) -> None:
+    options = {"timeout": 0.5, "on_error": "raise"}
+    setting = _caches_setting(private_redis.url, KEY_PREFIX=prefix, OPTIONS=options)
+    with override_settings(CACHES=setting):
+        private_redis.kill()
+        response = Client().get("/cachekit-page/")
+    assert response.status_code == 200 and response.content == b"cachekit_page run 1"
+
+
+def test_another_backend_alias_falls_back_to_djangos_cache_page(redis_cache: Any) -> None:
+    locmem = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "lm"}
+    with override_settings(CACHES={"default": {"BACKEND": BACKEND}, "lm": locmem}):
+
+        @cache_page(60, cache="lm")
+        def page(request: HttpRequest) -> HttpResponse:
+            return _count("lm")
+
+        first, second = page(factory.get("/lm/")), page(factory.get("/lm/"))
+        assert first.content == second.content == b"lm run 1"
+        assert "Cache-Status" not in second  # Django's own machinery
+        assert page.page_cache.engine() is None
+        caches["lm"].clear()
+
+
+def test_the_cache_argument_names_a_cachekit_alias(redis_cache: Any, prefix: str) -> None:
+    setting = {
+        "default": {"BACKEND": BACKEND, "LOCATION": "memory://", "KEY_PREFIX": prefix},
+        "pages": {"BACKEND": BACKEND, "LOCATION": redis_cache.cachekit.url, "KEY_PREFIX": prefix},
+    }
+    with override_settings(CACHES=setting):
+
+        @cache_page(60, cache="pages")
+        def page(request: HttpRequest) -> HttpResponse:
+            return _count("pages")
+
+        page(factory.get("/pg/"))
+        assert "hit" in page(factory.get("/pg/"))["Cache-Status"]
+        assert caches["pages"].cachekit.url == redis_cache.cachekit.url
+        client = redis.Redis.from_url(redis_cache.cachekit.url)
+        assert client.keys(f"{prefix}:1:cache_page.*/pg/")
+        client.close()
+        caches["pages"].clear()
+
+
+def test_djangos_cache_middleware_still_works_around_it(redis_cache: Any) -> None:
+    with override_settings(MIDDLEWARE=[UPDATE, FETCH], CACHE_MIDDLEWARE_SECONDS=30):
+        client = Client()
+        assert client.get("/cachekit-page/").content == b"cachekit_page run 1"
+        assert client.get("/cachekit-page/").content == b"cachekit_page run 1"
+
+
+# -- the stampede protection ----------------------------------------------------------------
+def test_cache_page_runs_the_view_once_for_16_cold_requests(redis_cache: Any) -> None:
+    @cache_page(60)
     def slow(request: HttpRequest) -> HttpResponse:
-        assert all_joined.wait(5), "the other requests never arrived"
+        assert _wait_for_followers(slow, 15), "the other requests never arrived"
         return _count("slow")
 
-    factory = RequestFactory()
     responses: list[HttpResponse] = []
-    threads = [
-        threading.Thread(target=lambda: responses.append(slow(factory.get("/slow/"))))
-        for _ in range(16)
-    ]
+    barrier = threading.Barrier(16)
+
+    def fetch() -> None:
+        request = factory.get("/slow/")
+        barrier.wait()
+        responses.append(slow(request))
+
+    threads = [threading.Thread(target=fetch) for _ in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert calls["slow"] == 1
     assert [r.content for r in responses] == [b"slow run 1"] * 16
+    assert sum(r["Cache-Status"].endswith("stored") for r in responses) == 1
 
 
 def test_without_the_lock_16_cold_requests_run_the_view_16_times(redis_cache: Any) -> None:
@@ -518,7 +888,6 @@ def test_without_the_lock_16_cold_requests_run_the_view_16_times(redis_cache: An
         inside.wait()  # all 16 are in the view at once
         return _count("slow")
 
-    factory = RequestFactory()
     threads = [threading.Thread(target=lambda: slow(factory.get("/slow/"))) for _ in range(16)]
     for thread in threads:
         thread.start()
@@ -528,18 +897,16 @@ def test_without_the_lock_16_cold_requests_run_the_view_16_times(redis_cache: An
 
 
 def test_cache_page_lock_waiters_recompute_when_the_page_is_not_cacheable(
-    redis_cache: Any, monkeypatch: pytest.MonkeyPatch
+    redis_cache: Any,
 ) -> None:
-    all_joined = _count_joins(monkeypatch, 4)
-
     @cache_page(60)
     def private(request: HttpRequest) -> HttpResponse:
-        all_joined.wait(5)
+        if calls["private"] == 0:
+            _wait_for_followers(private, 3)
         response = _count("private")
         response["Cache-Control"] = "private"
         return response
 
-    factory = RequestFactory()
     threads = [threading.Thread(target=lambda: private(factory.get("/p/"))) for _ in range(4)]
     for thread in threads:
         thread.start()
@@ -548,40 +915,20 @@ def test_cache_page_lock_waiters_recompute_when_the_page_is_not_cacheable(
     assert calls["private"] == 4  # nothing was stored: everyone got their own response
 
 
-async def test_cache_page_on_an_async_view_runs_it_once(
-    redis_cache: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    all_joined = asyncio.Event()
-    joined: list[str] = []
-    original = dj._AsyncSingleFlight.join
-
-    def join(self: Any, key: str) -> Any:
-        joined.append(key)
-        if len(joined) == 16:
-            all_joined.set()
-        return original(self, key)
-
-    monkeypatch.setattr(dj._AsyncSingleFlight, "join", join)
-
+async def test_cache_page_on_an_async_view_runs_it_once(redis_cache: Any) -> None:
     @cache_page(60)
     async def slow(request: HttpRequest) -> HttpResponse:
-        await asyncio.wait_for(all_joined.wait(), 5)
+        deadline = time.monotonic() + 5
+        while _engine(slow).followers() < 15 and time.monotonic() < deadline:
+            await asyncio.sleep(0)  # let the others reach the flight
         return _count("aslow")
 
-    factory = RequestFactory()
     responses = await asyncio.gather(*(slow(factory.get("/aslow/")) for _ in range(16)))
     assert calls["aslow"] == 1
     assert [r.content for r in responses] == [b"aslow run 1"] * 16
+    hit = await slow(factory.get("/aslow/"))
+    assert "hit" in hit["Cache-Status"] and calls["aslow"] == 1
     await redis_cache.cachekit.aclose()
-
-
-def test_cache_page_serves_hits_and_keeps_djangos_headers(redis_cache: Any) -> None:
-    client = Client()
-    first = client.get("/cachekit-page/")
-    second = client.get("/cachekit-page/")
-    assert first.content == second.content == b"cachekit_page run 1"
-    assert "max-age=60" in second["Cache-Control"]
-    assert calls["cachekit_page"] == 1
 
 
 def test_cache_page_lock_spans_processes(redis_cache: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -592,11 +939,10 @@ def test_cache_page_lock_spans_processes(redis_cache: Any, monkeypatch: pytest.M
     a_started, b_waiting = threading.Event(), threading.Event()
     original_acquire = CacheLock.acquire
 
-    def acquire(self: Any, blocking: bool | None = None, timeout: Any = None) -> bool:
-        if blocking is None:  # the waiting acquire, after the lock was found taken
+    def acquire(self: Any, *args: Any, **kwargs: Any) -> bool:
+        if kwargs.get("blocking"):  # the waiting acquire, after the lock was found taken
             b_waiting.set()
-            return original_acquire(self)
-        return original_acquire(self, blocking=blocking)
+        return original_acquire(self, *args, **kwargs)
 
     monkeypatch.setattr(CacheLock, "acquire", acquire)
 
@@ -609,7 +955,6 @@ def test_cache_page_lock_spans_processes(redis_cache: Any, monkeypatch: pytest.M
         return _count("b")
 
     page_a, page_b = cache_page(60)(view_a), cache_page(60)(view_b)
-    factory = RequestFactory()
     results: dict[str, HttpResponse] = {}
     thread_a = threading.Thread(target=lambda: results.update(a=page_a(factory.get("/x/"))))
     thread_a.start()
@@ -618,3 +963,4 @@ def test_cache_page_lock_spans_processes(redis_cache: Any, monkeypatch: pytest.M
     thread_a.join()
     assert calls == {"a": 1}
     assert results["a"].content == results["b"].content == b"a run 1"
+    assert "hit" in results["b"]["Cache-Status"]
