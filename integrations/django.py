@@ -448,7 +448,23 @@ def _request(request: Any) -> Request:
 
 
 def _to_django(response: Response) -> HttpResponse:
-    """An HttpResponse with a stored response's status, headers and body."""
+    """An HttpResponse with a stored response's status, headers and body.
+
+    The stored headers were Django's own (validated and encoded when the page was made),
+    so plain ASCII ones without CR/LF go straight into the header store; anything else
+    takes Django's checks again.
+    """
+    result = HttpResponse(response.body, status=response.status)
+    store: dict[str, tuple[str, str]] | None = getattr(result.headers, "_store", None)
+    if store is not None:
+        store.clear()  # also Django's default Content-Type: the page's own, or none
+        for name, value in response.headers:
+            text = name + value
+            if not text.isascii() or "\n" in text or "\r" in text:
+                break
+            store[name.lower()] = (name, value)
+        else:
+            return result
     headers = dict(response.headers)
     result = HttpResponse(response.body, status=response.status, headers=headers)
     if not any(name.lower() == "content-type" for name in headers):
