@@ -8,6 +8,7 @@ decorator on the view, so the variants differ only by it and by the cache backen
 
     django-uncached          the bare view
     django-cachekit          cachekit.integrations.django.cache_page(lock=True), CachekitCache
+                             (cachekit.http entries: one GET per hit)
     django-cachekit-backend  Django's cache_page on CachekitCache
     django-redis             Django's cache_page on django-redis
     django-builtin-redis     Django's cache_page on django.core.cache.backends.redis.RedisCache

@@ -12,7 +12,8 @@ requests/s under wrk on a warm page, Redis commands per hit (``INFO commandstats
 to a cold URL. Ratios are against the uncached app and the best peer of that framework.
 
 Django (``_django_app.py``, a single-file project with no middleware): ``django-cachekit``
-is cachekit's ``cache_page(lock=True)`` on ``CachekitCache``; ``django-cachekit-backend``
+is cachekit's ``cache_page(lock=True)`` on ``CachekitCache`` (cachekit's HTTP cache, as
+for Starlette and Flask: one GET per hit); ``django-cachekit-backend``
 is Django's own ``cache_page`` on ``CachekitCache``; the peers are Django's ``cache_page``
 on django-redis and on ``django.core.cache.backends.redis.RedisCache``. Django's
 ``cache_page`` reads two keys per hit by design (the header-key list, then the page).
