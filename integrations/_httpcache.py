@@ -368,6 +368,7 @@ class AsyncHttpCache(HttpCache):
         self._flights: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, _AsyncFlight]
         ] = weakref.WeakKeyDictionary()
+        self._landed = 0  # flights finished so far: see SyncHttpCache
 
     def _all_flights(self) -> list[Any]:
         return [flight for table in list(self._flights.values()) for flight in table.values()]
@@ -450,6 +451,7 @@ class AsyncHttpCache(HttpCache):
         ],
     ) -> T:
         """:meth:`SyncHttpCache.run` for coroutines (``decided`` is awaited)."""
+        landed = self._landed
         step, key = await self.alookup(req, policy)
         if isinstance(step, Hit):
             return await on_hit(step.response)
@@ -468,12 +470,15 @@ class AsyncHttpCache(HttpCache):
                 return await on_hit(serve(entry, req, now, policy.cache_name))
             return await forward(step, _aignore)
         flight = table[key] = _AsyncFlight()
+        # a flight finished while our read was awaited: it may have stored what we missed
+        recheck = self._landed != landed
         held: list[Any] = []
 
         async def decided(entry: CachedResponse | None) -> None:
             flight.resolve(entry)
             if table.get(key) is flight:
                 del table[key]
+                self._landed += 1
             while held:
                 await self._arelease(held.pop())
 
@@ -481,7 +486,9 @@ class AsyncHttpCache(HttpCache):
             lock, waited = await self._alock(key)
             if lock is not None:
                 held.append(lock)
-            if waited:
+            # as in SyncHttpCache.run: read again if a flight landed since our read, or
+            # if we hold the cross-process lock (another process may just have stored)
+            if recheck or waited or lock is not None:
                 again, _ = await self.alookup(req, policy)
                 if isinstance(again, Hit):
                     await decided(again.entry)

@@ -361,7 +361,7 @@ class cache_response(_Invalidation):
             route = request.scope.get("route")
             # FastAPI (its APIRoute has a dependant): cache at ASGI level. Starlette >= 1.0
             # also puts its Route in the scope, but its endpoint returns the Response.
-            if hasattr(route, "dependant") and hasattr(route, "app"):
+            if route is not None and hasattr(route, "dependant") and hasattr(route, "app"):
                 if not isinstance(route.app, _RouteCache):
                     route.app = _RouteCache(route.app, engine)
                 return await call(args, kwargs)
