@@ -52,7 +52,7 @@ from ._sync.write import (
 )
 from ._sync.write_queue import StreamQueue
 from ._tags import tag_list
-from ._write_behind import MemoryWriteQueue, TaskSignal, ThreadSignal
+from ._write_behind import MemoryWriteQueue, TaskSignal, ThreadSignal, register_queue
 from .exceptions import ConfigurationError
 
 __all__ = ["WriteBehind", "WriteStrategies", "WriteThrough"]
@@ -194,7 +194,7 @@ class WriteStrategies:
     ) -> WriteBehind:
         """Write-behind: ``store_many({id: value, ...})`` is called by a background
         worker with batches of at most ``batch_size``; see :class:`WriteBehind`."""
-        return WriteBehind(
+        queue = WriteBehind(
             self,
             key,
             store_many,
@@ -210,6 +210,8 @@ class WriteStrategies:
             name=name,
             consume=consume,
         )
+        register_queue(self, queue)  # cache.close() flushes it first
+        return queue
 
 
 class WriteThrough(SyncWriteThroughOps, AsyncWriteThroughOps):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -239,3 +240,26 @@ class MemoryWriteQueue:
 
     async def amaintain(self, now: float, draining: bool) -> None:
         self.maintain(now, draining)
+
+
+# -- a cache closes its write-behind queues first -----------------------------------------
+def register_queue(cache: Any, queue: Any) -> None:
+    """Remember ``queue`` so that closing ``cache`` flushes and stops it first."""
+    queues = cache.__dict__.get("_write_behinds")
+    if queues is None:
+        queues = cache.__dict__["_write_behinds"] = weakref.WeakSet()
+    queues.add(queue)
+
+
+def _close_queues(cache: Any) -> None:
+    """Flush and stop the thread-driven queues (a task-driven one needs ``aclose``)."""
+    for queue in list(cache.__dict__.get("_write_behinds", ())):
+        queue.close()
+
+
+async def _aclose_queues(cache: Any) -> None:
+    """Flush and stop every queue: tasks here, threads without blocking the loop."""
+    for queue in list(cache.__dict__.get("_write_behinds", ())):
+        await queue.aclose()
+        if queue._thread is not None:
+            await asyncio.to_thread(queue.close)

@@ -17,6 +17,7 @@ from .._policy import DEFAULT
 from .._sentinel import MISSING
 from .._stampede import StampedeOptions
 from .._tags import tag_list
+from .._write_behind import _aclose_queues
 from ..exceptions import SerializationError
 from .stampede import AsyncStampede
 from .tags import AsyncTagOps
@@ -240,6 +241,8 @@ class AsyncCacheOps(AsyncTagOps):
             return bool(self._failed(exc, False))
 
     async def aclose(self) -> None:
+        """Flush and stop this cache's write-behind queues, then close the connections."""
+        await _aclose_queues(self)
         self._breaker.close()
         if "_abackend" in self.__dict__:  # only if it was ever used
             await self._abackend.close()

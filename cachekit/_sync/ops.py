@@ -17,6 +17,7 @@ from .._policy import DEFAULT
 from .._sentinel import MISSING
 from .._stampede import StampedeOptions
 from .._tags import tag_list
+from .._write_behind import _close_queues
 from ..exceptions import SerializationError
 from .stampede import SyncStampede
 from .tags import SyncTagOps
@@ -240,6 +241,8 @@ class SyncCacheOps(SyncTagOps):
             return bool(self._failed(exc, False))
 
     def close(self) -> None:
+        """Flush and stop this cache's write-behind queues, then close the connections."""
+        _close_queues(self)
         self._breaker.close()
         if "_backend" in self.__dict__:  # only if it was ever used
             self._backend.close()
