@@ -14,6 +14,7 @@ from ._cache import Cache
 from ._default import cached, get_default_cache, set_default_cache
 from ._policy import DEFAULT
 from ._sentinel import MISSING
+from ._typing import CachedFunction
 from .exceptions import (
     BackendError,
     BackendTimeoutError,
@@ -39,6 +40,7 @@ __all__ = [
     "BackendUnavailableError",
     "Cache",
     "CacheKitError",
+    "CachedFunction",
     "ConfigurationError",
     "IncrementError",
     "InvalidKeyError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ._async.ops import AsyncCacheOps
@@ -16,6 +16,7 @@ from ._keys import Namespace
 from ._lock import LockMixin
 from ._policy import DEFAULT, Counters
 from ._sync.ops import SyncCacheOps
+from ._typing import CachedDecorator, CachedFunction
 from ._write import WriteStrategies
 from .backends.memory import AsyncMemoryBackend, MemoryBackend
 from .exceptions import ConfigurationError
@@ -24,6 +25,9 @@ from .serializers import Serializer, get_serializer
 __all__ = ["Cache"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_T = TypeVar("_T")
 
 _SCHEMES = ("memory", "redis", "rediss", "unix", "fakeredis")
 # options that may be given in the URL's query string as well as as arguments
@@ -325,7 +329,15 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         return self._ns.key(key)
 
     @overload
-    def cached(self, func: F, /) -> F: ...
+    def cached(self, func: classmethod[_T, _P, _R], /) -> classmethod[_T, _P, _R]: ...
+
+    @overload
+    def cached(  # type: ignore[overload-overlap]  # a staticmethod is callable too
+        self, func: staticmethod[_P, _R], /
+    ) -> staticmethod[_P, _R]: ...
+
+    @overload
+    def cached(self, func: Callable[_P, _R], /) -> CachedFunction[_P, _R]: ...
 
     @overload
     def cached(
@@ -345,7 +357,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         early_refresh: bool | float = False,
         stale_ttl: float | None = None,
         stale_if_error: bool | float = False,
-    ) -> Callable[[F], F]: ...
+    ) -> CachedDecorator: ...
 
     def cached(
         self,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from ._cache import Cache
+from ._typing import CachedDecorator, CachedFunction
 
 __all__ = ["cached", "get_default_cache", "set_default_cache"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
 
 _default: Cache | None = None
 _lock = threading.Lock()
@@ -34,11 +37,21 @@ def set_default_cache(cache: Cache | None) -> None:
 
 
 @overload
-def cached(func: F, /) -> F: ...
+def cached(func: classmethod[T, P, R], /) -> classmethod[T, P, R]: ...
 
 
 @overload
-def cached(func: None = None, /, **options: Any) -> Callable[[F], F]: ...
+def cached(  # type: ignore[overload-overlap]  # a staticmethod is callable too
+    func: staticmethod[P, R], /
+) -> staticmethod[P, R]: ...
+
+
+@overload
+def cached(func: Callable[P, R], /) -> CachedFunction[P, R]: ...
+
+
+@overload
+def cached(func: None = None, /, **options: Any) -> CachedDecorator: ...
 
 
 def cached(func: Any = None, /, **options: Any) -> Any:

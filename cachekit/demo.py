@@ -64,7 +64,7 @@ def main() -> None:
 
     print("\n3. invalidation after a write")
     DATABASE[1]["name"] = "Ada Lovelace"
-    get_user.invalidate(1)  # type: ignore[attr-defined]
+    get_user.invalidate(1)
     timed("get_user(1)  after invalidate", get_user, 1)
 
     print("\n4. the same decorator on async def")
