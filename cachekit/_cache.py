@@ -30,6 +30,8 @@ _R = TypeVar("_R")
 _T = TypeVar("_T")
 
 _SCHEMES = ("memory", "redis", "rediss", "unix", "fakeredis")
+DEFAULT_TIMEOUT = 0.25
+"""Redis socket timeout (seconds) when none is given: fail fast, then fail open."""
 # options that may be given in the URL's query string as well as as arguments
 _URL_OPTIONS = {
     "prefix": str,
@@ -121,7 +123,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         serializer = serializer if serializer is not None else from_url.get("serializer")
         compress = compress if compress is not None else from_url.get("compress")
         on_error = on_error or from_url.get("on_error", "ignore")
-        timeout = timeout if timeout is not None else from_url.get("timeout", 0.25)
+        timeout = timeout if timeout is not None else from_url.get("timeout", DEFAULT_TIMEOUT)
         if max_entries is None:
             max_entries = from_url.get("max_entries", 10_000)
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:

@@ -169,8 +169,9 @@ def may_serve_on_error(meta: dict[str, Any] | None, now: float, options: Stamped
 
 def wait_slice(remaining: float, socket_timeout: float | None) -> float:
     """How long one blocking Redis wait may block: less than the client's socket timeout
-    (or the read would time out and trip the circuit breaker), at least 10 ms."""
-    limit = 1.0 if socket_timeout is None else socket_timeout * 0.6
+    (or the read would time out and trip the circuit breaker), at most 1 s (between slices
+    a waiter notices a crashed holder's expired lock), at least 10 ms."""
+    limit = 1.0 if socket_timeout is None else min(1.0, socket_timeout * 0.6)
     return max(0.01, min(remaining, limit))
 
 

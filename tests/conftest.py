@@ -9,6 +9,19 @@ from cachekit import Cache
 from cachekit.testing_servers import RedisServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _patient_default_timeout() -> Iterator[None]:
+    """Tests about outages give their caches short timeouts explicitly; every other test
+    gets a patient default, so a loaded CI machine pausing the test process for 0.25 s
+    cannot turn a Redis read into a fail-open miss and a confusing failure."""
+    import cachekit._cache
+
+    saved = cachekit._cache.DEFAULT_TIMEOUT
+    cachekit._cache.DEFAULT_TIMEOUT = 5.0
+    yield
+    cachekit._cache.DEFAULT_TIMEOUT = saved
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the session, started here, on its own port."""

@@ -87,6 +87,7 @@ def test_wait_slice_stays_under_the_socket_timeout() -> None:
     assert wait_slice(5.0, 0.25) == pytest.approx(0.15)
     assert wait_slice(0.05, 0.25) == 0.05
     assert wait_slice(5.0, None) == 1.0
+    assert wait_slice(5.0, 10.0) == 1.0  # a patient client still re-checks the lock each second
     assert wait_slice(-1, 0.25) == 0.01
 
 

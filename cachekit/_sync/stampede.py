@@ -42,11 +42,12 @@ TagsOf = Callable[[tuple[Any, ...], Mapping[str, Any]], Iterable[str]]
 class _Found:
     """A value found in the cache with its metadata (kept as the stale fallback)."""
 
-    __slots__ = ("meta", "value")
+    __slots__ = ("meta", "read_at", "value")
 
-    def __init__(self, value: Any, meta: dict[str, Any] | None) -> None:
+    def __init__(self, value: Any, meta: dict[str, Any] | None, read_at: float = 0.0) -> None:
         self.value = value
         self.meta = meta
+        self.read_at = read_at  # time.monotonic() just before the read
 
 
 def _flights(cache: Any, name: str) -> Flights:
@@ -73,6 +74,9 @@ class SyncStampede:
         self.coalesce = options.lock and self.coordinator is not None
         self.clock = time.time
         self.rand = random.random
+        # when each key's last background refresh finished (monotonic): a stale read made
+        # before that must not start another refresh of what was just stored
+        self.landed: dict[str, float] = {}
 
     # -- the entry point ----------------------------------------------------------------
     def get(
@@ -99,11 +103,12 @@ class SyncStampede:
 
     # -- reading -----------------------------------------------------------------------
     def _lookup(self, key: str) -> _Found | None:
+        read_at = time.monotonic()
         if not self.options.uses_meta:
             value = self.cache._lookup(key)
-            return None if value is MISSING else _Found(value, None)
+            return None if value is MISSING else _Found(value, None, read_at)
         found = self.cache._lookup_meta(key)
-        return None if found is MISSING else _Found(*found)
+        return None if found is MISSING else _Found(found[0], found[1], read_at)
 
     def _serve(self, key: str, found: _Found, call: tuple[Any, ...]) -> bool:
         """Whether ``found`` answers the call (starting a background refresh if due)."""
@@ -116,7 +121,8 @@ class SyncStampede:
             return False
         if state is Freshness.STALE:
             self.cache.counters.stale += 1
-        self._refresh_in_background(key, call)
+        if self.landed.get(key, -1.0) < found.read_at:  # else: refreshed since our read
+            self._refresh_in_background(key, call)
         return True
 
     def _decode(self, entry: bytes) -> Any:
@@ -360,6 +366,9 @@ class SyncStampede:
         except Exception:
             logger.warning("cachekit: background refresh of %r failed", key, exc_info=True)
         finally:
+            if len(self.landed) > 10_000:  # bounded: only recent refreshes matter
+                self.landed.clear()
+            self.landed[key] = time.monotonic()
             flight.finish(None)
             self.refreshing.leave(key, flight)
 
