@@ -293,3 +293,50 @@ def test_4_processes_sharing_one_redis_compute_once(private_redis: RedisServer) 
     assert int(redis.Redis.from_url(private_redis.url).get("procs-calls") or 0) == 1
     out.close()
     out.join_thread()
+
+
+async def test_stale_read_from_before_a_refresh_landed_starts_no_second_refresh() -> None:
+    """The race: a caller reads the stale entry, a background refresh then stores the new
+    value and finishes, and only then does the caller decide about refreshing. It must
+    not start another refresh of what was just stored."""
+    cache = Cache("memory://", serializer="orjson")
+    calls = 0
+    release = asyncio.Event()
+
+    @cache.cached(ttl=0.2, stale_ttl=30)
+    async def config() -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            await release.wait()
+        return calls
+
+    assert await config() == 1
+    await asyncio.sleep(0.25)  # the clock itself: the entry is now logically stale
+    assert await config() == 1  # serves stale, starts refresh #2 (held by `release`)
+
+    read_done, gate = asyncio.Event(), asyncio.Event()
+    original = cache._alookup_meta
+
+    async def read_then_wait(key: str) -> Any:
+        found = await original(key)  # the stale entry, read before the refresh lands
+        read_done.set()
+        await gate.wait()
+        return found
+
+    cache._alookup_meta = read_then_wait  # type: ignore[method-assign]
+    late = asyncio.ensure_future(config())
+    await read_done.wait()
+    cache._alookup_meta = original  # type: ignore[method-assign]
+    release.set()
+    for _ in range(200):  # until refresh #2 has stored and finished
+        if await cache.aget(config.key()) == 2:
+            break
+        await asyncio.sleep(0.005)
+    for _ in range(20):
+        await asyncio.sleep(0)  # let the refresh task run its cleanup
+    gate.set()
+    assert await late == 1  # what it read: the stale value
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert calls == 2  # no refresh #3
