@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 __all__ = ["CircuitBreaker"]
 
-logger = logging.getLogger("cachekit")
+logger = logging.getLogger(__name__)
 
 
 class CircuitBreaker:
@@ -50,7 +50,7 @@ class CircuitBreaker:
             self.opened_at = time.monotonic()
             self.trips += 1
             logger.warning(
-                "cachekit: %s unavailable (%s); serving without the cache until it answers",
+                "%s unavailable (%s); serving without the cache until it answers",
                 self._name,
                 error,
             )
@@ -74,7 +74,7 @@ class CircuitBreaker:
                 self.open = False
                 down = time.monotonic() - (self.opened_at or 0.0)
                 self.opened_at = None
-            logger.warning("cachekit: %s is back after %.1f s", self._name, down)
+            logger.info("%s is back after %.1f s", self._name, down)
             return
 
     def close(self) -> None:

@@ -37,7 +37,7 @@ __all__ = [
     "_spawn",
 ]
 
-logger = logging.getLogger("cachekit")
+logger = logging.getLogger(__name__)
 
 
 def _resolve(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -180,7 +180,7 @@ def _spawn(func: Callable[..., Any], *args: Any) -> None:
         try:
             func(*args)
         except Exception:  # pragma: no cover - the refresh logs its own failures
-            logger.exception("cachekit: background refresh failed")
+            logger.exception("background refresh failed")
 
     threading.Thread(target=run, name="cachekit-refresh", daemon=True).start()
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT", "CachePolicy", "Counters"]
 
-logger = logging.getLogger("cachekit")
+logger = logging.getLogger(__name__)
 
 
 class _Default:
@@ -132,7 +132,7 @@ class CachePolicy:
             if isinstance(error, (BackendUnavailableError, BackendTimeoutError)):
                 self._breaker.trip(error)
             elif not self._raise_errors:
-                logger.warning("cachekit: %s", error)
+                logger.warning("%s", error)
         return error
 
     def _failed(self, exc: BaseException, default: Any) -> Any:
@@ -151,12 +151,12 @@ class CachePolicy:
 
     def _corrupt(self, key: str, exc: Exception) -> Any:
         self.counters.corrupt += 1
-        logger.warning("cachekit: ignoring unreadable entry %r (%s)", key, exc)
+        logger.warning("ignoring unreadable entry %r (%s)", key, exc)
         return MISSING
 
     def _unencodable(self, key: str, exc: SerializationError) -> bool:
         if self._raise_errors:
             raise exc
         self.counters.unencodable += 1
-        logger.warning("cachekit: not caching %r: %s", key, exc)
+        logger.warning("not caching %r: %s", key, exc)
         return False

@@ -38,7 +38,7 @@ from ._tags import script_sha
 
 __all__ = ["StreamQueueBase"]
 
-logger = logging.getLogger("cachekit")
+logger = logging.getLogger(__name__)
 
 # KEYS: stream, latest. ARGV: encoded id, encoded value. -> the entry id
 PUSH_SCRIPT = """
@@ -206,7 +206,7 @@ class StreamQueueBase:
             self.epoch += 1
             self._forget_entries()
             logger.warning(
-                "cachekit: the write-behind queue %r was lost by Redis; queueing again the "
+                "the write-behind queue %r was lost by Redis; queueing again the "
                 "%d writes this process has not seen stored",
                 self.stream,
                 len(self._journal),

@@ -37,7 +37,7 @@ from cachekit.http import (
 
 __all__ = ["AsyncHttpCache", "HttpCache", "SyncHttpCache", "bytes_cache", "make_policy"]
 
-logger = logging.getLogger("cachekit.integrations")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Decided = Callable[[CachedResponse | None], None]
@@ -220,7 +220,7 @@ class SyncHttpCache(HttpCache):
         try:
             value = self.cache.get(key)
         except CacheKitError as exc:  # on_error="raise": still never fail the request
-            logger.warning("cachekit: HTTP cache read failed: %s", exc)
+            logger.warning("HTTP cache read failed: %s", exc)
             return None
         return value if isinstance(value, bytes) else None
 
@@ -249,13 +249,13 @@ class SyncHttpCache(HttpCache):
             else:  # a Vary marker and its variant: one round trip
                 self.cache.set_many({key: data for key, data, _ in writes}, writes[0][2], tags=tags)
         except CacheKitError as exc:
-            logger.warning("cachekit: HTTP cache write failed: %s", exc)
+            logger.warning("HTTP cache write failed: %s", exc)
 
     def delete(self, key: str) -> bool:
         try:
             return self.cache.delete(key)
         except CacheKitError as exc:
-            logger.warning("cachekit: HTTP cache delete failed: %s", exc)
+            logger.warning("HTTP cache delete failed: %s", exc)
             return False
 
     def _lock(self, key: str) -> tuple[Any, bool]:
@@ -272,7 +272,7 @@ class SyncHttpCache(HttpCache):
                 return None, True
             return lock, True
         except CacheKitError as exc:
-            logger.warning("cachekit: HTTP cache lock failed: %s", exc)
+            logger.warning("HTTP cache lock failed: %s", exc)
             return None, False
 
     @staticmethod
@@ -280,7 +280,7 @@ class SyncHttpCache(HttpCache):
         try:
             lock.release()
         except CacheKitError as exc:
-            logger.warning("cachekit: HTTP cache lock release failed: %s", exc)
+            logger.warning("HTTP cache lock release failed: %s", exc)
 
     def run(
         self,
@@ -377,7 +377,7 @@ class AsyncHttpCache(HttpCache):
         try:
             value = await self.cache.aget(key)
         except CacheKitError as exc:
-            logger.warning("cachekit: HTTP cache read failed: %s", exc)
+            logger.warning("HTTP cache read failed: %s", exc)
             return None
         return value if isinstance(value, bytes) else None
 
@@ -402,13 +402,13 @@ class AsyncHttpCache(HttpCache):
                 items = {key: data for key, data, _ in writes}
                 await self.cache.aset_many(items, writes[0][2], tags=tags)
         except CacheKitError as exc:
-            logger.warning("cachekit: HTTP cache write failed: %s", exc)
+            logger.warning("HTTP cache write failed: %s", exc)
 
     async def adelete(self, key: str) -> bool:
         try:
             return await self.cache.adelete(key)
         except CacheKitError as exc:
-            logger.warning("cachekit: HTTP cache delete failed: %s", exc)
+            logger.warning("HTTP cache delete failed: %s", exc)
             return False
 
     async def _alock(self, key: str) -> tuple[Any, bool]:
@@ -424,7 +424,7 @@ class AsyncHttpCache(HttpCache):
                 return None, True
             return lock, True
         except CacheKitError as exc:
-            logger.warning("cachekit: HTTP cache lock failed: %s", exc)
+            logger.warning("HTTP cache lock failed: %s", exc)
             return None, False
 
     @staticmethod
@@ -432,7 +432,7 @@ class AsyncHttpCache(HttpCache):
         try:
             await lock.arelease()
         except CacheKitError as exc:
-            logger.warning("cachekit: HTTP cache lock release failed: %s", exc)
+            logger.warning("HTTP cache lock release failed: %s", exc)
 
     def _table(self) -> dict[str, _AsyncFlight]:
         loop = asyncio.get_running_loop()

@@ -35,7 +35,7 @@ from .coordination import ACQUIRED, VALUE, coordinator_for
 
 __all__ = ["AsyncStampede"]
 
-logger = logging.getLogger("cachekit")
+logger = logging.getLogger(__name__)
 
 TagsOf = Callable[[tuple[Any, ...], Mapping[str, Any]], Iterable[str]]
 
@@ -275,7 +275,7 @@ class AsyncStampede:
 
     def _may_serve_on_error(self, stale: _Found) -> bool:
         if may_serve_on_error(stale.meta, self.clock(), self.options):
-            logger.warning("cachekit: serving a stale value: the function raised")
+            logger.warning("serving a stale value: the function raised")
             self.cache.counters.stale += 1
             return True
         return False
@@ -364,7 +364,7 @@ class AsyncStampede:
                 key, lock_key, token, value, delta, ttl, tags_of(args, kwargs)
             )
         except Exception:
-            logger.warning("cachekit: background refresh of %r failed", key, exc_info=True)
+            logger.warning("background refresh of %r failed", key, exc_info=True)
         finally:
             if len(self.landed) > 10_000:  # bounded: only recent refreshes matter
                 self.landed.clear()

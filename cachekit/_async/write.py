@@ -34,7 +34,7 @@ __all__ = [
     "make_async_updates",
 ]
 
-logger = logging.getLogger("cachekit")
+logger = logging.getLogger(__name__)
 
 TagsOf = Callable[[tuple[Any, ...], Mapping[str, Any]], Sequence[str]]
 
@@ -231,7 +231,7 @@ class AsyncWriteBehindOps:
             except Exception as exc:  # the queue's backend failed: keep everything, retry
                 outages += 1
                 if outages == 1:
-                    logger.warning("cachekit: write-behind worker: %s (retrying)", exc)
+                    logger.warning("write-behind worker: %s (retrying)", exc)
                 self._progress.notify()
                 wait = retry_delay(outages, self.retry_backoff, self.retry_max_backoff)
                 await self._signal.wait(seen, wait)
@@ -299,7 +299,7 @@ class AsyncWriteBehindOps:
                 attempts += 1
                 if after_failure(attempts, self.max_retries) == "retry":
                     logger.warning(
-                        "cachekit: write-behind store_many failed (attempt %d), retrying %d "
+                        "write-behind store_many failed (attempt %d), retrying %d "
                         "writes: %r",
                         attempts,
                         len(current),
@@ -308,7 +308,7 @@ class AsyncWriteBehindOps:
                     self._schedule(writes, attempts)
                     return
                 logger.error(
-                    "cachekit: write-behind store_many failed %d times; %d writes moved to "
+                    "write-behind store_many failed %d times; %d writes moved to "
                     "the dead letters (replay() queues them again): %r",
                     attempts,
                     len(current),

@@ -6,6 +6,7 @@ This file is the source: ``cachekit/_sync/write_queue.py`` is generated from it 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -22,10 +23,11 @@ from .._stream_queue import (
     SETTLE_SCRIPT,
     SETTLE_SHA,
     StreamQueueBase,
-    logger,
 )
 
 __all__ = ["AsyncStreamQueue"]
+
+logger = logging.getLogger(__name__)
 
 
 class AsyncStreamQueue(StreamQueueBase):
@@ -50,7 +52,7 @@ class AsyncStreamQueue(StreamQueueBase):
             )
         except Exception as exc:
             self._push_failed(item_id, record)
-            logger.warning("cachekit: write-behind queue unreachable, holding the write: %s", exc)
+            logger.warning("write-behind queue unreachable, holding the write: %s", exc)
             return False
         with self._lock:
             if self._journal.get(item_id) is record:

@@ -6,6 +6,7 @@ GENERATED from ``cachekit/_async/write_queue.py`` by
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -22,10 +23,11 @@ from .._stream_queue import (
     SETTLE_SCRIPT,
     SETTLE_SHA,
     StreamQueueBase,
-    logger,
 )
 
 __all__ = ["StreamQueue"]
+
+logger = logging.getLogger(__name__)
 
 
 class StreamQueue(StreamQueueBase):
@@ -50,7 +52,7 @@ class StreamQueue(StreamQueueBase):
             )
         except Exception as exc:
             self._push_failed(item_id, record)
-            logger.warning("cachekit: write-behind queue unreachable, holding the write: %s", exc)
+            logger.warning("write-behind queue unreachable, holding the write: %s", exc)
             return False
         with self._lock:
             if self._journal.get(item_id) is record:
