@@ -5,8 +5,12 @@ the ``a`` names. Nothing else in cachekit knows which world it runs in.
 
 - ``_resolve`` / ``_aresolve``: call a loader that may be sync or async.
 - ``Flights`` / ``AsyncFlights``: single-flight per key (one caller computes, the others
-  wait for its result, or its exception).
-- ``_spawn`` / ``_aspawn``: run a refresh in the background (a daemon thread / a task).
+  wait for its result, or its exception). A leader that is *interrupted* (a task
+  cancelled by ``wait_for`` or a client disconnect, a thread hit by KeyboardInterrupt)
+  abandons its flight instead: its followers get :data:`ABANDONED` and one of them takes
+  over. An exception the function raised is shared; another caller's interruption never is.
+- ``RefreshPool`` / ``AsyncRefreshPool``: background refreshes (``stale_ttl``,
+  ``early_refresh``) on a few daemon threads / tasks per cache, with a bounded queue.
 - ``Notifier``: wake every waiter, threads and tasks alike, without polling.
 """
 
@@ -18,23 +22,27 @@ import logging
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ._sentinel import MISSING
 
 __all__ = [
+    "ABANDONED",
     "AsyncFlight",
     "AsyncFlights",
     "Flight",
     "Flights",
     "Notifier",
+    "RefreshPool",
+    "AsyncRefreshPool",
+    "arefresh_pool",
+    "refresh_pool",
     "_aresolve",
     "_asleep",
-    "_aspawn",
     "_resolve",
     "_sleep",
-    "_spawn",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +61,26 @@ async def _aresolve(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 # -- single flight --------------------------------------------------------------------
+class _Abandoned:
+    def __repr__(self) -> str:
+        return "ABANDONED"
+
+
+ABANDONED: Any = _Abandoned()
+"""What a follower gets when its leader was interrupted: rejoin, and maybe lead."""
+
+
+def _shareable(error: BaseException) -> bool:
+    """Whether a leader's exception may be raised in its followers too.
+
+    What the function raised (an ``Exception``) is its answer, and every caller of the
+    same key gets it. An interruption (``CancelledError`` from ``wait_for`` or a client
+    disconnect, ``KeyboardInterrupt``, ``SystemExit``) belongs to the leader's own task
+    or thread: re-raising it elsewhere would cancel callers nobody cancelled.
+    """
+    return isinstance(error, Exception)
+
+
 class Flight:
     """One computation in progress, for threads: ``result()`` blocks until it lands."""
 
@@ -68,11 +96,16 @@ class Flight:
         self._done.set()
 
     def fail(self, error: BaseException) -> None:
-        self.error = error
+        """The leader raised: share the function's exception, abandon on an interruption."""
+        if _shareable(error):
+            self.error = error
+        else:
+            self.value = ABANDONED
         self._done.set()
 
     def result(self, timeout: float | None) -> Any:
-        """The value; raises the computation's exception; MISSING after ``timeout``."""
+        """The value; raises the computation's exception; MISSING after ``timeout``;
+        ABANDONED if the leader was interrupted."""
         if not self._done.wait(timeout):
             return MISSING
         if self.error is not None:
@@ -126,12 +159,17 @@ class AsyncFlight:
     def fail(self, error: BaseException) -> None:
         # kept as an attribute, not set_exception: a flight nobody waited on must not log
         # "exception was never retrieved"
-        self.error = error
+        if _shareable(error):
+            self.error = error
+        else:  # the leader's cancellation is its own: followers take over
+            self.value = ABANDONED
         if not self._done.done():
             self._done.set_result(None)
 
     async def aresult(self, timeout: float | None) -> Any:
         try:
+            # shield: a follower's own cancellation (or timeout) must not cancel the
+            # future every other follower waits on
             await asyncio.wait_for(asyncio.shield(self._done), timeout)
         except asyncio.TimeoutError:
             return MISSING
@@ -173,26 +211,136 @@ class AsyncFlights:
 
 
 # -- background work ------------------------------------------------------------------
-def _spawn(func: Callable[..., Any], *args: Any) -> None:
-    """Run ``func(*args)`` in a daemon thread (a background refresh); errors are logged."""
+REFRESH_WORKERS = 4
+"""Background refreshes running at once, per cache (threads; tasks per event loop)."""
+REFRESH_QUEUE = 1024
+"""Refreshes waiting for a worker, per cache; beyond that a refresh is skipped (the entry
+is served stale or fresh a little longer, and the next hit asks again)."""
 
-    def run() -> None:
-        try:
-            func(*args)
-        except Exception:  # pragma: no cover - the refresh logs its own failures
-            logger.exception("background refresh failed")
 
-    threading.Thread(target=run, name="cachekit-refresh", daemon=True).start()
+class RefreshPool:
+    """A cache's background refreshes on at most ``workers`` daemon threads.
+
+    Threads start when work arrives and exit when the queue is empty, so an idle cache
+    holds none; daemon threads, so a refresh never holds up interpreter exit (losing a
+    refresh loses nothing: the entry is recomputed on a later call).
+    """
+
+    def __init__(self, workers: int = REFRESH_WORKERS, limit: int = REFRESH_QUEUE) -> None:
+        self.workers = workers
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._running = 0  # worker threads alive (each is running a job or about to take one)
+
+    def submit(self, func: Callable[..., Any], *args: Any) -> bool:
+        """Queue ``func(*args)``; False if the queue is full (the caller skips the refresh)."""
+        job = (func, args)
+        with self._lock:
+            if len(self._queue) >= self.limit:
+                return False
+            self._queue.append(job)
+            start = self._running < self.workers
+            if start:
+                self._running += 1
+        if start:
+            try:
+                threading.Thread(target=self._work, name="cachekit-refresh", daemon=True).start()
+            except RuntimeError:  # interpreter shutting down: no new threads
+                with self._lock:
+                    self._running -= 1
+                    if not self._running:  # nobody left to run the queue
+                        self._queue.clear()
+                        return False
+        return True
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._running -= 1
+                    return
+                func, args = self._queue.popleft()
+            try:
+                func(*args)
+            except Exception:  # pragma: no cover - the refresh logs its own failures
+                logger.exception("background refresh failed")
+
+
+class _LoopQueue:
+    __slots__ = ("queue", "running")
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...]]] = (
+            deque()
+        )
+        self.running = 0
 
 
 _background: set[asyncio.Task[Any]] = set()  # strong refs: the loop keeps only weak ones
 
 
-def _aspawn(func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-    """Run ``await func(*args)`` as a task of the running loop."""
-    task = asyncio.get_running_loop().create_task(func(*args))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+class AsyncRefreshPool:
+    """A cache's background refreshes as at most ``workers`` tasks per event loop."""
+
+    def __init__(self, workers: int = REFRESH_WORKERS, limit: int = REFRESH_QUEUE) -> None:
+        self.workers = workers
+        self.limit = limit
+        self._loops: weakref.WeakKeyDictionary[Any, _LoopQueue] = weakref.WeakKeyDictionary()
+
+    def submit(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> bool:
+        """Queue ``await func(*args)``; False if the queue is full."""
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = _LoopQueue()
+        if len(state.queue) >= self.limit:
+            return False
+        state.queue.append((func, args))
+        if state.running < self.workers:
+            state.running += 1
+            task = loop.create_task(self._work(state))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+        return True
+
+    async def _work(self, state: _LoopQueue) -> None:
+        try:
+            while state.queue:
+                func, args = state.queue.popleft()
+                try:
+                    await func(*args)
+                except Exception:  # pragma: no cover - the refresh logs its own failures
+                    logger.exception("background refresh failed")
+        finally:
+            state.running -= 1
+
+
+_pools: weakref.WeakKeyDictionary[Any, RefreshPool] = weakref.WeakKeyDictionary()
+_apools: weakref.WeakKeyDictionary[Any, AsyncRefreshPool] = weakref.WeakKeyDictionary()
+_pools_lock = threading.Lock()
+
+
+def refresh_pool(owner: Any) -> RefreshPool:
+    """The refresh pool of ``owner`` (a cache), made on first use."""
+    pool = _pools.get(owner)
+    if pool is None:
+        with _pools_lock:
+            pool = _pools.get(owner)
+            if pool is None:
+                pool = _pools[owner] = RefreshPool()
+    return pool
+
+
+def arefresh_pool(owner: Any) -> AsyncRefreshPool:
+    """The async refresh pool of ``owner`` (a cache), made on first use."""
+    pool = _apools.get(owner)
+    if pool is None:
+        with _pools_lock:
+            pool = _apools.get(owner)
+            if pool is None:
+                pool = _apools[owner] = AsyncRefreshPool()
+    return pool
 
 
 # -- waking waiters -------------------------------------------------------------------

@@ -340,3 +340,158 @@ async def test_stale_read_from_before_a_refresh_landed_starts_no_second_refresh(
     for _ in range(20):
         await asyncio.sleep(0)
     assert calls == 2  # no refresh #3
+
+
+# -- a leader's interruption is its own (issue 8) ---------------------------------------
+async def test_cancelled_leader_hands_over_to_a_follower(any_cache: Cache) -> None:
+    """A leader cancelled mid-computation (``wait_for`` timeout, client disconnect) must
+    not cancel its followers: one of them computes, all get the value."""
+    calls = 0
+    leading = asyncio.Event()
+
+    async def load() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            leading.set()
+            await asyncio.Event().wait()  # the first leader never finishes: it is cancelled
+        return "value"
+
+    leader = asyncio.ensure_future(any_cache.aget_or_set("k", load, 30, lock=True))
+    await leading.wait()
+    followers = [
+        asyncio.ensure_future(any_cache.aget_or_set("k", load, 30, lock=True)) for _ in range(5)
+    ]
+    for _ in range(20):
+        await asyncio.sleep(0)  # the followers reach the flight and wait on it
+    leader.cancel()
+    results = await asyncio.gather(*followers, return_exceptions=True)
+    assert results == ["value"] * 5
+    assert calls == 2  # the cancelled leader's, and one follower's that took over
+    assert leader.cancelled()
+    assert await any_cache.aget("k") == "value"
+
+
+async def test_wait_for_timeout_on_the_leader_spares_the_followers() -> None:
+    cache = Cache("memory://")
+    release = asyncio.Event()
+    calls = 0
+
+    @cache.cached(ttl=30, lock=True)
+    async def load() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.Event().wait()
+        await release.wait()
+        return 7
+
+    leader = asyncio.ensure_future(asyncio.wait_for(load(), 0.05))
+    await asyncio.sleep(0)
+    follower = asyncio.ensure_future(load())
+    try:
+        await leader
+    except asyncio.TimeoutError:
+        pass
+    release.set()
+    assert await follower == 7 and calls == 2
+
+
+class Interrupt(BaseException):
+    """Like KeyboardInterrupt: not the function's answer, the thread's own fate."""
+
+
+def test_interrupted_leader_thread_hands_over_to_a_follower(any_cache: Cache) -> None:
+    calls = 0
+    leading, go = threading.Event(), threading.Event()
+
+    @any_cache.cached(ttl=30, lock=True)
+    def load() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            leading.set()
+            go.wait(5)
+            raise Interrupt
+        return "value"
+
+    outcomes: list[Any] = []
+
+    def call() -> None:
+        try:
+            outcomes.append(load())
+        except BaseException as exc:  # recorded for the assertion
+            outcomes.append(exc)
+
+    first = threading.Thread(target=call)
+    first.start()
+    assert leading.wait(5)
+    others = [threading.Thread(target=call) for _ in range(4)]
+    for t in others:
+        t.start()
+    time.sleep(0.1)  # let the followers block on the flight (what is tested)
+    go.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert sum(isinstance(o, Interrupt) for o in outcomes) == 1  # only the leader's own
+    assert sorted(o for o in outcomes if isinstance(o, str)) == ["value"] * 4
+    assert calls == 2
+
+
+# -- background refreshes go through one bounded pool (issue 8) -------------------------
+def test_300_stale_keys_refresh_on_a_bounded_pool(any_cache: Cache) -> None:
+    from collections import Counter
+
+    counts: Counter[int] = Counter()
+    gate = threading.Event()
+
+    @any_cache.cached(ttl=0.3, stale_ttl=60)
+    def load(n: int) -> int:
+        counts[n] += 1
+        if counts[n] > 1:
+            gate.wait(10)  # refreshes pile up while the first ones are held
+        return counts[n]
+
+    assert [load(n) for n in range(300)] == [1] * 300
+    time.sleep(0.35)  # logically expired, inside stale_ttl
+    before = threading.active_count()
+    assert [load(n) for n in range(300)] == [1] * 300  # stale, each starts a refresh
+    assert [load(n) for n in range(300)] == [1] * 300  # already queued: no second one
+    assert threading.active_count() - before <= 4
+    gate.set()
+    deadline = time.monotonic() + 20
+    while any(load(n) != 2 for n in range(300)) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the pool stores after the function returns: nothing to wait on
+    assert [load(n) for n in range(300)] == [2] * 300
+    assert set(counts.values()) == {2}  # every key refreshed exactly once
+
+
+async def test_async_stale_refreshes_are_bounded_tasks() -> None:
+    cache = Cache("memory://")
+    running = 0
+    peak = 0
+    calls: dict[int, int] = {}
+    gate = asyncio.Event()
+
+    @cache.cached(ttl=0.2, stale_ttl=60)
+    async def load(n: int) -> int:
+        nonlocal running, peak
+        calls[n] = calls.get(n, 0) + 1
+        if calls[n] > 1:
+            running += 1
+            peak = max(peak, running)
+            await gate.wait()
+            running -= 1
+        return calls[n]
+
+    assert [await load(n) for n in range(300)] == [1] * 300
+    await asyncio.sleep(0.25)
+    tasks_before = len(asyncio.all_tasks())
+    assert [await load(n) for n in range(300)] == [1] * 300
+    assert len(asyncio.all_tasks()) - tasks_before <= 4
+    gate.set()
+    for _ in range(500):
+        if all(calls[n] == 2 for n in range(300)):
+            break
+        await asyncio.sleep(0.01)
+    assert set(calls.values()) == {2} and peak <= 4

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .._concurrency import AsyncFlights, _aresolve, _asleep, _aspawn
+from .._concurrency import ABANDONED, AsyncFlights, _aresolve, _asleep, arefresh_pool
 from .._sentinel import MISSING
 from .._stampede import (
     Freshness,
@@ -137,19 +137,24 @@ class AsyncStampede:
         flight, leader = self.flights.join(key)
         if not leader:
             value = await flight.aresult(self.options.wait_timeout)
+            if value is ABANDONED:
+                # the leader was interrupted: start over (the first of us to rejoin leads;
+                # the others find its value, stored or in flight)
+                return await self.aget(key, *call)
             if value is MISSING:  # waited long enough: compute ourselves (never deadlock)
                 return await self._acompute_and_store(key, call, stale)
             return value
         try:
             value = await self._alead(key, call, stale)
         except BaseException as exc:
-            flight.fail(exc)
-            raise
-        else:
-            flight.finish(value)
-            return value
-        finally:
+            # leave before waking the followers, so that a follower rejoining after an
+            # abandoned flight finds the table free and leads the next one
             self.flights.leave(key, flight)
+            flight.fail(exc)  # the function's exception is shared; a cancellation is not
+            raise
+        self.flights.leave(key, flight)
+        flight.finish(value)
+        return value
 
     async def _alead(self, key: str, call: tuple[Any, ...], stale: _Found | None) -> Any:
         if self.coalesce:
@@ -340,8 +345,12 @@ class AsyncStampede:
     # -- background refresh (stale_ttl, early_refresh) ----------------------------------
     def _refresh_in_background(self, key: str, call: tuple[Any, ...]) -> None:
         flight, leader = self.refreshing.join(key)
-        if leader:  # exactly one refresh per key in this process
-            _aspawn(self._arefresh, key, call, flight)
+        if not leader:  # exactly one refresh per key in this process, queued or running
+            return
+        # one bounded pool per cache: 300 stale keys are a queue, not 300 threads
+        if not arefresh_pool(self.cache).submit(self._arefresh, key, call, flight):
+            flight.finish(None)  # the queue is full: skip (the next hit asks again)
+            self.refreshing.leave(key, flight)
 
     async def _arefresh(self, key: str, call: tuple[Any, ...], flight: Any) -> None:
         try:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .._concurrency import Flights, _resolve, _sleep, _spawn
+from .._concurrency import ABANDONED, Flights, _resolve, _sleep, refresh_pool
 from .._sentinel import MISSING
 from .._stampede import (
     Freshness,
@@ -137,19 +137,24 @@ class SyncStampede:
         flight, leader = self.flights.join(key)
         if not leader:
             value = flight.result(self.options.wait_timeout)
+            if value is ABANDONED:
+                # the leader was interrupted: start over (the first of us to rejoin leads;
+                # the others find its value, stored or in flight)
+                return self.get(key, *call)
             if value is MISSING:  # waited long enough: compute ourselves (never deadlock)
                 return self._compute_and_store(key, call, stale)
             return value
         try:
             value = self._lead(key, call, stale)
         except BaseException as exc:
-            flight.fail(exc)
-            raise
-        else:
-            flight.finish(value)
-            return value
-        finally:
+            # leave before waking the followers, so that a follower rejoining after an
+            # abandoned flight finds the table free and leads the next one
             self.flights.leave(key, flight)
+            flight.fail(exc)  # the function's exception is shared; a cancellation is not
+            raise
+        self.flights.leave(key, flight)
+        flight.finish(value)
+        return value
 
     def _lead(self, key: str, call: tuple[Any, ...], stale: _Found | None) -> Any:
         if self.coalesce:
@@ -340,8 +345,12 @@ class SyncStampede:
     # -- background refresh (stale_ttl, early_refresh) ----------------------------------
     def _refresh_in_background(self, key: str, call: tuple[Any, ...]) -> None:
         flight, leader = self.refreshing.join(key)
-        if leader:  # exactly one refresh per key in this process
-            _spawn(self._refresh, key, call, flight)
+        if not leader:  # exactly one refresh per key in this process, queued or running
+            return
+        # one bounded pool per cache: 300 stale keys are a queue, not 300 threads
+        if not refresh_pool(self.cache).submit(self._refresh, key, call, flight):
+            flight.finish(None)  # the queue is full: skip (the next hit asks again)
+            self.refreshing.leave(key, flight)
 
     def _refresh(self, key: str, call: tuple[Any, ...], flight: Any) -> None:
         try:
