@@ -19,7 +19,14 @@ import orjson
 
 from .exceptions import ConfigurationError, InvalidKeyError
 
-__all__ = ["MAX_KEY_LENGTH", "KeyBuilder", "Namespace", "escape_glob", "normalize_key"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "KeyBuilder",
+    "Namespace",
+    "escape_glob",
+    "internal_head",
+    "normalize_key",
+]
 
 MAX_KEY_LENGTH = 200
 """Keys longer than this are shortened to a readable head plus a BLAKE2b digest."""
@@ -71,6 +78,10 @@ class Namespace:
     def __init__(self, prefix: str, version: int | str = 1) -> None:
         if not isinstance(prefix, str) or not prefix:
             raise ConfigurationError("prefix must be a non-empty string")
+        if prefix.startswith(INTERNAL_MARK):  # its namespace would cover another's internals
+            raise ConfigurationError(
+                f"prefix must not start with {INTERNAL_MARK!r} (reserved for cachekit's own keys)"
+            )
         self.prefix = prefix
         self.version = version
         # version "" is an unversioned namespace, "{prefix}:" (the Django adapter's: Django
@@ -86,6 +97,26 @@ class Namespace:
 
     def strip(self, full_key: str) -> str:
         return full_key[len(self.text) :]
+
+    def internal(self, kind: str) -> str:
+        """The head of cachekit's own keys of ``kind`` (see :func:`internal_head`)."""
+        return internal_head(self.text, kind)
+
+
+INTERNAL_MARK = "#"
+
+
+def internal_head(ns_text: str, kind: str) -> str:
+    """``#{prefix}:{version}:{kind}:``, the head of cachekit's bookkeeping keys of a namespace.
+
+    The one definition of where internal keys live: tag sets (``tag``), locks and stampede
+    wake-up lists (``lock``, ``done:<token>``), write-behind streams and dead letters
+    (``wb``). The leading mark puts them outside every pattern over the namespace
+    (``{prefix}:{version}:*``, and ``{prefix}:*`` for an unversioned one), so ``clear()``
+    and ``delete_pattern()`` never reach them by accident: what ``clear()`` does to them is
+    decided explicitly (tag sets go with their entries; locks and queued writes stay).
+    """
+    return f"{INTERNAL_MARK}{ns_text}{kind}:"
 
 
 def _key_default(obj: Any) -> Any:

@@ -6,9 +6,10 @@ memory backend the in-process equivalent in :mod:`cachekit.backends.memory_lock`
 Unlike cache reads, lock operations never fail open: a backend error raises
 :class:`~cachekit.BackendError` (a lock that silently was not taken would be worse).
 
-Key: the lock of name ``n`` is ``{prefix}:{version}:!lock:{<full key of n>}`` (see
-:mod:`cachekit._stampede`), in the cache's namespace and in the cluster slot of the entry
-``n``; it is the same lock ``@cached(lock=True)`` takes for that entry.
+Key: the lock of name ``n`` is ``#{prefix}:{version}:lock:{<full key of n>}`` (see
+:mod:`cachekit._stampede`), among the cache's internal keys (``clear()`` never deletes a
+held lock) and in the cluster slot of the entry ``n``; it is the same lock
+``@cached(lock=True)`` takes for that entry.
 """
 
 from __future__ import annotations

@@ -17,11 +17,12 @@ Key layout (cluster-ready): every key that coordinates one entry is a *companion
 entry key ``{prefix}:{version}:{key}`` and hashes to the same Redis Cluster slot, so one
 Lua script may touch the entry, its lock and its wake-up list::
 
-    {prefix}:{version}:!lock:{<entry key>}             the lock (token, PX ttl)
-    {prefix}:{version}:!done:<token>:{<entry key>}     wake-up list of that lock holder
+    #{prefix}:{version}:lock:{<entry key>}             the lock (token, PX ttl)
+    #{prefix}:{version}:done:<token>:{<entry key>}     wake-up list of that lock holder
 
-When the entry key has a hash tag of its own (``user:{42}``), that tag is reused
-(``...:!lock:{42}:user:{42}``). ``cache.lock(name)`` uses the lock key of the entry
+(the ``#`` head is :func:`cachekit._keys.internal_head`: ``clear()`` never deletes a held
+lock). When the entry key has a hash tag of its own (``user:{42}``), that tag is reused
+(``...:lock:{42}:user:{42}``). ``cache.lock(name)`` uses the lock key of the entry
 ``name``: a named lock and the stampede lock of the same key are one and the same lock.
 """
 
@@ -32,6 +33,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ._keys import internal_head
 from .exceptions import ConfigurationError
 
 __all__ = [
@@ -189,7 +191,7 @@ def companion_key(ns_text: str, kind: str, full_key: str) -> str:
     """A coordination key (``kind``: ``lock``, ``done:<token>``) for the entry ``full_key``,
     in the cache's namespace, hashing to the entry's cluster slot whenever the key allows."""
     tag = hash_tag(full_key)
-    head = f"{ns_text}!{kind}:"
+    head = internal_head(ns_text, kind)  # outside the namespace: clear() leaves locks alone
     if tag is not None:
         return f"{head}{{{tag}}}:{full_key[len(ns_text):]}"
     if "}" not in full_key and "{" not in ns_text:

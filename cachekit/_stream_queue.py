@@ -2,10 +2,13 @@
 
 Layout (``{name}`` is the cluster hash tag, so every script touches one slot)::
 
-    {prefix}:{version}:__wb__:{name}          a stream; consumer group "cachekit"
-    {prefix}:{version}:__wb__:{name}:latest   hash: encoded item id -> newest entry id
-    {prefix}:{version}:__wb__:{name}:dead     a stream of dead-lettered batches
-    {prefix}:{version}:__wb__:{name}:epoch    a token, made with the consumer group
+    #{prefix}:{version}:wb:{name}          a stream; consumer group "cachekit"
+    #{prefix}:{version}:wb:{name}:latest   hash: encoded item id -> newest entry id
+    #{prefix}:{version}:wb:{name}:dead     a stream of dead-lettered batches
+    #{prefix}:{version}:wb:{name}:epoch    a token, made with the consumer group
+
+These are internal keys (:func:`cachekit._keys.internal_head`), outside the namespace's
+pattern: ``clear()`` and ``delete_pattern()`` never drop a queued write or a dead letter.
 
 ``set()`` adds an entry and records it as the id's newest (one script). A worker reads
 with ``XREADGROUP`` (so a batch is in its pending list, not lost, if it dies), stores,
@@ -109,7 +112,7 @@ class StreamQueueBase:
         claim_after: float,
         poll: float,
     ) -> None:
-        base = f"{cache.namespace.text}__wb__:{{{name}}}"
+        base = f"{cache.namespace.internal('wb')}{{{name}}}"
         self.stream = base
         self.latest_key = base + ":latest"
         self.dead_key = base + ":dead"

@@ -32,11 +32,15 @@ Costs and limits of tag sets (measured by ``benchmarks/bench_tags.py``):
 - Crash-safe: the set is moved to ``...:dying`` in one script; members are deleted and
   only then removed from it, so an interrupted invalidation is finished by the next one.
 
-Redis Cluster: the tag set of tag ``t`` is ``{prefix}:{version}:__tag__:{t}`` and its
+Redis Cluster: the tag set of tag ``t`` is ``#{prefix}:{version}:tag:{t}`` and its
 dying twin ``...:{t}:dying``: the hash tag ``{t}`` puts both in one slot, so each Lua
 script touches one slot. Entries live in their own slots; the deletes of an
 invalidation are plain ``UNLINK`` batches that a cluster client must group by slot.
-Keys under ``__tag__:`` are reserved; ``clear()`` removes them with the namespace.
+Tag sets are internal keys (:func:`cachekit._keys.internal_head`): ``delete_pattern()``
+does not touch them, and ``clear()`` invalidates every tag of the namespace before it
+deletes the entries, so no set outlives what it indexed and a tagged write racing the
+clear lands in a fresh set (its entry may survive the clear, as with ``delete``, but
+stays findable by its tags).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ._keys import internal_head
 from .exceptions import ConfigurationError
 
 __all__ = [
@@ -62,7 +67,7 @@ __all__ = [
     "tag_set_ttl_ms",
 ]
 
-TAG_MARK = "__tag__:"
+TAG_KIND = "tag"
 REGISTER_CHUNK = 1000  # entry keys per script call (Lua's unpack() has a stack limit)
 INVALIDATE_BATCH = 1000  # members deleted per round trip
 
@@ -117,11 +122,25 @@ def tag_list(tags: Iterable[str] | None) -> tuple[str, ...]:
 
 def tag_key(namespace_text: str, tag: str) -> str:
     """The set of entry keys written with ``tag`` (``{tag}`` is the cluster hash tag)."""
-    return f"{namespace_text}{TAG_MARK}{{{tag}}}"
+    return f"{internal_head(namespace_text, TAG_KIND)}{{{tag}}}"
 
 
 def dying_key(namespace_text: str, tag: str) -> str:
-    return tag_key(namespace_text, tag) + ":dying"
+    return tag_key(namespace_text, tag) + DYING
+
+
+DYING = ":dying"
+
+
+def tag_set_pairs(names: Iterable[Any]) -> list[tuple[Any, Any]]:
+    """``(set, dying twin)`` for tag-set keys a scan found (either of the two, str or the
+    bytes Redis returns, kept as they are), once each."""
+    pairs: dict[Any, Any] = {}
+    for name in names:
+        dying: Any = DYING.encode() if isinstance(name, bytes) else DYING
+        live = name[: -len(dying)] if name.endswith(dying) else name
+        pairs[live] = live + dying
+    return list(pairs.items())
 
 
 def tag_set_ttl_ms(seconds: float | None) -> str:
@@ -159,6 +178,12 @@ class MemoryTagIndex:
                     members.difference_update([k for k in members if not exists(k)])
                     self._prune_at[name] = max(1024, 2 * len(members))
                 members.update(keys)
+
+    def take_under(self, head: str) -> set[str]:
+        """Remove every set whose name starts with ``head`` (``clear()``); their members."""
+        with self._lock:
+            names = [name for name in self._sets if name.startswith(head)]
+        return self.take(names)
 
     def take(self, tag_keys: Iterable[str]) -> set[str]:
         """Remove the sets and return their members (the keys to delete)."""

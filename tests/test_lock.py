@@ -113,7 +113,7 @@ def test_memory_waiter_wakes_at_the_holders_ttl() -> None:
 def test_lock_key_is_namespaced_and_in_the_entrys_slot(redis_url: str) -> None:
     cache = Cache(redis_url, prefix="lockns")
     lock = cache.lock("order:7", ttl=5)
-    assert lock.key == "lockns:1:!lock:{lockns:1:order:7}"
+    assert lock.key == "#lockns:1:lock:{lockns:1:order:7}"
     with lock:
         import redis
 

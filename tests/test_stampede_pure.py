@@ -112,7 +112,7 @@ def test_companion_keys_share_the_entry_slot_and_namespace(user_key: str) -> Non
     entry = ns + user_key
     for kind in ("lock", "done:abc123"):
         companion = companion_key(ns, kind, entry)
-        assert companion.startswith(ns + "!" + kind + ":")
+        assert companion.startswith("#" + ns + kind + ":")  # internal: outside ns + "*"
         if user_key != "x{}y":  # braces without a tag: no key can name that slot
             assert slot(companion) == slot(entry), (companion, entry)
     assert companion_key(ns, "lock", entry) != companion_key(ns, "lock", ns + "user:43")

@@ -96,7 +96,7 @@ def test_tag_sets_live_as_long_as_their_longest_entry(redis_server: RedisServer)
     cache.set("short3", 1, ttl=5, tags=["t"])
     assert client.pttl(name) == -1  # a member that never expires keeps the set
     # one slot for the set and its dying twin: the hash tag is the tag's name
-    assert name.endswith("__tag__:{t}") and dying_key(cache.namespace.text, "t") == name + ":dying"
+    assert name.endswith(":tag:{t}") and dying_key(cache.namespace.text, "t") == name + ":dying"
     assert cache.clear() >= 5 and client.exists(name) == 0  # clear() takes the tag sets too
     cache.close()
     client.close()

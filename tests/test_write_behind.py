@@ -185,3 +185,38 @@ async def test_async_worker_with_sync_store_many_and_dead_letters(any_cache: Cac
     assert await items.areplay() == 1
     await items.aclose()
     assert db.rows == {"a": 1}
+
+
+def test_clear_keeps_queued_writes_dead_letters_and_held_locks(any_cache: Cache) -> None:
+    db = Store()
+    db.fail_when = lambda batch: "bad" in batch
+    items = any_cache.write_behind(
+        "item:{}", store_many=db.store_many, max_retries=0, retry_backoff=0.01, flush_interval=60
+    )
+    items.set("bad", 1)
+    items.flush(timeout=10)
+    assert [letter.items for letter in items.dead_letters()] == [{"bad": 1}]
+    items.set("queued", 2)  # not stored yet: flush_interval is a minute
+    any_cache.set("plain", 3, tags=["t"])
+    with any_cache.lock("order:1", ttl=30):
+        assert any_cache.clear() >= 2  # "plain" and the cached "queued"
+        assert any_cache.lock("order:1").locked()  # clear() does not release a held lock
+    assert any_cache.get("plain") is None and any_cache.get("item:queued") is None
+    assert any_cache.delete_pattern("*") == 0
+    assert [letter.items for letter in items.dead_letters()] == [{"bad": 1}]
+    assert items.get("queued") == 2  # still queued in this process
+    db.fail_when = None
+    items.flush(timeout=10)
+    assert db.rows == {"queued": 2}
+    assert items.replay() == 1
+    items.close()
+    assert db.rows == {"queued": 2, "bad": 1}
+    assert any_cache.invalidate_tags("t") == 0  # the tag set went with the entries
+
+
+def test_internal_keys_lie_outside_every_namespace() -> None:
+    cache = Cache(prefix="shop")
+    assert cache.namespace.internal("wb") == "#shop:1:wb:"
+    assert not cache.namespace.internal("wb").startswith(cache.namespace.text)
+    with pytest.raises(ConfigurationError, match="must not start with '#'"):
+        Cache(prefix="#shop")  # its namespace "#shop:1:" would cover shop's internal keys

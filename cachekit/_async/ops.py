@@ -171,8 +171,16 @@ class AsyncCacheOps(AsyncTagOps):
         return int(await self._acall("delete_pattern", 0, self._ns.pattern(pattern)))
 
     async def aclear(self) -> int:
-        """Remove every entry of this cache's namespace (never the rest of the database)."""
-        return await self.adelete_pattern("*")
+        """Remove every entry of this cache's namespace (never the rest of the database),
+        and its tag sets with them. Held locks and write-behind queues (queued writes, dead
+        letters) are internal keys outside the namespace's pattern: they stay."""
+        removed = 0
+        if not self._breaker.open:
+            try:
+                removed = await self._aclear_tags()  # first: see _aclear_tags
+            except Exception as exc:
+                self._failed(exc, 0)
+        return removed + await self.adelete_pattern("*")
 
     async def aget_or_set(
         self,

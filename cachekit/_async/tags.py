@@ -12,6 +12,7 @@ from typing import Any
 
 import redis.exceptions
 
+from .._keys import escape_glob
 from .._policy import CachePolicy
 from .._tags import (
     INVALIDATE_BATCH,
@@ -20,11 +21,13 @@ from .._tags import (
     REGISTER_CHUNK,
     REGISTER_SCRIPT,
     REGISTER_SHA,
+    TAG_KIND,
     chunks,
     dying_key,
     memory_index,
     tag_key,
     tag_list,
+    tag_set_pairs,
     tag_set_ttl_ms,
 )
 
@@ -127,12 +130,26 @@ class AsyncTagOps(CachePolicy):
         except Exception as exc:
             return int(self._failed(exc, 0))
 
+    async def _aclear_tags(self) -> int:
+        """For ``clear()``: invalidate every tag of the namespace (members deleted, sets
+        gone; a tagged write racing this lands in a fresh set); the entries removed."""
+        head = self._ns.internal(TAG_KIND)
+        if not self._tags_in_redis():
+            keys = memory_index(self._abackend).take_under(head)
+            return int(await self._abackend.delete_many(list(keys))) if keys else 0
+        client = self._abackend.clients.get()
+        found = [name async for name in client.scan_iter(match=escape_glob(head) + "*")]
+        return await self._ainvalidate_sets(tag_set_pairs(found))
+
     async def _ainvalidate_in_redis(self, tags: Sequence[str]) -> int:
+        pairs = [(tag_key(self._ns.text, tag), dying_key(self._ns.text, tag)) for tag in tags]
+        return await self._ainvalidate_sets(pairs)
+
+    async def _ainvalidate_sets(self, pairs: Sequence[tuple[Any, Any]]) -> int:
         client = self._abackend.clients.get()
         deleted = 0
-        for tag in tags:
-            dying = dying_key(self._ns.text, tag)
-            keys = (tag_key(self._ns.text, tag), dying)
+        for keys in pairs:
+            dying = keys[1]
             try:
                 left = await client.evalsha(INVALIDATE_SHA, 2, *keys)
             except redis.exceptions.NoScriptError:

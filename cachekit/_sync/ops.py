@@ -171,8 +171,16 @@ class SyncCacheOps(SyncTagOps):
         return int(self._call("delete_pattern", 0, self._ns.pattern(pattern)))
 
     def clear(self) -> int:
-        """Remove every entry of this cache's namespace (never the rest of the database)."""
-        return self.delete_pattern("*")
+        """Remove every entry of this cache's namespace (never the rest of the database),
+        and its tag sets with them. Held locks and write-behind queues (queued writes, dead
+        letters) are internal keys outside the namespace's pattern: they stay."""
+        removed = 0
+        if not self._breaker.open:
+            try:
+                removed = self._clear_tags()  # first: see _clear_tags
+            except Exception as exc:
+                self._failed(exc, 0)
+        return removed + self.delete_pattern("*")
 
     def get_or_set(
         self,
