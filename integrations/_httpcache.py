@@ -289,6 +289,8 @@ class SyncHttpCache(HttpCache):
         on_hit: Callable[[Response], T],
         forward: Callable[[Forward, Decided], T],
         probed: Probe | None = None,
+        *,
+        deferred: bool = False,
     ) -> T:
         """Answer ``req`` from the cache (``on_hit``) or the app (``forward``).
 
@@ -296,6 +298,10 @@ class SyncHttpCache(HttpCache):
         knows whether the response is stored (after storing it): followers waiting on
         the same key are released then, not when a long body has been sent. ``probed``:
         a :meth:`probe` of ``req`` already made (its read is not repeated).
+        ``deferred``: the decision is made after ``forward`` returns (by a framework
+        hook that sees the final response); ``forward`` hands ``decided`` on, and the
+        flight stays open until it is called (``run`` resolves it only if ``forward``
+        raises).
         """
         step, key, landed = self.probe(req, policy) if probed is None else probed
         if isinstance(step, Hit):
@@ -342,8 +348,12 @@ class SyncHttpCache(HttpCache):
                     decided(again.entry)
                     return on_hit(again.response)
             return forward(step, decided)
-        finally:
+        except BaseException:
             decided(None)
+            raise
+        finally:
+            if not deferred:
+                decided(None)
 
     # -- invalidation -----------------------------------------------------------------
     def invalidate_url(self, url: str) -> bool:
@@ -449,6 +459,8 @@ class AsyncHttpCache(HttpCache):
         forward: Callable[
             [Forward, Callable[[CachedResponse | None], Awaitable[None]]], Awaitable[T]
         ],
+        *,
+        deferred: bool = False,
     ) -> T:
         """:meth:`SyncHttpCache.run` for coroutines (``decided`` is awaited)."""
         landed = self._landed
@@ -494,8 +506,12 @@ class AsyncHttpCache(HttpCache):
                     await decided(again.entry)
                     return await on_hit(again.response)
             return await forward(step, decided)
-        finally:
+        except BaseException:
             await decided(None)
+            raise
+        finally:
+            if not deferred:
+                await decided(None)
 
     # -- invalidation -----------------------------------------------------------------
     async def ainvalidate_url(self, url: str) -> bool:
