@@ -10,6 +10,16 @@
 
 from __future__ import annotations
 
+import pkgutil
+
+# The editable install (pyproject.toml: [tool.distutils.editable_wheel] mode = "strict")
+# puts a tree of links on sys.path, in which integrations/ appears as
+# cachekit/integrations/, so type checkers can follow it. Run from a checkout, the
+# checkout's own cachekit/ comes first on sys.path and has no integrations/ folder: look
+# for cachekit's submodules in every "cachekit" folder on sys.path. A regular install has
+# one such folder, and this changes nothing.
+__path__ = pkgutil.extend_path(__path__, __name__)
+
 from ._cache import Cache
 from ._default import cached, get_default_cache, set_default_cache
 from ._policy import DEFAULT
