@@ -157,3 +157,22 @@ def test_killed_holder_loses_the_lock_after_its_ttl(private_redis: RedisServer) 
             proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+@pytest.mark.parametrize("timeout", [0.3, 0.12])
+async def test_timeout_waits_the_whole_timeout(any_cache: Cache, timeout: float) -> None:
+    # redis-py's Lock stops when its next poll would land past blocking_timeout: on Redis,
+    # lock(timeout=0.3) used to give up after ~0.25 s
+    holder = any_cache.lock("busy", ttl=10)
+    holder.acquire()
+    try:
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError):
+            any_cache.lock("busy", ttl=10, timeout=timeout).acquire()
+        assert timeout <= time.monotonic() - started < timeout + 0.2
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError):
+            await any_cache.lock("busy", ttl=10, timeout=timeout).aacquire()
+        assert timeout <= time.monotonic() - started < timeout + 0.2
+    finally:
+        holder.release()

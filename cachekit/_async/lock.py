@@ -7,8 +7,10 @@ The state and the error translation are shared, in :class:`cachekit._lock.CacheL
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
+from .._concurrency import _asleep
 from .._policy import DEFAULT
 from ..exceptions import LockNotOwnedError
 
@@ -36,10 +38,19 @@ class AsyncLockOps:
         block = self.blocking if blocking is None else blocking
         waited = self.timeout if timeout is DEFAULT else timeout
         lock = self._cache._abackend.lock(self.key, self.ttl)
+        token = self._new_token()
+        deadline = None if waited is None else time.monotonic() + waited
         try:
-            got = await lock.acquire(
-                blocking=block, blocking_timeout=waited, token=self._new_token()
-            )
+            got = await lock.acquire(blocking=block, blocking_timeout=waited, token=token)
+            # redis-py's Lock gives up as soon as its next poll would land past
+            # blocking_timeout, up to one poll early (timeout=0.3 returned after ~0.25 s):
+            # sleep what is left and try once more at the deadline.
+            while block and not got and deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await _asleep(left)
+                got = await lock.acquire(blocking=False, token=token)
         except Exception as exc:
             raise self._translated(exc) from exc
         if got:
