@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._async.decorator import make_async_stampede_wrapper, make_async_wrapper
 from ._fastpath import memory_hit_wrapper
 from ._keys import KeyBuilder
+from ._leases import Lease
 from ._policy import DEFAULT
 from ._sentinel import MISSING
 from ._stampede import StampedeOptions
 from ._sync.decorator import make_sync_stampede_wrapper, make_sync_wrapper
+from ._typed import ResultRules
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -55,6 +57,8 @@ class CachePlan:
         self.full_key = self.keys.full(cache.namespace)
         self.tags = self._tag_builder(tags)
         self.should_store = self._store_rule(cache_none, condition, unless)
+        # what hits and misses return on a bytes-storing cache (decided now, not per call)
+        self.rules = ResultRules(cache, func)
 
     @staticmethod
     def _store_rule(
@@ -142,7 +146,7 @@ def _decorate(cache: Cache, func: F, stampede: StampedeOptions | None = None, **
         )
         wrapper, refresh = make(cache, func, plan, stampede)
     elif inspect.iscoroutinefunction(func):
-        if cache._is_local:
+        if cache._is_local and plan.rules.hit is None and plan.rules.fresh is None:
             wrapper, refresh = _local_async_wrapper(cache, func, plan)
         else:
             wrapper, refresh = make_async_wrapper(cache, func, plan)
@@ -157,11 +161,12 @@ def _decorate(cache: Cache, func: F, stampede: StampedeOptions | None = None, **
         return cache.namespace.strip(full_key(args, kwargs))
 
     def invalidate(*args: Any, **kwargs: Any) -> bool:
-        """Drop the entry this call would use; True if there was one."""
-        return bool(cache._call("delete", False, full_key(args, kwargs)))
+        """Drop the entry this call would use; True if there was one. A load of it in
+        flight does not store what it read before (see :mod:`cachekit._leases`)."""
+        return bool(cache._revoke([full_key(args, kwargs)]))
 
     async def ainvalidate(*args: Any, **kwargs: Any) -> bool:
-        return bool(await cache._acall("delete", False, full_key(args, kwargs)))
+        return bool(await cache._arevoke([full_key(args, kwargs)]))
 
     functools.update_wrapper(wrapper, func)
     wrapper.__signature__ = inspect.signature(func)  # type: ignore[attr-defined]
@@ -177,22 +182,24 @@ def _decorate(cache: Cache, func: F, stampede: StampedeOptions | None = None, **
 def _local_async_wrapper(
     cache: Cache, func: Callable[..., Any], plan: CachePlan
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """Async functions on an in-process backend: the lookup has nothing to await, so the
-    hit path skips a coroutine (the miss path is the generic one)."""
+    """Async functions on an in-process backend storing objects: the lookup has nothing to
+    await, so the hit path skips a coroutine (the miss path is the generic one)."""
     full_key = plan.full_key
     lookup = cache._lookup
     _, refresh = make_async_wrapper(cache, func, plan)
     store = cache._astore
     should_store, ttl, tags = plan.should_store, plan.ttl, plan.tags
+    unencodable = plan.rules.unencodable
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         key = full_key(args, kwargs)
         value = lookup(key)
         if value is not MISSING:
             return value
+        lease = Lease.now()  # see cachekit._leases
         value = await func(*args, **kwargs)
         if should_store(value):
-            await store(key, value, ttl, tags(args, kwargs))
+            await store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
         return value
 
     return wrapper, refresh

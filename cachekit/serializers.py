@@ -15,8 +15,7 @@ import json
 import pickle
 from typing import Any, Protocol, runtime_checkable
 
-import orjson
-
+from ._json_tags import dumps_tagged, loads_tagged
 from .exceptions import ConfigurationError, SerializationError
 
 __all__ = [
@@ -47,21 +46,22 @@ def _unencodable(obj: Any, serializer: str, exc: BaseException) -> Serialization
 
 
 class OrjsonSerializer:
-    """JSON through orjson: dataclasses, datetimes, UUIDs and numpy arrays encode natively.
+    """JSON through orjson, faithful for the types cached functions return.
 
-    JSON has no tuples, sets or datetimes: they come back as lists and ISO strings.
+    Plain JSON is written as orjson writes it. bytes, sets, frozensets, datetimes, dates,
+    times, timedeltas, Decimals, NaN/inf, big ints and dicts with non-str keys are tagged
+    and come back as they went in (see :mod:`cachekit._json_tags`: only payloads holding
+    such values pay for them on load). Tuples, dataclasses, pydantic models, UUIDs and
+    Enums are written as their JSON form (lists, dicts, str, values): ``@cached`` decodes a
+    hit into the function's return annotation, so those come back too.
     """
 
     name = "orjson"
-    _option = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
     def dumps(self, obj: Any) -> bytes:
-        try:
-            return orjson.dumps(obj, option=self._option)
-        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
-            raise _unencodable(obj, self.name, exc) from exc
+        return dumps_tagged(obj, self.name)
 
-    loads = staticmethod(orjson.loads)
+    loads = staticmethod(loads_tagged)
 
 
 class JsonSerializer:

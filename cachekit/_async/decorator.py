@@ -3,7 +3,8 @@
 This file is the source: ``cachekit/_sync/decorator.py`` is generated from it by
 ``scripts/unasync.py`` (CI fails when they drift). Edit here, then run the script.
 The wrapper is built once per decorated function; the hit path is a key, one lookup and
-a return.
+a return (plus, for a bytes-storing cache and a function annotated with a type JSON cannot
+say, a decode into that type: see :mod:`cachekit._typed`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .._leases import Lease
 from .._sentinel import MISSING
 from .._stampede import StampedeOptions
 from .stampede import AsyncStampede
@@ -28,25 +30,65 @@ def make_async_wrapper(
     should_store = plan.should_store
     ttl = plan.ttl
     tags = plan.tags
-
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        key = full_key(args, kwargs)
-        value = await lookup(key)
-        if value is not MISSING:
-            return value
-        value = await func(*args, **kwargs)
-        if should_store(value):
-            await store(key, value, ttl, tags(args, kwargs))
-        return value
+    rules = plan.rules  # what hits and misses return: see cachekit._typed
+    hit, fresh, unencodable, mismatch = rules.hit, rules.fresh, rules.unencodable, rules.mismatch
 
     async def arefresh(*args: Any, **kwargs: Any) -> Any:
         """Call the function now and store its result, whatever is cached."""
         value = await func(*args, **kwargs)
         if should_store(value):
-            await store(full_key(args, kwargs), value, ttl, tags(args, kwargs))
+            await store(full_key(args, kwargs), value, ttl, tags(args, kwargs), unencodable)
+            if fresh is not None:
+                value = fresh(value)
         return value
 
-    return wrapper, arefresh
+    if hit is None and fresh is None:  # objects stored as they are: nothing to convert
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            key = full_key(args, kwargs)
+            value = await lookup(key)
+            if value is not MISSING:
+                return value
+            lease = Lease.now()  # see cachekit._leases: an invalidation meanwhile wins
+            value = await func(*args, **kwargs)
+            if should_store(value):
+                await store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
+            return value
+
+        return wrapper, arefresh
+
+    async def converting_wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = full_key(args, kwargs)
+        value = await lookup(key)
+        if value is not MISSING:
+            if hit is None:  # the plain JSON hit: as fast as it always was
+                return value
+            try:
+                return hit(value)
+            except Exception as exc:  # does not fit the annotation: recompute, replace
+                mismatch(key, exc)
+        lease = Lease.now()  # see cachekit._leases: an invalidation meanwhile wins
+        value = await func(*args, **kwargs)
+        if should_store(value):
+            await store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
+            if fresh is not None:  # what a hit will return (the serializer's round trip)
+                value = fresh(value)
+        return value
+
+    return converting_wrapper, arefresh
+
+
+def _round_tripping(
+    func: Callable[..., Any], fresh: Callable[[Any], Any], should_store: Callable[[Any], bool]
+) -> Callable[..., Any]:
+    """``func`` whose stored results come back as a hit will return them: the value a miss
+    returns (to its caller and to every caller that waited for it) is the cached one."""
+
+    async def compute(*args: Any, **kwargs: Any) -> Any:
+        value = await func(*args, **kwargs)
+        return fresh(value) if should_store(value) else value
+
+    return compute
 
 
 def make_async_stampede_wrapper(
@@ -55,17 +97,33 @@ def make_async_stampede_wrapper(
     """The wrapper for functions decorated with stampede options (``lock``,
     ``early_refresh``, ``stale_ttl``, ``stale_if_error``): only they pay for them."""
     stampede = AsyncStampede(cache, options, plan.should_store)
+    rules = plan.rules
+    stampede.unencodable = rules.unencodable
+    hit, fresh, mismatch = rules.hit, rules.fresh, rules.mismatch
     full_key = plan.full_key
     ttl = plan.ttl
     tags = plan.tags
     get = stampede.aget
+    should_store = plan.should_store
+    compute = func if fresh is None else _round_tripping(func, fresh, should_store)
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return await get(full_key(args, kwargs), func, args, kwargs, ttl, tags)
+        key = full_key(args, kwargs)
+        value = await get(key, compute, args, kwargs, ttl, tags)
+        if hit is None:
+            return value
+        # cached, stale or computed (the stampede does not say which): decoded into the
+        # annotation; a value that does not fit is returned as it is (a computed one is
+        # the function's own result)
+        try:
+            return hit(value)
+        except Exception as exc:
+            mismatch(key, exc)
+            return value
 
     async def arefresh(*args: Any, **kwargs: Any) -> Any:
         """Call the function now and store its result, whatever is cached."""
-        value, delta = await stampede._atimed(func, args, kwargs)
+        value, delta = await stampede._atimed(compute, args, kwargs)
         if plan.should_store(value):
             await stampede._astore(full_key(args, kwargs), value, delta, ttl, tags(args, kwargs))
         return value

@@ -13,12 +13,13 @@ from typing import Any
 
 from .._codec import CorruptEntry
 from .._concurrency import _aresolve
-from .._policy import DEFAULT
+from .._leases import Lease
+from .._policy import DEFAULT, incr_delta
 from .._sentinel import MISSING
 from .._stampede import StampedeOptions
 from .._tags import tag_list
 from .._write_behind import _aclose_queues
-from ..exceptions import SerializationError
+from ..exceptions import InvalidArgumentError, SerializationError
 from .stampede import AsyncStampede
 from .tags import AsyncTagOps
 
@@ -59,19 +60,32 @@ class AsyncCacheOps(AsyncTagOps):
         self.counters.hits += 1
         return value
 
-    async def _astore(self, key: str, value: Any, ttl: Any, tags: Iterable[str] | None) -> bool:
-        """Store a computed value, failing open (an unencodable value is logged, not raised)."""
+    async def _astore(
+        self,
+        key: str,
+        value: Any,
+        ttl: Any,
+        tags: Iterable[str] | None,
+        unencodable: Callable[[str, SerializationError], bool] | None = None,
+        lease: Lease | None = None,
+    ) -> bool:
+        """Store a computed value, failing open (an unencodable value is logged, not raised;
+        ``unencodable`` reports it instead: ``@cached`` logs once per function). A load
+        passes its ``lease`` (see :mod:`cachekit._leases`): then nothing is stored if the
+        entry was invalidated after the load started."""
         seconds = self._seconds(ttl)
         tags = tag_list(tags)
         try:
             stored = self._encode(value, tags)
         except SerializationError as exc:
-            return self._unencodable(key, exc)
+            return (unencodable or self._unencodable)(key, exc)
         if seconds == 0:
             return False
         self.counters.sets += 1
         if tags:
-            return await self._aset_tagged({key: stored}, seconds, tags)
+            return await self._aset_tagged({key: stored}, seconds, tags, lease)
+        if lease is not None:
+            return await self._aguarded_set(key, stored, seconds, lease)
         return bool(await self._acall("set", False, key, stored, seconds))
 
     async def aget(self, key: Any, default: Any = None) -> Any:
@@ -81,16 +95,21 @@ class AsyncCacheOps(AsyncTagOps):
     async def aset(
         self, key: Any, value: Any, ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
     ) -> bool:
-        """Store ``value``; ``ttl`` in seconds (None: no expiry, 0 or less: delete)."""
+        """Store ``value``; ``ttl`` in seconds or a timedelta (None or inf: no expiry; 0 or
+        less: delete; NaN or a non-number: :class:`~cachekit.InvalidArgumentError`)."""
         tags = tag_list(tags)
         full, seconds, stored = self._prepare(key, value, ttl, tags)
         if seconds == 0:
-            await self._acall("delete", False, full)
+            await self._arevoke([full])
             return False
         self.counters.sets += 1
         if tags:
-            return await self._aset_tagged({full: stored}, seconds, tags)
-        return bool(await self._acall("set", False, full, stored, seconds))
+            done = await self._aset_tagged({full: stored}, seconds, tags)
+        else:
+            done = bool(await self._acall("set", False, full, stored, seconds))
+        if not done:  # the old entry must not outlive a write that did not land
+            await self._alost_write([full])
+        return done
 
     async def aadd(
         self, key: Any, value: Any, ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
@@ -105,8 +124,10 @@ class AsyncCacheOps(AsyncTagOps):
         return bool(await self._acall("add", False, full, stored, seconds))
 
     async def adelete(self, key: Any) -> bool:
-        """Remove an entry; True if it existed."""
-        return bool(await self._acall("delete", False, self._ns.key(key)))
+        """Remove an entry; True if it existed. Loads of it in flight will not store what
+        they read before (see :mod:`cachekit._leases`); if the backend is unreachable the
+        delete is replayed before this process reads from it again."""
+        return bool(await self._arevoke([self._ns.key(key)]))
 
     async def aget_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
         """The entries found, as ``{key: value}`` (missing keys are left out)."""
@@ -124,16 +145,20 @@ class AsyncCacheOps(AsyncTagOps):
         tags = tag_list(tags)
         items, seconds = self._prepare_many(mapping, ttl, tags)
         if seconds == 0:
-            await self._acall("delete_many", 0, list(items))
+            await self._arevoke(list(items))
             return False
         self.counters.sets += len(items)
         if tags:
-            return await self._aset_tagged(items, seconds, tags)
-        return await self._acall("set_many", False, items, seconds) is None
+            done = await self._aset_tagged(items, seconds, tags)
+        else:
+            done = await self._acall("set_many", False, items, seconds) is None
+        if not done:
+            await self._alost_write(list(items))
+        return done
 
     async def adelete_many(self, keys: Iterable[Any]) -> int:
         """Remove several entries in one round trip; the number that existed."""
-        return int(await self._acall("delete_many", 0, [self._ns.key(key) for key in keys]))
+        return await self._arevoke([self._ns.key(key) for key in keys])
 
     async def aexists(self, key: Any) -> bool:
         return bool(await self._acall("exists", False, self._ns.key(key)))
@@ -148,21 +173,24 @@ class AsyncCacheOps(AsyncTagOps):
         full = self._ns.key(key)
         seconds = self._seconds(ttl)
         if seconds == 0:
-            return bool(await self._acall("delete", False, full))
+            return bool(await self._arevoke([full]))
         return bool(await self._acall("expire", False, full, seconds))
 
     async def aincr(self, key: Any, delta: int = 1, ttl: Any = DEFAULT) -> int:
-        """Add ``delta`` (a missing entry starts at 0 and gets ``ttl``); the new value.
+        """Add ``delta`` (an int; a missing entry starts at 0 and gets ``ttl``); the new value.
 
         A counter's value is the data itself, so a failing backend raises
         :class:`~cachekit.BackendError` here rather than failing open.
         """
         full = self._ns.key(key)
-        seconds = self._seconds(ttl) or None
+        delta = incr_delta(delta)
+        seconds = self._seconds(ttl)
+        if seconds == 0 and ttl is not DEFAULT:  # "do not keep" makes no sense for a counter
+            raise InvalidArgumentError(f"incr() needs a ttl > 0 seconds or None, not {ttl!r}")
         if self._breaker.open:
             raise self._circuit_error()
         try:
-            return int(await self._abackend.incr(full, int(delta), seconds))
+            return int(await self._abackend.incr(full, delta, seconds or None))
         except Exception as exc:
             raise self._counted(exc) from exc
 
@@ -217,8 +245,9 @@ class AsyncCacheOps(AsyncTagOps):
             )
         value = await self._alookup(full)
         if value is MISSING:
+            lease = Lease.now()
             value = await _aresolve(loader)
-            await self._astore(full, value, ttl, tags)
+            await self._astore(full, value, ttl, tags, lease=lease)
         return value
 
     def _astampede(self, options: StampedeOptions) -> AsyncStampede:

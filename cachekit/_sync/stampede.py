@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._concurrency import ABANDONED, Flights, _resolve, _sleep, refresh_pool
+from .._leases import Lease, elapsed_ms, local_marks
 from .._sentinel import MISSING
 from .._stampede import (
     Freshness,
@@ -38,6 +39,7 @@ __all__ = ["SyncStampede"]
 logger = logging.getLogger(__name__)
 
 TagsOf = Callable[[tuple[Any, ...], Mapping[str, Any]], Iterable[str]]
+
 
 class _Found:
     """A value found in the cache with its metadata (kept as the stale fallback)."""
@@ -65,6 +67,8 @@ class SyncStampede:
         self.cache = cache
         self.options = options
         self.should_store = should_store
+        # how an unstorable value is reported (@cached sets its own: once per function)
+        self.unencodable: Callable[[str, SerializationError], bool] = cache._unencodable
         self.flights = _flights(cache, "_flights")
         self.refreshing = _flights(cache, "_refreshing")
         self.coordinator = coordinator_for(cache._backend)
@@ -142,6 +146,10 @@ class SyncStampede:
                 # the others find its value, stored or in flight)
                 return self.get(key, *call)
             if value is MISSING:  # waited long enough: compute ourselves (never deadlock)
+                if self.coordinator is None:
+                    # in process the wait is the lock's ttl: the late leader's lease ends
+                    # here, so its older result cannot overwrite ours
+                    local_marks(self.cache._backend).revoke([key], lambda: None)
                 return self._compute_and_store(key, call, stale)
             return value
         try:
@@ -214,42 +222,60 @@ class SyncStampede:
     ) -> Any:
         """We hold the Redis lock: compute, store, release, wake the waiters."""
         func, args, kwargs, ttl, tags_of = call
+        lease = Lease(time.monotonic(), lock_key, token)  # valid while the lock holds token
         try:
             value, delta = self._timed(func, args, kwargs)
         except BaseException:
-            self._finish(key, lock_key, token, b"e", b"", False, None)
+            self._finish(key, lease, b"e", b"", False, None)
             if stale is not None and self._may_serve_on_error(stale):
                 return stale.value
             raise
         tags = tags_of(args, kwargs)
-        self._store_and_finish(key, lock_key, token, value, delta, ttl, tags)
+        self._store_and_finish(key, lease, value, delta, ttl, tags)
         return value
 
     def _finish(
         self,
         key: str,
-        lock_key: str,
-        token: bytes,
+        lease: Lease,
         outcome: bytes,
         entry: bytes,
         store: bool,
         seconds: float | None,
     ) -> None:
-        assert self.coordinator is not None
+        """Store (only while ``lease`` holds), release the lock, wake the waiters."""
+        assert self.coordinator is not None and lease.lock_key and lease.token
+        token = lease.token
         done_key = companion_key(self.ns_text, "done:" + token.decode(), key)
         try:
-            self.coordinator.finish(
-                key, lock_key, done_key, token, outcome, entry, store, seconds,
-                linger=self.options.wait_timeout,
+            stored = self.coordinator.finish(
+                key, lease.lock_key, done_key, token, outcome, entry, store, seconds,
+                linger=self.options.wait_timeout, mark_key=self.cache._mark_key(key),
+                since_ms=elapsed_ms(lease.since),
             )  # fmt: skip
         except Exception as exc:  # the lock expires on its own; waiters time out
             self.cache._failed(exc, None)
+            return
+        if store and not stored:
+            self._lease_lost(key, lease)
+
+    def _lease_lost(self, key: str, lease: Lease) -> None:
+        took = time.monotonic() - lease.since
+        if took >= self.options.lock_ttl:
+            logger.warning(
+                "not storing %r: computing it took %.1f s, longer than lock_ttl=%s "
+                "(another caller may have stored a newer value since)",
+                key,
+                took,
+                self.options.lock_ttl,
+            )
+        else:
+            logger.debug("not storing %r: invalidated while it was computed", key)
 
     def _store_and_finish(
         self,
         key: str,
-        lock_key: str,
-        token: bytes,
+        lease: Lease,
         value: Any,
         delta: float,
         ttl: Any,
@@ -257,18 +283,18 @@ class SyncStampede:
     ) -> None:
         seconds, entry = self._entry(key, value, delta, ttl, tags)
         if entry is None:
-            self._finish(key, lock_key, token, b"x", b"", False, None)
+            self._finish(key, lease, b"x", b"", False, None)
             return
         store = self.should_store(value) and seconds != 0
         tags = tag_list(tags)
         if store and tags:
-            # tagged writes go through the cache's own (it indexes the tags); then we
-            # only release and wake
-            self._store_tagged(key, value, seconds, tags, entry)
+            # tagged writes go through the cache's own (it indexes the tags, and checks
+            # the lease); then we only release and wake
+            self._store_tagged(key, value, seconds, tags, entry, lease)
             store = False
         elif store:
             self.cache.counters.sets += 1
-        self._finish(key, lock_key, token, b"v", entry, store, seconds)
+        self._finish(key, lease, b"v", entry, store, seconds)
 
     # -- computing and storing -------------------------------------------------------
     def _timed(
@@ -289,6 +315,7 @@ class SyncStampede:
         self, key: str, call: tuple[Any, ...], stale: _Found | None
     ) -> Any:
         func, args, kwargs, ttl, tags_of = call
+        lease = Lease.now()
         try:
             value, delta = self._timed(func, args, kwargs)
         except Exception:
@@ -296,7 +323,7 @@ class SyncStampede:
                 return stale.value
             raise
         if self.should_store(value):
-            self._store(key, value, delta, ttl, tags_of(args, kwargs))
+            self._store(key, value, delta, ttl, tags_of(args, kwargs), lease)
         return value
 
     def _entry(
@@ -313,34 +340,51 @@ class SyncStampede:
         try:
             entry = self.cache._codec.dumps(value, meta or None)
         except SerializationError as exc:
-            self.cache._unencodable(key, exc)
+            self.unencodable(key, exc)
             return seconds, None
         if seconds == 0:
             return 0, entry
         return physical_ttl(seconds, self.options), entry
 
     def _store(
-        self, key: str, value: Any, delta: float, ttl: Any, tags: Iterable[str]
+        self,
+        key: str,
+        value: Any,
+        delta: float,
+        ttl: Any,
+        tags: Iterable[str],
+        lease: Lease | None = None,
     ) -> None:
+        """Store a computed value; with the ``lease`` of its computation (None: store
+        whatever happened meanwhile, as ``refresh()`` does)."""
         tags = tag_list(tags)
         if not self.options.uses_meta:
-            self.cache._store(key, value, ttl, tags)
+            self.cache._store(key, value, ttl, tags, self.unencodable, lease=lease)
             return
         seconds, entry = self._entry(key, value, delta, ttl, tags)
         if entry is None or seconds == 0:
             return
         if tags:
-            self._store_tagged(key, value, seconds, tags, entry)
+            self._store_tagged(key, value, seconds, tags, entry, lease)
             return
         self.cache.counters.sets += 1
-        self.cache._call("set", False, key, entry, seconds)
+        if lease is None:
+            self.cache._call("set", False, key, entry, seconds)
+        else:
+            self.cache._guarded_set(key, entry, seconds, lease)
 
     def _store_tagged(
-        self, key: str, value: Any, seconds: float | None, tags: tuple[str, ...], entry: Any
+        self,
+        key: str,
+        value: Any,
+        seconds: float | None,
+        tags: tuple[str, ...],
+        entry: Any,
+        lease: Lease | None = None,
     ) -> None:
         # the cache's tagged write indexes the tags (and stores the entry, metadata and all)
         self.cache.counters.sets += 1
-        self.cache._set_tagged({key: entry}, seconds, tags)
+        self.cache._set_tagged({key: entry}, seconds, tags, lease)
 
     # -- background refresh (stale_ttl, early_refresh) ----------------------------------
     def _refresh_in_background(self, key: str, call: tuple[Any, ...]) -> None:
@@ -364,14 +408,13 @@ class SyncStampede:
             if not coordinator.try_lock(lock_key, token, self.options.lock_ttl):
                 return
             func, args, kwargs, ttl, tags_of = call
+            lease = Lease(time.monotonic(), lock_key, token)
             try:
                 value, delta = self._timed(func, args, kwargs)
             except BaseException:
-                self._finish(key, lock_key, token, b"e", b"", False, None)
+                self._finish(key, lease, b"e", b"", False, None)
                 raise
-            self._store_and_finish(
-                key, lock_key, token, value, delta, ttl, tags_of(args, kwargs)
-            )
+            self._store_and_finish(key, lease, value, delta, ttl, tags_of(args, kwargs))
         except Exception:
             logger.warning("background refresh of %r failed", key, exc_info=True)
         finally:
@@ -380,4 +423,3 @@ class SyncStampede:
             self.landed[key] = time.monotonic()
             flight.finish(None)
             self.refreshing.leave(key, flight)
-
