@@ -55,15 +55,19 @@ __all__ = [
     "begin",
     "cache_key",
     "invalidation_key",
+    "is_hashed",
     "load",
     "mark_miss",
     "miss_reason",
     "parse_cache_control",
+    "path_globs",
+    "path_purge_tag",
     "primary_key",
     "request_is_cacheable",
     "serve",
     "storable",
     "store_precheck",
+    "url_tags",
 ]
 
 Headers = tuple[tuple[str, str], ...]
@@ -101,6 +105,7 @@ _QUERY_UNSAFE = re.compile(r"%[0-9A-Fa-f]{2}|[^A-Za-z0-9\-._~!$'()*,;:@/?=]")
 _HOST_UNSAFE = re.compile(r"%[0-9A-Fa-f]{2}|[^a-z0-9\-._~!$&'()*+,;=:\[\]]")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+_TAG_DEPTH = 6  # directory levels url_tags indexes
 _SF_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~:/0-9A-Za-z]*")
 
 
@@ -399,15 +404,12 @@ def cache_key(req: Request, vary_names: Iterable[str] = (), prefix: str = "") ->
     see also `invalidation_key`); scheme and host are lower-cased and default ports dropped;
     percent-encoding is normalised; query parameters are sorted by name (repeated
     ones keep their order). A header the request lacks differs from an empty one.
-    Keys longer than 200 characters become a sha256.
+    Keys longer than 200 characters, `prefix` included, become a sha256 (`url_tags`
+    keeps them within reach of a path purge).
     """
     scheme = _HOST_UNSAFE.sub(_percent_fix, req.scheme.lower())
-    host = (req.host or req.header("host") or "").strip().lower()
-    default_port = _DEFAULT_PORTS.get(scheme)
-    if default_port is not None and host.endswith(default_port):
-        host = host[: -len(default_port)]
     # Only GET responses are stored: HEAD reads GET's entry, unsafe methods invalidate it.
-    key = f"GET:{scheme}://{_HOST_UNSAFE.sub(_percent_fix, host)}"
+    key = f"GET:{scheme}://{_normal_host(req)}"
     key += _PATH_UNSAFE.sub(_percent_fix, req.path) or "/"
     query = _normalise_query(req.query_string)
     if query:
@@ -420,9 +422,100 @@ def cache_key(req: Request, vary_names: Iterable[str] = (), prefix: str = "") ->
         ]
         digest = hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass"))
         key += "#" + digest.hexdigest()[:32]
-    if len(key) > _MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+    # The whole user key counts (prefix included): a longer one would be shortened by
+    # Cache itself, out of reach of url_tags. Normalised keys are always ASCII.
+    if len(prefix) + 5 + len(key) > _MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
         key = "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{prefix}http:{key}"
+
+
+def is_hashed(key: str, prefix: str = "") -> bool:
+    """Whether `key` (from `cache_key`) is a digest, which no path glob can match."""
+    return key.startswith(f"{prefix}http:sha256:")
+
+
+def _normal_host(req: Request) -> str:
+    scheme = _HOST_UNSAFE.sub(_percent_fix, req.scheme.lower())
+    host = (req.host or req.header("host") or "").strip().lower()
+    default_port = _DEFAULT_PORTS.get(scheme)
+    if default_port is not None and host.endswith(default_port):
+        host = host[: -len(default_port)]
+    return _HOST_UNSAFE.sub(_percent_fix, host)
+
+
+def _tag_part(text: str) -> str:
+    # a tag names a set key: keep it short whatever the URL (the same text, the same tag)
+    if len(text) <= 100:
+        return text  # its first character ("/" for a path) keeps the kinds of part apart
+    return text[0] + "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def url_tags(req: Request, prefix: str = "") -> tuple[str, ...]:
+    """The tags of an entry stored under a hashed key, so that `path_purge_tag` finds it.
+
+    A digest keeps nothing of the path for a glob to match, and the backend contract
+    has no way to list keys; so such an entry is tagged with its exact path and each of
+    its directories (``/``, ``/a/``, ``/a/b/``, ... down to six levels), with and
+    without its host. A pattern purges the tag of its exact path, or of the directory
+    before its first ``*``: everything the pattern matches, and at worst more of the
+    long-URL entries under that directory, never less.
+    """
+    path = _PATH_UNSAFE.sub(_percent_fix, req.path) or "/"
+    directories = path[1:].split("/")[:-1][:_TAG_DEPTH]
+    parts = [
+        _tag_part("/" + "".join(name + "/" for name in directories[:depth]))
+        for depth in range(len(directories) + 1)
+    ]
+    parts.append("|" + _tag_part(path))
+    base = f"{prefix}http-path:"
+    host = _tag_part(_normal_host(req))
+    return tuple(base + where + part for where in ("", host) for part in parts)
+
+
+def _given_host(host: str) -> str:
+    # as written by the caller (a port stays: the scheme is not known here)
+    return _HOST_UNSAFE.sub(_percent_fix, host.strip().lower())
+
+
+def _normal_path_piece(piece: str) -> str:
+    return _PATH_UNSAFE.sub(_percent_fix, "/" + piece)[1:]
+
+
+def path_purge_tag(pattern: str, host: str | None = None, prefix: str = "") -> str:
+    """The `url_tags` tag covering every hashed entry whose path may match `pattern`."""
+    if not pattern.startswith("/"):
+        raise ValueError(f"a path pattern starts with '/', not {pattern!r}")
+    # normalised like key paths: "?" and "#" are encoded, so the literal head of the
+    # pattern is a prefix of the path of every entry it matches
+    path = "/" + "*".join(_normal_path_piece(piece) for piece in pattern[1:].split("*"))
+    if "*" not in path:
+        part = "|" + _tag_part(path)
+    else:
+        head = path[: path.index("*")]
+        directories = head[1:].split("/")[:-1][:_TAG_DEPTH]
+        part = _tag_part("/" + "".join(name + "/" for name in directories))
+    where = "" if host is None else _tag_part(_given_host(host))
+    return f"{prefix}http-path:{where}{part}"
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
+def path_globs(pattern: str, host: str | None = None, prefix: str = "") -> list[str]:
+    """Globs over the (unhashed) keys of the responses whose path matches `pattern`.
+
+    ``*`` matches anything, ``/``, a query string and Vary variants included. Without
+    `host`, every host matches. Hashed keys: see `url_tags`.
+    """
+    if not pattern.startswith("/"):
+        raise ValueError(f"a path pattern starts with '/', not {pattern!r}")
+    path = "*".join(_glob_escape(_normal_path_piece(piece)) for piece in pattern[1:].split("*"))
+    host_glob = "*" if host is None else _glob_escape(_given_host(host))
+    glob = f"{_glob_escape(prefix)}http:GET:*://{host_glob}/{path}"
+    if glob.endswith("*"):
+        return [glob]
+    return [glob, glob + "[?#]*"]  # the exact path, then with a query or a variant
 
 
 def primary_key(req: Request, prefix: str = "") -> str:
@@ -542,6 +635,12 @@ class StoreDecision:
     entry: CachedResponse
     primary_key: str
     marker: VaryMarker | None  # goes under primary_key when the response varies
+    url_tags: tuple[str, ...] = ()  # when a key is hashed: see `url_tags`
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The tags to write with every key: the response's, then `url_tags`."""
+        return self.entry.tags + self.url_tags
 
     def writes(self) -> list[tuple[str, bytes, int]]:
         """(key, value, ttl in whole seconds) to store, tagged with `entry.tags`."""
@@ -626,11 +725,18 @@ def storable(
         data = entry.to_bytes()
     except TypeError:  # orjson refuses lone surrogates in header values
         return "unserialisable"
-    primary = primary_key(req, policy.key_prefix)
-    if not names:
-        return StoreDecision(primary, data, ttl, entry, primary, None)
+    prefix = policy.key_prefix
+    primary = primary_key(req, prefix)
+    key = cache_key(req, names, prefix) if names else primary
+    hashed = is_hashed(primary, prefix) or is_hashed(key, prefix)
     return StoreDecision(
-        cache_key(req, names, policy.key_prefix), data, ttl, entry, primary, VaryMarker(names)
+        key,
+        data,
+        ttl,
+        entry,
+        primary,
+        VaryMarker(names) if names else None,
+        url_tags(req, prefix) if hashed else (),
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 import weakref
@@ -31,6 +30,8 @@ from cachekit.http import (
     StoreDecision,
     begin,
     miss_reason,
+    path_globs,
+    path_purge_tag,
     primary_key,
     serve,
 )
@@ -42,16 +43,17 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Decided = Callable[[CachedResponse | None], None]
 Probe = tuple[Hit | Forward, str | None, int]  # SyncHttpCache.probe: step, key read, landed
-_PROBE = b"\x00\xffcachekit"
-_GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
+_PROBE = b"\x00\xffcachekit" * 64
 
 
 def _stores_bytes(cache: Cache) -> bool:
+    """Whether ``cache`` keeps bytes exactly and compactly (not base64 inside JSON)."""
     serializer = cache.serializer
     if serializer is None:  # the memory backend keeps objects as they are
         return True
     try:
-        return bool(serializer.loads(serializer.dumps(_PROBE)) == _PROBE)
+        data = serializer.dumps(_PROBE)
+        return len(data) <= len(_PROBE) + 64 and bool(serializer.loads(data) == _PROBE)
     except Exception:
         return False
 
@@ -59,10 +61,11 @@ def _stores_bytes(cache: Cache) -> bool:
 def bytes_cache(cache: Cache) -> Cache:
     """A cache that stores HTTP entries (bytes) in ``cache``'s backend and namespace.
 
-    ``cache`` itself when it keeps bytes as they are (memory, or a ``raw``, ``msgpack``
-    or ``pickle`` serializer); otherwise (``orjson``, ``json``, ...: no bytes) a sibling
-    over the same backend objects and namespace with the ``raw`` serializer, so a hit
-    is still one ``GET`` and tags and ``clear()`` still cover the entries.
+    ``cache`` itself when it keeps bytes as they are, give or take a header (memory, or
+    a ``raw``, ``msgpack`` or signed ``pickle`` serializer); otherwise (``orjson``,
+    ``json``, ...: bytes are base64 in JSON, or refused) a sibling over the same backend
+    objects and namespace with the ``raw`` serializer, so a hit is still one ``GET`` of
+    the entry as it is, and tags and ``clear()`` still cover the entries.
     """
     if _stores_bytes(cache):
         return cache
@@ -174,22 +177,29 @@ class HttpCache:
     def path_globs(self, pattern: str, host: str | None = None) -> list[str]:
         """Globs over the cache keys for a path pattern (``*`` matches anything, including
         ``/``, a query string and Vary variants). Without ``host``, every host matches."""
-        if not pattern.startswith("/"):
-            raise ValueError(f"a path pattern starts with '/', not {pattern!r}")
-        pieces = []
-        for literal in pattern.split("*"):
-            key = primary_key(Request("GET", "http", "h", "/" + literal))
-            normal = key[len("http:GET:http://h/") :] if literal else ""
-            if key.startswith("http:sha256:"):  # too long to be matched; keep it literal
-                normal = literal
-            pieces.append(_GLOB_SPECIAL.sub(r"\\\1", normal))
-        path = "*".join(pieces)
-        host_glob = "*" if host is None else _GLOB_SPECIAL.sub(r"\\\1", host.strip().lower())
-        head = _GLOB_SPECIAL.sub(r"\\\1", self.policy.key_prefix) + "http:GET:*://"
-        glob = head + host_glob + path
-        if glob.endswith("*"):
-            return [glob]
-        return [glob, glob + "[?#]*"]  # the exact path, then with a query or a variant
+        return path_globs(pattern, host, self.policy.key_prefix)
+
+    def path_tag(self, pattern: str, host: str | None = None) -> str:
+        """The tag of the entries with hashed keys (long URLs) the pattern may cover."""
+        return path_purge_tag(pattern, host, self.policy.key_prefix)
+
+    # -- invalidation, blocking (both drivers) -------------------------------------------
+    def invalidate_url(self, url: str) -> bool:
+        """Drop the stored response (and its Vary variants) for an absolute URL."""
+        return self.cache.delete(self.url_key(url))
+
+    def invalidate_path(self, pattern: str, host: str | None = None) -> int:
+        """Drop every stored response whose path matches a ``*`` pattern; the number.
+
+        Responses to URLs too long for a readable key (over 200 characters) are found by
+        tag, by host and first path segment: the pattern drops each one it may cover."""
+        globs = self.path_globs(pattern, host)  # a bad pattern raises before any delete
+        total = sum(self.cache.delete_pattern(glob) for glob in globs)
+        return total + self.invalidate_tags(self.path_tag(pattern, host))
+
+    def invalidate_tags(self, *tags: str) -> int:
+        """Drop every stored response tagged (``Cache-Tag``) with any of ``tags``."""
+        return int(self._tags_method("invalidate_tags")(*tags))
 
     def _tags_method(self, name: str) -> Callable[..., Any]:
         method = getattr(self.cache, name, None)
@@ -241,7 +251,7 @@ class SyncHttpCache(HttpCache):
 
     def store(self, decision: StoreDecision) -> None:
         writes = decision.writes()
-        tags = decision.entry.tags or None
+        tags = decision.tags or None
         try:
             if len(writes) == 1:
                 key, data, ttl = writes[0]
@@ -355,19 +365,6 @@ class SyncHttpCache(HttpCache):
             if not deferred:
                 decided(None)
 
-    # -- invalidation -----------------------------------------------------------------
-    def invalidate_url(self, url: str) -> bool:
-        """Drop the stored response (and its Vary variants) for an absolute URL."""
-        return self.delete(self.url_key(url))
-
-    def invalidate_path(self, pattern: str, host: str | None = None) -> int:
-        """Drop every stored response whose path matches a ``*`` pattern; the number."""
-        return sum(self.cache.delete_pattern(glob) for glob in self.path_globs(pattern, host))
-
-    def invalidate_tags(self, *tags: str) -> int:
-        """Drop every stored response tagged (``Cache-Tag``) with any of ``tags``."""
-        return int(self._tags_method("invalidate_tags")(*tags))
-
 
 class AsyncHttpCache(HttpCache):
     """The driver for ASGI adapters: awaited backend calls, tasks coalesce on a key."""
@@ -403,7 +400,7 @@ class AsyncHttpCache(HttpCache):
 
     async def astore(self, decision: StoreDecision) -> None:
         writes = decision.writes()
-        tags = decision.entry.tags or None
+        tags = decision.tags or None
         try:
             if len(writes) == 1:
                 key, data, ttl = writes[0]
@@ -518,22 +515,14 @@ class AsyncHttpCache(HttpCache):
         return await self.adelete(self.url_key(url))
 
     async def ainvalidate_path(self, pattern: str, host: str | None = None) -> int:
+        globs = self.path_globs(pattern, host)
         total = 0
-        for glob in self.path_globs(pattern, host):
+        for glob in globs:
             total += await self.cache.adelete_pattern(glob)
-        return total
+        return total + await self.ainvalidate_tags(self.path_tag(pattern, host))
 
     async def ainvalidate_tags(self, *tags: str) -> int:
         return int(await self._tags_method("ainvalidate_tags")(*tags))
-
-    def invalidate_url(self, url: str) -> bool:
-        return self.cache.delete(self.url_key(url))
-
-    def invalidate_path(self, pattern: str, host: str | None = None) -> int:
-        return sum(self.cache.delete_pattern(glob) for glob in self.path_globs(pattern, host))
-
-    def invalidate_tags(self, *tags: str) -> int:
-        return int(self._tags_method("invalidate_tags")(*tags))
 
 
 def _ignore(entry: CachedResponse | None) -> None:

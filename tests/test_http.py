@@ -20,15 +20,19 @@ from cachekit.http import (
     begin,
     cache_key,
     invalidation_key,
+    is_hashed,
     load,
     mark_miss,
     miss_reason,
     parse_cache_control,
+    path_globs,
+    path_purge_tag,
     primary_key,
     request_is_cacheable,
     serve,
     storable,
     store_precheck,
+    url_tags,
 )
 
 NOW = 1_700_000_000.0
@@ -184,6 +188,87 @@ def test_odd_paths_give_short_safe_keys(path: str) -> None:
 def test_long_urls_are_hashed_and_still_distinct() -> None:
     one, two = primary_key(get("/" + "a" * 1000)), primary_key(get("/" + "a" * 999 + "b"))
     assert one != two and len(one) <= 210 and "sha256:" in one
+
+
+def test_keys_count_the_prefix_so_the_cache_never_shortens_them() -> None:
+    # Cache shortens user keys over 200 characters into a digest of its own, which no
+    # glob and no url_tags could reach: the HTTP key must hash first, prefix included.
+    path = "/" + "a" * 150
+    assert not is_hashed(primary_key(get(path)))
+    assert is_hashed(primary_key(get(path), "p" * 30), "p" * 30)
+    assert len(primary_key(get(path), "p" * 30)) <= 200
+
+
+LONG_PATH = "/reports/" + "x" * 150 + "/detail"
+LONG_QUERY = "q=" + "y" * 200
+
+
+@pytest.mark.parametrize(
+    ("pattern", "host"),
+    [
+        (LONG_PATH, None),
+        (LONG_PATH, "Example.COM"),
+        ("/reports/*", None),
+        ("/reports/*", "example.com"),
+        ("/reports", None),  # the exact path, any query
+        ("/rep*", None),
+        ("/*", "example.com"),
+        ("/*/detail", None),
+        ("/", None),
+    ],
+)
+def test_a_purge_pattern_covers_entries_with_hashed_keys(pattern: str, host: str | None) -> None:
+    path = "/reports" if pattern == "/reports" else "/" if pattern == "/" else LONG_PATH
+    req = get(path, LONG_QUERY)
+    decision = store(req, ok(("Cache-Tag", "mine")))
+    assert is_hashed(decision.key, "") and len(decision.key) <= 200
+    assert decision.tags[0] == "mine" and set(decision.url_tags) == set(url_tags(req))
+    assert path_purge_tag(pattern, host) in decision.tags
+
+
+@pytest.mark.parametrize(
+    ("pattern", "host"),
+    [
+        ("/other/*", None),
+        ("/reports/*", "other.example"),
+        ("/reportsX", None),
+        ("/reports", None),
+        ("/x", None),
+    ],
+)
+def test_a_purge_pattern_spares_hashed_entries_it_cannot_match(
+    pattern: str, host: str | None
+) -> None:
+    decision = store(get(LONG_PATH, LONG_QUERY), ok())
+    assert path_purge_tag(pattern, host) not in decision.tags
+
+
+def test_deep_paths_are_indexed_down_to_six_directories() -> None:
+    deep = "/" + "/".join("abcdefghij") + "/" + "z" * 200
+    tags = store(get(deep), ok()).tags
+    assert len(tags) == 2 * (7 + 1)  # "/", six directories, the exact path; +- host
+    assert path_purge_tag(deep) in tags
+    assert path_purge_tag("/a/b/c/*") == "http-path:/a/b/c/" and "http-path:/a/b/c/" in tags
+    assert path_purge_tag("/a/b/c/d/e/f/g/h/*") == "http-path:/a/b/c/d/e/f/" in tags
+
+
+def test_short_keys_carry_no_url_tags_and_are_matched_by_globs() -> None:
+    decision = store(get("/reports/1", "a=1"), ok())
+    assert decision.url_tags == () and decision.tags == ()
+    assert path_globs("/reports/*") == ["http:GET:*://*/reports/*"]
+    assert path_globs("/caf\u00e9", "Example.com", "p:") == [
+        "p:http:GET:*://example.com/caf%C3%A9",
+        "p:http:GET:*://example.com/caf%C3%A9[?#]*",
+    ]
+    with pytest.raises(ValueError, match="starts with '/'"):
+        path_globs("reports/*")
+
+
+def test_vary_variants_of_long_urls_are_tagged_too() -> None:
+    path = "/" + "v" * 170  # the primary key fits, the variant key (+ 33 chars) does not
+    decision = store(get(path, headers={"accept": "a"}), ok(("Vary", "Accept")))
+    assert not is_hashed(decision.primary_key) and is_hashed(decision.key)
+    assert path_purge_tag(path) in decision.tags
 
 
 def test_query_is_sorted_by_name_keeping_duplicate_order() -> None:

@@ -214,6 +214,32 @@ def test_invalidate_by_url_and_by_path_pattern(
     assert counter["page"] == 8
 
 
+def test_invalidate_path_purges_urls_longer_than_the_key_limit(
+    setup: tuple[TestClient, CacheMiddleware], counter: Counter
+) -> None:
+    client, middleware = setup
+    long_query = "?q=" + "y" * 200
+    report = "/reports/" + "x" * 120 + "/detail"
+    urls = [report + long_query, "/reports/1" + long_query, "/blog/" + "z" * 220]
+    assert all(len(url) > 200 for url in urls)
+
+    def run_counts() -> list[int]:
+        before = counter["page"]
+        statuses = [client.get(url).headers["cache-status"] for url in urls]
+        assert all("hit" in s or s.endswith("stored") for s in statuses)
+        return [int("hit" not in s) for s in statuses] + [counter["page"] - before]
+
+    assert run_counts() == [1, 1, 1, 3]
+    assert run_counts() == [0, 0, 0, 0]  # all three are stored
+    assert middleware.invalidate_path(report) == 1
+    assert run_counts() == [1, 0, 0, 1]
+    assert middleware.invalidate_path("/reports/*", host="testserver") == 2
+    assert run_counts() == [1, 1, 0, 2]
+    assert middleware.invalidate_path("/reports/*", host="elsewhere") == 0
+    assert middleware.invalidate_path("/blog/" + "z" * 220) == 1
+    assert run_counts() == [0, 0, 1, 1]
+
+
 async def test_async_invalidation(setup: tuple[TestClient, CacheMiddleware]) -> None:
     _, middleware = setup
     transport = httpx.ASGITransport(app=middleware)
