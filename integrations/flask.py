@@ -14,10 +14,13 @@
     def load_prices(region): ...
 
 Configuration (``app.config``; constructor keywords, lower-case and without the prefix,
-are the defaults): ``CACHEKIT_URL`` (``"memory://"``), ``CACHEKIT_PREFIX``
-(``"cachekit"``), ``CACHEKIT_VERSION``, ``CACHEKIT_DEFAULT_TTL`` (300: entries, and
-responses that state no freshness of their own), ``CACHEKIT_OPTIONS`` (more
-:class:`cachekit.Cache` keywords: ``serializer``, ``timeout``, ``on_error``...),
+are the defaults): ``CACHEKIT_URL`` (``"memory://"``), a ``CACHEKIT_<OPTION>`` key per
+:class:`cachekit.Cache` option (``CACHEKIT_PREFIX``, ``CACHEKIT_VERSION``,
+``CACHEKIT_SERIALIZER``, ``CACHEKIT_TIMEOUT``, ...: the README's options table; values as
+Python objects or text), of which ``CACHEKIT_DEFAULT_TTL`` defaults to 300 here (entries,
+and responses that state no freshness of their own), ``CACHEKIT_OPTIONS`` (the same
+options as a dict, lower-case); an unknown ``CACHEKIT_*`` key is a
+:class:`~cachekit.ConfigurationError`, and the URL's query string wins over these keys;
 ``CACHEKIT_HTTP`` (:class:`cachekit.http.HttpCachePolicy` fields: ``max_body_size``,
 ``cacheable_statuses``, ``etag_from_body``, ``tag_header``, ...), ``CACHEKIT_CACHE_ALL``
 (False), ``CACHEKIT_LOCK`` (None: cross-process coalescing when the backend is remote).
@@ -28,19 +31,33 @@ dispatch of the current request's endpoint (the decorated function is, or is wra
 by, ``app.view_functions[request.endpoint]``), the HTTP response is cached, keyed by
 scheme, host, path and normalised query string, under the rules of
 :mod:`cachekit.http` (Cache-Control, Vary, Set-Cookie, Authorization, 304s, ``Age`` and
-``Cache-Status``); any other call caches the return value with the cache's ``cached``.
+``Cache-Status``); any other call caches the return value with the cache's ``cached``
+(outside an app context too, in the app given to ``FlaskCache(app)``).
 Say which explicitly with ``@fcache.cached_view`` or ``@fcache.memoize``.
 
-A cached view's hits are answered before Flask dispatches the request (one backend
-read, no request context) where that changes nothing: the URL routes to the cached
-view itself (no other decorator around it), the app has no request hooks (before,
-after, teardown, URL value preprocessors) or request signal receivers, and the request
-carries no session cookie. Otherwise hits are answered inside the view, after the hooks.
+A cached view stands in for the view: the entry is what the view returned, and a hit
+is handed to Flask as if the view had returned it again, so outer decorators,
+``before_request`` hooks (which may refuse it), ``after_request`` hooks and the session
+run on hits as on misses. Whether a miss is stored is decided on the *final* response,
+after every ``after_request`` hook and the session have been applied (Flask's
+``request_finished``): a response a hook made ``private``, ``no-store`` or gave a
+``Set-Cookie`` is never stored; while that is decided, concurrent requests for the URL
+wait for it.
+
+A hit is answered before Flask dispatches it (one backend read, no request context)
+only where that changes nothing: FlaskCache wraps Flask's own ``wsgi_app`` (no WSGI
+middleware was installed before ``init_app``; middleware installed after it runs
+first anyway), the URL routes to the cached view itself (no other decorator around
+it), the app has no request hooks (before, after, teardown, URL value preprocessors)
+or request and app-context signal receivers, and the request carries no session
+cookie. Otherwise hits are answered inside the view.
 
 ``CACHEKIT_CACHE_ALL = True`` puts a shared cache in front of the whole app (it wraps
 ``app.wsgi_app``, like a reverse proxy would sit in front): every cacheable GET response
 is stored, seeing the final headers (session cookies included), and a hit is answered
 before Flask dispatches the request, so ``before_request`` hooks do not run for hits.
+It must be the innermost WSGI layer (``init_app`` before any ``app.wsgi_app = ...``
+middleware, which then runs on hits too): keys are made from the request Flask sees.
 A ``@fcache.cached_view(ttl=...)`` under it sets that view's TTL.
 
 Concurrent requests for the same cold URL run the view once (threads coalesce; with a
@@ -52,20 +69,27 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, has_request_context, request
+from flask import Flask, current_app, has_app_context, has_request_context, request
 from flask import Response as FlaskResponse
 from flask.globals import request_ctx
-from flask.signals import request_finished, request_started, request_tearing_down
+from flask.signals import (
+    appcontext_pushed,
+    request_finished,
+    request_started,
+    request_tearing_down,
+)
 from werkzeug.datastructures import Headers
 
-from cachekit import DEFAULT, Cache
+from cachekit import DEFAULT, Cache, ConfigurationError
 from cachekit.http import (
     CachedResponse,
     Forward,
@@ -82,6 +106,8 @@ from ._httpcache import Probe, SyncHttpCache, decode_path, make_policy
 
 __all__ = ["FlaskCache"]
 
+logger = logging.getLogger(__name__)
+
 F = TypeVar("F", bound=Callable[..., Any])
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -91,20 +117,22 @@ EXTENSION = "cachekit"
 _FRONT = "cachekit.front"  # environ: the app-wide cache forwarded this request
 _VIEW_POLICY = "cachekit.policy"  # environ: the policy a cached view asks the front to use
 _PROBED = "cachekit.probed"  # environ: the view front's lookup, for the view to carry on from
+_PENDING = "cachekit.pending"  # environ: a miss to store once the final response is known
 _VIEW_MARK = "_cachekit_view"  # on a cached view's wrapper: its _ViewMark
 _MATCHES_MAX = 4096  # remembered URL -> endpoint matches per app (forgotten all at once)
 _POLICY_FIELDS = frozenset(f.name for f in dataclasses.fields(HttpCachePolicy))
 _MEMO_OPTIONS = frozenset({"key", "tags", "cache_none", "condition", "unless"})
+# the extension's own settings (app.config["CACHEKIT_" + name.upper()]) and their defaults;
+# every cachekit option is a setting too (CACHEKIT_PREFIX, ...: the options table)
 _DEFAULTS: dict[str, Any] = {
     "url": "memory://",
-    "prefix": "cachekit",
-    "version": None,
-    "default_ttl": 300.0,
-    "options": {},
+    "options": {},  # more options as {name: value}; a CACHEKIT_<NAME> key wins over it
     "http": {},
     "cache_all": False,
     "lock": None,
 }
+_OWN_KEYS = tuple("CACHEKIT_" + name.upper() for name in _DEFAULTS)
+_DEFAULT_TTL = 300.0  # entries, and responses that state no freshness of their own
 
 
 @dataclass
@@ -278,9 +306,12 @@ class _ViewFront:
     URL routes to an endpoint whose view function is this extension's cached view
     itself (no other decorator around it), in an app with no ``before_request``,
     ``after_request`` or ``teardown_request`` hooks, URL value preprocessors or request
-    signal receivers, and a request without a session cookie (Flask might refresh it).
-    Anything else, and every miss, goes through Flask; a miss hands its lookup to the
-    view (``environ[_PROBED]``), so it is never read twice.
+    or app-context signal receivers (but cachekit's own), and a request without a
+    session cookie (Flask might refresh it). It is installed only around Flask's own
+    ``wsgi_app``: WSGI middleware under it (installed before ``init_app``) could refuse
+    the request or rewrite the environ the key is made from. Anything else, and every
+    miss, goes through Flask; a miss hands its lookup to the view (``environ[_PROBED]``),
+    so it is never read twice.
     """
 
     def __init__(self, app: WSGIApp, flask_app: Flask, owner: FlaskCache) -> None:
@@ -315,8 +346,9 @@ class _ViewFront:
             or any(app.teardown_request_funcs.values())
             or any(app.url_value_preprocessors.values())
             or request_started.receivers
-            or request_finished.receivers
-            or request_tearing_down.receivers
+            or appcontext_pushed.receivers
+            or _others_receive(request_finished, _on_request_finished)
+            or _others_receive(request_tearing_down, _on_request_tearing_down)
         ):
             return None
         cookies = environ.get("HTTP_COOKIE")
@@ -364,13 +396,18 @@ class FlaskCache:
     def __init__(
         self, app: Flask | None = None, *, cache: Cache | None = None, **config: Any
     ) -> None:
-        unknown = set(config) - set(_DEFAULTS)
-        if unknown:
-            raise TypeError(f"unknown FlaskCache option(s): {', '.join(sorted(unknown))}")
+        options = {name: value for name, value in config.items() if name not in _DEFAULTS}
+        Cache.check_options(options, where="FlaskCache()", also=_DEFAULTS)  # typos fail here
         self._cache = cache
-        self._config = {**_DEFAULTS, **config}
+        self._config = {**_DEFAULTS, "default_ttl": _DEFAULT_TTL, **config}
         self._views = 0  # views decorated so far (the view front has work only then)
+        # The app given here, for calls outside any app context (a cached function called
+        # from a script or a worker). Only a fallback: state lives in app.extensions, and
+        # inside an app context the current app is used. Weak: the extension never keeps
+        # an app alive.
+        self._default_app: weakref.ref[Flask] | None = None
         if app is not None:
+            self._default_app = weakref.ref(app)
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
@@ -378,30 +415,61 @@ class FlaskCache:
         for name, default in self._config.items():
             config.setdefault("CACHEKIT_" + name.upper(), default)
         cache = self._cache
+        # every CACHEKIT_* key is checked against the options table (a typo is an error),
+        # below the URL's query string in precedence (as for CACHEKIT_* environment variables)
+        settings = Cache.check_options(
+            config["CACHEKIT_OPTIONS"], where="app.config['CACHEKIT_OPTIONS']"
+        )
+        settings.update(
+            (key[len("CACHEKIT_") :].lower(), value)
+            for key, value in config.items()
+            if key.startswith("CACHEKIT_") and key not in _OWN_KEYS
+        )
         if cache is None:
-            options = dict(config["CACHEKIT_OPTIONS"])
-            if config["CACHEKIT_VERSION"] is not None:
-                options.setdefault("version", config["CACHEKIT_VERSION"])
-            cache = Cache(
-                config["CACHEKIT_URL"],
-                prefix=config["CACHEKIT_PREFIX"],
-                default_ttl=config["CACHEKIT_DEFAULT_TTL"],
-                **options,
-            )
-        policy = make_policy(None, config["CACHEKIT_DEFAULT_TTL"], **config["CACHEKIT_HTTP"])
+            cache = Cache.from_settings(
+                settings, config["CACHEKIT_URL"], where="app.config",
+                spelling="CACHEKIT_{NAME}", also=_OWN_KEYS,
+            )  # fmt: skip
+            default_ttl = cache.default_ttl
+        else:
+            default_ttl = Cache.check_options(
+                settings, where="app.config", spelling="CACHEKIT_{NAME}", also=_OWN_KEYS
+            )["default_ttl"]
+        policy = make_policy(None, default_ttl, **config["CACHEKIT_HTTP"])
         state = _State(cache, SyncHttpCache(cache, policy, lock=config["CACHEKIT_LOCK"]), policy)
         app.extensions[EXTENSION] = state
+        # A cached view's miss is stored once Flask has finished the response (after the
+        # after_request hooks and the session); teardown settles it if that never came.
+        request_finished.connect(_on_request_finished, app)
+        request_tearing_down.connect(_on_request_tearing_down, app)
+        innermost = _is_flasks_own(app)
         if config["CACHEKIT_CACHE_ALL"]:
+            if not innermost:
+                raise ConfigurationError(
+                    "CACHEKIT_CACHE_ALL: app.wsgi_app is already wrapped by WSGI middleware; "
+                    "call init_app before installing middleware, so that the middleware "
+                    "runs on hits too and keys are made from the request Flask sees"
+                )
             app.wsgi_app = _FrontCache(app.wsgi_app, state)  # type: ignore[method-assign]
-        else:
+        elif innermost:  # else hits are answered in the view, after the middleware
             app.wsgi_app = _ViewFront(app.wsgi_app, app, self)  # type: ignore[method-assign]
 
     # -- state ------------------------------------------------------------------------
-    @staticmethod
-    def _state(app: Flask | None = None) -> _State:
-        target = app if app is not None else current_app
+    def _state(self, app: Flask | None = None) -> _State:
+        """The given app's state, else the current app's, else (outside any app context)
+        the app this FlaskCache was constructed with."""
+        if app is None:
+            if has_app_context():
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+            elif self._default_app is not None:
+                app = self._default_app()
+            if app is None:
+                raise RuntimeError(
+                    "FlaskCache: no application: call inside an app context "
+                    "(with app.app_context(): ...), or construct FlaskCache(app)"
+                )
         try:
-            state: _State = target.extensions[EXTENSION]
+            state: _State = app.extensions[EXTENSION]
         except KeyError:
             raise RuntimeError("FlaskCache.init_app(app) was not called for this app") from None
         return state
@@ -502,7 +570,8 @@ class FlaskCache:
 
             if req is None:
                 req = request_from_environ(environ)
-            return state.http.run(req, policy, on_hit, forward, probed)
+            # deferred: a miss is decided in _on_request_finished, on the final response
+            return state.http.run(req, policy, on_hit, forward, probed, deferred=True)
 
         view._cachekit_overrides = overrides  # type: ignore[attr-defined]
         return view
@@ -579,24 +648,126 @@ def _complete(
     decided: Decided,
     request_time: float,
 ) -> FlaskResponse:
-    """Store a view's response if the policy allows; the response to send on."""
+    """A view's response, kept to be stored once the final response is known
+    (:func:`_on_request_finished`); the response to hand to Flask."""
     policy = step.policy
     headers = list(response.headers.items())
     accessed, modified = _session_use()
     if accessed and not any(
         name.lower() == "vary" and "cookie" in value.lower() for name, value in headers
     ):
-        headers.append(("Vary", "Cookie"))  # Flask adds it after the view; key on it now
+        # The view (or a before_request hook) read the session: its output depends on
+        # the cookie. Flask adds the header after the view; key on it now.
+        headers.append(("Vary", "Cookie"))
     if response.is_streamed or modified:
         decided(None)  # streaming, or about to set a session cookie: never shared
         response.headers = Headers(
             mark_miss(response.headers.items(), False, step.fwd, policy=policy)
         )
         return response
-    resp = Response(response.status_code, headers, response.get_data())
-    sent, store = step.finish(resp, time.time(), request_time)
-    if store is not None:
-        state.http.store(store)
-    decided(None if store is None else store.entry)
-    response.headers = Headers(list(sent.headers))
+    view = Response(response.status_code, headers, response.get_data())
+    request.environ[_PENDING] = _Pending(state, step, decided, response, view, request_time)
     return response
+
+
+@dataclass
+class _Pending:
+    """A cached view's miss, waiting for the final response (after the after_request
+    hooks and the session) to say whether, how long and by what it may be shared.
+
+    The entry is the *view's* response (``view``): a hit is handed to Flask as if the
+    view had returned it, so the hooks run on it as they ran on this miss (a hook that
+    adds a header or compresses the body does so once). What the hooks say about
+    caching is the final response's: Cache-Control (``private``, ``max-age``...),
+    Expires, Vary and the tag header are taken from it, and a response that sets a
+    cookie or that a hook replaced is not stored.
+    """
+
+    state: _State
+    step: Forward
+    decided: Decided
+    response: FlaskResponse  # the object the view returned (hooks change it in place)
+    view: Response
+    request_time: float
+
+    def finish(self, final: FlaskResponse) -> None:
+        step, policy, store = self.step, self.step.policy, None
+        final_headers = list(final.headers.items())
+        try:
+            # Another object is a hook's replacement or an error handler's response
+            # (a hook raised): not what the view made.
+            same = final is self.response and final.status_code == self.view.status
+            if (
+                same
+                and store_precheck(step.request, final.status_code, final_headers, policy) is None
+            ):
+                said = _caching_headers_from(final_headers, self.view.headers, policy)
+                view = dataclasses.replace(self.view, headers=said)
+                _, store = step.finish(view, time.time(), self.request_time)
+            if store is not None:
+                self.state.http.store(store)
+        except Exception:  # a cache problem never fails the request
+            logger.exception("storing a Flask response failed")
+            store = None
+        self.decided(None if store is None else store.entry)
+        etag = None if store is None else store.entry.etag
+        final.headers = Headers(
+            mark_miss(final_headers, store is not None, step.fwd, policy=policy, etag=etag)
+        )
+
+    def abandon(self) -> None:
+        self.decided(None)
+
+
+def _caching_headers_from(
+    final: list[tuple[str, str]], view: Sequence[tuple[str, str]], policy: HttpCachePolicy
+) -> list[tuple[str, str]]:
+    """The view's headers with the final response's say on caching: its Cache-Control,
+    Expires and Pragma, and the union of both responses' Vary and tag headers."""
+    tag = policy.tag_header.lower()
+    replaced = {"cache-control", "expires", "pragma"}
+    headers = [
+        (name, value) for name, value in view if name.lower() not in {*replaced, "vary", tag}
+    ]
+    headers += [(name, value) for name, value in final if name.lower() in replaced]
+    for joined, spelling in (("vary", "Vary"), (tag, policy.tag_header)):
+        items = {
+            item.strip().lower(): item.strip()
+            for name, value in (*view, *final)
+            if name.lower() == joined
+            for item in value.split(",")
+            if item.strip()
+        }
+        if items:
+            headers.append((spelling, ", ".join(items.values())))
+    return headers
+
+
+def _on_request_finished(sender: Flask, response: FlaskResponse, **extra: Any) -> None:
+    """Flask's ``request_finished``: the final response (after every after_request hook
+    and the session were applied) decides whether the pending miss is stored."""
+    pending: _Pending | None = request.environ.pop(_PENDING, None)
+    if pending is not None:
+        pending.finish(response)
+
+
+def _on_request_tearing_down(sender: Flask, **extra: Any) -> None:
+    """The request ended without a ``request_finished`` for it (an exception in a hook or
+    an error handler): release the waiting requests, store nothing."""
+    pending: _Pending | None = request.environ.pop(_PENDING, None)
+    if pending is not None:
+        pending.abandon()
+
+
+def _others_receive(signal: Any, ours: Callable[..., Any]) -> bool:
+    """Whether ``signal`` has receivers other than cachekit's ``ours``."""
+    receivers = signal.receivers
+    return len(receivers) > (1 if id(ours) in receivers else 0)
+
+
+def _is_flasks_own(app: Flask) -> bool:
+    """Whether ``app.wsgi_app`` is still Flask's own (no WSGI middleware installed)."""
+    wsgi_app: Any = app.wsgi_app
+    return getattr(wsgi_app, "__func__", None) is Flask.wsgi_app and (
+        getattr(wsgi_app, "__self__", None) is app
+    )

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from cachekit.integrations.flask import FlaskCache
 from flask import Flask, Response, request, session, stream_with_context
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import EnvironBuilder
 
-from cachekit import Cache
+from cachekit import Cache, ConfigurationError
 from cachekit.testing_servers import RedisServer
 from tests.conftest import unique_prefix
 
@@ -738,3 +739,185 @@ def test_processes_coalesce_through_the_cache_lock(redis_server: RedisServer) ->
         with app.app_context():
             fcache.cache.clear()
             fcache.cache.close()
+
+
+# ------------------------------------- the final response decides; hits pass every check
+
+
+def test_after_request_hooks_decide_what_is_stored(cache: Cache) -> None:
+    """A miss is stored only if the final response allows it: a hook that marks a
+    logged-in user's page private, sets a cookie or adds a Vary is seen. Two users
+    share the cache; neither ever gets the other's page."""
+    app = Flask(__name__)
+    fcache = FlaskCache(app, cache=cache)
+    runs = Counter()
+
+    @app.get("/dashboard")
+    @fcache.cached(ttl=30)
+    def dashboard() -> str:  # who is logged in comes from a cookie the view reads
+        return f"dashboard of {request.cookies.get('auth', 'anonymous')} {runs.hit('d')}"
+
+    @app.get("/greeting")
+    @fcache.cached(ttl=30)
+    def greeting() -> str:
+        hello = "bonjour" if request.accept_languages.best == "fr" else "hello"
+        return f"{hello} {runs.hit('g')}"
+
+    @app.get("/tracked")
+    @fcache.cached(ttl=30)
+    def tracked() -> str:
+        return f"tracked {runs.hit('t')}"
+
+    @app.after_request
+    def personal(response: Response) -> Response:
+        if request.cookies.get("auth"):
+            response.headers["Cache-Control"] = "private"
+        if request.path == "/greeting":
+            response.vary.add("Accept-Language")
+        if request.path == "/tracked":
+            response.set_cookie("visitor", "v1")
+        response.headers.add("X-Frame-Options", "DENY")  # not idempotent: once per response
+        return response
+
+    alice, anonymous = app.test_client(), app.test_client()
+    alice.set_cookie("auth", "alice")
+    assert alice.get("/dashboard").data == b"dashboard of alice 1"
+    page = anonymous.get("/dashboard")
+    assert page.data == b"dashboard of anonymous 2"
+    assert status(page) == "cachekit; fwd=uri-miss; stored"
+    hit = anonymous.get("/dashboard")
+    assert hit.data == page.data and "hit" in status(hit)
+    assert hit.headers.getlist("X-Frame-Options") == ["DENY"]  # the hook ran once on it
+
+    french = {"Accept-Language": "fr"}
+    assert anonymous.get("/greeting", headers=french).data == b"bonjour 1"
+    assert anonymous.get("/greeting").data == b"hello 2"  # the hook's Vary keys it
+    assert anonymous.get("/greeting", headers=french).data == b"bonjour 1"
+    assert "Accept-Language" in anonymous.get("/greeting").headers["Vary"]
+
+    first = anonymous.get("/tracked")
+    assert first.data == b"tracked 1" and status(first) == "cachekit; fwd=uri-miss"
+    assert alice.get("/tracked").data == b"tracked 2"  # Set-Cookie: never stored
+
+
+def test_a_failing_after_request_hook_stores_nothing_and_releases_waiters(cache: Cache) -> None:
+    app = Flask(__name__)
+    fcache = FlaskCache(app, cache=cache)
+    runs = Counter()
+    failing = [True]  # the first request's hook raises
+
+    @app.get("/r")
+    @fcache.cached(ttl=30)
+    def r() -> str:
+        return f"r {runs.hit('r')}"
+
+    @app.after_request
+    def hook(response: Response) -> Response:
+        if failing[0]:
+            raise RuntimeError("hook failed")
+        return response
+
+    client = app.test_client()
+    assert client.get("/r").status_code == 500  # the 500 error page replaced the view's
+    assert fcache.http_cache(app)._all_flights() == []  # settled at teardown
+    failing[0] = False
+    assert client.get("/r").data == b"r 2"
+    assert "hit" in status(client.get("/r"))
+
+
+class AllowList:
+    """WSGI middleware: 403 for blocked client addresses."""
+
+    def __init__(self, app: Any, blocked: set[str]) -> None:
+        self.app, self.blocked = app, blocked
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("REMOTE_ADDR") in self.blocked:
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [b"blocked"]
+        return self.app(environ, start_response)
+
+
+@pytest.mark.parametrize("installed", ["before init_app", "after init_app"])
+def test_wsgi_middleware_refuses_hits_too(cache: Cache, installed: str) -> None:
+    """An IP allow-list installed before or after init_app refuses a cached URL's hit
+    from a blocked client, as it refuses its miss."""
+    app = Flask(__name__)
+    if installed == "before init_app":
+        app.wsgi_app = AllowList(app.wsgi_app, {"10.0.0.9"})  # type: ignore[method-assign]
+    fcache = FlaskCache(app, cache=cache)
+    if installed == "after init_app":
+        app.wsgi_app = AllowList(app.wsgi_app, {"10.0.0.9"})  # type: ignore[method-assign]
+    runs = Counter()
+
+    @app.get("/report")
+    @fcache.cached(ttl=30)
+    def report() -> str:
+        return f"report {runs.hit('report')}"
+
+    client = app.test_client()
+    allowed, blocked = {"REMOTE_ADDR": "10.0.0.1"}, {"REMOTE_ADDR": "10.0.0.9"}
+    assert status(client.get("/report", environ_base=allowed)).endswith("stored")
+    assert "hit" in status(client.get("/report", environ_base=allowed))
+    refused = client.get("/report", environ_base=blocked)
+    assert refused.status_code == 403 and refused.data == b"blocked"
+    assert runs["report"] == 1
+
+
+def test_keys_are_made_from_the_request_flask_sees(cache: Cache) -> None:
+    """ProxyFix installed before init_app sets the host from X-Forwarded-Host: two
+    tenants behind one proxy (one upstream Host) keep their own pages."""
+    app = Flask(__name__)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_host=1)  # type: ignore[method-assign]
+    fcache = FlaskCache(app, cache=cache)
+
+    @app.get("/home")
+    @fcache.cached(ttl=30)
+    def home() -> str:
+        return f"home of {request.host}"
+
+    client = app.test_client()
+    for _ in range(2):
+        for tenant in ("a.example", "b.example"):
+            page = client.get("/home", headers={"Host": "upstream", "X-Forwarded-Host": tenant})
+            assert page.data == f"home of {tenant}".encode()
+    assert "hit" in status(page)
+
+
+def test_the_app_wide_cache_must_be_the_innermost_wsgi_layer(cache: Cache) -> None:
+    app = Flask(__name__)
+    app.config["CACHEKIT_CACHE_ALL"] = True
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_host=1)  # type: ignore[method-assign]
+    with pytest.raises(ConfigurationError, match="init_app before installing middleware"):
+        FlaskCache(app, cache=cache)
+
+
+def test_cached_functions_work_outside_an_app_context(cache: Cache) -> None:
+    """FlaskCache(app) remembers its app for calls made outside any app context (a
+    script, a worker); FlaskCache() + init_app has no app to fall back on."""
+    app = Flask(__name__)
+    fcache = FlaskCache(app, cache=cache)
+    calls: list[str] = []
+
+    @fcache.cached(ttl=30)
+    def price(region: str) -> int:
+        calls.append(region)
+        return 3
+
+    assert price("eu") == price("eu") == 3
+    assert calls == ["eu"]
+    assert fcache.cache is cache
+    with app.app_context():
+        assert price("eu") == 3 and calls == ["eu"]  # the same entry
+    price.invalidate("eu")  # type: ignore[attr-defined]
+    assert price("eu") == 3 and calls == ["eu", "eu"]
+
+    factory_made = FlaskCache()
+    factory_made.init_app(Flask(__name__))
+
+    @factory_made.cached(ttl=30)
+    def stock(item: str) -> int:
+        return 7
+
+    with pytest.raises(RuntimeError, match="app context"):
+        stock("x")
