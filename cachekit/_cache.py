@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any, ParamSpec, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ._async.ops import AsyncCacheOps
 from ._breaker import CircuitBreaker
 from ._codec import Boxed, BytesCodec, Codec, ObjectCodec
+from ._config import OPTIONS, Layer, accepted_names, merge, redis_url_arguments, unknown_option
 from ._decorator import decorate
 from ._keys import Namespace
 from ._lock import LockMixin
@@ -30,24 +32,12 @@ _R = TypeVar("_R")
 _T = TypeVar("_T")
 
 _SCHEMES = ("memory", "redis", "rediss", "unix", "fakeredis")
-DEFAULT_TIMEOUT = 0.25
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+DEFAULT_TIMEOUT: float = OPTIONS["timeout"].default
 """Redis socket timeout (seconds) when none is given: fail fast, then fail open."""
-# options that may be given in the URL's query string as well as as arguments
-_URL_OPTIONS = {
-    "prefix": str,
-    "version": str,
-    "default_ttl": float,
-    "serializer": str,
-    "compress": str,
-    "on_error": str,
-    "max_entries": int,
-    "eviction": str,
-    "timeout": float,
-}
-
-
-def _float_or_none(value: str) -> float | None:
-    return None if value.lower() in ("", "none", "null") else float(value)
+_NOT_OPTIONS = ("url", "client", "backend", "async_backend")  # constructor arguments only
+# environment variables of cachekit's that are not options (read elsewhere)
+_OTHER_ENV = frozenset({"CACHEKIT_URL", "CACHEKIT_REDIS_SERVER"})
 
 
 def _memory_lookup(
@@ -107,47 +97,42 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         serializer: str | Serializer | None = None,
         secret: str | bytes | None = None,
         compress: str | None = None,
-        compress_threshold: int = 1024,
+        compress_threshold: int | None = None,
         timeout: float | None = None,
         connect_timeout: float | None = None,
         on_error: str | None = None,
-        retry_interval: float = 0.2,
+        retry_interval: float | None = None,
         max_entries: int | None = None,
         eviction: str | None = None,
+        owner: str | None = None,
     ) -> None:
-        url, from_url = self._split_url(url)
-        prefix = prefix if prefix is not None else from_url.get("prefix", "cachekit")
-        version = version if version is not None else from_url.get("version", 1)
-        if default_ttl is None and "default_ttl" in from_url:
-            default_ttl = from_url["default_ttl"]
-        serializer = serializer if serializer is not None else from_url.get("serializer")
-        compress = compress if compress is not None else from_url.get("compress")
-        on_error = on_error or from_url.get("on_error", "ignore")
-        timeout = timeout if timeout is not None else from_url.get("timeout", DEFAULT_TIMEOUT)
-        if max_entries is None:
-            max_entries = from_url.get("max_entries", 10_000)
-        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
-            raise ConfigurationError(f"max_entries must be a positive integer, not {max_entries!r}")
-        eviction = eviction or from_url.get("eviction", "lru")
-        if eviction not in ("lru", "tinylfu"):
-            raise ConfigurationError(f"eviction must be 'lru' or 'tinylfu', not {eviction!r}")
-        if on_error not in ("ignore", "raise"):
-            raise ConfigurationError(f"on_error must be 'ignore' or 'raise', not {on_error!r}")
-        if default_ttl is not None and (
-            isinstance(default_ttl, bool) or not isinstance(default_ttl, (int, float))
-        ):
-            raise ConfigurationError(f"default_ttl must be seconds or None, not {default_ttl!r}")
-
+        """Options (see :data:`cachekit._config.OPTIONS`, the README's table): ``None``
+        means "not given"; then the URL's query string, then the option's default."""
+        arguments = {
+            "prefix": prefix, "version": version, "default_ttl": default_ttl,
+            "serializer": serializer, "secret": secret, "compress": compress,
+            "compress_threshold": compress_threshold, "timeout": timeout,
+            "connect_timeout": connect_timeout, "on_error": on_error,
+            "retry_interval": retry_interval, "max_entries": max_entries,
+            "eviction": eviction, "owner": owner,
+        }  # fmt: skip
+        url, query = self._split_url(url)
+        options = merge([Layer("arguments", arguments), Layer("the cache URL", query, True, "url")])
+        self._options = options
         self.url = url
         self._client_given = client if client is not None else backend
-        self._ns = Namespace(prefix, version)
-        self.default_ttl = default_ttl
-        self._raise_errors = on_error == "raise"
+        ns_prefix = options["prefix"]
+        if options["owner"] is not None:
+            ns_prefix = f"!{options['owner']}:{ns_prefix}"  # see _config._prefix
+        self._ns = Namespace(ns_prefix, options["version"])
+        self.default_ttl: float | None = options["default_ttl"]
+        self._raise_errors = options["on_error"] == "raise"
         self.counters = Counters()
 
         backend, async_backend = self._make_backends(
-            url, client, backend, async_backend, timeout, connect_timeout, max_entries, eviction
-        )
+            url, client, backend, async_backend, options["timeout"],
+            options["connect_timeout"], options["max_entries"], options["eviction"],
+        )  # fmt: skip
         self._is_local: bool = bool(getattr(backend, "local", False))
         self._translate_error = backend.translate_error
         if backend is not None:
@@ -156,16 +141,17 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
             self.__dict__["_abackend"] = async_backend
 
         self._codec: Codec
+        serializer, compress = options["serializer"], options["compress"]
         if self._is_local and serializer is None and compress is None:
             self._codec = ObjectCodec()
         else:
             self._codec = BytesCodec(
-                get_serializer(serializer, secret=secret),
+                get_serializer(serializer, secret=options["secret"]),
                 compress=compress,
-                compress_threshold=compress_threshold,
+                compress_threshold=options["compress_threshold"],
             )
         self._breaker = CircuitBreaker(
-            self._probe, retry_interval=retry_interval, name=self._describe_backend()
+            self._probe, retry_interval=options["retry_interval"], name=self._describe_backend()
         )
         if isinstance(backend, MemoryBackend) and isinstance(self._codec, ObjectCodec):
             # the hit path of @cached on the embedded default: see _memory_lookup
@@ -173,8 +159,13 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
 
     # -- construction -----------------------------------------------------------------
     @staticmethod
-    def _split_url(url: str | None) -> tuple[str, dict[str, Any]]:
-        """The URL without cachekit's own query options, and those options."""
+    def _split_url(url: str | None) -> tuple[str, dict[str, str]]:
+        """The URL without cachekit's own query options, and those options (as text).
+
+        A query name that is neither a cachekit option nor one redis-py's ``from_url``
+        takes for this scheme is an error now: redis-py would take it, and then fail on
+        every call (a cache silently off), or memory:// would ignore it.
+        """
         url = url or "memory://"
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES:
@@ -182,17 +173,23 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
                 f"unsupported cache URL {url!r}: the scheme must be one of "
                 + ", ".join(f"{s}://" for s in _SCHEMES)
             )
-        ours: dict[str, Any] = {}
+        ours: dict[str, str] = {}
         theirs: list[tuple[str, str]] = []
+        redis_names = (
+            redis_url_arguments(parts.scheme) if parts.scheme in _REDIS_SCHEMES else frozenset()
+        )
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            convert = _URL_OPTIONS.get(name)
-            if convert is None:
+            if name in OPTIONS:
+                ours[name] = value  # an option not allowed in URLs: merge() says why
+            elif name in redis_names:
                 theirs.append((name, value))
-                continue
-            try:
-                ours[name] = _float_or_none(value) if convert is float else convert(value)
-            except ValueError:
-                raise ConfigurationError(f"bad value for {name} in cache URL: {value!r}") from None
+            else:
+                raise unknown_option(
+                    name,
+                    accepted_names("url"),
+                    f"the query string of {parts.scheme}:// URLs",
+                    {"and redis-py's": redis_names} if redis_names else {},
+                )
         base = url.split("?", 1)[0]  # not urlunsplit: it turns unix:///path into unix:/path
         return (f"{base}?{urlencode(theirs)}" if theirs else base), ours
 
@@ -226,36 +223,68 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         return backends_for_url(url, timeout, connect_timeout)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Cache:
-        """A cache configured by ``CACHEKIT_URL``, ``CACHEKIT_PREFIX``, ``CACHEKIT_VERSION``,
-        ``CACHEKIT_DEFAULT_TTL``, ``CACHEKIT_SERIALIZER``, ``CACHEKIT_SECRET``,
-        ``CACHEKIT_COMPRESS``, ``CACHEKIT_TIMEOUT``, ``CACHEKIT_ON_ERROR``,
-        ``CACHEKIT_MAX_ENTRIES`` and ``CACHEKIT_EVICTION``; keyword arguments win over the
-        environment."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, **arguments: Any) -> Cache:
+        """A cache configured by ``CACHEKIT_URL`` and a ``CACHEKIT_<OPTION>`` variable per
+        option (``CACHEKIT_PREFIX``, ``CACHEKIT_DEFAULT_TTL``, ``CACHEKIT_SECRET``, ...: the
+        options table). Keyword arguments win over the URL's query, which wins over the
+        other variables; an empty variable is unset; an unknown ``CACHEKIT_*`` variable is a
+        :class:`ConfigurationError` (a typo must not go unnoticed)."""
         env = os.environ if environ is None else environ
-        options: dict[str, Any] = {}
-        converters: dict[str, tuple[str, Callable[[str], Any]]] = {
-            "CACHEKIT_PREFIX": ("prefix", str),
-            "CACHEKIT_VERSION": ("version", str),
-            "CACHEKIT_DEFAULT_TTL": ("default_ttl", _float_or_none),
-            "CACHEKIT_SERIALIZER": ("serializer", str),
-            "CACHEKIT_SECRET": ("secret", str),
-            "CACHEKIT_COMPRESS": ("compress", str),
-            "CACHEKIT_TIMEOUT": ("timeout", float),
-            "CACHEKIT_ON_ERROR": ("on_error", str),
-            "CACHEKIT_MAX_ENTRIES": ("max_entries", int),
-            "CACHEKIT_EVICTION": ("eviction", str),
+        settings = {
+            name[len("CACHEKIT_") :].lower(): value
+            for name, value in env.items()
+            if name.startswith("CACHEKIT_") and name not in _OTHER_ENV and value != ""
         }
-        for var, (name, convert) in converters.items():
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            try:
-                options[name] = convert(raw)
-            except ValueError:
-                raise ConfigurationError(f"{var}={raw!r} is not a valid {name}") from None
-        options.update(overrides)
-        return cls(env.get("CACHEKIT_URL") or None, **options)
+        return cls.from_settings(
+            settings,
+            env.get("CACHEKIT_URL") or None,
+            where="the environment",
+            spelling="CACHEKIT_{NAME}",
+            also=("CACHEKIT_URL",),
+            **arguments,
+        )
+
+    @staticmethod
+    def check_options(
+        settings: Mapping[str, Any],
+        *,
+        where: str = "settings",
+        spelling: str = "{name}",
+        also: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """``settings`` checked against the options table (names, and values converted
+        from text where they are strings), without building a cache: a framework adapter
+        checks its configuration early with it. Raises :class:`ConfigurationError`."""
+        merged = merge([Layer(where, settings, True, "settings", spelling, tuple(also))])
+        return {name: merged[name] for name in settings}
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Mapping[str, Any],
+        url: str | None = None,
+        *,
+        where: str = "settings",
+        spelling: str = "{name}",
+        also: Iterable[str] = (),
+        **arguments: Any,
+    ) -> Cache:
+        """A cache from framework settings (``{option name: value}``, values as Python
+        objects or text), below the URL's query and keyword ``arguments`` (which also take
+        ``client``, ``backend``, ``async_backend``). ``where`` and ``spelling`` (e.g.
+        ``"CACHEKIT_{NAME}"``) name the source in errors; ``also`` lists the source's own
+        other names (e.g. ``CACHEKIT_URL``) in them. Used by the Flask and Django adapters
+        and :meth:`from_env`."""
+        given = {name: arguments.pop(name) for name in _NOT_OPTIONS[1:] if name in arguments}
+        base, query = cls._split_url(url)
+        options = merge(
+            [
+                Layer("arguments", arguments),
+                Layer("the cache URL", query, True, "url"),
+                Layer(where, settings, True, "settings", spelling, tuple(also)),
+            ]
+        )
+        return cls(base, **given, **options)
 
     # -- lazily made backends (only when a caller needs that side) ---------------------
     @cached_property
@@ -284,7 +313,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
 
     @property
     def prefix(self) -> str:
-        return self._ns.prefix
+        return self._options["prefix"]  # type: ignore[no-any-return]
 
     @property
     def version(self) -> int | str:
@@ -294,33 +323,20 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
     def serializer(self) -> Serializer | None:
         return getattr(self._codec, "serializer", None)
 
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """Every option's value for this cache (read-only; see the options table)."""
+        return MappingProxyType(self._options)
+
     def with_options(self, **changes: Any) -> Cache:
         """A cache over the same backend (same connections, same store) with some options
-        changed: ``serializer``, ``secret``, ``compress``, ``compress_threshold``,
-        ``prefix``, ``version``, ``default_ttl``, ``on_error``, ``retry_interval``.
+        changed, every other one kept: those of the options table except the backend's own
+        (``timeout``, ``connect_timeout``, ``max_entries``, ``eviction``, ``owner``).
 
         E.g. ``cache.with_options(serializer="raw")`` to keep bytes next to JSON values.
         """
-        allowed = {
-            "serializer", "secret", "compress", "compress_threshold", "prefix", "version",
-            "default_ttl", "on_error", "retry_interval",
-        }  # fmt: skip
-        unknown = set(changes) - allowed
-        if unknown:
-            raise ConfigurationError(
-                f"with_options() cannot change {', '.join(sorted(unknown))}; "
-                f"it takes {', '.join(sorted(allowed))}"
-            )
-        codec = self._codec
-        options: dict[str, Any] = {
-            "prefix": self.prefix,
-            "version": self.version,
-            "default_ttl": self.default_ttl,
-            "on_error": "raise" if self._raise_errors else "ignore",
-        }
-        if isinstance(codec, BytesCodec):
-            options["serializer"] = codec.serializer
-        options.update(changes)
+        merge([Layer("with_options()", changes, kind="with_options")])  # names and values
+        options = {**self._options, **changes}
         derived = Cache(backend=self._backend, async_backend=self._abackend, **options)
         derived.url = self.url
         derived._client_given = self._client_given

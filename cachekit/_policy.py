@@ -8,6 +8,9 @@ error policy (fail open and count, or raise; trip the circuit breaker on outages
 from __future__ import annotations
 
 import logging
+import math
+import numbers
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -20,13 +23,14 @@ from .exceptions import (
     BackendTimeoutError,
     BackendUnavailableError,
     CacheKitError,
+    InvalidArgumentError,
     SerializationError,
 )
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
 
-__all__ = ["DEFAULT", "CachePolicy", "Counters"]
+__all__ = ["DEFAULT", "FOREVER", "CachePolicy", "Counters", "incr_delta", "ttl_seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,47 @@ class _Default:
 
 DEFAULT: Final[Any] = _Default()
 """``ttl=DEFAULT`` (the default) means the cache's ``default_ttl``."""
+
+
+FOREVER: Final = 1e12
+"""A ttl of this many seconds (about 31,700 years) or more, ``inf`` included, is no expiry:
+beyond what Redis can store (its PX plus the clock must fit in 63 bits of milliseconds)."""
+
+
+def ttl_seconds(ttl: Any) -> float | None:
+    """The one TTL rule, for every path that stores (set, add, set_many, expire, incr,
+    get_or_set, ``@cached``, the write strategies) and for ``default_ttl``.
+
+    ``None``: no expiry. A real number or a ``timedelta``: seconds; ``0`` or less means
+    "do not keep" (a set deletes, as in Django and Redis' EXPIRE), returned as ``0``;
+    ``inf`` or at least :data:`FOREVER` means no expiry (``None``), so memory and Redis
+    agree. NaN, bools and anything else raise :class:`InvalidArgumentError`.
+    """
+    if ttl is None:
+        return None
+    if hasattr(ttl, "total_seconds"):
+        ttl = ttl.total_seconds()
+    if isinstance(ttl, bool) or not isinstance(ttl, numbers.Real):
+        raise InvalidArgumentError(
+            f"ttl must be seconds (int, float, timedelta) or None, not {ttl!r}"
+        )
+    seconds = float(ttl)
+    if math.isnan(seconds):
+        raise InvalidArgumentError("ttl must be seconds or None, not NaN")
+    if seconds <= 0:
+        return 0
+    return None if seconds >= FOREVER else seconds
+
+
+def incr_delta(delta: Any) -> int:
+    """``incr``'s delta: an int (or an integral number type), never a bool or a float,
+    which Redis would refuse or the memory backend would truncate."""
+    if isinstance(delta, bool):
+        raise InvalidArgumentError(f"incr() takes an int delta, not {delta!r}")
+    try:
+        return operator.index(delta)
+    except TypeError:
+        raise InvalidArgumentError(f"incr() takes an int delta, not {delta!r}") from None
 
 
 @dataclass
@@ -69,16 +114,11 @@ class CachePolicy:
 
     # -- TTL and encoding -------------------------------------------------------------
     def _seconds(self, ttl: Any) -> float | None:
-        """Seconds to keep an entry: None for no expiry, 0 for "do not keep"."""
+        """Seconds to keep an entry: None for no expiry, 0 for "do not keep" (see
+        :func:`ttl_seconds`; ``default_ttl`` went through it at construction)."""
         if ttl is DEFAULT:
-            ttl = self.default_ttl
-        if ttl is None:
-            return None
-        if hasattr(ttl, "total_seconds"):
-            ttl = ttl.total_seconds()
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-            raise TypeError(f"ttl must be seconds (int, float, timedelta) or None, not {ttl!r}")
-        return ttl if ttl > 0 else 0
+            return self.default_ttl
+        return ttl_seconds(ttl)
 
     def _encode(self, value: Any, tags: Iterable[str] | None) -> Any:
         if tags:

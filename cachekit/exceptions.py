@@ -5,6 +5,8 @@
     ├── InvalidKeyError (TypeError)          a key cachekit cannot turn into a string
     ├── SerializationError (ValueError)      a value the serializer cannot encode
     ├── IncrementError (ValueError)          incr() on a value that is not an integer
+    ├── InvalidArgumentError (TypeError, ValueError)  an operation argument refused: a ttl
+    │                                        that is not seconds, an incr() delta not an int
     ├── BackendError                         the backend failed (only with on_error="raise")
     │   ├── BackendUnavailableError (ConnectionError)
     │   └── BackendTimeoutError (TimeoutError)
@@ -26,6 +28,7 @@ __all__ = [
     "CacheKitError",
     "ConfigurationError",
     "IncrementError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "LockError",
     "LockNotOwnedError",
@@ -52,6 +55,13 @@ class SerializationError(CacheKitError, ValueError):
 
 class IncrementError(CacheKitError, ValueError):
     """``incr()`` on an entry that does not hold an integer."""
+
+
+class InvalidArgumentError(CacheKitError, TypeError, ValueError):
+    """An operation argument cachekit refuses: a ``ttl`` that is not seconds or None (NaN,
+    a string, a bool), an ``incr()`` delta that is not an int. Nothing was stored.
+
+    Both a TypeError and a ValueError, so either ``except`` catches it."""
 
 
 class BackendError(CacheKitError):

@@ -11,14 +11,16 @@
     }
 
 Keys. Django's key function and cachekit's namespace are combined so that nothing is
-namespaced twice: the cachekit namespace is ``"{KEY_PREFIX}:"`` (``"django:"`` when
+namespaced twice: the cachekit namespace is ``"!django:{KEY_PREFIX}:"`` (``"django"`` when
 KEY_PREFIX is empty, ``OPTIONS["prefix"]`` if given) with no cachekit version segment,
 and Django's part is ``"{version}:{key}"``. So with the default key function the Redis key
-is exactly what Django's own ``default_key_func`` would make (``shop:1:answer``). A custom
-``KEY_FUNCTION``'s output is stored under the namespace as it is. ``clear()`` removes the
-whole namespace (every Django version and custom key of this prefix, by SCAN, never
-FLUSHDB), so another application, or another KEY_PREFIX, in the same Redis database keeps
-its data.
+is what Django's own ``default_key_func`` would make behind the ``!django:`` marker
+(``!django:shop:1:answer``). The marker keeps Django's entries apart from a plain
+``Cache(prefix="shop")`` on the same Redis (a plain prefix cannot start with ``!``):
+neither reads nor clears the other's. A custom ``KEY_FUNCTION``'s output is stored under
+the namespace as it is. ``clear()`` removes the whole namespace (every Django version and
+custom key of this prefix, by SCAN, never FLUSHDB), so another application, or another
+KEY_PREFIX, in the same Redis database keeps its data.
 
 Values. Django pickles cached values and its apps cache model instances, querysets,
 responses and arbitrary classes, which JSON cannot encode. The default serializer is
@@ -57,27 +59,32 @@ from functools import wraps
 from inspect import iscoroutinefunction
 from typing import Any, TypeVar
 
-from django.conf import settings
-from django.core.cache import caches
-from django.core.cache.backends.base import (
-    DEFAULT_TIMEOUT,
-    MEMCACHE_MAX_KEY_LENGTH,
-    BaseCache,
-    default_key_func,
-)
-from django.core.exceptions import ImproperlyConfigured
-from django.http import HttpResponse
-from django.middleware.cache import CacheMiddleware
-from django.utils.cache import (
-    get_max_age,
-    has_vary_header,
-    patch_response_headers,
-    patch_vary_headers,
-)
-from django.utils.timezone import get_current_timezone_name
-from django.utils.translation import get_language
+from . import missing_extra
 
-from cachekit import Cache, IncrementError, SerializationError
+try:
+    from django.conf import settings
+    from django.core.cache import caches
+    from django.core.cache.backends.base import (
+        DEFAULT_TIMEOUT,
+        MEMCACHE_MAX_KEY_LENGTH,
+        BaseCache,
+        default_key_func,
+    )
+    from django.core.exceptions import ImproperlyConfigured
+    from django.http import HttpResponse
+    from django.middleware.cache import CacheMiddleware
+    from django.utils.cache import (
+        get_max_age,
+        has_vary_header,
+        patch_response_headers,
+        patch_vary_headers,
+    )
+    from django.utils.timezone import get_current_timezone_name
+    from django.utils.translation import get_language
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "django", "django") from exc
+
+from cachekit import Cache, ConfigurationError, IncrementError, SerializationError
 from cachekit.http import (
     CachedResponse,
     Forward,
@@ -100,24 +107,13 @@ __all__ = [
 ]
 
 V = TypeVar("V", bound=Callable[..., Any])
+_T = TypeVar("_T")
 Decided = Callable[[CachedResponse | None], None]
 ADecided = Callable[[CachedResponse | None], Awaitable[None]]
 
-# OPTIONS passed through to cachekit.Cache
-_CACHEKIT_OPTIONS = frozenset(
-    {
-        "prefix",
-        "serializer",
-        "secret",
-        "compress",
-        "compress_threshold",
-        "timeout",
-        "connect_timeout",
-        "on_error",
-        "retry_interval",
-        "max_entries",
-    }
-)
+# OPTIONS: cachekit's options table (Cache.check_options), less the two Django sets itself
+# (VERSION is in every key, TIMEOUT is the default timeout), plus Django's own below
+_DJANGO_SETS = {"version": "VERSION", "default_ttl": "TIMEOUT"}
 # Django's own OPTIONS: MAX_ENTRIES bounds a memory:// cache; culling is LRU eviction, so
 # CULL_FREQUENCY has nothing to tune
 _DJANGO_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY"})
@@ -156,8 +152,31 @@ def _shared_cache(location: str, options: Mapping[str, Any]) -> Cache:
         with _shared_lock:  # two threads' first requests must not build two pools
             cache = _shared.get(key)
             if cache is None:
-                cache = _shared[key] = Cache(location, **options)
+                cache = _shared[key] = _checked(
+                    Cache.from_settings,
+                    options,
+                    location,
+                    where="Django OPTIONS",
+                    also=sorted(_DJANGO_OPTIONS),
+                    # Django's version is in every key: an unversioned namespace, marked as
+                    # Django's ("!django:{KEY_PREFIX}:"), which no plain cachekit prefix
+                    # can produce, so neither reads nor clears the other's entries
+                    version="",
+                    owner="django",
+                )
     return cache
+
+
+class InvalidCacheOptionsError(ConfigurationError, ImproperlyConfigured):  # type: ignore[misc]
+    """Bad ``OPTIONS`` or ``LOCATION``: a cachekit ConfigurationError, and the
+    ImproperlyConfigured Django code expects."""
+
+
+def _checked(make: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    try:
+        return make(*args, **kwargs)
+    except ConfigurationError as exc:
+        raise InvalidCacheOptionsError(f"CachekitCache: {exc}") from exc
 
 
 def close_shared_caches() -> None:
@@ -179,17 +198,18 @@ def _derived_secret() -> bytes:
 
 def _cachekit_options(params: Mapping[str, Any]) -> dict[str, Any]:
     given = dict(params.get("OPTIONS") or {})
-    unknown = set(given) - _CACHEKIT_OPTIONS - _DJANGO_OPTIONS
-    if unknown:
-        raise ImproperlyConfigured(
-            f"CachekitCache: unknown OPTIONS {sorted(unknown)}; accepted: "
-            + ", ".join(sorted(_CACHEKIT_OPTIONS | _DJANGO_OPTIONS))
-        )
-    options = {name: value for name, value in given.items() if name in _CACHEKIT_OPTIONS}
+    for name, setting in _DJANGO_SETS.items():
+        if name in given:
+            raise InvalidCacheOptionsError(
+                f"CachekitCache: OPTIONS[{name!r}] is set by Django's {setting} setting"
+            )
+    options = {name: value for name, value in given.items() if name not in _DJANGO_OPTIONS}
+    options = _checked(
+        Cache.check_options, options, where="Django OPTIONS", also=sorted(_DJANGO_OPTIONS)
+    )
     if "MAX_ENTRIES" in given and "max_entries" not in options:
-        options["max_entries"] = int(given["MAX_ENTRIES"])
+        options["max_entries"] = given["MAX_ENTRIES"]  # checked (and text converted) below
     options["prefix"] = options.get("prefix") or params.get("KEY_PREFIX") or "django"
-    options["version"] = ""  # an unversioned namespace: Django's version is in every key
     options.setdefault("serializer", "pickle")
     if options["serializer"] == "pickle" and not options.get("secret"):
         options["secret"] = _derived_secret()
@@ -199,10 +219,11 @@ def _cachekit_options(params: Mapping[str, Any]) -> dict[str, Any]:
 class CachekitCache(BaseCache):  # type: ignore[misc]  # django ships no type hints
     """A Django cache backend; ``LOCATION`` is a cachekit URL, ``OPTIONS`` cachekit options.
 
-    Accepted OPTIONS: ``prefix``, ``serializer``, ``secret``, ``compress``,
-    ``compress_threshold``, ``timeout`` / ``connect_timeout`` (seconds, per Redis call),
-    ``on_error`` (``"ignore"`` or ``"raise"``), ``retry_interval``, ``max_entries`` (memory),
-    and Django's ``MAX_ENTRIES`` (memory) and ``CULL_FREQUENCY`` (ignored: eviction is LRU).
+    Accepted OPTIONS: cachekit's options (the README's table: ``prefix``, ``serializer``,
+    ``secret``, ``compress``, ``timeout``, ``on_error``, ``max_entries``, ...; values as
+    Python objects or text) except ``version`` and ``default_ttl`` (Django's VERSION and
+    TIMEOUT), and Django's ``MAX_ENTRIES`` (memory) and ``CULL_FREQUENCY`` (ignored:
+    eviction is LRU). Anything else is an :class:`InvalidCacheOptionsError`.
     """
 
     def __init__(self, location: str | None, params: dict[str, Any]) -> None:

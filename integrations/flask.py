@@ -78,16 +78,21 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, has_app_context, has_request_context, request
-from flask import Response as FlaskResponse
-from flask.globals import request_ctx
-from flask.signals import (
-    appcontext_pushed,
-    request_finished,
-    request_started,
-    request_tearing_down,
-)
-from werkzeug.datastructures import Headers
+from . import missing_extra
+
+try:
+    from flask import Flask, current_app, has_app_context, has_request_context, request
+    from flask import Response as FlaskResponse
+    from flask.globals import request_ctx
+    from flask.signals import (
+        appcontext_pushed,
+        request_finished,
+        request_started,
+        request_tearing_down,
+    )
+    from werkzeug.datastructures import Headers
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "flask", "flask") from exc
 
 from cachekit import DEFAULT, Cache, ConfigurationError
 from cachekit.http import (

@@ -134,9 +134,9 @@ def test_keys_are_djangos_own_layout_under_key_prefix(redis_cache: Any, raw_redi
     redis_cache.set("answer", 42)
     redis_cache.set("answer", 43, version=2)
     prefix = redis_cache.key_prefix
-    assert sorted(raw_redis.keys(f"{prefix}:*")) == [
-        f"{prefix}:1:answer".encode(),
-        f"{prefix}:2:answer".encode(),
+    assert sorted(raw_redis.keys(f"!django:{prefix}:*")) == [
+        f"!django:{prefix}:1:answer".encode(),
+        f"!django:{prefix}:2:answer".encode(),
     ]
 
 
@@ -146,7 +146,7 @@ def test_empty_key_prefix_is_namespaced_as_django(
     with override_settings(CACHES=_caches_setting(redis_server.url)):
         cache = caches["default"]
         cache.set(f"k-{uuid.uuid4().hex}", 1)
-        assert raw_redis.keys("django:1:k-*")
+        assert raw_redis.keys("!django:django:1:k-*")
         cache.clear()
 
 
@@ -158,7 +158,7 @@ def test_clear_removes_every_version_and_only_this_namespace(
     raw_redis.set(b"someone-else:1:a", b"kept")
     try:
         redis_cache.clear()
-        assert raw_redis.keys(f"{redis_cache.key_prefix}:*") == []
+        assert raw_redis.keys(f"!django:{redis_cache.key_prefix}:*") == []
         assert raw_redis.get(b"someone-else:1:a") == b"kept"
     finally:
         raw_redis.delete(b"someone-else:1:a")
@@ -174,9 +174,9 @@ def test_custom_key_function_output_is_stored_under_the_namespace(
     with override_settings(CACHES=setting):
         cache = caches["default"]
         cache.set("x", 1)
-        assert raw_redis.keys(f"{prefix}:*") == [f"{prefix}:custom/1/x".encode()]
+        assert raw_redis.keys(f"!django:{prefix}:*") == [f"!django:{prefix}:custom/1/x".encode()]
         cache.clear()
-        assert raw_redis.keys(f"{prefix}:*") == []
+        assert raw_redis.keys(f"!django:{prefix}:*") == []
 
 
 def test_unknown_option_is_a_configuration_error() -> None:
@@ -241,7 +241,7 @@ def test_arbitrary_objects_round_trip(dj_cache: Any) -> None:
 
 def test_a_forged_pickle_is_refused_unread(redis_cache: Any, raw_redis: Any) -> None:
     forged = b"\x01" + b"\x00" * 32 + pickle.dumps(_Evil())
-    raw_redis.set(f"{redis_cache.key_prefix}:1:victim", forged)
+    raw_redis.set(f"!django:{redis_cache.key_prefix}:1:victim", forged)
     assert redis_cache.get("victim", "default") == "default"
     assert pwned == []
 
@@ -255,7 +255,7 @@ def test_default_entries_are_pickles_signed_with_hmac_sha256_of_secret_key(
     from django.conf import settings
 
     redis_cache.set("signed", {"a": 1})
-    stored = raw_redis.get(f"{redis_cache.key_prefix}:1:signed")
+    stored = raw_redis.get(f"!django:{redis_cache.key_prefix}:1:signed")
     flag, mac, payload = stored[:1], stored[1:33], stored[33:]
     key = hashlib.sha256(dj._SECRET_SALT + b":" + settings.SECRET_KEY.encode()).digest()
     assert flag == b"\x01"
@@ -280,7 +280,7 @@ def test_serializer_option_overrides_pickle(
     with override_settings(CACHES=setting):
         cache = caches["default"]
         cache.set("doc", {"a": [1, 2]})
-        assert raw_redis.get(f"{prefix}:1:doc") == b'\x01{"a":[1,2]}'
+        assert raw_redis.get(f"!django:{prefix}:1:doc") == b'\x01{"a":[1,2]}'
         assert cache.get("doc") == {"a": [1, 2]}
         cache.clear()
 
@@ -452,7 +452,7 @@ def test_cache_sessions(redis_cache: Any, raw_redis: Any) -> None:
         client = Client()
         assert [client.get("/session/").content for _ in range(3)] == [b"1", b"2", b"3"]
         session_key = client.cookies["sessionid"].value
-    stored = raw_redis.keys(f"{redis_cache.key_prefix}:1:django.contrib.sessions.cache*")
+    stored = raw_redis.keys(f"!django:{redis_cache.key_prefix}:1:django.contrib.sessions.cache*")
     assert stored and session_key in stored[0].decode()
 
 
@@ -535,7 +535,7 @@ def test_a_hit_is_one_redis_get_and_the_entry_is_no_pickle(
         for _ in range(50):
             assert client.get("/cachekit-page/?a=1").content == b"cachekit_page run 1"
         assert _since(private_redis, before) == Counter({"get": 50})
-        (key,) = redis.Redis.from_url(private_redis.url).keys(f"{prefix}:1:cache_page.*")
+        (key,) = redis.Redis.from_url(private_redis.url).keys(f"!django:{prefix}:1:cache_page.*")
         stored = redis.Redis.from_url(private_redis.url).get(key)
     assert key.decode().endswith(":http:GET:http://testserver/cachekit-page/?a=1")
     assert b"pickle" not in stored and stored[:1] != pickle.PROTO  # cachekit's 1-byte envelope
@@ -667,7 +667,7 @@ def test_a_view_max_age_below_the_page_timeout_is_the_lifetime(redis_cache: Any)
     hit = short(factory.get("/s/"))
     assert hit["Cache-Control"] == "max-age=5"  # Django keeps the smaller max-age
     assert hit["Cache-Status"] in ("cachekit; hit; ttl=5", "cachekit; hit; ttl=4")
-    key = f"{redis_cache.key_prefix}:1:cache_page.*:http:GET:http://testserver/s/"
+    key = f"!django:{redis_cache.key_prefix}:1:cache_page.*:http:GET:http://testserver/s/"
     client = redis.Redis.from_url(redis_cache.cachekit.url)
     (found,) = client.keys(key)
     assert 0 < client.ttl(found) <= 5
@@ -725,7 +725,7 @@ def test_key_prefix_language_and_query_normalisation(redis_cache: Any) -> None:
     with translation.override("fr"):
         assert shop(factory.get("/x/?a=1&b=2")).content == b"shop run 2"  # as Django: per language
     client = redis.Redis.from_url(redis_cache.cachekit.url)
-    keys = sorted(k.decode() for k in client.keys(f"{redis_cache.key_prefix}:1:cache_page.*"))
+    keys = sorted(k.decode() for k in client.keys(f"!django:{redis_cache.key_prefix}:1:cache_page.*"))
     client.close()
     assert [key.split(":http:")[0].split(".")[1:3] for key in keys] == [
         ["blog", "en-us"],
@@ -843,7 +843,7 @@ def test_the_cache_argument_names_a_cachekit_alias(redis_cache: Any, prefix: str
         assert "hit" in page(factory.get("/pg/"))["Cache-Status"]
         assert caches["pages"].cachekit.url == redis_cache.cachekit.url
         client = redis.Redis.from_url(redis_cache.cachekit.url)
-        assert client.keys(f"{prefix}:1:cache_page.*/pg/")
+        assert client.keys(f"!django:{prefix}:1:cache_page.*/pg/")
         client.close()
         caches["pages"].clear()
 
