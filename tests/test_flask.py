@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -921,3 +923,27 @@ def test_cached_functions_work_outside_an_app_context(cache: Cache) -> None:
 
     with pytest.raises(RuntimeError, match="app context"):
         stock("x")
+
+
+@pytest.mark.parametrize(
+    ("adapter", "framework"), [("flask", "flask"), ("django", "django"), ("starlette", "starlette")]
+)
+def test_an_adapter_without_its_framework_names_the_extra(adapter: str, framework: str) -> None:
+    """Imported where the framework is not installed (blocked in a fresh interpreter),
+    an adapter says which extra to install instead of a bare ModuleNotFoundError."""
+    script = f"""
+import sys
+sys.modules[{framework!r}] = None  # as if it were not installed
+import cachekit
+try:
+    import cachekit.integrations.{adapter}
+except ImportError as exc:
+    print(type(exc).__name__, exc.name, exc)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == (
+        f"ImportError {framework} cachekit.integrations.{adapter} needs {framework}, "
+        f"which is not installed: pip install 'cachekit[{adapter}]'"
+    )
