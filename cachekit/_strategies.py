@@ -8,13 +8,20 @@ task workers and by the memory and Redis queues, and tested without either.
 
 from __future__ import annotations
 
+import base64
+import math
 import string
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
+import orjson
+
 from ._keys import normalize_key
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, InvalidKeyError
 
 __all__ = [
     "DeadLetter",
@@ -22,7 +29,10 @@ __all__ = [
     "RetryBatch",
     "after_failure",
     "batch_due",
+    "Undecodable",
     "coalesce",
+    "decode_id",
+    "encode_id",
     "entry_order",
     "item_key_builder",
     "retry_delay",
@@ -51,6 +61,101 @@ class DeadLetter:
     error: str
     attempts: int
     entries: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A queued write the worker could not decode (written by other code, another
+    serializer or secret, or corrupted): its raw fields, kept as they are, so that it can be
+    dead-lettered and replayed without losing a byte, and never wedges its batch."""
+
+    raw_id: bytes
+    raw_value: bytes
+    error: str
+
+
+# -- item ids: a canonical, type-faithful encoding -------------------------------------------
+# A write-behind id travels through Redis (the stream, the ``latest`` hash): it must come
+# back as the same value of the same type (a tuple id must not become an unhashable list,
+# a UUID a str), and equal ids must encode to equal bytes, so that writes coalesce. JSON
+# with tags: a JSON array is a tuple (a list cannot be an id), an object is a tagged
+# scalar; str, int, float, bool and None are themselves. Exact types only (a subclass such
+# as an Enum member could not come back as itself). Values that compare equal but are
+# spelled differently (Decimal("1.0") and Decimal("1.00"), one instant in two time zones)
+# are kept as spelled, so they are different ids.
+_INT64 = 2**63
+
+
+def _id_tree(item_id: Any) -> Any:
+    kind = type(item_id)
+    if item_id is None or kind is str or kind is bool:
+        return item_id
+    if kind is int:
+        return item_id if -_INT64 <= item_id < _INT64 else {"i": str(item_id)}
+    if kind is float:
+        if not math.isfinite(item_id):
+            return {"f": repr(item_id)}
+        return item_id if item_id else 0.0  # -0.0 == 0.0: one id, as in a dict
+    if kind is tuple:
+        return [_id_tree(part) for part in item_id]
+    if kind is bytes:
+        return {"b": base64.b64encode(item_id).decode()}
+    if kind is frozenset:
+        parts = sorted(orjson.dumps(_id_tree(part)) for part in item_id)
+        return {"fs": [orjson.loads(part) for part in parts]}
+    if kind is uuid.UUID:
+        return {"u": str(item_id)}
+    if kind is datetime:
+        return {"dt": item_id.isoformat()}
+    if kind is date:
+        return {"d": item_id.isoformat()}
+    if kind is time:
+        return {"t": item_id.isoformat()}
+    if kind is Decimal:
+        return {"D": str(item_id)}
+    raise InvalidKeyError(
+        "a write-behind item id is a str, int, float, bool, None, bytes, UUID, datetime, "
+        f"date, time, Decimal, or a tuple or frozenset of those; got {kind.__qualname__} "
+        "(pass its plain value, e.g. an Enum's .value)"
+    )
+
+
+_TAGGED: dict[str, Callable[[Any], Any]] = {
+    "i": int,
+    "f": float,
+    "b": base64.b64decode,
+    "u": uuid.UUID,
+    "dt": datetime.fromisoformat,
+    "d": date.fromisoformat,
+    "t": time.fromisoformat,
+    "D": Decimal,
+}
+
+
+def _from_tree(tree: Any) -> Any:
+    if isinstance(tree, list):
+        return tuple(_from_tree(part) for part in tree)
+    if isinstance(tree, dict):
+        ((tag, payload),) = tree.items()
+        if tag == "fs":
+            return frozenset(_from_tree(part) for part in payload)
+        return _TAGGED[tag](payload)
+    return tree
+
+
+def encode_id(item_id: Any) -> bytes:
+    """The canonical bytes of a write-behind item id (:class:`InvalidKeyError` if the type
+    cannot travel faithfully)."""
+    return orjson.dumps(_id_tree(item_id))
+
+
+def decode_id(data: bytes) -> Any:
+    """The id :func:`encode_id` encoded, of the same type; ValueError (or a subclass) if
+    ``data`` is not such an encoding."""
+    try:
+        return _from_tree(orjson.loads(data))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an encoded item id: {data[:60]!r}: {exc}") from None
 
 
 class RetryBatch:

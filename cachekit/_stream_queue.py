@@ -27,6 +27,7 @@ loses it *and* the process that queued it dies.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import socket
@@ -35,8 +36,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
+
 from ._sentinel import MISSING
-from ._strategies import QueuedWrite, entry_order
+from ._strategies import DeadLetter, QueuedWrite, Undecodable, decode_id, encode_id, entry_order
 from ._tags import script_sha
 
 __all__ = ["StreamQueueBase"]
@@ -50,7 +53,8 @@ redis.call('HSET', KEYS[2], ARGV[1], entry)
 return entry
 """
 
-# KEYS: stream, latest, dead. ARGV: group, dead payload or '', error, attempts, then
+# KEYS: stream, latest, dead. ARGV: group, dead payload (see _dead_payload) or '', error,
+# attempts, then
 # (entry id, encoded item id) pairs: acknowledge, delete, and forget the newest marker
 # when it is this entry.
 SETTLE_SCRIPT = """
@@ -134,19 +138,58 @@ class StreamQueueBase:
         self._next_check = 0.0
 
     # -- encoding -----------------------------------------------------------------------
-    def _encode_id(self, item_id: Any) -> bytes:
-        encoded: bytes = self._codec.dumps(item_id)
-        return encoded
+    # Ids use their own canonical, type-faithful encoding (cachekit._strategies.encode_id),
+    # whatever the cache's serializer: a tuple id comes back a tuple, equal ids coalesce.
+    # Values use the cache's codec.
+    @staticmethod
+    def _encode_id(item_id: Any) -> bytes:
+        if isinstance(item_id, Undecodable):
+            return item_id.raw_id
+        return encode_id(item_id)
+
+    def _decode(self, entry: Any, raw_id: bytes, raw_value: bytes) -> QueuedWrite:
+        """One write; an entry that does not decode becomes an :class:`Undecodable` (the
+        worker retries it alone and then dead-letters it: it never wedges its batch)."""
+        try:
+            return QueuedWrite(entry, decode_id(raw_id), self._codec.loads(raw_value))
+        except Exception as exc:
+            return QueuedWrite(entry, Undecodable(raw_id, raw_value, _describe(exc)), None)
 
     def _writes(self, entries: Iterable[Any]) -> list[QueuedWrite]:
         writes: list[QueuedWrite] = []
         for entry, fields in entries:
             if not fields:  # deleted while pending (acknowledged by someone else)
                 continue
-            writes.append(
-                QueuedWrite(entry, self._codec.loads(fields[b"i"]), self._codec.loads(fields[b"v"]))
-            )
+            writes.append(self._decode(entry, fields.get(b"i", b""), fields.get(b"v", b"")))
         return writes
+
+    def redecode(self, writes: Sequence[QueuedWrite]) -> list[QueuedWrite]:
+        """Try the undecodable writes again (a retry may find the cause gone)."""
+        return [
+            self._decode(w.entry, w.item_id.raw_id, w.item_id.raw_value)
+            if isinstance(w.item_id, Undecodable)
+            else w
+            for w in writes
+        ]
+
+    def _raw(self, write: QueuedWrite) -> tuple[bytes, bytes]:
+        if isinstance(write.item_id, Undecodable):
+            return write.item_id.raw_id, write.item_id.raw_value
+        return encode_id(write.item_id), self._codec.dumps(write.value)
+
+    def _dead_payload(self, writes: Sequence[QueuedWrite]) -> bytes:
+        """A dead letter's items: the raw (id, value) fields, base64 in a JSON array, so
+        an undecodable write is kept byte for byte."""
+        pairs = [[base64.b64encode(part).decode() for part in self._raw(w)] for w in writes]
+        return orjson.dumps(pairs)
+
+    def _dead_letter(self, entry: Any, fields: dict[bytes, Any]) -> DeadLetter:
+        items: dict[Any, Any] = {}
+        for raw_id, raw_value in orjson.loads(fields[b"items"]):
+            write = self._decode(entry, base64.b64decode(raw_id), base64.b64decode(raw_value))
+            items[write.item_id] = write.value
+        error = fields[b"error"].decode("utf-8", "replace")
+        return DeadLetter(items, error, int(fields[b"attempts"]), [entry])
 
     def _settle_args(
         self, writes: Sequence[QueuedWrite], payload: bytes, error: str, attempts: int
@@ -224,3 +267,7 @@ class StreamQueueBase:
         """Writes of this process not yet seen stored (``shared``: or anyone's)."""
         mine = len(self._journal)
         return max(mine, self._stream_len) if shared else mine
+
+
+def _describe(exc: BaseException) -> str:
+    return f"cannot decode the queued write: {type(exc).__name__}: {exc}"

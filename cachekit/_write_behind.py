@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ._sentinel import MISSING
-from ._strategies import DeadLetter, QueuedWrite
+from ._strategies import DeadLetter, QueuedWrite, encode_id
 
 __all__ = [
     "MemoryWriteQueue",
@@ -150,6 +150,7 @@ class MemoryWriteQueue:
 
     def push(self, item_id: Any, value: Any) -> bool:
         """Queue a write; True when a full batch is waiting (wake the worker)."""
+        encode_id(item_id)  # the ids a Redis queue can carry faithfully, and no others
         with self._lock:
             self._seq += 1
             self._pending.pop(item_id, None)
@@ -163,6 +164,9 @@ class MemoryWriteQueue:
             while self._pending and len(taken) < count:
                 taken.append(self._pending.popitem(last=False)[1])
             return taken
+
+    def redecode(self, writes: Sequence[QueuedWrite]) -> list[QueuedWrite]:
+        return list(writes)  # nothing here is ever encoded
 
     def latest(self, writes: Sequence[QueuedWrite]) -> dict[Any, Any]:
         with self._lock:

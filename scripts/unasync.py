@@ -163,3 +163,5 @@ def main(check: bool) -> int:
 
 if __name__ == "__main__":
     sys.exit(main("--check" in sys.argv[1:]))
+    "_abatch_failed": "_batch_failed",
+    "apush_raw": "push_raw",

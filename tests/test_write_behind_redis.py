@@ -116,3 +116,39 @@ def test_a_killed_producer_is_finished_by_another_process(redis_server: RedisSer
     cache.clear()
     cache.close()
     client.close()
+
+
+def test_a_poison_entry_is_dead_lettered_and_the_rest_of_its_batch_stored(
+    redis_url: str,
+) -> None:
+    cache = Cache(redis_url, prefix=unique_prefix())
+    db: dict[Any, Any] = {}
+    items = cache.write_behind(
+        "item:{}",
+        store_many=db.update,
+        batch_size=50,
+        flush_interval=60,
+        max_retries=2,
+        retry_backoff=0.01,
+    )
+    client = redis.Redis.from_url(redis_url)
+    stream = items._queue.stream
+    # written by other code: an id that is no encoding of ours, a value that does not decode
+    client.xadd(stream, {"i": b"\xff\x00 not an id", "v": cache._codec.dumps(1)})
+    client.xadd(stream, {"i": b'"fine-id"', "v": b"\xff\xfe garbage"})
+    for i in range(10):
+        items.set(i, i * i)  # innocent writes in the same batch
+    items.flush(shared=True, timeout=10)  # used to loop forever on the batch
+    assert db == {i: i * i for i in range(10)}
+    (letter,) = items.dead_letters()
+    assert letter.attempts == 3 and "cannot decode" in letter.error
+    raw = sorted((k.raw_id, k.raw_value) for k in letter.items)
+    assert raw[0][0] == b'"fine-id"' and raw[1] == (b"\xff\x00 not an id", cache._codec.dumps(1))
+    assert items.replay() == 2  # queued again byte for byte: still poison, dead again
+    items.flush(shared=True, timeout=10)
+    (again,) = items.dead_letters()
+    assert sorted((k.raw_id, k.raw_value) for k in again.items) == raw
+    assert client.xlen(stream) == 0
+    items.close()
+    cache.close()
+    client.close()

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import math
+import uuid
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cachekit._strategies import (
     QueuedWrite,
     after_failure,
     batch_due,
     coalesce,
+    decode_id,
+    encode_id,
     entry_order,
     item_key_builder,
     retry_delay,
     split_superseded,
     worker_wait,
 )
-from cachekit.exceptions import ConfigurationError
+from cachekit.exceptions import ConfigurationError, InvalidKeyError
 
 
 def test_entry_order_compares_stream_ids_numerically() -> None:
@@ -72,3 +82,78 @@ def test_item_keys_from_templates_and_callables() -> None:
         item_key_builder("user:{}:{}")
     with pytest.raises(ConfigurationError):
         item_key_builder("user")
+
+
+# -- write-behind item ids: faithful and canonical ------------------------------------------
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),  # beyond 64 bits too
+    st.floats(allow_nan=False),
+    st.text(),
+    st.binary(),
+    st.uuids(),
+    st.datetimes(timezones=st.sampled_from([None, timezone.utc, timezone(timedelta(hours=5))])),
+    st.dates(),
+    st.times(),
+    st.decimals(allow_nan=False),
+)
+ids = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.tuples(inner, inner), st.lists(inner, max_size=3).map(tuple), st.frozensets(inner)
+    ),
+    max_leaves=8,
+)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same type, all the way down (1 == 1.0 == True are different ids)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, frozenset):
+        return {encode_id(x) for x in a} == {encode_id(y) for y in b}
+    if isinstance(a, Decimal):
+        return str(a) == str(b)
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    return bool(a == b) and (not isinstance(a, datetime) or a.tzinfo == b.tzinfo)
+
+
+@given(ids)
+def test_an_item_id_comes_back_as_the_same_value_of_the_same_type(item_id: Any) -> None:
+    back = decode_id(encode_id(item_id))
+    assert _same(back, item_id), (item_id, back)
+    hash(back)  # a tuple id never comes back an unhashable list
+
+
+@given(ids, ids)
+def test_distinct_item_ids_encode_distinctly_and_equal_ones_equally(a: Any, b: Any) -> None:
+    if _same(a, b):
+        assert encode_id(a) == encode_id(b)  # equal ids coalesce
+    else:
+        assert encode_id(a) != encode_id(b)
+
+
+def test_special_item_ids() -> None:
+    for item_id in (float("nan"), float("inf"), -0.0, 2**200, (), frozenset(), (1, (2, "a"))):
+        assert _same(decode_id(encode_id(item_id)), item_id)
+    assert encode_id(frozenset({3, 1, 2})) == encode_id(frozenset({2, 3, 1}))
+    assert decode_id(encode_id(uuid.UUID(int=5))) == uuid.UUID(int=5)
+    assert decode_id(encode_id(date(2020, 1, 1))) != "2020-01-01"
+    assert type(decode_id(encode_id(datetime(2020, 1, 1)))) is datetime
+    assert type(decode_id(encode_id(time(1, 2)))) is time
+
+
+@pytest.mark.parametrize("bad", [[1, 2], {"a": 1}, {1, 2}, object(), 1j])
+def test_item_ids_that_cannot_travel_faithfully_are_refused(bad: Any) -> None:
+    with pytest.raises(InvalidKeyError, match="write-behind item id"):
+        encode_id(bad)
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff", b"[1,", b'{"zz": 1}', b'{"u": "nope"}'])
+def test_bytes_that_are_not_an_encoded_id_raise_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError, match="not an encoded item id"):
+        decode_id(data)

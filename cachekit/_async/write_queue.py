@@ -117,7 +117,7 @@ class AsyncStreamQueue(StreamQueueBase):
         error: str,
         attempts: int,
     ) -> None:
-        payload = self._codec.dumps([[w.item_id, w.value] for w in current])
+        payload = self._dead_payload(current)
         args = self._settle_args([*current, *superseded], payload, error, attempts)
         await self._aeval(SETTLE_SCRIPT, SETTLE_SHA, self._settle_keys(), args)
         self._journal_done([*current, *superseded])
@@ -126,12 +126,13 @@ class AsyncStreamQueue(StreamQueueBase):
         return [self.stream, self.latest_key, self.dead_key]
 
     async def adead_letters(self) -> list[DeadLetter]:
-        letters: list[DeadLetter] = []
-        for entry, fields in await self._aclient().xrange(self.dead_key):
-            items = {item_id: value for item_id, value in self._codec.loads(fields[b"items"])}
-            error = fields[b"error"].decode("utf-8", "replace")
-            letters.append(DeadLetter(items, error, int(fields[b"attempts"]), [entry]))
-        return letters
+        return [self._dead_letter(e, f) for e, f in await self._aclient().xrange(self.dead_key)]
+
+    async def apush_raw(self, raw_id: bytes, raw_value: bytes) -> None:
+        """Queue a write as the raw fields it had (replaying an undecodable dead letter:
+        if its cause is gone it is stored, else it comes back to the dead letters)."""
+        keys = [self.stream, self.latest_key]
+        await self._aeval(PUSH_SCRIPT, PUSH_SHA, keys, [raw_id, raw_value])
 
     async def atake_dead(self, letters: Sequence[DeadLetter] | None) -> list[DeadLetter]:
         """Remove dead letters for replay; only those this caller removed (two replaying

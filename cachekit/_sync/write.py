@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._keys import KeyBuilder
+from .._leases import Lease
 from .._sentinel import MISSING
 from .._strategies import (
     DeadLetter,
     QueuedWrite,
     RetryBatch,
+    Undecodable,
     after_failure,
     batch_due,
     coalesce,
@@ -64,7 +66,7 @@ def make_sync_invalidates(
         result = func(*args, **kwargs)
         full = [namespace.key(keys(args, kwargs)) for keys in key_builders]
         if full:
-            cache._call("delete_many", 0, full)
+            cache._revoke(full)
         tags = tags_of(args, kwargs)
         if tags:
             cache.invalidate_tags(*tags)
@@ -97,9 +99,10 @@ class SyncWriteThroughOps:
             return value
         if self._loader is None:
             return default
+        lease = Lease.now()  # an invalidation during the load wins (cachekit._leases)
         value = call_user(self._loader, item_id)
         if value is not None or self._cache_none:
-            self._cache._store(full, value, self._ttl, self._tags)
+            self._cache._store(full, value, self._ttl, self._tags, lease=lease)
         return value
 
     def set(self, item_id: Any, value: Any) -> None:
@@ -109,7 +112,7 @@ class SyncWriteThroughOps:
         try:
             call_user(self._storer, item_id, value)
         except Exception:
-            self._cache._call("delete", False, full)
+            self._cache._revoke([full])
             raise
         self._cache._store(full, value, self._ttl, self._tags)
 
@@ -118,7 +121,7 @@ class SyncWriteThroughOps:
         True if there was one."""
         if self._remover is not None:
             call_user(self._remover, item_id)
-        return bool(self._cache._call("delete", False, self._full_key(item_id)))
+        return bool(self._cache._revoke([self._full_key(item_id)]))
 
 
 # -- write-behind ----------------------------------------------------------------------------
@@ -216,8 +219,13 @@ class SyncWriteBehindOps:
         count = 0
         for letter in self._queue.take_dead(letters):
             for item_id, value in letter.items.items():
-                self.set(item_id, value)
+                if isinstance(item_id, Undecodable):  # as it was: stored if now decodable
+                    self._start_worker()
+                    self._queue.push_raw(item_id.raw_id, item_id.raw_value)
+                else:
+                    self.set(item_id, value)
                 count += 1
+        self._signal.notify()
         return count
 
     # -- the worker -------------------------------------------------------------------------
@@ -286,42 +294,65 @@ class SyncWriteBehindOps:
         self._retries.append(RetryBatch(writes, attempts, self._clock() + delay))
 
     def _store_batch(self, writes: list[QueuedWrite], attempts: int) -> None:
+        writes = self._queue.redecode(writes)
         try:
             latest = self._queue.latest(writes)
         except Exception:
             self._schedule(writes, attempts)  # keep them; _run reports the outage
             raise
         current, superseded = split_superseded(writes, latest)
+        # A write that does not decode (a poison entry) is set aside, retried alone and
+        # then dead-lettered: the rest of its batch is stored now.
+        poison = [w for w in current if isinstance(w.item_id, Undecodable)]
+        current = [w for w in current if not isinstance(w.item_id, Undecodable)]
+        stored = True
         if current:
             try:
                 call_store(self._store_many, coalesce(current))
             except Exception as exc:
-                attempts += 1
-                if after_failure(attempts, self.max_retries) == "retry":
-                    logger.warning(
-                        "write-behind store_many failed (attempt %d), retrying %d "
-                        "writes: %r",
-                        attempts,
-                        len(current),
-                        exc,
-                    )
-                    self._schedule(writes, attempts)
-                    return
-                logger.error(
-                    "write-behind store_many failed %d times; %d writes moved to "
-                    "the dead letters (replay() queues them again): %r",
-                    attempts,
-                    len(current),
-                    exc,
-                )
-                try:
-                    self._queue.dead(current, superseded, repr(exc), attempts)
-                except Exception:
-                    self._schedule(writes, attempts)
-                    raise
-                return
-        self._unacked.extend(writes)
-        self._ack()
+                stored = False
+                error = repr(exc)
+                self._batch_failed(current, superseded, attempts + 1, error, "store_many")
+        if stored:
+            self._unacked.extend([*current, *superseded])
+            self._ack()
+        if poison:
+            error = poison[0].item_id.error
+            self._batch_failed(poison, [], attempts + 1, error, "decoding")
+
+    def _batch_failed(
+        self,
+        current: list[QueuedWrite],
+        superseded: list[QueuedWrite],
+        attempts: int,
+        error: str,
+        what: str,
+    ) -> None:
+        """``current`` failed ``attempts`` times: retry it later, or dead-letter it."""
+        writes = [*current, *superseded]
+        if after_failure(attempts, self.max_retries) == "retry":
+            logger.warning(
+                "write-behind %s failed (attempt %d), retrying %d writes: %s",
+                what,
+                attempts,
+                len(current),
+                error,
+            )
+            self._schedule(writes, attempts)
+            return
+        logger.error(
+            "write-behind %s failed %d times; %d writes moved to the dead letters "
+            "(replay() queues them again): %s",
+            what,
+            attempts,
+            len(current),
+            error,
+        )
+        try:
+            self._queue.dead(current, superseded, error, attempts)
+        except Exception:
+            self._schedule(writes, attempts)
+            raise
 
     def _ack(self) -> None:
         writes = list(self._unacked)

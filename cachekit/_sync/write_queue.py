@@ -117,7 +117,7 @@ class StreamQueue(StreamQueueBase):
         error: str,
         attempts: int,
     ) -> None:
-        payload = self._codec.dumps([[w.item_id, w.value] for w in current])
+        payload = self._dead_payload(current)
         args = self._settle_args([*current, *superseded], payload, error, attempts)
         self._eval(SETTLE_SCRIPT, SETTLE_SHA, self._settle_keys(), args)
         self._journal_done([*current, *superseded])
@@ -126,12 +126,13 @@ class StreamQueue(StreamQueueBase):
         return [self.stream, self.latest_key, self.dead_key]
 
     def dead_letters(self) -> list[DeadLetter]:
-        letters: list[DeadLetter] = []
-        for entry, fields in self._client().xrange(self.dead_key):
-            items = {item_id: value for item_id, value in self._codec.loads(fields[b"items"])}
-            error = fields[b"error"].decode("utf-8", "replace")
-            letters.append(DeadLetter(items, error, int(fields[b"attempts"]), [entry]))
-        return letters
+        return [self._dead_letter(e, f) for e, f in self._client().xrange(self.dead_key)]
+
+    def push_raw(self, raw_id: bytes, raw_value: bytes) -> None:
+        """Queue a write as the raw fields it had (replaying an undecodable dead letter:
+        if its cause is gone it is stored, else it comes back to the dead letters)."""
+        keys = [self.stream, self.latest_key]
+        self._eval(PUSH_SCRIPT, PUSH_SHA, keys, [raw_id, raw_value])
 
     def take_dead(self, letters: Sequence[DeadLetter] | None) -> list[DeadLetter]:
         """Remove dead letters for replay; only those this caller removed (two replaying
