@@ -33,8 +33,6 @@ _T = TypeVar("_T")
 
 _SCHEMES = ("memory", "redis", "rediss", "unix", "fakeredis")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
-DEFAULT_TIMEOUT: float = OPTIONS["timeout"].default
-"""Redis socket timeout (seconds) when none is given: fail fast, then fail open."""
 _NOT_OPTIONS = ("url", "client", "backend", "async_backend")  # constructor arguments only
 # environment variables of cachekit's that are not options (read elsewhere)
 _OTHER_ENV = frozenset({"CACHEKIT_URL", "CACHEKIT_REDIS_SERVER"})

@@ -48,11 +48,18 @@ __all__ = [
 def _prefix(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("it must be a non-empty string")
-    if value.startswith("!"):
-        # "!name:" opens the namespaces of framework adapters (Django's is "!django:..."):
-        # a plain prefix can never produce one, so the two can never read or clear each other
-        raise ValueError("a prefix may not start with '!' (reserved for framework adapters)")
+    if value[0] in _RESERVED_MARKS:
+        # "!name:" opens the namespaces of framework adapters (Django's is "!django:..."),
+        # "#" cachekit's internal keys (_keys.INTERNAL_MARK): a plain prefix can produce
+        # neither, so no plain cache reads or clears another's entries or bookkeeping
+        raise ValueError(
+            "a prefix may not start with '!' or '#': they mark framework adapters' "
+            "namespaces and cachekit's internal keys"
+        )
     return value
+
+
+_RESERVED_MARKS = ("!", "#")
 
 
 def _version(value: Any) -> int | str:
@@ -161,7 +168,7 @@ OPTIONS: dict[str, Option] = {
     option.name: option
     for option in (
         Option("prefix", "str", "cachekit", _prefix,
-               "the namespace's name: keys are `prefix:version:key` (may not start with `!`)"),
+               "the namespace's name: keys are `prefix:version:key` (not starting with `!` or `#`)"),
         Option("version", "int | str", 1, _version,
                "the namespace's version; change it to drop every entry at once"),
         Option("default_ttl", "float | None", None, _ttl,

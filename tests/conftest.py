@@ -14,12 +14,14 @@ def _patient_default_timeout() -> Iterator[None]:
     """Tests about outages give their caches short timeouts explicitly; every other test
     gets a patient default, so a loaded CI machine pausing the test process for 0.25 s
     cannot turn a Redis read into a fail-open miss and a confusing failure."""
-    import cachekit._cache
+    import dataclasses
 
-    saved = cachekit._cache.DEFAULT_TIMEOUT
-    cachekit._cache.DEFAULT_TIMEOUT = 5.0
+    from cachekit._config import OPTIONS
+
+    saved = OPTIONS["timeout"]
+    OPTIONS["timeout"] = dataclasses.replace(saved, default=5.0)  # the options table's default
     yield
-    cachekit._cache.DEFAULT_TIMEOUT = saved
+    OPTIONS["timeout"] = saved
 
 
 @pytest.fixture(scope="session")
