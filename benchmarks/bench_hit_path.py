@@ -16,6 +16,11 @@ Sections (each a markdown table; "vs floor" is the median ns/op over the floor's
    Flask-Caching ``@memoize`` (RedisCache).
 4. Redis, async:  redis-py asyncio ``GET`` + ``orjson.loads`` (floor), cachekit, aiocache
    ``@cached(cache=RedisCache)``, cashews ``@cache`` on ``redis://``.
+5. Typed hits (``typed-memory``: memory with the orjson serializer, so the decode is all
+   there is; ``typed-redis``: Redis, sync): what a hit costs when cachekit decodes it into
+   the function's return annotation (``-> datetime``, ``-> tuple[int, int]``, a
+   dataclass, a pydantic model) or reads a tagged payload (``-> bytes``), next to the
+   plain JSON hit (unannotated, and ``-> dict[str, Any]``, which is not converted).
 
 The script starts its own redis-server on a free port and pins itself and that server to
 one CPU (``--cpu``, default 1; ``--cpu -1`` to not pin). Every contender is warmed up and
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -58,7 +64,14 @@ from _util import (
 
 TTL = 300
 ARG = 42
-SECTIONS = ("memory-sync", "memory-async", "redis-sync", "redis-async")
+SECTIONS = (
+    "memory-sync",
+    "memory-async",
+    "redis-sync",
+    "redis-async",
+    "typed-memory",
+    "typed-redis",
+)
 MEMORY_SYNC_TARGET = "Target (issue 2): cachekit faster than cachetools."
 MEMORY_ASYNC_TARGET = "Target (issue 2): cachekit ≤ 15x the floor."
 REDIS_TARGET = "Target (issue 2): cachekit ≤ 1.10x the floor, one GET per hit."
@@ -296,6 +309,101 @@ async def redis_async(server: RedisProcess) -> list[Contender]:
     return out
 
 
+# -- 5. typed hits ---------------------------------------------------------------------------
+@dataclasses.dataclass
+class UserRecord:
+    id: int
+    name: str
+    email: str
+    roles: list[str]
+    active: bool
+
+
+def typed(url: str, server: RedisProcess | None) -> list[Contender]:
+    from datetime import datetime, timezone
+
+    import orjson
+
+    from cachekit import Cache
+
+    cache = Cache(url, prefix="ck-typed", serializer="orjson")
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+    @cache.cached(ttl=TTL)
+    def plain(user_id):  # type: ignore[no-untyped-def]
+        return _value()
+
+    @cache.cached(ttl=TTL)
+    def json_shaped(user_id: int) -> dict[str, Any]:
+        return _value()
+
+    @cache.cached(ttl=TTL)
+    def stamp(user_id: int) -> datetime:
+        return when
+
+    @cache.cached(ttl=TTL)
+    def pair(user_id: int) -> tuple[int, int]:
+        return (user_id, user_id + 1)
+
+    @cache.cached(ttl=TTL)
+    def record(user_id: int) -> UserRecord:
+        return UserRecord(**_value())
+
+    @cache.cached(ttl=TTL)
+    def blob(user_id: int) -> bytes:
+        return b"\x89PNG" + bytes(60)
+
+    if server is not None:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=server.port)
+        client.set("floor:user:42", orjson.dumps(VALUE))
+        get, loads = client.get, orjson.loads
+
+        def floor(key: str) -> Any:
+            return loads(get(key))
+
+        out = [
+            Contender("redis-py GET + orjson.loads", sync_loop(floor, "floor:user:42"), floor=True)
+        ]
+    else:
+        out = [
+            Contender(
+                "orjson.loads of the entry",
+                sync_loop(orjson.loads, orjson.dumps(VALUE)),
+                floor=True,
+            )
+        ]
+    out += [
+        Contender("cachekit unannotated (plain JSON)", sync_loop(plain, ARG)),
+        Contender("cachekit -> dict[str, Any] (not converted)", sync_loop(json_shaped, ARG)),
+        Contender("cachekit -> datetime", sync_loop(stamp, ARG)),
+        Contender("cachekit -> tuple[int, int]", sync_loop(pair, ARG)),
+        Contender("cachekit -> dataclass (5 fields)", sync_loop(record, ARG)),
+        Contender("cachekit -> bytes (64 B, tagged)", sync_loop(blob, ARG)),
+    ]
+    try:
+        import pydantic
+
+        class UserModel(pydantic.BaseModel):
+            id: int
+            name: str
+            email: str
+            roles: list[str]
+            active: bool
+
+        @cache.cached(ttl=TTL)
+        def model(user_id: int) -> UserModel:
+            return UserModel(**_value())
+
+        out.append(Contender("cachekit -> pydantic model (5 fields)", sync_loop(model, ARG)))
+    except ImportError:
+        pass
+    for c in out:
+        c.run(2)
+    return out
+
+
 # -- main -----------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -331,7 +439,7 @@ def main() -> None:
 
         cs = asyncio.run(mem_async())
         print(table("Memory backend, async hit", cs, MEMORY_ASYNC_TARGET) + "\n", flush=True)
-    if only & {"redis-sync", "redis-async"}:
+    if only & {"redis-sync", "redis-async", "typed-redis"}:
         with RedisProcess() as server:
             if "redis-sync" in only:
                 cs = redis_sync(server)
@@ -346,6 +454,14 @@ def main() -> None:
 
                 cs = asyncio.run(red_async())
                 print(table("Redis, async hit", cs, REDIS_TARGET, True) + "\n", flush=True)
+            if "typed-redis" in only:
+                cs = typed(server.url, server)
+                measure(cs, rounds, target)
+                print(table("Typed hits, Redis (sync)", cs) + "\n", flush=True)
+    if "typed-memory" in only:
+        cs = typed("memory://", None)
+        measure(cs, rounds, target)
+        print(table("Typed hits, memory with the orjson serializer", cs) + "\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ is written: exact for every case, at Python speed, and only for such values.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import dataclasses
 import math
 from datetime import date, datetime, time, timedelta
@@ -48,6 +48,7 @@ _TAG_BYTES = b'"!ck":'  # how the tag key appears in orjson's output
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_SERIALIZE_NUMPY
 _LEAVES = frozenset({str, int, bool, type(None)})
 _INT64 = (-(2**63), 2**64 - 1)  # what orjson writes as a number (it takes u64 too)
+_b64encode, _b64decode = binascii.b2a_base64, binascii.a2b_base64  # base64's, minus a layer
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -55,9 +56,9 @@ def _tag_of(obj: Any) -> tuple[str, Any] | None:
     """``(kind, payload)`` for a value JSON cannot hold, or None if it is not one of ours.
     The payload may hold further values (a set's items): the caller encodes them."""
     if isinstance(obj, (bytes, memoryview)):
-        return "b", base64.b64encode(obj).decode()
+        return "b", _b64encode(obj, newline=False).decode()
     if isinstance(obj, bytearray):
-        return "ba", base64.b64encode(obj).decode()
+        return "ba", _b64encode(obj, newline=False).decode()
     if isinstance(obj, frozenset):
         return "fs", list(obj)
     if isinstance(obj, set):
@@ -212,9 +213,9 @@ def _untag(obj: Any) -> Any:
 def _decode_tag(tag: list[Any]) -> Any:
     kind, payload = tag
     if kind == "b":
-        return base64.b64decode(payload)
+        return _b64decode(payload)
     if kind == "ba":
-        return bytearray(base64.b64decode(payload))
+        return bytearray(_b64decode(payload))
     if kind == "s":
         return {_hashable(_untag(item)) for item in payload}
     if kind == "fs":

@@ -27,6 +27,8 @@ treated as unannotated and that is logged once.
 from __future__ import annotations
 
 import collections.abc
+import datetime
+import decimal
 import logging
 import sys
 import types
@@ -49,6 +51,11 @@ _JSON_BARE: frozenset[Any] = frozenset(
 )  # fmt: skip
 _UNIONS: frozenset[Any] = frozenset({typing.Union, types.UnionType})
 _SCALARS = frozenset({str, int, float, bool, type(None)})  # a round trip gives them back as is
+# types the orjson serializer gives back as themselves: a hit of that exact type is final
+_ATOMIC: frozenset[Any] = frozenset(
+    {datetime.datetime, datetime.date, datetime.time, datetime.timedelta, decimal.Decimal,
+     bytes, bytearray, complex}
+)  # fmt: skip
 
 
 def _json_shaped(tp: Any) -> bool:
@@ -89,6 +96,12 @@ def _converter(tp: Any) -> Convert:
 
     msgspec.json.Decoder(tp)  # raises TypeError now for types msgspec cannot decode into
     convert = msgspec.convert
+    if tp in _ATOMIC:  # the serializer already gives these back (tagged): no call at all
+
+        def decode_atomic(value: Any) -> Any:
+            return value if type(value) is tp else convert(value, tp, strict=False)
+
+        return decode_atomic
 
     def decode(value: Any) -> Any:
         return convert(value, tp, strict=False)
