@@ -248,3 +248,30 @@ def test_an_id_that_cannot_travel_faithfully_is_refused_at_set(any_cache: Cache)
         items.set([1, 2], "x")  # a list id would come back... as what? refused, not queued
     assert items.pending == 0
     items.close()
+
+
+@pytest.mark.parametrize("how", ["lupa missing", "fakeredis without scripting"])
+def test_fakeredis_without_lua_is_refused_at_construction(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without Lua, tags were silently wrong and write-behind retried forever, a log line
+    per write: refuse at construction, naming the extra that brings Lua."""
+    import sys
+
+    import fakeredis
+    import fakeredis.commands_mixins
+
+    if how == "lupa missing":
+        monkeypatch.setitem(sys.modules, "lupa", None)  # `import lupa` raises ImportError
+    else:
+
+        class NoScripting:  # what fakeredis installs when lupa cannot be imported
+            pass
+
+        monkeypatch.setattr(fakeredis.commands_mixins, "ScriptingCommandsMixin", NoScripting)
+    with pytest.raises(ImportError, match=r"cachekit\[fakeredis\]"):
+        Cache("fakeredis://")
+    with pytest.raises(ImportError, match=r"cachekit\[fakeredis\]"):
+        Cache(client=fakeredis.FakeRedis())
+    monkeypatch.undo()
+    Cache("fakeredis://").close()  # with Lua: fine

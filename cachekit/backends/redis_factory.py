@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,14 +22,33 @@ _fake_servers: dict[str, Any] = {}
 _fake_lock = threading.Lock()
 
 
+_FAKEREDIS_EXTRA = "pip install 'cachekit[fakeredis]'"
+
+
 def _fakeredis() -> Any:
+    """fakeredis, with the Lua scripting cachekit needs (tags, locks, stampede and
+    write-behind run scripts). Without it fakeredis answers EVAL with an error, so tags
+    would be silently wrong and write-behind would retry forever: refuse at construction."""
     try:
         import fakeredis
     except ImportError as exc:
+        raise ImportError(f"fakeredis:// needs fakeredis: {_FAKEREDIS_EXTRA}") from exc
+    if not _fakeredis_has_lua():
         raise ImportError(
-            "fakeredis:// needs fakeredis: pip install fakeredis (or 'cachekit[test]')"
-        ) from exc
+            "fakeredis is installed without Lua scripting (the 'lupa' package), which "
+            f"cachekit's tags, locks and write-behind need: {_FAKEREDIS_EXTRA}"
+        )
     return fakeredis
+
+
+def _fakeredis_has_lua() -> bool:
+    try:
+        importlib.import_module("lupa")  # what fakeredis runs scripts with
+        from fakeredis.commands_mixins import ScriptingCommandsMixin
+    except ImportError:
+        return False
+    # fakeredis puts a stub without the commands in place when lupa failed to import
+    return hasattr(ScriptingCommandsMixin, "eval")
 
 
 def backends_for_url(
