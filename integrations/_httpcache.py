@@ -536,3 +536,34 @@ async def _aignore(entry: CachedResponse | None) -> None:
 def header_pairs(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """ASGI/raw header pairs as text (latin-1, as cachekit.http expects)."""
     return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+
+
+def caching_headers_from(
+    final: Iterable[tuple[str, str]], view: Iterable[tuple[str, str]], policy: HttpCachePolicy
+) -> list[tuple[str, str]]:
+    """A view's response headers with the *final* response's say on caching (after the
+    framework's hooks or middleware ran on it): the final Cache-Control, Expires and
+    Pragma, and the union of both responses' Vary and tag headers.
+
+    For adapters that store what the view returned (hits are handed back to the
+    framework, whose hooks then run on them as on a miss) while what the hooks declared
+    about caching (``private``, ``max-age``, a Vary) must rule the entry.
+    """
+    final, view = list(final), list(view)
+    tag = policy.tag_header.lower()
+    replaced = {"cache-control", "expires", "pragma"}
+    headers = [
+        (name, value) for name, value in view if name.lower() not in {*replaced, "vary", tag}
+    ]
+    headers += [(name, value) for name, value in final if name.lower() in replaced]
+    for joined, spelling in (("vary", "Vary"), (tag, policy.tag_header)):
+        items = {
+            item.strip().lower(): item.strip()
+            for name, value in (*view, *final)
+            if name.lower() == joined
+            for item in value.split(",")
+            if item.strip()
+        }
+        if items:
+            headers.append((spelling, ", ".join(items.values())))
+    return headers

@@ -73,7 +73,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, TypeVar
@@ -107,7 +107,7 @@ from cachekit.http import (
     store_precheck,
 )
 
-from ._httpcache import Probe, SyncHttpCache, decode_path, make_policy
+from ._httpcache import Probe, SyncHttpCache, caching_headers_from, decode_path, make_policy
 
 __all__ = ["FlaskCache"]
 
@@ -706,7 +706,7 @@ class _Pending:
                 same
                 and store_precheck(step.request, final.status_code, final_headers, policy) is None
             ):
-                said = _caching_headers_from(final_headers, self.view.headers, policy)
+                said = caching_headers_from(final_headers, self.view.headers, policy)
                 view = dataclasses.replace(self.view, headers=said)
                 _, store = step.finish(view, time.time(), self.request_time)
             if store is not None:
@@ -722,30 +722,6 @@ class _Pending:
 
     def abandon(self) -> None:
         self.decided(None)
-
-
-def _caching_headers_from(
-    final: list[tuple[str, str]], view: Sequence[tuple[str, str]], policy: HttpCachePolicy
-) -> list[tuple[str, str]]:
-    """The view's headers with the final response's say on caching: its Cache-Control,
-    Expires and Pragma, and the union of both responses' Vary and tag headers."""
-    tag = policy.tag_header.lower()
-    replaced = {"cache-control", "expires", "pragma"}
-    headers = [
-        (name, value) for name, value in view if name.lower() not in {*replaced, "vary", tag}
-    ]
-    headers += [(name, value) for name, value in final if name.lower() in replaced]
-    for joined, spelling in (("vary", "Vary"), (tag, policy.tag_header)):
-        items = {
-            item.strip().lower(): item.strip()
-            for name, value in (*view, *final)
-            if name.lower() == joined
-            for item in value.split(",")
-            if item.strip()
-        }
-        if items:
-            headers.append((spelling, ", ".join(items.values())))
-    return headers
 
 
 def _on_request_finished(sender: Flask, response: FlaskResponse, **extra: Any) -> None:
