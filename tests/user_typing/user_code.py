@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import assert_type
 
+from cachekit.integrations.flask import FlaskCache
 from flask import Flask
 
 from cachekit import Cache, CachedFunction, cached
-from cachekit.integrations.flask import FlaskCache
 
 cache = Cache()
 app = Flask(__name__)

@@ -1,0 +1,300 @@
+"""Every fenced Python block of README.md runs, as written, on memory and on a real
+redis-server, and the integration blocks answer requests through their framework's test
+client. The README's set-up commands are the ones CI (.ci/run) runs.
+
+Extraction is Sybil's (``sybil.parsers.markdown.CodeBlockParser``, a test dependency):
+it parses CommonMark fences properly and gives each block's line, so a failure points at
+README.md's own line. Sybil's usual pytest integration runs a document's blocks in one
+shared namespace and collects files outside ``testpaths`` only through a root conftest;
+here each block is its own test, starting from a fresh namespace
+(tests/readme_fixtures.py: ``db``, ``User``, ...), so one broken block does not hide the
+others and an expected failure can name one block on one backend.
+
+How a block runs:
+
+- the README's Redis URL is replaced by the test's own server (a fresh redis-server per
+  test, never 127.0.0.1:6379), or by ``memory://`` for the memory run; ``CACHEKIT_URL``
+  points at the same place for ``Cache.from_env()`` and the module-level ``@cached``;
+- on Redis the test asserts the block really talked to that server (commands counted,
+  and entries left where the block leaves any);
+- top-level ``await`` / ``async with`` are allowed, as in ``python -m asyncio``;
+- then the block's exercise (below) calls what it defined: cached functions run once, a
+  second request is a hit.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import inspect
+import re
+import time
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+from readme_fixtures import README_REDIS_URL, namespace
+from sybil import Document
+from sybil.parsers.markdown import CodeBlockParser
+
+import cachekit
+from cachekit import Cache, set_default_cache
+from cachekit.testing import CacheContract
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+CI = ROOT / ".ci" / "run"
+
+
+@dataclass(frozen=True)
+class Block:
+    id: str  # the section's heading as a slug, "-2" for its second block, ...
+    line: int  # of the block's first source line in README.md
+    source: str
+
+
+def _slug(heading: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
+
+
+def _headings(text: str) -> list[tuple[int, str]]:
+    """(offset, slug) of each Markdown heading, not counting ``#`` comments in code."""
+    found: list[tuple[int, str]] = []
+    offset, in_fence = 0, False
+    for line in text.splitlines(keepends=True):
+        if line.startswith(("```", "~~~")):
+            in_fence = not in_fence
+        elif not in_fence and (m := re.match(r"#+ (.+)$", line)):
+            found.append((offset, _slug(m.group(1))))
+        offset += len(line)
+    return found
+
+
+def readme_blocks(language: str) -> list[Block]:
+    document = Document.parse(str(README), CodeBlockParser(language=language))
+    text = document.text
+    headings = _headings(text)
+    blocks: list[Block] = []
+    seen: dict[str, int] = {}
+    for start, region in document.regions:
+        heading = [slug for at, slug in headings if at < start][-1]
+        seen[heading] = seen.get(heading, 0) + 1
+        block_id = heading if seen[heading] == 1 else f"{heading}-{seen[heading]}"
+        source = str(region.parsed)
+        line = text.count("\n", 0, start) + 2  # the line after the opening fence
+        blocks.append(Block(block_id, line, source))
+    return blocks
+
+
+BLOCKS = readme_blocks("python")
+
+# ---------------------------------------------------------------------------------------
+# Blocks known to fail until a fix lands elsewhere: (block, backend) -> why. Strict: when
+# the fix lands, the entry fails the run ("XPASS") until it is removed from this list.
+EXPECTED_FAILURES: dict[tuple[str, str], str] = {
+    ("starlette-fastapi", "redis"): (
+        "issue 12 defect 1: CacheMiddleware + @cache_response wait on each other's lock "
+        "(each cold request ~10 s on Redis)"
+    ),
+}
+# ---------------------------------------------------------------------------------------
+
+# blocks that leave no entry behind on Redis (the test still checks they sent commands,
+# unless they are in NO_REDIS_IO)
+LEAVES_NO_ENTRIES = {"use-2": "ends with cache.clear()"}
+NO_REDIS_IO = {"testing-your-own-backend": "defines a test class over a custom backend"}
+
+
+# -- the exercises: what a reader would do next with what the block defined -------------
+
+
+def _twice(func: Callable[..., Any], *args: Any) -> list[Any]:
+    if inspect.iscoroutinefunction(func):
+
+        async def both() -> list[Any]:
+            return [await func(*args), await func(*args)]
+
+        return asyncio.run(both())
+    return [func(*args), func(*args)]
+
+
+def exercise_use(ns: dict[str, Any]) -> None:
+    db, http_get = ns["db"], ns["http_get"]
+    reads = db.reads
+    assert _twice(ns["get_user"], 1) == [{"id": 1, "name": "Grace"}] * 2
+    assert db.reads == reads + 1
+    assert _twice(ns["fetch"], "https://example.org/") == [b"<html>https://example.org/</html>"] * 2
+    assert http_get.calls == 1
+    assert _twice(ns["slow_square"], 7) == [49, 49]
+    assert cachekit.get_default_cache().stats()["hits"] >= 1
+
+
+def exercise_testing_your_own_backend(ns: dict[str, Any]) -> None:
+    assert issubclass(ns["TestMyBackend"], CacheContract)
+
+
+def exercise_strategies(ns: dict[str, Any]) -> None:
+    db = ns["db"]
+    assert 42 in db.stored  # write-through stored, and write-behind flushed
+
+
+def exercise_starlette_fastapi(ns: dict[str, Any]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # starlette warns when it finds httpx, not httpx2
+        from starlette.testclient import TestClient
+
+    with TestClient(ns["app"]) as client:
+        for path in ("/products/1", "/products/2"):
+            timings = []
+            responses = []
+            for _ in range(2):
+                started = time.monotonic()
+                responses.append(client.get(path))
+                timings.append(time.monotonic() - started)
+            first, second = responses
+            assert first.status_code == second.status_code == 200, first.text
+            assert first.json() == second.json() == {"id": int(path[-1])}
+            assert "hit" in second.headers["cache-status"]
+            assert max(timings) < 2.0, timings  # no layer waits on another's lock
+
+
+def exercise_flask(ns: dict[str, Any]) -> None:
+    client = ns["app"].test_client()
+    first, second = client.get("/products/1"), client.get("/products/1")
+    assert first.status_code == second.status_code == 200
+    assert first.get_json() == second.get_json() == {"id": 1}
+    assert "hit" in second.headers["Cache-Status"]
+    # a plain cached function, called outside any request or app context
+    assert _twice(ns["load_prices"], "eu") == [None, None]
+
+
+def prepare_django() -> None:
+    """Django's settings are configured before a project's views.py is imported (once per
+    process, shared with test_django.py, whose module is the default URLconf; the README's
+    views get theirs through override_settings)."""
+    from django_settings import configure
+
+    configure("test_django")
+
+
+def exercise_django(ns: dict[str, Any]) -> None:
+    from cachekit.integrations.django import close_shared_caches
+    from django.test import Client, override_settings
+    from django.urls import path
+
+    urls = types.ModuleType("readme_urls")  # the project's urls.py
+    urls.urlpatterns = [path("catalogue/", ns["catalogue"])]  # type: ignore[attr-defined]
+    try:
+        with override_settings(CACHES=ns["CACHES"], ROOT_URLCONF=urls):
+            client = Client()
+            first, second = client.get("/catalogue/"), client.get("/catalogue/")
+            assert first.status_code == second.status_code == 200
+            assert first.content == second.content
+            assert "hit" in second.headers["Cache-Status"]
+    finally:
+        close_shared_caches()
+
+
+PREPARE: dict[str, Callable[[], None]] = {"django": prepare_django}
+
+EXERCISES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "use": exercise_use,
+    "testing-your-own-backend": exercise_testing_your_own_backend,
+    "strategies": exercise_strategies,
+    "starlette-fastapi": exercise_starlette_fastapi,
+    "flask": exercise_flask,
+    "django": exercise_django,
+}
+
+# -- running a block ---------------------------------------------------------------------
+
+
+def run_block(block: Block, source: str, ns: dict[str, Any]) -> None:
+    # README.md's own line numbers in tracebacks
+    padded = "\n" * (block.line - 1) + source
+    code = compile(
+        padded, str(README), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+    )
+    if code.co_flags & inspect.CO_COROUTINE:
+        asyncio.run(eval(code, ns))  # top-level await: run the block in an event loop
+    else:
+        exec(code, ns)
+
+
+def _commands(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_commands_processed"])
+
+
+def _cases() -> Iterator[Any]:
+    for block in BLOCKS:
+        for backend in ("memory", "redis"):
+            reason = EXPECTED_FAILURES.get((block.id, backend))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            yield pytest.param(block, backend, id=f"{block.id}-{backend}", marks=marks)
+
+
+@pytest.mark.parametrize(("block", "backend"), list(_cases()))
+def test_readme_block(
+    block: Block, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend == "redis":
+        server = request.getfixturevalue("private_redis")
+        url = server.url
+        client: Any = redis.Redis.from_url(url)
+    else:
+        url = "memory://"
+        client = fakeredis.FakeRedis()
+    source = block.source.replace(README_REDIS_URL, url)
+    assert "6379" not in source, "a README block names a Redis the test cannot redirect"
+    monkeypatch.setenv("CACHEKIT_URL", url)
+    monkeypatch.setenv("CACHEKIT_PREFIX", "readme")
+    set_default_cache(None)
+    ns = namespace(url, existing_redis_client=client)
+    before = _commands(client) if backend == "redis" else 0
+    try:
+        if block.id in PREPARE:
+            PREPARE[block.id]()
+        run_block(block, source, ns)
+        exercise = EXERCISES.get(block.id)
+        if exercise is not None:
+            exercise(ns)
+        if backend == "redis" and block.id not in NO_REDIS_IO:
+            # the block really used the test's server: it sent commands, left entries
+            assert _commands(client) - before > 1, "the block never reached the test's Redis"
+            if block.id not in LEAVES_NO_ENTRIES:
+                assert client.keys("*"), "the block stored nothing on the test's Redis"
+    finally:
+        for value in list(ns.values()):
+            if isinstance(value, Cache):
+                value.close()
+        cachekit.get_default_cache().close()
+        set_default_cache(None)
+        client.close()
+
+
+# -- the set-up commands -----------------------------------------------------------------
+
+
+def test_ci_runs_the_readme_setup_commands_verbatim() -> None:
+    """The README's demo and test commands are the ones .ci/run runs, character for
+    character (CI checks the demo's output mentions hits)."""
+    commands = [b.source.strip() for b in readme_blocks("sh") if b.id.startswith("set-up")]
+    assert len(commands) == 2 and "cachekit.demo" in commands[0] and "pytest" in commands[1]
+    ci = CI.read_text()
+    for command in commands:
+        assert command in ci, f"{command!r} is not what .ci/run runs"
+
+
+def test_every_python_block_is_run() -> None:
+    """No block is skipped silently: each section with code has its exercise or is run
+    as is (the parametrisation above covers every block)."""
+    ids = {block.id for block in BLOCKS}
+    assert set(EXERCISES) <= ids, set(EXERCISES) - ids
+    assert {block for block, _ in EXPECTED_FAILURES} <= ids
+    assert len(BLOCKS) >= 7
