@@ -168,7 +168,7 @@ OPTIONS: dict[str, Option] = {
     option.name: option
     for option in (
         Option("prefix", "str", "cachekit", _prefix,
-               "the namespace's name: keys are `prefix:version:key` (not starting with `!` or `#`)"),
+               "the namespace's name: keys are `prefix:version:key` (no leading `!` or `#`)"),
         Option("version", "int | str", 1, _version,
                "the namespace's version; change it to drop every entry at once"),
         Option("default_ttl", "float | None", None, _ttl,
@@ -371,6 +371,8 @@ def options_table_markdown() -> str:
     """The README's options table, made from :data:`OPTIONS` (a test keeps them equal)."""
     rows = ["| option | type | default | meaning |", "|---|---|---|---|"]
     for option in OPTIONS.values():
-        default = "`None`" if option.default is None else f"`{option.default!r}`"
-        rows.append(f"| `{option.name}` | `{option.type}` | {default} | {option.doc} |")
+        default = option.default
+        default = f'`"{default}"`' if isinstance(default, str) else f"`{default}`"
+        kind = option.type.replace(" | ", " or ")  # a bare | would end the table cell
+        rows.append(f"| `{option.name}` | `{kind}` | {default} | {option.doc} |")
     return "\n".join(rows)
