@@ -46,12 +46,15 @@ __all__ = [
     "Fwd",
     "Hit",
     "HttpCachePolicy",
+    "Identity",
     "Read",
     "Request",
     "RequestDecision",
     "Response",
     "StoreDecision",
     "VaryMarker",
+    "add_vary",
+    "apply_identity",
     "begin",
     "cache_key",
     "invalidation_key",
@@ -592,14 +595,61 @@ def miss_reason(entry: CachedResponse, req: Request, now: float) -> Fwd | None:
 # ---------------------------------------------------------------------- responses
 
 
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What the application read that tells requesters apart: a session, a signed-in user.
+
+    Adapters that see the application read one say so: `vary` names the request headers
+    that carry it (``Cookie``, ``Authorization``); `carried` is true when the request had
+    one (a non-empty session, an authenticated user) or the application changed it. A
+    response built from an identity the request carried is never stored (a session's
+    ``Set-Cookie`` may only be added later, by middleware the cache does not see), unless
+    it says ``Cache-Control: public``; one built from an absent identity is stored
+    varying on `vary`, so a requester who has one gets an answer of its own.
+    """
+
+    vary: tuple[str, ...] = ()
+    carried: bool = False
+
+
+def add_vary(headers: Iterable[tuple[str, str]], names: Iterable[str]) -> list[tuple[str, str]]:
+    """`headers` with `names` in their Vary field (once each; ``Vary: *`` is left alone)."""
+    pairs = list(headers)
+    present = set(_vary_names(_split_list(_header_index(pairs).get("vary", ""))))
+    missing = [name for name in dict.fromkeys(names) if name.lower() not in present]
+    if not missing or "*" in present:
+        return pairs
+    for i, (name, value) in enumerate(pairs):
+        if name.lower() == "vary":
+            pairs[i] = (name, ", ".join([value, *missing]) if value.strip() else ", ".join(missing))
+            return pairs
+    pairs.append(("Vary", ", ".join(missing)))
+    return pairs
+
+
+def apply_identity(
+    headers: Iterable[tuple[str, str]], identity: Identity | None
+) -> tuple[list[tuple[str, str]], str | None]:
+    """The headers to send once the application read `identity` (Vary added), and why the
+    response may then not be stored (None: it may, as far as identity goes)."""
+    pairs = list(headers)
+    if identity is None or not (identity.vary or identity.carried):
+        return pairs, None
+    if "public" in parse_cache_control(_header_index(pairs).get("cache-control")):
+        return pairs, None  # the application said it is the same for everyone
+    return add_vary(pairs, identity.vary), "identity" if identity.carried else None
+
+
 def store_precheck(
     req: Request,
     status: int,
     headers: Iterable[tuple[str, str]],
     policy: HttpCachePolicy = DEFAULT_POLICY,
+    identity: Identity | None = None,
 ) -> str | None:
     """Why a response can't be stored, judging by its status and headers only; else None."""
-    return _header_problem(req, status, _header_index(headers), policy)
+    pairs, problem = apply_identity(headers, identity)
+    return problem or _header_problem(req, status, _header_index(pairs), policy)
 
 
 def _header_problem(
@@ -811,12 +861,20 @@ class Forward:
     may_store: bool
 
     def finish(
-        self, resp: Response, now: float, request_time: float | None = None
+        self,
+        resp: Response,
+        now: float,
+        request_time: float | None = None,
+        identity: Identity | None = None,
     ) -> tuple[Response, StoreDecision | None]:
-        """The response to send, and what to store (None: nothing)."""
+        """The response to send, and what to store (None: nothing). `identity`: what the
+        application read that tells requesters apart (see `Identity`)."""
+        headers, problem = apply_identity(resp.headers, identity)
+        if identity is not None:
+            resp = Response(resp.status, tuple(headers), resp.body)
         decision = (
             storable(self.request, resp, self.policy, now, request_time=request_time)
-            if self.may_store
+            if self.may_store and problem is None
             else None
         )
         store = decision if isinstance(decision, StoreDecision) else None

@@ -36,7 +36,14 @@ from cachekit.http import (
     serve,
 )
 
-__all__ = ["AsyncHttpCache", "HttpCache", "SyncHttpCache", "bytes_cache", "make_policy"]
+__all__ = [
+    "AsyncHttpCache",
+    "Handoff",
+    "HttpCache",
+    "SyncHttpCache",
+    "bytes_cache",
+    "make_policy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +136,29 @@ class _AsyncFlight:
             self.event.set()
 
 
+class Handoff:
+    """An outer cache layer's flight, offered to a cache layer nested inside it.
+
+    Layers nest (an app-wide middleware and a per-route decorator over the same URL): if
+    both coordinated, the inner one would wait for the lock the outer one holds for this
+    very request (the whole ``wait_timeout``), and both would add ``Cache-Status``. So
+    the outer layer offers its flight before calling the app; the innermost layer claims
+    it, answers (hit, or forward and store, by its own policy) without a flight or lock
+    of its own, and resolves the outer flight through ``decided``; the outer layer sees
+    the claim and passes the response on untouched.
+    """
+
+    __slots__ = ("claimed", "decided")
+
+    def __init__(self, decided: Callable[[CachedResponse | None], Awaitable[None]]) -> None:
+        self.decided = decided
+        self.claimed = False
+
+    def claim(self) -> Callable[[CachedResponse | None], Awaitable[None]]:
+        self.claimed = True
+        return self.decided
+
+
 class HttpCache:
     """State and invalidation shared by the sync and async drivers.
 
@@ -154,6 +184,7 @@ class HttpCache:
         self.use_lock = has_lock and remote if lock is None else bool(lock) and has_lock
         self.lock_ttl = lock_ttl
         self.wait_timeout = wait_timeout
+        self.lock_waits = 0  # times a request blocked on another's cross-process lock
 
     def followers(self) -> int:
         """How many requests are waiting for another one's response right now."""
@@ -276,6 +307,7 @@ class SyncHttpCache(HttpCache):
         try:
             if lock.acquire(blocking=False):
                 return lock, False
+            self.lock_waits += 1
             try:
                 lock.acquire(blocking=True, timeout=self.wait_timeout)
             except CacheKitError:  # timed out: the other process is slow; go ahead
@@ -425,6 +457,7 @@ class AsyncHttpCache(HttpCache):
         try:
             if await lock.aacquire(blocking=False):
                 return lock, False
+            self.lock_waits += 1
             try:
                 await lock.aacquire(blocking=True, timeout=self.wait_timeout)
             except CacheKitError:
@@ -458,10 +491,25 @@ class AsyncHttpCache(HttpCache):
         ],
         *,
         deferred: bool = False,
+        joined: Callable[[CachedResponse | None], Awaitable[None]] | None = None,
     ) -> T:
-        """:meth:`SyncHttpCache.run` for coroutines (``decided`` is awaited)."""
+        """:meth:`SyncHttpCache.run` for coroutines (``decided`` is awaited).
+
+        ``joined``: a claimed :class:`Handoff`'s ``decided``: an outer layer leads this
+        request's flight, so nothing is coordinated here and what this layer decides
+        (its hit's entry, or what ``forward`` stores) resolves the outer flight.
+        """
         landed = self._landed
         step, key = await self.alookup(req, policy)
+        if joined is not None:
+            if isinstance(step, Hit):
+                await joined(step.entry)
+                return await on_hit(step.response)
+            try:
+                return await forward(step, joined)
+            except BaseException:
+                await joined(None)
+                raise
         if isinstance(step, Hit):
             return await on_hit(step.response)
         if key is None or not step.may_store or req.method.upper() != "GET":

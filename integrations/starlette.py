@@ -27,41 +27,39 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from . import missing_extra
-
-try:
-    from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request as StarletteRequest
-    from starlette.responses import Response as StarletteResponse
-except ModuleNotFoundError as exc:
-    raise missing_extra(exc, "starlette", "starlette") from exc
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response as StarletteResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cachekit import Cache
 from cachekit.http import (
     CachedResponse,
     Forward,
     HttpCachePolicy,
+    Identity,
     Request,
     Response,
+    apply_identity,
     invalidation_key,
     mark_miss,
     store_precheck,
 )
 
-from ._httpcache import AsyncHttpCache, decode_path, header_pairs, make_policy
+from ._httpcache import AsyncHttpCache, Handoff, decode_path, header_pairs, make_policy
 
 __all__ = ["CacheMiddleware", "cache_response"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 F = TypeVar("F", bound=Callable[..., Any])
 Decided = Callable[[CachedResponse | None], Awaitable[None]]
+
+HANDOFF = "cachekit.handoff"  # scope key: the Handoff of the cache layer around this one
+_FORWARDED = "cachekit.forwarded"  # scope key: the _Engine that called the app
+# What Starlette's SessionMiddleware and AuthenticationMiddleware put in the scope.
+_IDENTITY_KEYS = frozenset({"session", "user", "auth"})
 
 
 def request_from_scope(scope: Scope) -> Request:
@@ -77,7 +75,7 @@ def request_from_scope(scope: Scope) -> Request:
     return Request(scope["method"], scope.get("scheme", "http"), host, path, query, headers)
 
 
-def _encode(headers: Any) -> list[tuple[bytes, bytes]]:
+def _encode(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
@@ -90,6 +88,173 @@ async def _send_response(send: Send, response: Response) -> None:
         }
     )
     await send({"type": "http.response.body", "body": response.body})
+
+
+def _peek(scope: Scope, key: str) -> Any:
+    """``scope.get(key)``, not counted as the app's read when ``scope`` is watched."""
+    return dict.get(scope, key) if isinstance(scope, dict) else scope.get(key)
+
+
+class _WatchedScope(dict[str, Any]):
+    """The scope an app is called with on a miss: records whether it reads the session or
+    the user (``request.session``, ``request.user``, ``request.auth`` read the scope).
+
+    A copy, because a plain dict cannot report reads; writes go to the original as well,
+    so middleware around the cache still sees what the app sets in its scope.
+    """
+
+    def __init__(self, origin: Scope) -> None:
+        super().__init__(origin)
+        self.origin = origin
+        self.read: set[str] = set()
+        # a session that is already there (else middleware inside the cache makes it)
+        self.had_session = bool(_peek(origin, "session"))
+
+    def __getitem__(self, key: str) -> Any:
+        if key in _IDENTITY_KEYS:
+            self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in _IDENTITY_KEYS:
+            self.read.add(key)
+        return super().get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.origin[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.origin.pop(key, None)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        changes = dict(*args, **kwargs)
+        super().update(changes)
+        self.origin.update(changes)
+
+    def __ior__(self, other: Any) -> _WatchedScope:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.origin.pop(key, None)
+        return super().pop(key, *default)
+
+    def identity(self) -> Identity | None:
+        """What the app read that tells requesters apart (see cachekit.http.Identity)."""
+        if not self.read:
+            return None
+        vary: list[str] = []
+        carried = False
+        if "session" in self.read:
+            vary.append("Cookie")
+            # had one, or has one now: SessionMiddleware will set or clear the cookie
+            carried = self.had_session or bool(_peek(self, "session"))
+        if self.read & {"user", "auth"}:
+            vary += ["Cookie", "Authorization"]
+            user, auth = _peek(self, "user"), _peek(self, "auth")
+            carried = carried or bool(getattr(user, "is_authenticated", False))
+            carried = carried or bool(getattr(auth, "scopes", None))
+        return Identity(tuple(dict.fromkeys(vary)), carried)
+
+
+class _Capture:
+    """The ``send`` an app is called with on a miss: buffers a storable response up to
+    the body limit and stores it; anything else goes on unbuffered."""
+
+    def __init__(
+        self, engine: _Engine, step: Forward, decided: Decided, send: Send, scope: _WatchedScope
+    ) -> None:
+        self.engine, self.step, self.decided, self.send, self.scope = (
+            engine, step, decided, send, scope
+        )  # fmt: skip
+        self.handoff: Handoff = scope[HANDOFF]
+        self.request_time = time.time()
+        self.status = 0
+        self.start: Message | None = None  # held back while buffering
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.buffering = False
+        self.has_length = False
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._start(message)
+        elif not self.buffering:
+            await self.send(message)
+        elif kind != "http.response.body":  # e.g. pathsend: not ours to buffer
+            await self._give_up(True, message)
+        else:
+            await self._body(message)
+
+    async def _start(self, message: Message) -> None:
+        self.status = message["status"]
+        if self.handoff.claimed:  # a cache layer inside answered: its response as it is
+            await self.send(message)
+            return
+        step, policy = self.step, self.engine.policy
+        headers, problem = apply_identity(
+            header_pairs(message.get("headers", ())), self.scope.identity()
+        )
+        self.headers, self.start = headers, dict(message)
+        if problem is None:
+            problem = (
+                store_precheck(step.request, self.status, headers, policy)
+                if step.may_store
+                else "not storable"
+            )
+        if problem is None:
+            self.buffering = True
+            self.has_length = any(name.lower() == "content-length" for name, _ in headers)
+            return
+        await self.decided(None)
+        self.start["headers"] = _encode(mark_miss(headers, False, step.fwd, policy=policy))
+        await self.send(self.start)
+
+    async def _give_up(self, more: bool, extra: Message | None) -> None:
+        # not storing after all: send what was held back, then pass everything on
+        self.buffering = False
+        await self.decided(None)
+        assert self.start is not None
+        self.start["headers"] = _encode(
+            mark_miss(self.headers, False, self.step.fwd, policy=self.engine.policy)
+        )
+        await self.send(self.start)
+        if self.chunks:
+            body = b"".join(self.chunks)
+            self.chunks.clear()
+            more = more or extra is not None
+            await self.send({"type": "http.response.body", "body": body, "more_body": more})
+        if extra is not None:
+            await self.send(extra)
+
+    async def _body(self, message: Message) -> None:
+        body = message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        self.chunks.append(body)
+        streaming = more and not self.has_length and len(self.chunks) == 1
+        if streaming or self.size + len(body) > self.engine.policy.max_body_size:
+            await self._give_up(more, None)
+            return
+        self.size += len(body)
+        if more:
+            return
+        self.buffering = False
+        resp = Response(self.status, self.headers, b"".join(self.chunks))
+        self.chunks.clear()
+        sent, store = self.step.finish(resp, time.time(), self.request_time)
+        if store is not None:
+            await self.engine.http.astore(store)
+        await self.decided(None if store is None else store.entry)
+        await _send_response(self.send, sent)
 
 
 class _Engine:
@@ -118,6 +283,8 @@ class _Engine:
 
     async def handle(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         req = request_from_scope(scope)
+        handoff = scope.get(HANDOFF)  # a cache layer around this one: answer in its stead
+        joined = handoff.claim() if isinstance(handoff, Handoff) else None
 
         async def on_hit(response: Response) -> None:
             await _send_response(send, response)
@@ -125,7 +292,7 @@ class _Engine:
         async def forward(step: Forward, decided: Decided) -> None:
             await self._forward(app, step, decided, scope, receive, send)
 
-        await self.http.arun(req, self.policy, on_hit, forward)
+        await self.http.arun(req, self.policy, on_hit, forward, joined=joined)
 
     async def _forward(
         self,
@@ -136,85 +303,17 @@ class _Engine:
         receive: Receive,
         send: Send,
     ) -> None:
-        """Call the app; buffer a storable response up to the limit, else pass it on."""
-        policy = self.policy
-        request_time = time.time()
-        start: Message | None = None
-        headers: list[tuple[str, str]] = []
-        chunks: list[bytes] = []
-        size = 0
-        buffering = False
-        has_length = False
-        status = 0
-
-        async def give_up(more: bool, extra: Message | None) -> None:
-            # not storing after all: send what was held back, then pass everything on
-            nonlocal buffering
-            buffering = False
-            await decided(None)
-            assert start is not None
-            start["headers"] = _encode(mark_miss(headers, False, step.fwd, policy=policy))
-            await send(start)
-            if chunks:
-                body = b"".join(chunks)
-                chunks.clear()
-                more = more or extra is not None
-                await send({"type": "http.response.body", "body": body, "more_body": more})
-            if extra is not None:
-                await send(extra)
-
-        async def capture(message: Message) -> None:
-            nonlocal start, headers, size, buffering, has_length, status
-            kind = message["type"]
-            if kind == "http.response.start":
-                status = message["status"]
-                headers = header_pairs(message.get("headers", ()))
-                start = dict(message)
-                problem = (
-                    store_precheck(step.request, status, headers, policy)
-                    if step.may_store
-                    else "not storable"
-                )
-                if problem is None:
-                    buffering = True
-                    has_length = any(name.lower() == "content-length" for name, _ in headers)
-                    return
-                await decided(None)
-                start["headers"] = _encode(mark_miss(headers, False, step.fwd, policy=policy))
-                await send(start)
-                return
-            if not buffering:
-                await send(message)
-                return
-            if kind != "http.response.body":  # e.g. pathsend: not ours to buffer
-                await give_up(True, message)
-                return
-            body = message.get("body", b"")
-            more = bool(message.get("more_body", False))
-            streaming = more and not has_length and not chunks
-            if streaming or size + len(body) > policy.max_body_size:
-                chunks.append(body)
-                await give_up(more, None)
-                return
-            chunks.append(body)
-            size += len(body)
-            if more:
-                return
-            buffering = False
-            resp = Response(status, headers, b"".join(chunks))
-            chunks.clear()
-            sent, store = step.finish(resp, time.time(), request_time)
-            if store is not None:
-                await self.http.astore(store)
-            await decided(None if store is None else store.entry)
-            await _send_response(send, sent)
-
+        """Call the app (offering our flight to a cache layer inside it), then store."""
+        watched = _WatchedScope(scope)
+        watched[HANDOFF] = Handoff(decided)
+        watched[_FORWARDED] = self
+        capture = _Capture(self, step, decided, send, watched)
         try:
-            await app(scope, receive, capture)
+            await app(watched, receive, capture)
         finally:
             await decided(None)
-        if self.invalidate_unsafe and status:
-            key = invalidation_key(step.request, status, policy.key_prefix)
+        if self.invalidate_unsafe and capture.status:
+            key = invalidation_key(step.request, capture.status, self.policy.key_prefix)
             if key is not None:
                 await self.http.adelete(key)
 
@@ -327,10 +426,16 @@ class cache_response(_Invalidation):
 
     FastAPI: put it under the route decorator (``@app.get(...)`` then
     ``@cache_response(cache, ttl=60)``). FastAPI still sees the endpoint's own parameters
-    (a ``Request`` is added for the decorator). Because FastAPI builds the response after
-    the endpoint returns, the first call installs the cache in front of that route's ASGI
-    handler and is itself served uncached; from then on the route is cached exactly like
-    under the middleware (what FastAPI serialised is what is stored).
+    (a ``Request`` is added for the decorator). FastAPI builds the response after the
+    endpoint returns, so the cache sits in front of the route's ASGI handler: the first
+    call installs it there and sends its own request through it (stored like any other;
+    the route's dependencies are resolved a second time for that one request). From
+    then on a hit is answered before dependencies run, and what FastAPI serialised is
+    what is stored.
+
+    Under :class:`CacheMiddleware` (or another ``cache_response``), the innermost layer
+    answers with its own options and the outer one steps aside for that request: one
+    flight, one store, one ``Cache-Status``.
 
     Invalidation: ``decorator.invalidate_url(...)`` and friends, or the decorated
     function's ``.cache_response`` attribute.
@@ -366,11 +471,14 @@ class cache_response(_Invalidation):
             route = request.scope.get("route")
             # FastAPI (its APIRoute has a dependant): cache at ASGI level. Starlette >= 1.0
             # also puts its Route in the scope, but its endpoint returns the Response.
-            if route is not None and hasattr(route, "dependant") and hasattr(route, "app"):
-                if not isinstance(route.app, _RouteCache):
-                    route.app = _RouteCache(route.app, engine)
+            if route is None or not hasattr(route, "dependant"):
+                return await self._respond(request, call, args, kwargs)
+            if request.scope.get(_FORWARDED) is engine:  # through our _RouteCache
                 return await call(args, kwargs)
-            return await self._respond(request, call, args, kwargs)
+            target = _route_target(request.scope, route)
+            if target is None:  # a FastAPI we do not know how to get in front of
+                return await call(args, kwargs)
+            return _Reentry(_install(target, engine))
 
         endpoint.__signature__ = _with_request_param(func)  # type: ignore[attr-defined]
         endpoint.cache_response = self  # type: ignore[attr-defined]
@@ -386,6 +494,8 @@ class cache_response(_Invalidation):
         engine = self._engine
         policy = engine.policy
         req = request_from_scope(request.scope)
+        handoff = request.scope.get(HANDOFF)  # under CacheMiddleware: answer in its stead
+        joined = handoff.claim() if isinstance(handoff, Handoff) else None
 
         async def on_hit(response: Response) -> Any:
             result = StarletteResponse(response.body, status_code=response.status)
@@ -394,29 +504,33 @@ class cache_response(_Invalidation):
 
         async def forward(step: Forward, decided: Decided) -> Any:
             request_time = time.time()
+            origin = request.scope
+            request.scope = watched = _WatchedScope(origin)  # the endpoint reads it
             try:
                 result = await call(args, kwargs)
             except BaseException:
                 await decided(None)
                 raise
+            finally:
+                request.scope = origin
+            identity = watched.identity()
             if not isinstance(result, StarletteResponse) or not hasattr(result, "body"):
                 await decided(None)  # streaming, or not a response at all
                 if isinstance(result, StarletteResponse):
-                    pairs = mark_miss(
-                        header_pairs(result.raw_headers), False, step.fwd, policy=policy
-                    )
+                    pairs, _ = apply_identity(header_pairs(result.raw_headers), identity)
+                    pairs = mark_miss(pairs, False, step.fwd, policy=policy)
                     result.raw_headers = _encode(pairs)
                 return result
             body = bytes(result.body)
             resp = Response(result.status_code, header_pairs(result.raw_headers), body)
-            sent, store = step.finish(resp, time.time(), request_time)
+            sent, store = step.finish(resp, time.time(), request_time, identity)
             if store is not None:
                 await engine.http.astore(store)
             await decided(None if store is None else store.entry)
             result.raw_headers = _encode(sent.headers)
             return result
 
-        return await engine.http.arun(req, policy, on_hit, forward)
+        return await engine.http.arun(req, policy, on_hit, forward, joined=joined)
 
 
 class _RouteCache:
@@ -431,3 +545,33 @@ class _RouteCache:
             await self.app(scope, receive, send)
             return
         await self._engine.handle(self.app, scope, receive, send)
+
+
+def _route_target(scope: Scope, route: Any) -> Any:
+    """The object whose ``app`` FastAPI calls for this request: the route, or for a route
+    of an included router, FastAPI's per-inclusion context (FastAPI >= 0.16x)."""
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    if getattr(context, "original_route", None) is route and getattr(context, "app", None):
+        return context
+    return route if getattr(route, "app", None) is not None else None
+
+
+def _install(target: Any, engine: _Engine) -> _RouteCache:
+    installed = target.app
+    if not (isinstance(installed, _RouteCache) and installed._engine is engine):
+        installed = target.app = _RouteCache(target.app, engine)
+    return installed
+
+
+class _Reentry(StarletteResponse):
+    """What a FastAPI endpoint returns when its request did not come through its cache
+    (the first requests after start-up): FastAPI sends "this response" by calling it,
+    and it sends the request through the route's cache instead."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__()
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # a copy: the handler runs again under it and sets FastAPI's keys of its own
+        await self._app(dict(scope), receive, send)
