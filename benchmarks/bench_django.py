@@ -19,7 +19,7 @@ The script pins itself to one CPU (``--cpu``, default 1, like ``taskset -c 1``) 
 its redis-server from there, so client and server share that CPU. Every contender is
 warmed up and calibrated, then ``--rounds`` rounds interleave them; the table shows the
 median ops/s and cachekit's ratio to each peer (above 1.00x: cachekit is faster).
-Target (issue 4): not slower than either peer.
+Target: not slower than either peer.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         if peer != "cachekit" and results["cachekit"].median > results[peer].median * 1.03
     ]
     print(
-        "Target (issue 4): not slower than either peer: "
+        "Target: not slower than either peer: "
         + ("met" if not slower else "MISSED on " + ", ".join(slower))
         + " (3% noise allowance)."
     )

@@ -72,9 +72,9 @@ SECTIONS = (
     "typed-memory",
     "typed-redis",
 )
-MEMORY_SYNC_TARGET = "Target (issue 2): cachekit faster than cachetools."
-MEMORY_ASYNC_TARGET = "Target (issue 2): cachekit ≤ 15x the floor."
-REDIS_TARGET = "Target (issue 2): cachekit ≤ 1.10x the floor, one GET per hit."
+MEMORY_SYNC_TARGET = "Target: cachekit faster than cachetools."
+MEMORY_ASYNC_TARGET = "Target: cachekit ≤ 15x the floor."
+REDIS_TARGET = "Target: cachekit ≤ 1.10x the floor, one GET per hit."
 
 
 def _value() -> dict[str, Any]:

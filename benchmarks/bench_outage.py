@@ -18,7 +18,7 @@ millisecond; after a restart the first call must miss and store, the next one hi
 
 Every peer runs with its defaults (timeouts, retries, error handling), as a user gets it;
 "django-redis (ignore)" is django-redis with its documented ``IGNORE_EXCEPTIONS`` option.
-Issue 2's target for cachekit: after the first timeout, every call returns its real
+The target for cachekit: after the first timeout, every call returns its real
 value with < 1 ms added (p99), one log line per outage, hits again within 0.5 s.
 """
 

@@ -298,3 +298,10 @@ def test_every_python_block_is_run() -> None:
     assert set(EXERCISES) <= ids, set(EXERCISES) - ids
     assert {block for block, _ in EXPECTED_FAILURES} <= ids
     assert len(BLOCKS) >= 7
+
+
+@pytest.mark.parametrize("doc", ["README.md", "benchmarks/README.md"])
+def test_documents_speak_to_users(doc: str) -> None:
+    """No project-internal bookkeeping (issue numbers, "Target (issue 2)") in the docs."""
+    text = (ROOT / doc).read_text()
+    assert not re.findall(r"(?i)\bissues? #?\d+", text)
