@@ -9,7 +9,7 @@ both; only the backend calls differ.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from .._codec import CorruptEntry
 from .._concurrency import _aresolve
@@ -24,6 +24,8 @@ from .stampede import AsyncStampede
 from .tags import AsyncTagOps
 
 __all__ = ["AsyncCacheOps"]
+
+T = TypeVar("T")
 
 
 class AsyncCacheOps(AsyncTagOps):
@@ -163,10 +165,16 @@ class AsyncCacheOps(AsyncTagOps):
     async def aexists(self, key: Any) -> bool:
         return bool(await self._acall("exists", False, self._ns.key(key)))
 
-    async def attl(self, key: Any) -> float | None:
-        """Seconds left, or None (no expiry, or no such entry)."""
+    @overload
+    async def attl(self, key: Any) -> float | None: ...
+    @overload
+    async def attl(self, key: Any, default: T) -> float | T | None: ...
+    async def attl(self, key: Any, default: Any = None) -> Any:
+        """Seconds left; None when the entry never expires; ``default`` (None) when there is
+        no such entry, so ``ttl(key, default=cachekit.MISSING)`` tells the two apart. A
+        failing backend gives None (fail-open: nothing is known)."""
         left = await self._acall("ttl", None, self._ns.key(key))
-        return None if left is MISSING else left
+        return default if left is MISSING else left
 
     async def aexpire(self, key: Any, ttl: float | None) -> bool:
         """Give an entry a new TTL (None: never expires); False if there is no entry."""

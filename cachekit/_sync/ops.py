@@ -9,7 +9,7 @@ both; only the backend calls differ.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from .._codec import CorruptEntry
 from .._concurrency import _resolve
@@ -24,6 +24,8 @@ from .stampede import SyncStampede
 from .tags import SyncTagOps
 
 __all__ = ["SyncCacheOps"]
+
+T = TypeVar("T")
 
 
 class SyncCacheOps(SyncTagOps):
@@ -163,10 +165,16 @@ class SyncCacheOps(SyncTagOps):
     def exists(self, key: Any) -> bool:
         return bool(self._call("exists", False, self._ns.key(key)))
 
-    def ttl(self, key: Any) -> float | None:
-        """Seconds left, or None (no expiry, or no such entry)."""
+    @overload
+    def ttl(self, key: Any) -> float | None: ...
+    @overload
+    def ttl(self, key: Any, default: T) -> float | T | None: ...
+    def ttl(self, key: Any, default: Any = None) -> Any:
+        """Seconds left; None when the entry never expires; ``default`` (None) when there is
+        no such entry, so ``ttl(key, default=cachekit.MISSING)`` tells the two apart. A
+        failing backend gives None (fail-open: nothing is known)."""
         left = self._call("ttl", None, self._ns.key(key))
-        return None if left is MISSING else left
+        return default if left is MISSING else left
 
     def expire(self, key: Any, ttl: float | None) -> bool:
         """Give an entry a new TTL (None: never expires); False if there is no entry."""
