@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import pickle
 import re
 import threading
@@ -92,11 +93,13 @@ from cachekit.http import (
     HttpCachePolicy,
     Request,
     Response,
+    StoreDecision,
     invalidation_key,
     mark_miss,
+    store_precheck,
 )
 
-from ._httpcache import AsyncHttpCache, SyncHttpCache, make_policy
+from ._httpcache import AsyncHttpCache, SyncHttpCache, caching_headers_from, make_policy
 
 __all__ = [
     "CachekitCache",
@@ -107,6 +110,7 @@ __all__ = [
 ]
 
 V = TypeVar("V", bound=Callable[..., Any])
+logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 Decided = Callable[[CachedResponse | None], None]
 ADecided = Callable[[CachedResponse | None], Awaitable[None]]
@@ -524,6 +528,102 @@ def _set_headers(response: Any, headers: Iterable[tuple[str, str]]) -> None:
         response.headers[name] = value
 
 
+def _all_headers(response: Any) -> list[tuple[str, str]]:
+    """A Django response's header fields as they would be sent, cookies included."""
+    cookies = [("Set-Cookie", morsel.OutputString()) for morsel in response.cookies.values()]
+    return [*response.items(), *cookies]
+
+
+def _middleware_follows(request: Any) -> bool:
+    """Whether Django's handler is serving ``request``: its middleware's response phase
+    runs after the view (and may set cookies, as sessions, CSRF and cookie-stored
+    messages do), then the response is closed once sent. A view called directly (a
+    RequestFactory request) has nothing after it. The handler resolved the URL."""
+    return getattr(request, "resolver_match", None) is not None
+
+
+@dataclass
+class _PendingPage:
+    """A miss the view made storable, to be stored only if the response Django sends
+    (after every middleware's response phase) still allows it.
+
+    The entry is the page as the view made it (Django's cache headers patched in): hits
+    are returned from the view decorator, so the middleware runs on them as on a miss.
+    The final response rules whether and how: one that sets any cookie (a message cookie
+    as much as a session cookie), is ``private``/``no-store``/``no-cache`` or changed
+    status is not stored; its Cache-Control, Expires and Vary are the entry's.
+    """
+
+    step: Forward
+    page: Response
+    request_time: float
+
+    def decide(self, response: Any) -> StoreDecision | None:
+        """What to store, judged on ``response`` as it is now."""
+        step, final = self.step, _all_headers(response)
+        if response.status_code != self.page.status or (
+            store_precheck(step.request, response.status_code, final, step.policy) is not None
+        ):
+            return None
+        said = caching_headers_from(final, self.page.headers, step.policy)
+        page = dataclasses.replace(self.page, headers=said)
+        return step.finish(page, time.time(), self.request_time)[1]
+
+
+def _on_close(response: Any, settle: Callable[[Any], None], abandon: Callable[[], None]) -> None:
+    """``settle(response)`` when Django closes ``response`` (its headers final, sent);
+    ``abandon()`` instead if it is dropped unclosed (a middleware replaced it, or raised),
+    so that requests waiting for this page never wait for nothing. Either runs once."""
+    response._resource_closers.append(_Closer(response, settle, abandon))
+
+
+class _Closer:
+    """The callable :func:`_on_close` adds to the response's closers."""
+
+    def __init__(
+        self, response: Any, settle: Callable[[Any], None], abandon: Callable[[], None]
+    ) -> None:
+        self._finalizer = weakref.finalize(response, abandon)
+        self._response = weakref.ref(response)  # it holds us: no cycle through it
+        self._settle = settle
+
+    def __call__(self) -> None:
+        response = self._response()
+        if response is not None and self._finalizer.detach() is not None:
+            self._settle(response)
+
+    def __reduce__(self) -> tuple[type[_Closed], tuple[()]]:
+        # A response pickled before it was sent (Django's per-site cache stores it from
+        # its middleware) is decided here, not wherever the copy is unpickled.
+        return _Closed, ()
+
+
+class _Closed:
+    def __call__(self) -> None:
+        return None
+
+
+_tasks: set[asyncio.Task[None]] = set()  # settled on the loop's own thread: keep a reference
+
+
+def _run_on(loop: asyncio.AbstractEventLoop, make: Callable[[], Awaitable[None]]) -> None:
+    """Run a coroutine on ``loop`` from ``response.close()`` or a finalizer (a worker
+    thread under ASGI): waited for, unless called on the loop's own thread."""
+    try:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task: asyncio.Task[None] = loop.create_task(make())  # type: ignore[arg-type]
+            _tasks.add(task)
+            task.add_done_callback(_tasks.discard)
+        else:
+            asyncio.run_coroutine_threadsafe(make(), loop).result(timeout=30)  # type: ignore[arg-type]
+    except Exception:  # the loop is gone (its flights with it), or the store failed
+        logger.exception("settling a cache_page miss failed")
+
+
 @dataclass
 class _Engine:
     """One decoration's HTTP cache over one cachekit Cache, and its policies per key prefix."""
@@ -643,9 +743,16 @@ class _PageCache:
             patch_vary_headers(response, ("Cookie",))  # SessionMiddleware adds it later
         if step.may_store and _will_set_cookie(request):
             step = dataclasses.replace(step, may_store=False)
-        headers = list(response.items())
-        headers += [("Set-Cookie", morsel.OutputString()) for morsel in response.cookies.values()]
-        return step, Response(response.status_code, headers, response.content)
+        return step, Response(response.status_code, _all_headers(response), response.content)
+
+    def pending(
+        self, request: Any, step: Forward, response: Any, request_time: float
+    ) -> _PendingPage | None:
+        """Give the view's response its miss headers; what may be stored (None: nothing)."""
+        step, page = self.prepare(request, step, response)
+        sent, store = step.finish(page, time.time(), request_time)
+        _set_headers(response, sent.headers)
+        return None if store is None else _PendingPage(step, page, request_time)
 
     def passthrough(self, step: Forward, response: Any) -> Any:
         """A streaming response: never buffered, never stored."""
@@ -807,84 +914,120 @@ def cache_page(
         page = _PageCache(
             view, timeout, cache, key_prefix, lock, lock_ttl, lock_timeout, dict(options)
         )
-        fallback = page.fallback
-
-        if page.is_async:
-            async_view: Callable[..., Awaitable[Any]] = view
-
-            async def async_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
-                backend = page.backend()
-                engine = page.engine(backend)
-                if engine is None:
-                    return await fallback(request, *args, **kwargs)
-                http: AsyncHttpCache = engine.http
-                policy = page.policy_for(engine, backend, request)
-
-                async def on_hit(response: Response) -> HttpResponse:
-                    return _to_django(response)
-
-                async def forward(step: Forward, decided: ADecided) -> Any:
-                    request_time = time.time()
-                    response = _rendered(await async_view(request, *args, **kwargs))
-                    if response.streaming:
-                        return page.passthrough(step, response)
-                    key = invalidation_key(
-                        step.request, response.status_code, step.policy.key_prefix
-                    )
-                    if key is not None:
-                        await http.adelete(key)
-                    step, resp = page.prepare(request, step, response)
-                    sent, store = step.finish(resp, time.time(), request_time)
-                    if store is not None:
-                        await http.astore(store)
-                    await decided(None if store is None else store.entry)
-                    _set_headers(response, sent.headers)
-                    return response
-
-                req = _request(request)
-                if page.lock:
-                    return await http.arun(req, policy, on_hit, forward)
-                step, _ = await http.alookup(req, policy)  # lock=False: no coalescing
-                if isinstance(step, Hit):
-                    return _to_django(step.response)
-                return await forward(step, _adecided_ignored)
-
-            async_wrapper.page_cache = page  # type: ignore[attr-defined]
-            return wraps(view)(async_wrapper)  # type: ignore[return-value]
-
-        def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
-            backend = page.backend()
-            engine = page.engine(backend)
-            if engine is None:
-                return fallback(request, *args, **kwargs)
-            http: SyncHttpCache = engine.http
-            policy = page.policy_for(engine, backend, request)
-
-            def forward(step: Forward, decided: Decided) -> Any:
-                request_time = time.time()
-                response = _rendered(view(request, *args, **kwargs))
-                if response.streaming:
-                    return page.passthrough(step, response)
-                key = invalidation_key(step.request, response.status_code, step.policy.key_prefix)
-                if key is not None:
-                    http.delete(key)
-                step, resp = page.prepare(request, step, response)
-                sent, store = step.finish(resp, time.time(), request_time)
-                if store is not None:
-                    http.store(store)
-                decided(None if store is None else store.entry)
-                _set_headers(response, sent.headers)
-                return response
-
-            req = _request(request)
-            if page.lock:
-                return http.run(req, policy, _to_django, forward)
-            step, _ = http.lookup(req, policy)  # lock=False: no coalescing at all
-            if isinstance(step, Hit):
-                return _to_django(step.response)
-            return forward(step, _decided_ignored)
-
+        wrapper = _async_page(page, view) if page.is_async else _sync_page(page, view)
         wrapper.page_cache = page  # type: ignore[attr-defined]
         return wraps(view)(wrapper)  # type: ignore[return-value]
 
     return decorator
+
+
+def _sync_page(page: _PageCache, view: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+        backend = page.backend()
+        engine = page.engine(backend)
+        if engine is None:
+            return page.fallback(request, *args, **kwargs)
+        http: SyncHttpCache = engine.http
+
+        def settle(pending: _PendingPage, decided: Decided, response: Any) -> None:
+            store = None
+            try:
+                store = pending.decide(response)
+                if store is not None:
+                    http.store(store)
+            except Exception:  # a cache problem never fails the page
+                logger.exception("storing a cache_page response failed")
+                store = None
+            decided(None if store is None else store.entry)
+
+        def forward(step: Forward, decided: Decided) -> Any:
+            request_time = time.time()
+            response = _rendered(view(request, *args, **kwargs))
+            if response.streaming:
+                decided(None)
+                return page.passthrough(step, response)
+            key = invalidation_key(step.request, response.status_code, step.policy.key_prefix)
+            if key is not None:
+                http.delete(key)
+            pending = page.pending(request, step, response, request_time)
+            if pending is None:
+                decided(None)
+            elif _middleware_follows(request):  # decided when Django closes the response
+                _on_close(
+                    response, lambda final: settle(pending, decided, final), _abandon(decided)
+                )
+            else:
+                settle(pending, decided, response)
+            return response
+
+        req = _request(request)
+        policy = page.policy_for(engine, backend, request)
+        if page.lock:
+            return http.run(req, policy, _to_django, forward, deferred=True)
+        step, _ = http.lookup(req, policy)  # lock=False: no coalescing at all
+        if isinstance(step, Hit):
+            return _to_django(step.response)
+        return forward(step, _decided_ignored)
+
+    return wrapper
+
+
+def _async_page(page: _PageCache, view: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    async def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+        backend = page.backend()
+        engine = page.engine(backend)
+        if engine is None:
+            return await page.fallback(request, *args, **kwargs)
+        http: AsyncHttpCache = engine.http
+        loop = asyncio.get_running_loop()
+
+        async def settle(pending: _PendingPage, decided: ADecided, response: Any) -> None:
+            store = None
+            try:
+                store = pending.decide(response)
+                if store is not None:
+                    await http.astore(store)
+            except Exception:
+                logger.exception("storing a cache_page response failed")
+                store = None
+            await decided(None if store is None else store.entry)
+
+        async def on_hit(response: Response) -> HttpResponse:
+            return _to_django(response)
+
+        async def forward(step: Forward, decided: ADecided) -> Any:
+            request_time = time.time()
+            response = _rendered(await view(request, *args, **kwargs))
+            if response.streaming:
+                await decided(None)
+                return page.passthrough(step, response)
+            key = invalidation_key(step.request, response.status_code, step.policy.key_prefix)
+            if key is not None:
+                await http.adelete(key)
+            pending = page.pending(request, step, response, request_time)
+            if pending is None:
+                await decided(None)
+            elif _middleware_follows(request):  # closed from a worker thread: back to the loop
+                _on_close(
+                    response,
+                    lambda final: _run_on(loop, lambda: settle(pending, decided, final)),
+                    lambda: _run_on(loop, lambda: decided(None)),
+                )
+            else:
+                await settle(pending, decided, response)
+            return response
+
+        req = _request(request)
+        policy = page.policy_for(engine, backend, request)
+        if page.lock:
+            return await http.arun(req, policy, on_hit, forward, deferred=True)
+        step, _ = await http.alookup(req, policy)  # lock=False: no coalescing
+        if isinstance(step, Hit):
+            return _to_django(step.response)
+        return await forward(step, _adecided_ignored)
+
+    return wrapper
+
+
+def _abandon(decided: Decided) -> Callable[[], None]:
+    return lambda: decided(None)

@@ -30,10 +30,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request as StarletteRequest
-from starlette.responses import Response as StarletteResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from . import missing_extra
+
+try:
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request as StarletteRequest
+    from starlette.responses import Response as StarletteResponse
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, "starlette", "starlette") from exc
 
 from cachekit import Cache
 from cachekit.http import (

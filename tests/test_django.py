@@ -34,12 +34,13 @@ from cachekit.integrations.django import (  # noqa: E402
     cache_page,
     close_shared_caches,
 )
+from django.contrib import messages  # noqa: E402
 from django.contrib.sessions.middleware import SessionMiddleware  # noqa: E402
 from django.core.cache import caches  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.core.signals import request_finished  # noqa: E402
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse  # noqa: E402
-from django.test import Client, RequestFactory, override_settings  # noqa: E402
+from django.test import AsyncClient, Client, RequestFactory, override_settings  # noqa: E402
 from django.urls import path  # noqa: E402
 from django.utils import translation  # noqa: E402
 from django.views.decorators.cache import cache_page as django_cache_page  # noqa: E402
@@ -77,11 +78,57 @@ def session_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(str(request.session["n"]))
 
 
+def flash(request: HttpRequest) -> HttpResponse:  # not cached: a message for its user
+    messages.info(request, f"payment of {request.GET['who']} received")
+    return HttpResponse("ok")
+
+
+@cache_page(60)
+def inbox(request: HttpRequest) -> HttpResponse:  # shows (and so consumes) the messages
+    calls["inbox"] += 1
+    shown = [str(message) for message in messages.get_messages(request)]
+    return HttpResponse(f"inbox {calls['inbox']} {shown}")
+
+
+@cache_page(60)
+def dashboard(request: HttpRequest) -> HttpResponse:  # who is logged in: a cookie it reads
+    calls["dashboard"] += 1
+    return HttpResponse(f"dashboard of {request.COOKIES.get('auth', 'anonymous')}")
+
+
+@cache_page(60)
+async def async_inbox(request: HttpRequest) -> HttpResponse:
+    calls["async_inbox"] += 1
+    shown = [str(message) for message in messages.get_messages(request)]
+    return HttpResponse(f"async inbox {calls['async_inbox']} {shown}")
+
+
+class PersonalMiddleware:
+    """A response phase that personalises: private for logged-in users, a cookie on
+    /tracked/, Vary on /greeting/ (all after cache_page has returned)."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response: HttpResponse = self.get_response(request)
+        if request.COOKIES.get("auth"):
+            response["Cache-Control"] = "private"
+        if request.path == "/tracked/":
+            response.set_cookie("visitor", "v1")
+        return response
+
+
 urlpatterns = [
     path("plain/", plain_view),
     path("django-page/", django_page),
     path("cachekit-page/", cachekit_page),
     path("session/", session_view),
+    path("flash/", flash),
+    path("inbox/", inbox),
+    path("tracked/", cache_page(60)(plain_view)),
+    path("dashboard/", dashboard),
+    path("async-inbox/", async_inbox),
 ]
 
 
@@ -964,3 +1011,84 @@ def test_cache_page_lock_spans_processes(redis_cache: Any, monkeypatch: pytest.M
     assert calls == {"a": 1}
     assert results["a"].content == results["b"].content == b"a run 1"
     assert "hit" in results["b"]["Cache-Status"]
+
+
+# -- the response Django sends decides: middleware runs after cache_page ------------------
+SESSIONS = "django.contrib.sessions.middleware.SessionMiddleware"
+MESSAGES = "django.contrib.messages.middleware.MessageMiddleware"
+COOKIE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
+FALLBACK_STORAGE = "django.contrib.messages.storage.fallback.FallbackStorage"
+
+
+@pytest.mark.parametrize(
+    ("middleware", "storage"),
+    [
+        ([SESSIONS, MESSAGES], COOKIE_STORAGE),
+        ([MESSAGES, SESSIONS], COOKIE_STORAGE),
+        ([MESSAGES], COOKIE_STORAGE),
+        ([SESSIONS, MESSAGES], FALLBACK_STORAGE),
+    ],
+    ids=["sessions-messages", "messages-sessions", "messages-only", "fallback-storage"],
+)
+def test_a_flash_message_for_one_user_is_never_served_to_another(
+    dj_cache: Any, middleware: list[str], storage: str
+) -> None:
+    """MessageMiddleware writes (or clears) the message cookie after the view: cache_page
+    decides on the response Django sends, so a page that set any cookie is not stored."""
+    with override_settings(MIDDLEWARE=middleware, MESSAGE_STORAGE=storage):
+        alice, bob = Client(), Client()
+        alice.get("/flash/", {"who": "alice"})
+        assert "payment of alice received" in alice.get("/inbox/").content.decode()
+        for _ in range(2):
+            assert "alice" not in bob.get("/inbox/").content.decode()
+        assert "alice" not in alice.get("/inbox/").content.decode()  # shown once, as Django
+        # a page that neither shows nor adds messages sets no cookie: still stored
+        first, second = bob.get("/cachekit-page/"), alice.get("/cachekit-page/")
+        assert first.content == second.content and "hit" in second["Cache-Status"]
+
+
+async def test_a_flash_message_is_never_served_to_another_user_async(dj_cache: Any) -> None:
+    with override_settings(MIDDLEWARE=[SESSIONS, MESSAGES], MESSAGE_STORAGE=COOKIE_STORAGE):
+        alice, bob = AsyncClient(), AsyncClient()
+        await alice.get("/flash/", {"who": "alice"})
+        page = await alice.get("/async-inbox/")
+        assert "payment of alice received" in page.content.decode()
+        assert "alice" not in (await bob.get("/async-inbox/")).content.decode()
+        assert calls["async_inbox"] == 2
+    await dj_cache.cachekit.aclose()
+
+
+def test_what_middleware_adds_after_the_view_decides_what_is_stored(dj_cache: Any) -> None:
+    """Any middleware's response phase, not only Django's own: a page it makes private
+    or gives a cookie is not stored; two users share the cache."""
+    with override_settings(MIDDLEWARE=[f"{__name__}.PersonalMiddleware"]):
+        alice, anonymous = Client(), Client()
+        alice.cookies["auth"] = "alice"
+        assert alice.get("/dashboard/").content == b"dashboard of alice"
+        assert anonymous.get("/dashboard/").content == b"dashboard of anonymous"
+        assert "hit" in anonymous.get("/dashboard/")["Cache-Status"]
+        assert calls["dashboard"] == 2
+        for _ in range(2):
+            tracked = anonymous.get("/tracked/")
+            assert tracked.cookies["visitor"].value == "v1"
+        assert calls["plain"] == 2  # Set-Cookie on every response: never stored
+
+
+def test_a_page_dropped_unsent_releases_its_waiters(dj_cache: Any) -> None:
+    """A middleware that replaces the response (or raises) means cachekit's page is never
+    closed: it is settled when dropped, and nothing is stored."""
+
+    class Replacing:
+        def __init__(self, get_response: Any) -> None:
+            self.get_response = get_response
+
+        def __call__(self, request: HttpRequest) -> HttpResponse:
+            self.get_response(request)
+            return HttpResponse("replaced")
+
+    global ReplacingMiddleware
+    ReplacingMiddleware = Replacing
+    with override_settings(MIDDLEWARE=[f"{__name__}.ReplacingMiddleware"]):
+        assert Client().get("/cachekit-page/").content == b"replaced"
+    assert _engine(cachekit_page)._all_flights() == []
+    assert Client().get("/cachekit-page/").content == b"cachekit_page run 2"
