@@ -898,6 +898,16 @@ def cache_page(
     :class:`cachekit.http.HttpCachePolicy` fields (``etag_from_body``, ``max_body_size``,
     ``cacheable_statuses``, ``tag_header``...). Streaming responses pass through.
 
+    The decorator runs inside every middleware, so a page served by Django's handler is
+    stored only once Django closes the response, judged on the response it sent: a
+    middleware's cookie (a message cookie written or cleared by ``MessageMiddleware``, a
+    session or CSRF cookie), ``private`` or ``Vary`` is seen whatever the ``MIDDLEWARE``
+    order, and a response that sets any cookie is never stored. The entry is the page
+    as the view made it, so the middleware runs on hits as on misses. (The miss's
+    ``Cache-Status: ...; stored`` is sent before that final check: it means the view's
+    page was storable.) A view called directly (no handler, no middleware) is decided on
+    its own response.
+
     With ``lock=True`` (the default), simultaneous requests for the same cold page run the
     view once: in each process one request leads and the others wait for it in memory (no
     polling), and leaders of different processes take cachekit's lock on the page
