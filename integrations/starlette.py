@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import typing
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -411,9 +412,20 @@ def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> StarletteReq
     return None
 
 
+def _takes_request(func: Callable[..., Any]) -> bool:
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # an unresolvable annotation: FastAPI will say so itself
+        return False
+    return any(isinstance(h, type) and issubclass(h, StarletteRequest) for h in hints.values())
+
+
 def _with_request_param(func: Callable[..., Any]) -> inspect.Signature:
-    """``func``'s signature plus a keyword-only Request for FastAPI to inject."""
+    """``func``'s signature plus a keyword-only Request for FastAPI to inject, unless it
+    takes one already (FastAPI injects the request into one parameter only)."""
     signature = inspect.signature(func)
+    if _takes_request(func):
+        return signature
     params = list(signature.parameters.values())
     extra = inspect.Parameter(
         _REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=StarletteRequest

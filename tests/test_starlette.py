@@ -821,3 +821,286 @@ async def test_served_by_uvicorn_concurrent_cold(
     assert {r.status_code for r in responses} == {200}
     assert len({r.text for r in responses}) == 1
     assert counter["page"] == 1
+
+
+# ------------------------------------------- sessions and users: never another one's page
+
+
+def _session_routes(calls: Counter) -> list[Route]:
+    async def greet(request: Request) -> Response:
+        calls.hit("greet")
+        return PlainTextResponse(f"hello {request.session.get('user', 'guest')}")
+
+    async def login(request: Request) -> Response:
+        request.session["user"] = request.query_params["u"]
+        return PlainTextResponse("ok")
+
+    async def public(request: Request) -> Response:
+        calls.hit("public")
+        request.session.get("user")  # read, but the page says it is the same for all
+        return PlainTextResponse("same for all", headers={"Cache-Control": "public"})
+
+    async def plain(request: Request) -> Response:
+        calls.hit("plain")
+        return PlainTextResponse("no session read")
+
+    return [
+        Route("/greet", greet),
+        Route("/login", login),
+        Route("/public", public),
+        Route("/plain", plain),
+    ]
+
+
+def _session_app(cache: Cache, layout: str, calls: Counter) -> Any:
+    from starlette.middleware import Middleware
+    from starlette.middleware.sessions import SessionMiddleware
+
+    session = Middleware(SessionMiddleware, secret_key="test-secret")
+    if layout == "middleware-inside-session":  # the cache never sees the Set-Cookie
+        return Starlette(
+            routes=_session_routes(calls),
+            middleware=[session, Middleware(CacheMiddleware, cache=cache, ttl=30)],
+        )
+    if layout == "middleware-outside-session":
+        return Starlette(
+            routes=_session_routes(calls),
+            middleware=[Middleware(CacheMiddleware, cache=cache, ttl=30), session],
+        )
+    if layout == "cache_response":
+        decorator = cache_response(cache, ttl=30)
+        routes = [
+            Route(r.path, decorator(r.endpoint)) if r.path != "/login" else r
+            for r in _session_routes(calls)
+        ]
+        return Starlette(routes=routes, middleware=[session])
+    assert layout == "fastapi"
+    app = FastAPI()
+    app.add_middleware(SessionMiddleware, secret_key="test-secret")
+
+    @app.get("/greet")
+    @cache_response(cache, ttl=30)
+    async def greet(request: Request) -> dict[str, str]:
+        calls.hit("greet")
+        return {"hello": request.session.get("user", "guest")}
+
+    @app.get("/login")
+    async def login(request: Request, u: str) -> str:
+        request.session["user"] = u
+        return "ok"
+
+    @app.get("/public")
+    @cache_response(cache, ttl=30)
+    async def public(request: Request) -> Response:
+        calls.hit("public")
+        request.session.get("user")
+        return PlainTextResponse("same for all", headers={"Cache-Control": "public"})
+
+    @app.get("/plain")
+    @cache_response(cache, ttl=30)
+    async def plain() -> str:
+        calls.hit("plain")
+        return "no session read"
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["middleware-inside-session", "middleware-outside-session", "cache_response", "fastapi"],
+)
+def test_two_users_and_a_guest_never_see_each_others_page(cache: Cache, layout: str) -> None:
+    calls = Counter()
+    app = _session_app(cache, layout, calls)
+    alice, bob, guest = TestClient(app), TestClient(app), TestClient(app)
+    assert alice.get("/login?u=alice").text.strip('"') == "ok"
+    assert bob.get("/login?u=bob").text.strip('"') == "ok"
+    assert alice.cookies.get("session") != bob.cookies.get("session")
+    expected = {"alice": alice, "bob": bob, "guest": guest}
+    for _ in range(3):
+        for name in ("guest", "alice", "bob", "guest", "bob", "alice"):
+            response = expected[name].get("/greet")
+            assert name in response.text, (name, response.text, response.headers)
+            assert "cookie" in response.headers.get("vary", "").lower()
+    # the guest's page is stored (varying on Cookie), the users' pages never are
+    guest_runs = 1
+    assert calls["greet"] == 2 * 3 * 2 + guest_runs
+    # a page that reads the session but says public is shared; one that does not read it
+    # is stored as usual...
+    for client in (alice, bob, guest, alice):
+        assert client.get("/public").text == "same for all"
+        assert client.get("/plain").text.strip('"') == "no session read"
+    # ...except where the cache sees SessionMiddleware's Set-Cookie (sent to every user
+    # with a session): those responses are never stored, only the guest's is; and there
+    # SessionMiddleware itself reads the session, so every page varies on Cookie
+    outside = layout == "middleware-outside-session"
+    assert (calls["public"], calls["plain"]) == ((3, 4) if outside else (1, 1))
+
+
+def test_a_user_read_through_authentication_is_never_stored(cache: Cache) -> None:
+    from starlette.authentication import (
+        AuthCredentials,
+        AuthenticationBackend,
+        SimpleUser,
+        UnauthenticatedUser,
+    )
+    from starlette.middleware import Middleware
+    from starlette.middleware.authentication import AuthenticationMiddleware
+
+    class CookieAuth(AuthenticationBackend):
+        async def authenticate(self, conn: Any) -> tuple[AuthCredentials, Any] | None:
+            token = conn.cookies.get("token")
+            return (AuthCredentials(["user"]), SimpleUser(token)) if token else None
+
+    calls = Counter()
+
+    @cache_response(cache, ttl=30)
+    async def me(request: Request) -> Response:
+        calls.hit("me")
+        user = request.user
+        name = user.display_name if user.is_authenticated else "anonymous"
+        return PlainTextResponse(f"you are {name}")
+
+    app = Starlette(
+        routes=[Route("/me", me)],
+        middleware=[Middleware(AuthenticationMiddleware, backend=CookieAuth())],
+    )
+    assert isinstance(UnauthenticatedUser(), UnauthenticatedUser)
+    alice = TestClient(app, cookies={"token": "alice"})
+    bob = TestClient(app, cookies={"token": "bob"})
+    anonymous = TestClient(app)
+    for _ in range(2):
+        assert anonymous.get("/me").text == "you are anonymous"
+        assert alice.get("/me").text == "you are alice"
+        assert bob.get("/me").text == "you are bob"
+    assert calls["me"] == 1 + 2 + 2  # only the anonymous page is stored
+
+
+async def test_concurrent_users_under_the_middleware_never_share_a_response(
+    cache: Cache,
+) -> None:
+    """Cold, concurrent, and coalesced: a follower never gets a leader's personal page."""
+    app = _session_app(cache, "middleware-inside-session", Counter())
+    transport = httpx.ASGITransport(app=app)
+    clients = [httpx.AsyncClient(transport=transport, base_url="http://t") for _ in range(6)]
+    try:
+        for i, client in enumerate(clients[:4]):
+            await client.get("/login", params={"u": f"user{i}"})
+        responses = await asyncio.gather(*(c.get("/greet") for c in clients * 3))
+        for i, response in enumerate(responses):
+            owner = i % len(clients)
+            assert response.text == (f"hello user{owner}" if owner < 4 else "hello guest")
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+# ------------------------------------------------- nested layers: middleware + decorator
+
+
+def _readme_fastapi_app(cache: Cache, calls: Counter, **options: Any) -> tuple[FastAPI, Any]:
+    """The README's Starlette / FastAPI snippet: CacheMiddleware and @cache_response."""
+    app = FastAPI()
+    app.add_middleware(CacheMiddleware, cache=cache, ttl=60, **options)
+    decorator = cache_response(cache, ttl=60, **options)
+
+    @app.get("/products/{pid}")
+    @decorator
+    async def product(pid: int) -> dict[str, Any]:
+        calls.hit(f"product {pid}")
+        return {"pid": pid}
+
+    return app, decorator
+
+
+def _middleware_of(app: Any) -> CacheMiddleware:
+    layer = app.middleware_stack
+    while not isinstance(layer, CacheMiddleware):
+        layer = layer.app
+    return layer
+
+
+def _cache_statuses(response: httpx.Response) -> list[str]:
+    values = response.headers.get_list("cache-status")
+    return [member.strip() for value in values for member in value.split(",")]
+
+
+async def test_middleware_and_decorator_share_one_flight_and_one_cache_status(
+    cache: Cache,
+) -> None:
+    calls = Counter()
+    # old code: the inner layer waited the whole wait_timeout for the outer's lock on Redis
+    app, decorator = _readme_fastapi_app(cache, calls, wait_timeout=3)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for pid in range(1, 4):  # cold URLs after the first, one at a time
+            first = await client.get(f"/products/{pid}")
+            assert first.json() == {"pid": pid}
+            assert _cache_statuses(first) == ["cachekit; fwd=uri-miss; stored"]
+            hit = await client.get(f"/products/{pid}")
+            assert len(_cache_statuses(hit)) == 1 and "hit" in _cache_statuses(hit)[0]
+        cold = await asyncio.gather(*(client.get("/products/9") for _ in range(8)))
+        invalid = await asyncio.gather(*(client.get("/products/x") for _ in range(8)))
+    assert [calls[f"product {pid}"] for pid in (1, 2, 3, 9)] == [1, 1, 1, 1]
+    assert {r.json()["pid"] for r in cold} == {9}
+    assert all(len(_cache_statuses(r)) == 1 for r in cold + invalid)
+    assert {r.status_code for r in invalid} == {422}
+    middleware = _middleware_of(app)
+    assert middleware.http_cache.lock_waits == 0 and decorator.http_cache.lock_waits == 0
+
+
+def test_middleware_and_decorator_on_a_starlette_endpoint(cache: Cache) -> None:
+    calls = Counter()
+
+    @cache_response(cache, ttl=120)
+    async def page(request: Request) -> Response:
+        calls.hit("page")
+        return PlainTextResponse("page")
+
+    app = Starlette(routes=[Route("/page", page)])
+    middleware = CacheMiddleware(app, cache=cache, ttl=60, wait_timeout=3)
+    client = TestClient(middleware)
+    first, hit = client.get("/page"), client.get("/page")
+    assert first.headers.get_list("cache-status") == ["cachekit; fwd=uri-miss; stored"]
+    # stored once, by the inner layer and with its options (ttl=120)
+    assert hit.headers.get_list("cache-status")[0].startswith("cachekit; hit; ttl=1")
+    assert calls["page"] == 1 and middleware.http_cache.lock_waits == 0
+
+
+# ----------------------------------------------------- FastAPI: cached from the first request
+
+
+@pytest.mark.parametrize("included", [False, True], ids=["app-route", "included-router"])
+async def test_fastapi_first_concurrent_requests_run_the_handler_once(
+    cache: Cache, included: bool
+) -> None:
+    from fastapi import APIRouter
+
+    app = FastAPI()
+    router = APIRouter() if included else app.router
+    decorator = cache_response(cache, ttl=30)
+    runs = 0
+
+    @router.get("/items/{item_id}")
+    @decorator
+    async def item(item_id: int) -> dict[str, int]:
+        nonlocal runs
+        runs += 1
+        # hold the response until the 7 other requests are parked behind this one
+        deadline = time.monotonic() + 5
+        while decorator.http_cache.followers() < 7 and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        return {"item": item_id}
+
+    if included:
+        app.include_router(router, prefix="/api")
+    path = "/api/items/5" if included else "/items/5"
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        responses = await asyncio.gather(*(client.get(path) for _ in range(8)))
+        again = await client.get(path)
+    assert runs == 1
+    assert all(r.json() == {"item": 5} for r in responses)
+    statuses = sorted(r.headers["cache-status"] for r in responses)
+    assert statuses.count("cachekit; fwd=uri-miss; stored") == 1
+    assert again.headers["cache-status"].startswith("cachekit; hit")
