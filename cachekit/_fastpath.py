@@ -14,10 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from ._codec import Boxed
-from ._keys import _KEY_OPTIONS, MAX_KEY_LENGTH, _key_default
+from ._keys import MAX_KEY_LENGTH
 
 __all__ = ["memory_hit_wrapper"]
 
@@ -43,8 +41,7 @@ def memory_hit_wrapper(
     touch = backend._data.move_to_end
     clock = backend._clock
     counters = cache.counters
-    dumps = orjson.dumps
-    default, option = _key_default, _KEY_OPTIONS
+    encode = keys.text  # the injective argument text (orjson's own for str/int/...)
 
     if is_async:
 
@@ -52,7 +49,7 @@ def memory_hit_wrapper(
             tail = None if kwargs else tails.get(len(args))
             if tail is not None:
                 values = args + tail if tail else args
-                key = base + dumps(values, default=default, option=option).decode()
+                key = base + encode(values)
                 entry = data_get(key)
                 if entry is not None and entry[1] > clock():
                     value = entry[0]
@@ -84,7 +81,7 @@ def memory_hit_wrapper(
                 if memo is not None:
                     key = memo.get(arg)
                     if key is None:
-                        key = base + dumps(args, default=default, option=option).decode()
+                        key = base + encode(args)
                         if len(memo) >= _MEMO_SIZE:
                             memo.clear()
                         if len(key) <= limit:
@@ -107,7 +104,7 @@ def memory_hit_wrapper(
         tail = None if kwargs else tails.get(len(args))
         if tail is not None:
             values = args + tail if tail else args
-            key = base + dumps(values, default=default, option=option).decode()
+            key = base + encode(values)
             entry = data_get(key)
             if entry is not None and entry[1] > clock():
                 value = entry[0]

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ._keyencoding import DEFAULT_ARGUMENT, FAST_TYPES, encode, encode_values, unkeyable
 from .exceptions import ConfigurationError, InvalidKeyError
 
 __all__ = [
@@ -34,9 +35,26 @@ MAX_KEY_LENGTH = 200
 _SCALARS = (int, float, Decimal, uuid.UUID, datetime, date, time)
 
 
+_MARK = "…#"
+_SHORTENED = re.compile(r"(?s).{0,64}…#[0-9a-f]{64}")
+
+
 def _shorten(key: str) -> str:
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-    return f"{key[:64]}…#{digest}"
+    """A readable head and the BLAKE2b-256 of the whole text (collision-free in practice)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=32).hexdigest()
+    return f"{key[:64]}{_MARK}{digest}"
+
+
+def _fit(key: str) -> str:
+    """``key``, or its shortened form when it is too long.
+
+    A key that merely looks shortened (holds the ``…#`` mark) is hashed too, so no text can
+    pose as another key's shortened form; a key that *is* a shortened form (from
+    ``f.key()``) is taken as given, so ``cache.get(f.key(...))`` finds the entry.
+    """
+    if len(key) <= MAX_KEY_LENGTH and (_MARK not in key or _SHORTENED.fullmatch(key)):
+        return key
+    return _shorten(key)
 
 
 def normalize_key(key: Any) -> str:
@@ -46,7 +64,7 @@ def normalize_key(key: Any) -> str:
     :data:`MAX_KEY_LENGTH` are hashed. Anything else is an :class:`InvalidKeyError`.
     """
     if type(key) is str:
-        return key if len(key) <= MAX_KEY_LENGTH else _shorten(key)
+        return key if len(key) <= MAX_KEY_LENGTH and _MARK not in key else _fit(key)
     if isinstance(key, str):
         text = str.__str__(key)
     elif isinstance(key, bool):
@@ -62,7 +80,7 @@ def normalize_key(key: Any) -> str:
             f"cache keys are str, numbers, UUIDs, dates, bytes or tuples of those; "
             f"got {type(key).__qualname__}"
         )
-    return text if len(text) <= MAX_KEY_LENGTH else _shorten(text)
+    return _fit(text)
 
 
 def escape_glob(text: str) -> str:
@@ -119,35 +137,129 @@ def internal_head(ns_text: str, kind: str) -> str:
     return f"{INTERNAL_MARK}{ns_text}{kind}:"
 
 
-def _key_default(obj: Any) -> Any:
-    """How orjson encodes argument types it does not know, for default keys."""
-    if isinstance(obj, type):
-        return f"<{obj.__module__}.{obj.__qualname__}>"
-    custom = getattr(type(obj), "__cache_key__", None)
-    if custom is not None:
-        return custom(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=repr)
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return "b:" + bytes(obj).hex()
-    if isinstance(obj, (Decimal, complex)):
-        return repr(obj)
-    repr_impl: Any = type(obj).__repr__
-    if repr_impl is not object.__repr__:
-        return f"{type(obj).__qualname__}:{obj!r}"
-    # No value-based identity: key on the object itself (valid for this process only).
-    # Define __cache_key__ or pass key= to share such entries between processes.
-    return f"{type(obj).__qualname__}@{id(obj):x}"
-
-
-_KEY_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-
-
-def encode_arguments(values: Any) -> str:
-    return orjson.dumps(values, default=_key_default, option=_KEY_OPTIONS).decode()
-
-
 _SIMPLE_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_FIELD_PART = re.compile(r"\.([^.\[]+)|\[([^\]]+)\]")
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    return f"%{code:02X}" if code < 0x100 else f"%u{code:06X}"
+
+
+class _Field:
+    """One replacement field of a key template, and how its text is kept apart from the
+    next field: the first character of the literal text after it (``:`` in
+    ``"perm:{user}:{resource}"``) is percent-escaped in the value, and so is ``%``, so the
+    end of each value can be found again: ``user="admin:x"`` gives ``perm:admin%3Ax:...``.
+    A field followed only by the end of the template needs nothing (``user:42``)."""
+
+    __slots__ = ("conversion", "escaped", "index", "literal", "path", "spec", "stop")
+
+    def __init__(
+        self,
+        index: int,
+        path: tuple[tuple[bool, str | int], ...],
+        conversion: str | None,
+        spec: str,
+        literal: str,
+    ) -> None:
+        self.index, self.path, self.conversion, self.spec = index, path, conversion, spec
+        self.literal = literal  # the literal text that follows the field
+        self.stop = literal[:1]
+        self.escaped = _escape_char(self.stop) if self.stop else ""
+
+    def render(self, values: tuple[Any, ...]) -> str:
+        value = values[self.index]
+        for is_attribute, name in self.path:
+            value = getattr(value, name) if is_attribute else value[name]  # type: ignore[arg-type]
+        kind = type(value)
+        if kind is str and self.conversion is None and not self.spec:
+            text: str = value
+        elif kind is int and self.conversion is None and not self.spec:
+            text = str(value)
+        else:
+            text = self._format(value)
+        stop = self.stop
+        if stop and (stop in text or "%" in text):
+            text = text.replace("%", "%25").replace(stop, self.escaped)
+        return text + self.literal
+
+    def _format(self, value: Any) -> str:
+        kind: Any = type(value)
+        by_repr = self.conversion in ("r", "a")
+        default_str = kind.__str__ is object.__str__ and kind.__format__ is object.__format__
+        if kind.__repr__ is object.__repr__ and (by_repr or default_str):
+            raise unkeyable(kind, "it would format as its address in memory")
+        if self.conversion == "r":
+            value = repr(value)
+        elif self.conversion == "a":
+            value = ascii(value)
+        elif self.conversion == "s":
+            value = str(value)
+        return format(value, self.spec)
+
+
+class KeyTemplate:
+    """A key template (``"user:{user_id}"``, ``"{user.id}"``), parsed once."""
+
+    def __init__(self, template: str, names: tuple[str, ...], positional: bool) -> None:
+        parsed = list(string.Formatter().parse(template))
+        self.head = ""
+        self.fields: list[_Field] = []
+        auto = 0
+        for position, (literal, field, spec, conversion) in enumerate(parsed):
+            if position == 0:
+                self.head = literal
+            if field is None:
+                continue
+            following = parsed[position + 1] if position + 1 < len(parsed) else None
+            after = following[0] if following is not None else ""
+            if following is not None and following[1] is not None and not after:
+                raise ConfigurationError(
+                    f"key template {template!r}: {{{field}}} and {{{following[1]}}} must be "
+                    f"separated by some text (e.g. ':'), or their values could run together"
+                )
+            if spec and "{" in spec:
+                raise ConfigurationError(
+                    f"key template {template!r}: nested fields in a format spec are not supported"
+                )
+            match = re.match(r"[^.\[]*", field)
+            root = match.group(0) if match else ""
+            rest = field[len(root) :]
+            path: list[tuple[bool, str | int]] = []
+            while rest:
+                part = _FIELD_PART.match(rest)
+                if part is None:
+                    raise ConfigurationError(f"key template {template!r}: bad field {{{field}}}")
+                attribute, item = part.groups()
+                if attribute is not None:
+                    path.append((True, attribute))
+                else:
+                    path.append((False, int(item) if item.isdigit() else item))
+                rest = rest[part.end() :]
+            if root == "" or root.isdigit():
+                if not positional:
+                    raise ConfigurationError(
+                        f"positional field {{{field}}} needs a plain signature"
+                    )
+                index = auto if root == "" else int(root)
+                auto += 1
+                if index >= len(names):
+                    raise ConfigurationError(
+                        f"key template {template!r}: {{{field}}} is past the function's "
+                        f"{len(names)} parameters"
+                    )
+            elif root in names:
+                index = names.index(root)
+            else:
+                raise ConfigurationError(
+                    f"key template {template!r} names {root!r}, which is not a parameter "
+                    f"of the function ({', '.join(names) or 'none'})"
+                )
+            self.fields.append(_Field(index, tuple(path), conversion, spec or "", after))
+
+    def render(self, values: tuple[Any, ...]) -> str:
+        return self.head + "".join([field.render(values) for field in self.fields])
 
 
 class KeyBuilder:
@@ -155,8 +267,11 @@ class KeyBuilder:
 
     The arguments are normalised through the signature with defaults applied, so
     ``f(1, b=2)``, ``f(a=1, b=2)`` and ``f(1)`` (when ``b=2`` is the default) share a key.
-    ``key`` may be a template over the bound arguments (``"user:{user_id}"``,
-    ``"{user.id}"``) or a callable taking the function's arguments and returning a key.
+    The default key is ``module.qualname:`` and the injective text of the arguments
+    (:mod:`cachekit._keyencoding`); a value that cannot be keyed faithfully raises
+    :class:`InvalidKeyError` naming the argument. ``key`` may be a template over the bound
+    arguments (``"user:{user_id}"``, ``"{user.id}"``; values are escaped so that fields
+    cannot run together) or a callable taking the function's arguments and returning a key.
     """
 
     def __init__(
@@ -176,33 +291,28 @@ class KeyBuilder:
             len(params) - missing: tuple(defaults[len(defaults) - missing :])
             for missing in range(len(defaults) + 1)
         }
-        self.base = f"{func.__module__}.{func.__qualname__}:"
-        self.template: str | None = None
+        # Defaults with no value identity (a sentinel ``object()``): the default object
+        # itself is keyed as "this parameter's default", which is what the function sees.
+        self._opaque: dict[int, Any] = {}
+        for index, default in enumerate(self._defaults):
+            if default is inspect.Parameter.empty:
+                continue
+            try:
+                encode(default)
+            except (InvalidKeyError, RecursionError):
+                self._opaque[index] = default
+        self.func_name = f"{func.__module__}.{func.__qualname__}"
+        self.base = self.func_name + ":"
+        self.text = self._text_encoder()
+        """The injective text of the arguments (a tuple in signature order)."""
+        self.template: KeyTemplate | None = None
         self.key_func: Callable[..., Any] | None = None
         if isinstance(key, str):
-            self.template = key
-            self._check_template(key)
+            self.template = KeyTemplate(key, self.names, self.simple)
         elif callable(key):
             self.key_func = key
         elif key is not None:
             raise ConfigurationError(f"key must be a template string or a callable, not {key!r}")
-
-    def _check_template(self, template: str) -> None:
-        for _, field, _, _ in string.Formatter().parse(template):
-            if field is None:
-                continue
-            root = re.split(r"[.\[]", field, maxsplit=1)[0]
-            if root == "" or root.isdigit():
-                if not self.simple:
-                    raise ConfigurationError(
-                        f"positional field {{{field}}} needs a plain signature"
-                    )
-                continue
-            if root not in self.names:
-                raise ConfigurationError(
-                    f"key template {template!r} names {root!r}, which is not a parameter "
-                    f"of the function ({', '.join(self.names) or 'none'})"
-                )
 
     def values(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
         """The call's arguments in signature order, defaults applied.
@@ -244,15 +354,80 @@ class KeyBuilder:
             out.append(value)
         return tuple(out)
 
+    def _text_encoder(self) -> Callable[[tuple[Any, ...]], str]:
+        """``text(values)``: :meth:`encode`, with a fast path for arguments that are all
+        str, int, bool or None, whose text is exactly ``orjson.dumps(values)``. The check
+        is unrolled for up to three parameters: a Python loop costs more than the dump."""
+        dumps, fast, slow = orjson.dumps, FAST_TYPES, self.encode
+        count = len(self.names)
+        # TypeError from dumps: an int beyond 64 bits, a str with lone surrogates
+
+        def text1(values: tuple[Any, ...]) -> str:
+            if type(values[0]) in fast:
+                try:
+                    return dumps(values).decode()
+                except TypeError:
+                    pass
+            return slow(values)
+
+        def text2(values: tuple[Any, ...]) -> str:
+            if type(values[0]) in fast and type(values[1]) in fast:
+                try:
+                    return dumps(values).decode()
+                except TypeError:
+                    pass
+            return slow(values)
+
+        def text3(values: tuple[Any, ...]) -> str:
+            if type(values[0]) in fast and type(values[1]) in fast and type(values[2]) in fast:
+                try:
+                    return dumps(values).decode()
+                except TypeError:
+                    pass
+            return slow(values)
+
+        def text(values: tuple[Any, ...]) -> str:
+            for value in values:
+                if type(value) not in fast:
+                    return slow(values)
+            try:
+                return dumps(values).decode()
+            except TypeError:
+                return slow(values)
+
+        return {0: lambda values: "[]", 1: text1, 2: text2, 3: text3}.get(count, text)
+
+    def encode(self, values: tuple[Any, ...]) -> str:
+        """The injective text of the arguments ``values`` (in signature order)."""
+        if self._opaque:
+            values = tuple(
+                DEFAULT_ARGUMENT
+                if index in self._opaque and value is self._opaque[index]
+                else value
+                for index, value in enumerate(values)
+            )
+        try:
+            return encode_values(values)
+        except InvalidKeyError as exc:
+            raise self._unkeyable(values, exc) from exc
+
+    def _unkeyable(self, values: tuple[Any, ...], exc: InvalidKeyError) -> InvalidKeyError:
+        for name, value in zip(self.names, values):
+            try:
+                encode(value)
+            except (InvalidKeyError, RecursionError) as inner:
+                return InvalidKeyError(f"{self.func_name}(): argument {name!r}: {inner}")
+        return exc
+
     def __call__(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         """The user-level key (without namespace) for this call."""
         if self.key_func is not None:
             return normalize_key(self.key_func(*args, **kwargs))
         values = self.values(args, kwargs)
         if self.template is not None:
-            text = self.template.format(*values, **dict(zip(self.names, values)))
-            return text if len(text) <= MAX_KEY_LENGTH else _shorten(text)
-        text = self.base + encode_arguments(values)
+            return _fit(self.template.render(values))
+        text = self.base + self.text(values)
+        # a default key ends with "]", a shortened one with a hex digit: no mark check
         return text if len(text) <= MAX_KEY_LENGTH else _shorten(text)
 
     def full(self, namespace: Namespace) -> Callable[[tuple[Any, ...], Mapping[str, Any]], str]:
@@ -265,15 +440,53 @@ class KeyBuilder:
             values = self.values
             tails = self._tails
             dumps = orjson.dumps
+            fast = FAST_TYPES
+            slow = self.encode
+            text_of = self.text
 
-            def full_key(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+            # one and two parameters (get_user(user_id)): the check inlined, a frame less
+            if nargs == 1:
+
+                def full_key(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+                    if kwargs or len(args) != 1:
+                        tail = None if kwargs else tails.get(len(args))
+                        args = args + tail if tail is not None else values(args, kwargs)
+                    if type(args[0]) in fast:
+                        try:
+                            text = base + dumps(args).decode()
+                        except TypeError:  # an int beyond 64 bits, a str with lone surrogates
+                            text = base + slow(args)
+                    else:
+                        text = base + slow(args)
+                    return text if len(text) <= limit else ns + _shorten(text[len(ns) :])
+
+                return full_key
+
+            if nargs == 2:
+
+                def full_key_2(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+                    if kwargs or len(args) != 2:
+                        tail = None if kwargs else tails.get(len(args))
+                        args = args + tail if tail is not None else values(args, kwargs)
+                    if type(args[0]) in fast and type(args[1]) in fast:
+                        try:
+                            text = base + dumps(args).decode()
+                        except TypeError:
+                            text = base + slow(args)
+                    else:
+                        text = base + slow(args)
+                    return text if len(text) <= limit else ns + _shorten(text[len(ns) :])
+
+                return full_key_2
+
+            def full_key_n(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
                 if kwargs or len(args) != nargs:
                     tail = None if kwargs else tails.get(len(args))
                     args = args + tail if tail is not None else values(args, kwargs)
-                text = base + dumps(args, default=_key_default, option=_KEY_OPTIONS).decode()
+                text = base + text_of(args)
                 return text if len(text) <= limit else ns + _shorten(text[len(ns) :])
 
-            return full_key
+            return full_key_n
 
         def full_key_general(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
             return ns + self(args, kwargs)

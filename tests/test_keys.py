@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+import math
+import pathlib
 import uuid
-from typing import Any
+from collections import OrderedDict
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 import pytest
 
-from cachekit import Cache, ConfigurationError, InvalidKeyError
+from cachekit import Cache, CacheKitError, ConfigurationError, InvalidKeyError
 from cachekit._keys import MAX_KEY_LENGTH, KeyBuilder, Namespace, escape_glob, normalize_key
 
 
@@ -84,8 +90,9 @@ def test_callable_key_and_objects() -> None:
 
     keys = KeyBuilder(g)
     assert keys((WithKey(),), {}) == keys((WithKey(),), {})
-    first, second = Plain(), Plain()
-    assert keys((first,), {}) != keys((second,), {})  # identity-based, never shared wrongly
+    # no value identity: refused (id() is reused after garbage collection), never shared
+    with pytest.raises(InvalidKeyError, match=r"argument 'a'.*Plain.*__cache_key__.*key="):
+        keys((Plain(),), {})
 
 
 def test_full_key_matches_key(tmp_path: Any) -> None:
@@ -98,3 +105,249 @@ def test_full_key_matches_key(tmp_path: Any) -> None:
     for args in [(1,), ("x" * 500,), ({"b": 1, "a": 2},)]:
         h(*args)
         assert cache.exists(h.key(*args))  # type: ignore[attr-defined]
+
+
+# -- injective default keys (issue 8, section 2) -------------------------------------------
+
+
+class Color(enum.Enum):
+    RED = 1
+    GREEN = "green"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PointA:
+    x: int
+    y: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PointB:
+    x: int
+    y: int
+
+
+class Pair(NamedTuple):
+    a: int
+    b: int
+
+
+def one(x: Any) -> None: ...
+
+
+def key_of(value: Any) -> str:
+    return KeyBuilder(one)((value,), {})
+
+
+def full_key_of(value: Any) -> str:
+    return KeyBuilder(one).full(Namespace("p"))((value,), {})
+
+
+COLLIDING_BEFORE = [
+    [None, math.nan, math.inf, -math.inf],  # all were [null]
+    [PointA(1, 2), PointB(1, 2), {"x": 1, "y": 2}],
+    [{1: "a"}, {"1": "a"}, {True: "a"}, {1.0: "a"}],
+    [Color.RED, 1, Level.LOW, True, 1.0],
+    [Color.GREEN, "green"],
+    [date(2020, 1, 1), "2020-01-01", datetime(2020, 1, 1)],
+    [Decimal("1.5"), "Decimal('1.5')", 1.5, Decimal("1.50")],
+    [b"abc", "b:616263", bytearray(b"abc"), "abc"],
+    [(1, 2), [1, 2], Pair(1, 2), {1, 2}, frozenset({1, 2})],
+    [0.0, -0.0, 0, False],
+    [uuid.UUID(int=1), str(uuid.UUID(int=1))],
+    [2**64, str(2**64), float(2**64), 2**64 + 1],
+    [PointA, "<test_keys.PointA>", PointB],
+    [timedelta(1), 86400, timedelta(seconds=86400, microseconds=1)],
+    [datetime(2020, 1, 1, tzinfo=timezone.utc), datetime(2020, 1, 1)],
+]
+
+
+@pytest.mark.parametrize("group", COLLIDING_BEFORE, ids=lambda group: repr(group[0]))
+def test_distinct_values_get_distinct_keys(group: list[Any]) -> None:
+    keys = [key_of(value) for value in group]
+    assert len(set(keys)) == len(keys), keys
+    # the specialised builder agrees with the general one, fast path or not
+    assert [full_key_of(value) for value in group] == ["p:1:" + key for key in keys]
+
+
+def test_common_keys_stay_readable_and_orjson_shaped() -> None:
+    keys = KeyBuilder(g)
+    assert keys((1, "a"), {}) == 'test_keys.g:[1,"a"]'
+    assert keys((1.5, None), {}) == "test_keys.g:[1.5,null]"
+    assert keys((True,), {}) == "test_keys.g:[true,2]"
+    assert keys(((1, "x"),), {}) == 'test_keys.g:[(1,"x"),2]'
+    assert key_of(PointA(1, 2)) == "test_keys.one:[test_keys.PointA(1,2)]"
+    assert key_of(Color.RED) == "test_keys.one:[test_keys.Color(1)]"
+    assert key_of(math.nan) == "test_keys.one:[nan]"
+
+
+def test_big_ints_key_fine(any_cache: Cache) -> None:
+    @any_cache.cached
+    def double(n: int) -> int:
+        return n * 2
+
+    assert double(2**64) == 2**65 and double(2**64) == 2**65
+    assert double(-(2**200)) == -(2**201)
+    assert key_of(10**5000) != key_of(10**5000 + 1)  # past str()'s digit limit
+
+
+def test_unkeyable_values_raise_a_clear_error() -> None:
+    class Opaque:
+        pass
+
+    class Reprd:
+        def __repr__(self) -> str:
+            return "Reprd()"
+
+    for value in (Opaque(), Reprd(), lambda: 1):
+        with pytest.raises(InvalidKeyError) as info:
+            key_of(value)
+        assert isinstance(info.value, TypeError) and isinstance(info.value, CacheKitError)
+        assert "__cache_key__" in str(info.value) and "key=" in str(info.value)
+        assert "argument 'x'" in str(info.value)
+
+
+def test_cache_key_is_tagged_with_its_type() -> None:
+    class User:
+        def __init__(self, id: int) -> None:
+            self.id = id
+
+        def __cache_key__(self) -> int:
+            return self.id
+
+    class Group(User):
+        pass
+
+    assert key_of(User(1)) == key_of(User(1))
+    assert len({key_of(User(1)), key_of(Group(1)), key_of(1), key_of(User(2))}) == 4
+
+
+def test_sentinel_defaults_key_as_the_default() -> None:
+    missing = object()
+
+    def lookup(name: str, default: Any = missing) -> Any: ...
+
+    keys = KeyBuilder(lookup)
+    full = keys.full(Namespace("p"))
+    assert keys(("a",), {}) == keys(("a", missing), {}) == keys((), {"name": "a"})
+    assert full(("a",), {}) == full(("a", missing), {}) == "p:1:" + keys(("a",), {})
+    assert keys(("a",), {}) != keys(("a", None), {})
+    with pytest.raises(InvalidKeyError, match="argument 'default'"):
+        keys(("a", object()), {})
+
+
+def test_subclasses_of_builtins() -> None:
+    class Name(str):
+        pass
+
+    class Tagged(str):
+        pass
+
+    assert len({key_of("a"), key_of(Name("a")), key_of(Tagged("a"))}) == 3
+    tagged = Tagged("a")
+    tagged.extra = 1  # type: ignore[attr-defined]
+    with pytest.raises(InvalidKeyError, match="state beyond"):
+        key_of(tagged)
+    assert key_of(OrderedDict(a=1, b=2)) != key_of(OrderedDict(b=2, a=1))  # order is its value
+    assert key_of({"a": 1, "b": 2}) == key_of({"b": 2, "a": 1})  # as == says
+
+
+def test_numpy_like_arrays_key_by_content() -> None:
+    class FakeDtype:
+        hasobject = False
+        names = None
+        str = "<i8"
+
+    def array(data: bytes, shape: tuple[int, ...]) -> Any:
+        # a stand-in with numpy's interface (numpy is not a test dependency)
+        namespace = {"__module__": "numpy", "dtype": FakeDtype(), "tobytes": lambda self: data}
+        value = type("ndarray", (), namespace)()
+        value.shape = shape
+        return value
+
+    first, second = array(b"\x01" * 8000, (1000,)), array(b"\x01" * 7999 + b"\x02", (1000,))
+    assert key_of(first) != key_of(second)  # the old key was the (truncated) repr
+    assert key_of(array(b"\x01" * 16, (2,))) != key_of(array(b"\x01" * 16, (1, 2)))
+
+
+class Account:
+    """The issue's example: no value identity, so keyed by id() before."""
+
+    def __init__(self, balance: int) -> None:
+        self.balance = balance
+
+
+@dataclasses.dataclass
+class ValueAccount:
+    balance: int
+
+
+def test_methods_key_self_by_value_or_refuse(any_cache: Cache) -> None:
+    @any_cache.cached
+    def report(account: Any) -> int:
+        return int(account.balance)
+
+    # before: Account(i) keyed by id(), reused once collected -> another account's balance
+    with pytest.raises(InvalidKeyError, match="Account"):
+        report(Account(1))
+    assert [report(ValueAccount(i)) for i in range(50)] == list(range(50))
+    assert [report(ValueAccount(i)) for i in range(50)] == list(range(50))
+
+
+# -- templates ----------------------------------------------------------------------------
+
+
+def perm(user: str, resource: str) -> None: ...
+
+
+def test_template_fields_cannot_run_together() -> None:
+    keys = KeyBuilder(perm, "perm:{user}:{resource}")
+    assert keys(("admin:x", "y"), {}) != keys(("admin", "x:y"), {})
+    assert keys(("admin", "x:y"), {}) == "perm:admin:x:y"  # the last field needs nothing
+    assert keys(("admin:x", "y"), {}) == "perm:admin%3Ax:y"
+    assert keys(("100%3A", "y"), {}) != keys(("100:", "y"), {})
+    assert KeyBuilder(g, "g:{a}:{b}")((1,), {}) == "g:1:2"
+    assert KeyBuilder(g, "g/{a:03d}/{b!r}")((7, 3), {}) == "g/007/3"
+    with pytest.raises(ConfigurationError, match="separated"):
+        KeyBuilder(perm, "{user}{resource}")
+
+
+def test_template_refuses_addresses() -> None:
+    class Opaque:
+        pass
+
+    with pytest.raises(InvalidKeyError, match="address"):
+        KeyBuilder(one, "x:{x}")((Opaque(),), {})
+
+
+def test_shortened_keys_cannot_be_forged() -> None:
+    long = "x" * 1000
+    short = normalize_key(long)
+    assert len(short) < MAX_KEY_LENGTH and normalize_key(short) == short  # f.key() round trip
+    assert normalize_key("x" * 999 + "y") != short  # the digest covers the whole text
+    forged = "x:" + short  # looks shortened, is not: hashed, never taken as another's key
+    assert normalize_key(forged) != forged
+    keys = KeyBuilder(one, "{x}")
+    assert keys((short,), {}) == short and keys((short + "!",), {}) != short + "!"
+
+
+def test_pydantic_models_and_paths_key_by_value() -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class UserModel(pydantic.BaseModel):  # type: ignore[misc,name-defined]
+        id: int
+        name: str
+
+    class OtherModel(pydantic.BaseModel):  # type: ignore[misc,name-defined]
+        id: int
+        name: str
+
+    assert key_of(UserModel(id=1, name="a")) == key_of(UserModel(id=1, name="a"))
+    assert len({key_of(UserModel(id=1, name="a")), key_of(OtherModel(id=1, name="a"))}) == 2
+    assert key_of(UserModel(id=1, name="a")) != key_of(UserModel(id=2, name="a"))
+    assert key_of(pathlib.PurePosixPath("a/b")) != key_of("a/b")
+    assert key_of(pathlib.PurePosixPath("a/b")) != key_of(pathlib.PureWindowsPath("a/b"))
