@@ -199,6 +199,16 @@ def test_keys_count_the_prefix_so_the_cache_never_shortens_them() -> None:
     assert len(primary_key(get(path), "p" * 30)) <= 200
 
 
+@pytest.mark.parametrize("length", range(150, 231, 5))
+def test_http_keys_are_never_shortened_by_the_cache(length: int) -> None:
+    from cachekit import Cache
+
+    cache = Cache("memory://", prefix="ns")
+    for prefix in ("", "site:", "p" * 40):
+        key = primary_key(get("/" + "a" * length), prefix)
+        assert cache.make_key(key) == cache.namespace.text + key, (length, prefix)
+
+
 LONG_PATH = "/reports/" + "x" * 150 + "/detail"
 LONG_QUERY = "q=" + "y" * 200
 
