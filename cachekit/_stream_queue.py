@@ -259,6 +259,83 @@ class StreamQueueBase:
             )
         return lost
 
+    # -- the journal on disk (cachekit._journal) ----------------------------------------------
+    def journal_identity(self) -> str:
+        """Which queue this is, for its journal files: the server and the stream key."""
+        try:
+            kwargs = self._cache._backend.clients.get().connection_pool.connection_kwargs
+        except Exception:  # pragma: no cover - a client without a pool
+            kwargs = {}
+        if kwargs.get("server") is not None:  # fakeredis: its server lives in this process
+            where = "fakeredis"
+        else:
+            where = "{}:{}/{}{}".format(
+                kwargs.get("host"), kwargs.get("port"), kwargs.get("db", 0), kwargs.get("path", "")
+            )
+        return f"redis|{where}|{self.stream}"
+
+    def spill_records(self) -> list[tuple[Any, ...]]:
+        """Every journaled write, encoded: ``(id, value, stream entry or None, epoch
+        token)``. One already in the stream is queued again by the replaying process only
+        if Redis lost the queue since (its epoch token changed), so it is not stored twice
+        when Redis kept it."""
+        with self._lock:
+            journaled = list(self._journal.items())
+        records: list[tuple[Any, ...]] = []
+        for item_id, record in journaled:
+            entry, token = record.entry, self._token
+            if isinstance(entry, tuple):  # loaded from a journal file, not yet resolved
+                _, token, entry = entry
+            elif not isinstance(entry, bytes):  # not in Redis (or not known to be)
+                entry = token = None
+            records.append((encode_id(item_id), self._codec.dumps(record.value), entry, token))
+        return records
+
+    def load_spilled(self, content: dict[str, Any]) -> list[Any]:
+        """Journal the writes of a journal file (an id this process wrote since is newer,
+        and kept); markers for :meth:`spilled_safe`."""
+        markers: list[Any] = []
+        failed = 0
+        for raw_id, raw_value, entry, token in content["records"]:
+            try:
+                item_id, value = decode_id(raw_id), self._codec.loads(raw_value)
+            except Exception:
+                failed += 1
+                continue
+            record = _Journaled(value)
+            # in the stream when it was written: confirmed (or not) once the epoch is known
+            record.entry = None if entry is None else ("journal", token, entry)
+            with self._lock:
+                if item_id in self._journal:
+                    continue
+                self._journal[item_id] = record
+            markers.append((item_id, record))
+        if failed:
+            logger.error(
+                "%d writes of a write-behind journal file for %r do not decode (another "
+                "serializer or secret?) and were dropped",
+                failed,
+                self.stream,
+            )
+        return markers
+
+    def spilled_safe(self, markers: Sequence[tuple[Any, _Journaled]]) -> bool:
+        """True once every loaded write is in the stream again, stored, or superseded."""
+        with self._lock:
+            for item_id, record in markers:
+                if self._journal.get(item_id) is record and not isinstance(record.entry, bytes):
+                    return False
+            return True
+
+    def _resolve_loaded(self) -> None:
+        """Writes loaded from a journal file that were in the stream: still there if the
+        epoch token is the one they were queued under, else queue them again."""
+        with self._lock:
+            for record in self._journal.values():
+                if isinstance(record.entry, tuple):
+                    _, token, entry = record.entry
+                    record.entry = entry if token == self._token else None
+
     def unstored(self, item_id: Any) -> Any:
         record = self._journal.get(item_id)
         return MISSING if record is None else record.value

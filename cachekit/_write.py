@@ -13,13 +13,17 @@
   queues the write; a worker stores batches of at most ``batch_size`` (the newest value
   per id), retrying with exponential backoff; a batch failing ``max_retries`` + 1 times
   goes to the dead letters (``dead_letters()``, ``replay()``). ``flush()`` blocks until
-  this process's writes are stored; ``close()``, ``with`` and interpreter exit flush.
+  this process's writes are stored; ``close()``, ``with`` and interpreter exit flush,
+  for at most ``exit_timeout`` seconds: what is still not stored then is kept in the
+  journal on disk (see :mod:`cachekit._journal`), said in one warning, and queued again
+  by the next process that uses the queue.
   The worker is a daemon thread for sync callers, an asyncio task for async ones (the
   first call decides; use one family per object). On Redis the queue is a stream with
   a consumer group (see :mod:`cachekit._stream_queue`): writes survive the process that
   queued them, another process finishes them, and delivery is **at least once** (a
-  ``store_many`` must be idempotent: an upsert). In memory the queue dies with the
-  process; an async worker that was never flushed cannot be flushed at exit.
+  ``store_many`` must be idempotent: an upsert). In memory the queue lives in the
+  process, and only its journal file outlives it; an async worker cannot run at exit,
+  so close it with ``aclose()`` (its unstored writes go to the journal file at exit).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import asyncio
 import atexit
 import functools
 import inspect
+import logging
+import os
 import threading
 import time
 import weakref
@@ -41,6 +47,7 @@ from ._async.write import (
     make_async_updates,
 )
 from ._async.write_queue import AsyncStreamQueue
+from ._journal import JournalFiles, default_journal_dir
 from ._keys import KeyBuilder
 from ._policy import DEFAULT
 from ._strategies import item_key_builder
@@ -53,9 +60,11 @@ from ._sync.write import (
 from ._sync.write_queue import StreamQueue
 from ._tags import tag_list
 from ._write_behind import MemoryWriteQueue, TaskSignal, ThreadSignal, register_queue
-from .exceptions import ConfigurationError
+from .exceptions import BackendError, ConfigurationError
 
 __all__ = ["WriteBehind", "WriteStrategies", "WriteThrough"]
+
+logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 TagSpec = Iterable[str] | Callable[..., Iterable[str]] | None
@@ -191,9 +200,17 @@ class WriteStrategies:
         tags: Iterable[str] | None = None,
         name: str | None = None,
         consume: bool = True,
+        exit_timeout: float = 5.0,
+        journal_dir: str | os.PathLike[str] | bool = True,
     ) -> WriteBehind:
         """Write-behind: ``store_many({id: value, ...})`` is called by a background
-        worker with batches of at most ``batch_size``; see :class:`WriteBehind`."""
+        worker with batches of at most ``batch_size``; see :class:`WriteBehind`.
+
+        ``exit_timeout``: how long ``close()`` and interpreter exit wait for the writes to
+        be stored (and how long ``flush()`` waits for an unreachable Redis); what is not
+        stored by then goes to a journal file in ``journal_dir`` (True: the default,
+        ``$CACHEKIT_JOURNAL_DIR`` or ``~/.local/state/cachekit/write-behind``; False: no
+        file, those writes are lost) and is queued again by the next process."""
         queue = WriteBehind(
             self,
             key,
@@ -209,6 +226,8 @@ class WriteStrategies:
             tags=tags,
             name=name,
             consume=consume,
+            exit_timeout=exit_timeout,
+            journal_dir=journal_dir,
         )
         register_queue(self, queue)  # cache.close() flushes it first
         return queue
@@ -244,10 +263,13 @@ class WriteThrough(SyncWriteThroughOps, AsyncWriteThroughOps):
         return self._key_of(item_id)
 
 
+_JOIN_GRACE = 0.5  # seconds a closing worker gets to finish the call it is in
+
+
 def _close_at_exit(ref: weakref.ref[WriteBehind]) -> None:
     queue = ref()
     if queue is not None:
-        queue.close()
+        queue._close_at_exit()
 
 
 class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
@@ -274,6 +296,8 @@ class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
         tags: Iterable[str] | None = None,
         name: str | None = None,
         consume: bool = True,
+        exit_timeout: float = 5.0,
+        journal_dir: str | os.PathLike[str] | bool = True,
     ) -> None:
         if not callable(store_many):
             raise ConfigurationError("write_behind needs store_many=, a callable")
@@ -283,6 +307,10 @@ class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
             raise ConfigurationError("flush_interval must be positive")
         if max_retries is not None and max_retries < 0:
             raise ConfigurationError("max_retries must be >= 0, or None to retry forever")
+        if isinstance(exit_timeout, bool) or not (
+            isinstance(exit_timeout, (int, float)) and 0 <= exit_timeout < float("inf")
+        ):
+            raise ConfigurationError(f"exit_timeout must be seconds >= 0, not {exit_timeout!r}")
         cache._seconds(ttl)
         if name is None:
             if not isinstance(key, str):
@@ -301,6 +329,7 @@ class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
         self.retry_backoff = retry_backoff
         self.retry_max_backoff = retry_max_backoff
         self.consume = consume
+        self.exit_timeout = float(exit_timeout)
         self._clock = time.monotonic
         self._queue: Any
         if hasattr(cache._backend, "clients"):
@@ -308,7 +337,14 @@ class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
                 cache, name, batch_size, claim_after=claim_after, poll=flush_interval
             )
         else:
-            self._queue = MemoryWriteQueue(batch_size)
+            self._queue = MemoryWriteQueue(batch_size, f"{cache.namespace.text}|{name}")
+        self._journal_files: JournalFiles | None = None
+        if journal_dir is not False:
+            where = default_journal_dir() if journal_dir is True else journal_dir
+            self._journal_files = JournalFiles(where, self._queue.journal_identity())
+        self._journal_taken = False
+        self._replayed: list[tuple[Any, list[Any]]] = []  # (taken file, its writes)
+        self._outage_since = None
         self._held, self._retries, self._unacked = [], [], []
         self._oldest = None
         self._draining = 0
@@ -353,7 +389,8 @@ class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
             )
             self._thread = thread
             thread.start()
-            atexit.register(_close_at_exit, weakref.ref(self))
+            self._at_exit()
+            self._take_journal()
 
     async def _astart_worker(self) -> None:
         task = self._task
@@ -364,37 +401,148 @@ class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
         self._signal, self._progress = TaskSignal(), TaskSignal()
         self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._arun())
+        self._at_exit()
+        self._take_journal()
+
+    def _at_exit(self) -> None:
+        if not self.__dict__.get("_exit_registered"):
+            self.__dict__["_exit_registered"] = True
+            atexit.register(_close_at_exit, weakref.ref(self))
+
+    # -- the journal on disk ------------------------------------------------------------------
+    def _take_journal(self) -> None:
+        """Queue again what processes that exited left in the journal (once per start)."""
+        files = self._journal_files
+        if files is None or self._journal_taken:
+            return
+        self._journal_taken = True
+        count = 0
+        for path, content in files.take():
+            markers = self._queue.load_spilled(content)
+            self._replayed.append((path, markers))
+            count += len(markers)
+        if count:
+            logger.warning(
+                "write-behind %r: queueing again %d writes left in the journal by a process "
+                "that exited before storing them",
+                self.name,
+                count,
+            )
+            self._signal.notify()
+
+    def _forget_replayed_journals(self) -> None:
+        """Delete a taken journal file once its writes are safe again (in Redis, or
+        stored): until then a crash of this process leaves it for the next one."""
+        files = self._journal_files
+        if files is None or not self._replayed:
+            return
+        for entry in list(self._replayed):
+            path, markers = entry
+            if self._queue.spilled_safe(markers):
+                files.forget(path)
+                self._replayed.remove(entry)
+
+    def _keep_in_journal(self, why: str) -> None:
+        """``close()`` or exit gave up: keep what is not stored in a journal file and say
+        so in one line (the only line this logs)."""
+        count = self._queue.outstanding(False)
+        files = self._journal_files
+        if not count:
+            return
+        if files is None:
+            logger.error(
+                "write-behind %r: %s; %d writes not stored are lost (journal_dir=False)",
+                self.name,
+                why,
+                count,
+            )
+            return
+        records = self._queue.spill_records()
+        try:
+            path = files.write(records)
+        except Exception as exc:
+            logger.error(
+                "write-behind %r: %s; %d writes not stored are lost: cannot write the "
+                "journal in %s: %r",
+                self.name,
+                why,
+                count,
+                files.directory,
+                exc,
+            )
+            return
+        for taken, _ in self._replayed:  # their writes are in the new file
+            files.forget(taken)
+        self._replayed = []
+        self._journal_taken = False  # a restarted worker takes the file back
+        in_redis = sum(1 for record in records if record[2] is not None)
+        logger.warning(
+            "write-behind %r: %s; %d writes not stored yet are kept in the journal %s%s; "
+            "the next process that uses this queue queues them again",
+            self.name,
+            why,
+            len(records),
+            path,
+            f" ({in_redis} of them also still queued in Redis)" if in_redis else "",
+        )
 
     # -- closing ----------------------------------------------------------------------------
     def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the worker thread."""
+        """Flush for at most ``timeout`` seconds (default ``exit_timeout``), then stop the
+        worker thread. Writes still not stored are kept in the journal (a file; on Redis
+        they stay queued too) and one warning says so: closing never hangs on an
+        unreachable Redis or a failing ``store_many``."""
+        self._close(timeout, "closing")
+
+    def _close(self, timeout: float | None, when: str) -> None:
         thread = self._thread
         if thread is None:
             return
+        limit = self.exit_timeout if timeout is None else timeout
+        gave_up = None
         try:
-            self.flush(timeout)
+            self.flush(limit)
+        except (TimeoutError, BackendError) as exc:
+            gave_up = exc
         finally:
             self._stopping = True
             self._signal.notify()
-            thread.join(timeout)
+            thread.join(min(_JOIN_GRACE, limit))  # it may be inside a call that times out
             self._thread = None
             self._mode = None
+        if gave_up is not None:
+            self._keep_in_journal(f"not stored within {limit:g} s of {when}")
 
     async def aclose(self, timeout: float | None = None) -> None:
-        """Flush, then stop the worker task."""
+        """Flush for at most ``timeout`` seconds (default ``exit_timeout``), then stop the
+        worker task; as :meth:`close`."""
         task = self._task
         if task is None or task.done():
             return
+        limit = self.exit_timeout if timeout is None else timeout
+        gave_up = None
         try:
-            await self.aflush(timeout)
+            await self.aflush(limit)
+        except (TimeoutError, BackendError) as exc:
+            gave_up = exc
         finally:
             self._stopping = True
             self._signal.notify()
             try:
-                await asyncio.wait_for(task, timeout)
+                await asyncio.wait_for(task, min(_JOIN_GRACE, limit))
+            except TimeoutError:
+                pass  # cancelled by wait_for: it was inside a call to an unreachable Redis
             finally:
                 self._task = None
                 self._mode = None
+        if gave_up is not None:
+            self._keep_in_journal(f"not stored within {limit:g} s of closing")
+
+    def _close_at_exit(self) -> None:
+        if self._thread is not None:
+            self._close(None, "the program's exit")
+        elif self._queue.outstanding(False):  # an async worker cannot run any more
+            self._keep_in_journal("the program exited before aclose() stored them")
 
     def __enter__(self) -> WriteBehind:
         return self

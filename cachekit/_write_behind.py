@@ -138,8 +138,9 @@ class MemoryWriteQueue:
 
     shared = False
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, identity: str = "") -> None:
         self._batch_size = batch_size
+        self.identity = identity  # which queue this is, for its journal files
         self._pending: OrderedDict[Any, QueuedWrite] = OrderedDict()
         self._latest: dict[Any, tuple[Any, Any]] = {}  # item id -> (entry, value)
         self._dead: list[DeadLetter] = []
@@ -210,6 +211,29 @@ class MemoryWriteQueue:
 
     def outstanding(self, shared: bool = False) -> int:
         return len(self._latest)
+
+    # the journal on disk (cachekit._journal): the writes not stored, as objects
+    def journal_identity(self) -> str:
+        return f"memory|{self.identity}"
+
+    def spill_records(self) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return [(item_id, value, None, None) for item_id, (_, value) in self._latest.items()]
+
+    def load_spilled(self, content: dict[str, Any]) -> list[Any]:
+        markers: list[Any] = []
+        for item_id, value, _, _ in content["records"]:
+            with self._lock:
+                if item_id in self._latest:  # written here since: newer
+                    continue
+            self.push(item_id, value)
+            with self._lock:
+                markers.append((item_id, self._latest[item_id][0]))
+        return markers
+
+    def spilled_safe(self, markers: Sequence[Any]) -> bool:
+        with self._lock:
+            return all(self._latest.get(i, (None,))[0] != seq for i, seq in markers)
 
     def maintain(self, now: float, draining: bool) -> None:
         self.looks += 1

@@ -24,6 +24,16 @@ def _patient_default_timeout() -> Iterator[None]:
     OPTIONS["timeout"] = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_journal_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Write-behind journal files of the tests (writes not stored at exit) go to a temporary
+    directory, never to the user's ~/.local/state."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CACHEKIT_JOURNAL_DIR", str(tmp_path_factory.mktemp("journal")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the session, started here, on its own port."""

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
+import pytest
 import redis
 from conftest import unique_prefix
 
 from cachekit import Cache
+from cachekit.exceptions import BackendUnavailableError
 from cachekit.testing_servers import RedisServer
 
 
@@ -152,3 +156,136 @@ def test_a_poison_entry_is_dead_lettered_and_the_rest_of_its_batch_stored(
     items.close()
     cache.close()
     client.close()
+
+
+EXITING_CHILD = r"""
+import json, logging, sys
+logging.basicConfig(level=logging.WARNING, format="LOG %(name)s: %(message)s")
+from cachekit import Cache
+
+url, prefix, journal, stored_path = sys.argv[1:5]
+cache = Cache(url, prefix=prefix)
+
+def store_many(batch):
+    if url.startswith("memory"):
+        raise RuntimeError("the database is down")
+    with open(stored_path, "a") as out:  # what this process did store, to check no loss
+        out.write(json.dumps(sorted(batch.items())) + "\n")
+
+items = cache.write_behind("item:{}", store_many=store_many, batch_size=1000,
+                           flush_interval=60, max_retries=None, exit_timeout=1.0,
+                           journal_dir=journal)
+for i in range(50):
+    items.set(i, i)
+print("first", flush=True)
+sys.stdin.readline()  # meanwhile the parent freezes or kills Redis
+for i in range(50, 100):
+    items.set(i, -i)
+print("second", flush=True)
+"""  # and exits: the interpreter-exit flush must give up within exit_timeout
+
+
+def _run_exiting_child(url: str, prefix: str, tmp: Any, outage: Any) -> tuple[float, list[str]]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", EXITING_CHILD, url, prefix, str(tmp / "journal"), str(tmp / "s")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "first"
+        outage()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "second"
+        started = time.monotonic()
+        _, stderr = child.communicate(timeout=30)  # it used to hang here forever
+        elapsed = time.monotonic() - started
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, stderr
+    return elapsed, [line for line in stderr.splitlines() if line.startswith("LOG")]
+
+
+def _stored_by_child(tmp: Any) -> dict[int, int]:
+    rows: dict[int, int] = {}
+    path = tmp / "s"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rows.update({int(k): v for k, v in json.loads(line)})
+    return rows
+
+
+@pytest.mark.parametrize("outage", ["frozen", "killed"])
+def test_exit_with_redis_unreachable_is_bounded_and_the_journal_is_replayed(
+    private_redis: RedisServer, tmp_path: Any, outage: str
+) -> None:
+    prefix = unique_prefix()
+    stop = private_redis.freeze if outage == "frozen" else private_redis.kill
+    elapsed, lines = _run_exiting_child(private_redis.url, prefix, tmp_path, stop)
+    assert elapsed < 1.0 + 3.0, lines  # exit_timeout, plus the grace and interpreter exit
+    said = [line for line in lines if "journal" in line]
+    assert len(said) == 1 and "100 writes not stored yet" in said[0], lines
+    assert len(list((tmp_path / "journal").iterdir())) == 1
+    if outage == "frozen":
+        private_redis.thaw()  # the stream still holds the first 50
+    else:
+        private_redis.start()  # empty: the journal alone has them all
+
+    rows = _stored_by_child(tmp_path)
+    cache = Cache(private_redis.url, prefix=prefix)
+    items = cache.write_behind(
+        "item:{}",
+        store_many=rows.update,
+        flush_interval=0.05,
+        claim_after=0.3,
+        journal_dir=tmp_path / "journal",
+    )
+    items.flush(shared=True, timeout=30)  # starting the worker replays the journal
+    assert rows == {i: i for i in range(50)} | {i: -i for i in range(50, 100)}
+    assert list((tmp_path / "journal").iterdir()) == []  # forgotten once safe again
+    items.close()
+    cache.close()
+
+
+def test_memory_exit_with_store_many_failing_is_bounded_and_replayed(tmp_path: Any) -> None:
+    prefix = unique_prefix()
+    elapsed, lines = _run_exiting_child("memory://", prefix, tmp_path, lambda: None)
+    assert elapsed < 1.0 + 3.0, lines
+    said = [line for line in lines if "journal" in line]
+    assert len(said) == 1 and "100 writes not stored yet" in said[0], lines
+    rows: dict[int, int] = {}
+    cache = Cache("memory://", prefix=prefix)
+    items = cache.write_behind("item:{}", store_many=rows.update, journal_dir=tmp_path / "journal")
+    items.flush(timeout=10)
+    assert rows == {i: i for i in range(50)} | {i: -i for i in range(50, 100)}
+    assert list((tmp_path / "journal").iterdir()) == []
+    items.close()
+
+
+def test_flush_without_timeout_gives_up_on_a_frozen_redis(private_redis: RedisServer) -> None:
+    cache = Cache(private_redis.url, prefix=unique_prefix(), timeout=0.2)
+    rows: dict[Any, Any] = {}
+    items = cache.write_behind(
+        "item:{}", store_many=rows.update, flush_interval=60, exit_timeout=0.5
+    )
+    items.set(1, "one")
+    private_redis.freeze()
+    try:
+        items.set(2, "two")  # held in this process's journal
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError, match="has not answered"):
+            items.flush()  # used to wait forever
+        assert time.monotonic() - started < 3.0
+        assert items.pending == 2
+    finally:
+        private_redis.thaw()
+    items.flush(timeout=30)
+    assert rows == {1: "one", 2: "two"}
+    items.close()
+    cache.close()

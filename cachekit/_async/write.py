@@ -28,6 +28,7 @@ from .._strategies import (
     worker_wait,
 )
 from .._write_behind import acall_store, acall_user
+from ..exceptions import BackendUnavailableError
 
 __all__ = [
     "AsyncWriteBehindOps",
@@ -150,6 +151,11 @@ class AsyncWriteBehindOps:
     _draining: int
     _stopping: bool
     _epoch: int
+    exit_timeout: float
+    _outage_since: float | None  # when the worker last started failing to reach the queue
+
+    def _forget_replayed_journals(self) -> None:
+        raise NotImplementedError  # cachekit._write.WriteBehind
 
     def _full_key(self, item_id: Any) -> str:
         full: str = self._cache.namespace.key(self._key_of(item_id))
@@ -183,9 +189,15 @@ class AsyncWriteBehindOps:
 
     async def aflush(self, timeout: float | None = None, *, shared: bool = False) -> None:
         """Block until every write queued here is stored (or dead-lettered). ``shared``:
-        until the whole queue (every process's writes, Redis) is empty."""
+        until the whole queue (every process's writes, Redis) is empty.
+
+        :class:`TimeoutError` after ``timeout`` seconds. Without a timeout, while the
+        queue's Redis does not answer: :class:`~cachekit.BackendUnavailableError` once it
+        has not answered for ``exit_timeout`` seconds (the writes wait in this process's
+        journal, and are queued when it answers)."""
         await self._astart_worker()
-        deadline = None if timeout is None else self._clock() + timeout
+        started = self._clock()
+        deadline = None if timeout is None else started + timeout
         self._draining += 1
         looked = self._queue.looks  # shared: judge by a look at the queue taken after now
         try:
@@ -194,12 +206,22 @@ class AsyncWriteBehindOps:
                 seen = self._progress.generation
                 if self._drained(shared) and (not shared or self._queue.looks > looked):
                     return
-                left = None if deadline is None else deadline - self._clock()
+                now = self._clock()
+                left = None if deadline is None else deadline - now
                 if left is not None and left <= 0:
                     raise TimeoutError(
                         f"write-behind flush: {self._queue.outstanding(shared)} writes "
                         f"still queued after {timeout}s"
                     )
+                outage = self._outage_since
+                if deadline is None and outage is not None:
+                    left = max(outage, started) + self.exit_timeout - now
+                    if left <= 0:
+                        raise BackendUnavailableError(
+                            f"write-behind flush: the queue's Redis has not answered for "
+                            f"{self.exit_timeout}s; {self._queue.outstanding(shared)} writes "
+                            "wait in this process's journal and are queued when it answers"
+                        )
                 await self._progress.wait(seen, left)
         finally:
             self._draining -= 1
@@ -236,8 +258,11 @@ class AsyncWriteBehindOps:
             try:
                 busy = await self._astep()
                 outages = 0
+                self._outage_since = None
             except Exception as exc:  # the queue's backend failed: keep everything, retry
                 outages += 1
+                if self._outage_since is None:
+                    self._outage_since = self._clock()
                 if outages == 1:
                     logger.warning("write-behind worker: %s (retrying)", exc)
                 self._progress.notify()
@@ -258,6 +283,7 @@ class AsyncWriteBehindOps:
         now = self._clock()
         draining = self._draining > 0
         await self._queue.amaintain(now, draining)
+        self._forget_replayed_journals()
         if self._queue.epoch != self._epoch:  # Redis lost the queue; it was queued again
             self._epoch = self._queue.epoch
             self._held, self._retries, self._unacked, self._oldest = [], [], [], None

@@ -46,6 +46,9 @@ class StreamQueue(StreamQueueBase):
         waits in this process's journal and is queued when it answers."""
         encoded_id, encoded = self._encode_id(item_id), self._codec.dumps(value)
         record = self._journal_add(item_id, value)
+        if self._cache._breaker.open:  # Redis is known to be away: no timeout per write
+            self._push_failed(item_id, record)
+            return False
         try:
             entry = self._eval(
                 PUSH_SCRIPT, PUSH_SHA, [self.stream, self.latest_key], [encoded_id, encoded]
@@ -167,6 +170,7 @@ class StreamQueue(StreamQueueBase):
                 self._stream_len = int(length)
                 self.looks += 1
                 self._journal_prune(queued, first[0][0] if first else None)
+            self._resolve_loaded()
         backlog = self._backlog()
         if backlog:
             self._push_backlog(backlog)
