@@ -34,6 +34,7 @@ __all__ = [
     "decode_id",
     "encode_id",
     "entry_order",
+    "halves",
     "item_key_builder",
     "retry_delay",
     "split_superseded",
@@ -207,12 +208,23 @@ def retry_delay(attempt: int, base: float, cap: float) -> float:
     return float(min(cap, base * 2 ** max(0, attempt - 1)))
 
 
-def after_failure(attempts: int, max_retries: int | None) -> Literal["retry", "dead"]:
-    """After ``attempts`` failed stores of a batch: retry it, or dead-letter it.
-    ``max_retries=None`` retries forever."""
+def after_failure(
+    attempts: int, max_retries: int | None, size: int = 1
+) -> Literal["retry", "split", "dead"]:
+    """After ``attempts`` failed stores of a batch of ``size`` writes: retry it; or, out of
+    retries, split it (each half is tried once more, and split again if it fails) so that
+    one write its store refuses (a poison value) does not take innocent writes to the
+    dead letters with it; or dead-letter it (a single write). ``max_retries=None``
+    retries forever."""
     if max_retries is None or attempts <= max_retries:
         return "retry"
-    return "dead"
+    return "split" if size > 1 else "dead"
+
+
+def halves(writes: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """A failing batch cut in two, in queue order."""
+    middle = len(writes) // 2
+    return list(writes[:middle]), list(writes[middle:])
 
 
 def batch_due(

@@ -20,6 +20,7 @@ from cachekit._strategies import (
     decode_id,
     encode_id,
     entry_order,
+    halves,
     item_key_builder,
     retry_delay,
     split_superseded,
@@ -57,6 +58,11 @@ def test_a_batch_is_retried_max_retries_times_then_dead_lettered() -> None:
     assert after_failure(3, 2) == "dead"
     assert after_failure(0 + 1, 0) == "dead"
     assert after_failure(10_000, None) == "retry"
+    # out of retries, a batch of several is split to isolate what the store refuses
+    assert after_failure(3, 2, size=2) == "split"
+    assert after_failure(3, 2, size=1) == "dead"
+    assert after_failure(2, 2, size=50) == "retry"
+    assert halves([1, 2, 3, 4, 5]) == ([1, 2], [3, 4, 5])
 
 
 def test_a_batch_is_due_when_full_old_or_flushed() -> None:

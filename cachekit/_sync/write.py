@@ -23,6 +23,7 @@ from .._strategies import (
     after_failure,
     batch_due,
     coalesce,
+    halves,
     retry_delay,
     split_superseded,
     worker_wait,
@@ -315,8 +316,9 @@ class SyncWriteBehindOps:
             busy = True
         return busy
 
-    def _schedule(self, writes: list[QueuedWrite], attempts: int) -> None:
-        delay = retry_delay(max(attempts, 1), self.retry_backoff, self.retry_max_backoff)
+    def _schedule(self, writes: list[QueuedWrite], attempts: int, soon: bool = False) -> None:
+        backoff = 1 if soon else max(attempts, 1)
+        delay = retry_delay(backoff, self.retry_backoff, self.retry_max_backoff)
         self._retries.append(RetryBatch(writes, attempts, self._clock() + delay))
 
     def _store_batch(self, writes: list[QueuedWrite], attempts: int) -> None:
@@ -344,7 +346,7 @@ class SyncWriteBehindOps:
             self._ack()
         if poison:
             error = poison[0].item_id.error
-            self._batch_failed(poison, [], attempts + 1, error, "decoding")
+            self._batch_failed(poison, [], attempts + 1, error, "decoding", split=False)
 
     def _batch_failed(
         self,
@@ -353,10 +355,13 @@ class SyncWriteBehindOps:
         attempts: int,
         error: str,
         what: str,
+        split: bool = True,
     ) -> None:
-        """``current`` failed ``attempts`` times: retry it later, or dead-letter it."""
+        """``current`` failed ``attempts`` times: retry it later, split it, or dead-letter
+        it (see :func:`cachekit._strategies.after_failure`)."""
         writes = [*current, *superseded]
-        if after_failure(attempts, self.max_retries) == "retry":
+        decision = after_failure(attempts, self.max_retries, len(current) if split else 1)
+        if decision == "retry":
             logger.warning(
                 "write-behind %s failed (attempt %d), retrying %d writes: %s",
                 what,
@@ -365,6 +370,19 @@ class SyncWriteBehindOps:
                 error,
             )
             self._schedule(writes, attempts)
+            return
+        if decision == "split":  # isolate the write(s) it refuses; the rest get stored
+            first, second = halves(current)
+            logger.warning(
+                "write-behind %s failed %d times; trying the %d writes in halves to find "
+                "the ones it refuses: %s",
+                what,
+                attempts,
+                len(current),
+                error,
+            )
+            self._schedule([*first, *superseded], attempts, soon=True)
+            self._schedule(second, attempts, soon=True)
             return
         logger.error(
             "write-behind %s failed %d times; %d writes moved to the dead letters "
