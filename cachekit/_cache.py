@@ -35,7 +35,8 @@ _SCHEMES = ("memory", "redis", "rediss", "unix", "fakeredis")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _NOT_OPTIONS = ("url", "client", "backend", "async_backend")  # constructor arguments only
 # environment variables of cachekit's that are not options (read elsewhere)
-_OTHER_ENV = frozenset({"CACHEKIT_URL", "CACHEKIT_REDIS_SERVER"})
+# not options of a cache: the URL, the tests' redis-server, the write-behind journal's directory
+_OTHER_ENV = frozenset({"CACHEKIT_URL", "CACHEKIT_REDIS_SERVER", "CACHEKIT_JOURNAL_DIR"})
 
 
 def _memory_lookup(
