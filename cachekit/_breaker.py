@@ -6,6 +6,15 @@ on its real functions with nothing added. While open, a background thread probes
 backend every ``retry_interval`` seconds; the first probe that answers closes the circuit.
 Callers never wait on a probe, so a frozen Redis costs one timeout per outage, not one per
 call, and one log line when the outage starts and one when it ends.
+
+Invalidations are never dropped with the writes. A ``delete`` (``invalidate``,
+``@cache.invalidates``, ``invalidate_tags``, a ``set`` that could not be stored) made while
+the circuit is open, or that failed because of the outage, is kept as *pending*; when a
+probe answers, the pending invalidations are replayed first and the circuit closes only
+after they were delivered. Until then every read is a miss, so no entry an invalidation
+was meant to remove is ever served. At most :data:`MAX_PENDING_KEYS` keys and
+:data:`MAX_PENDING_TAGS` tags are remembered; beyond that the replay clears the cache's
+whole namespace instead (the safe fallback: misses, never stale values).
 """
 
 from __future__ import annotations
@@ -13,9 +22,48 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-__all__ = ["CircuitBreaker"]
+__all__ = ["MAX_PENDING_KEYS", "MAX_PENDING_TAGS", "CircuitBreaker", "Pending"]
+
+MAX_PENDING_KEYS = 10_000
+"""Invalidated keys remembered during an outage; more and the namespace is cleared."""
+MAX_PENDING_TAGS = 1_000
+"""Invalidated tags remembered during an outage; more and the namespace is cleared."""
+
+
+class Pending:
+    """Invalidations that could not reach the backend yet."""
+
+    __slots__ = ("keys", "overflow", "tags")
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.tags: set[str] = set()
+        self.overflow = False  # too many to remember: clear the namespace instead
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.tags or self.overflow)
+
+    def add(self, keys: Iterable[str], tags: Iterable[str]) -> None:
+        if self.overflow:
+            return
+        self.keys.update(keys)
+        self.tags.update(tags)
+        if len(self.keys) > MAX_PENDING_KEYS or len(self.tags) > MAX_PENDING_TAGS:
+            self.overflow = True
+            self.keys.clear()
+            self.tags.clear()
+
+    def merge(self, other: Pending) -> None:
+        if other.overflow:
+            self.overflow = True
+            self.keys.clear()
+            self.tags.clear()
+        else:
+            self.add(other.keys, other.tags)
+
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +85,11 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pending = Pending()
+        self._reconciler: Any = None  # has ``_replay_pending(pending)`` (the cache)
+        # loads (see cachekit._leases) that started before this monotonic time do not
+        # store: set when an overflowing outage was reconciled by clearing the namespace
+        self.lease_floor = float("-inf")
 
     @property
     def state(self) -> str:
@@ -62,15 +115,56 @@ class CircuitBreaker:
             )
             self._thread.start()
 
+    @property
+    def pending(self) -> int:
+        """Invalidations (keys and tags) waiting for the backend to answer again."""
+        return len(self._pending.keys) + len(self._pending.tags)
+
+    def defer(self, keys: Iterable[str], tags: Iterable[str], reconciler: Any) -> bool:
+        """Keep invalidations to replay (through ``reconciler._replay_pending``) before the
+        circuit closes; False if it is closed already (deliver them now instead)."""
+        with self._lock:
+            if not self.open:
+                return False
+            self._reconciler = reconciler
+            self._pending.add(keys, tags)
+            return True
+
+    def _reconcile(self, stop: threading.Event) -> bool:
+        """Replay the pending invalidations; True once none is left (the caller closes),
+        False if the backend failed again (keep probing)."""
+        while True:
+            with self._lock:
+                if stop.is_set() or not self._pending:
+                    return True
+                pending, self._pending = self._pending, Pending()
+                reconciler = self._reconciler
+            try:
+                reconciler._replay_pending(pending)
+            except Exception as exc:
+                with self._lock:
+                    self._pending.merge(pending)  # keep them for the next probe
+                logger.warning("%s: replaying invalidations failed: %s", self._name, exc)
+                return False
+            logger.info(
+                "%s: delivered %d invalidations made during the outage",
+                self._name,
+                len(pending.keys) + len(pending.tags),
+            )
+
     def _run(self, stop: threading.Event) -> None:
         while not stop.wait(self._retry_interval):
             try:
                 self._probe()
             except Exception:  # still down: keep probing quietly
                 continue
+            if not self._reconcile(stop):
+                continue
             with self._lock:
                 if stop.is_set():
                     return
+                if self._pending:  # deferred while we replayed: once more
+                    continue
                 self.open = False
                 down = time.monotonic() - (self.opened_at or 0.0)
                 self.opened_at = None
@@ -87,5 +181,14 @@ class CircuitBreaker:
             self._thread = None
             self.open = False
             self.opened_at = None
+            lost, self._pending = self._pending, Pending()
+        if lost:
+            logger.warning(
+                "%s: closed with invalidations never delivered (%d keys, %d tags%s)",
+                self._name,
+                len(lost.keys),
+                len(lost.tags),
+                ", more than could be remembered" if lost.overflow else "",
+            )
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)

@@ -271,9 +271,7 @@ class _LoopQueue:
     __slots__ = ("queue", "running")
 
     def __init__(self) -> None:
-        self.queue: deque[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...]]] = (
-            deque()
-        )
+        self.queue: deque[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...]]] = deque()
         self.running = 0
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "script_sha",
     "tag_key",
     "tag_list",
+    "tag_mark_key",
     "tag_set_ttl_ms",
 ]
 
@@ -123,6 +124,11 @@ def tag_list(tags: Iterable[str] | None) -> tuple[str, ...]:
 def tag_key(namespace_text: str, tag: str) -> str:
     """The set of entry keys written with ``tag`` (``{tag}`` is the cluster hash tag)."""
     return f"{internal_head(namespace_text, TAG_KIND)}{{{tag}}}"
+
+
+def tag_mark_key(tag_set_key: str) -> str:
+    """The invalidation mark of a tag (see :mod:`cachekit._leases`), in the tag's slot."""
+    return tag_set_key + ":inv"
 
 
 def dying_key(namespace_text: str, tag: str) -> str:

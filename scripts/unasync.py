@@ -81,6 +81,8 @@ SUBS: dict[str, str] = {
     "_arun": "_run",
     "_astep": "_step",
     "_astore_batch": "_store_batch",
+    "_abatch_failed": "_batch_failed",
+    "apush_raw": "push_raw",
     "_aack": "_ack",
     "_astart_worker": "_start_worker",
     "_aclient": "_client",
@@ -95,6 +97,17 @@ SUBS: dict[str, str] = {
     "aresult": "result",
     "_asleep": "_sleep",
     "arefresh_pool": "refresh_pool",
+    "AsyncLeaseOps": "SyncLeaseOps",
+    "_aguarded_set": "_guarded_set",
+    "_aguarded_set_tagged": "_guarded_set_tagged",
+    "aundo": "undo",
+    "aguarded_set": "guarded_set",
+    "_arevoke": "_revoke",
+    "_arevoke_now": "_revoke_now",
+    "arevoke": "revoke",
+    "_alost_write": "_lost_write",
+    "_areplay_pending": "_replay_pending",
+    "_ainvalidate_tags_now": "_invalidate_tags_now",
     "_alookup_meta": "_lookup_meta",
     "_asingle_flight": "_single_flight",
     "_alead": "_lead",
@@ -163,5 +176,3 @@ def main(check: bool) -> int:
 
 if __name__ == "__main__":
     sys.exit(main("--check" in sys.argv[1:]))
-    "_abatch_failed": "_batch_failed",
-    "apush_raw": "push_raw",

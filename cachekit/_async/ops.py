@@ -56,7 +56,7 @@ class AsyncCacheOps(AsyncTagOps):
         if stored is MISSING:
             return MISSING
         try:
-            value = self._codec.loads(stored)
+            value = self._codec.loads(stored, key)
         except CorruptEntry as exc:
             return self._corrupt(key, exc)
         self.counters.hits += 1
@@ -78,7 +78,7 @@ class AsyncCacheOps(AsyncTagOps):
         seconds = self._seconds(ttl)
         tags = tag_list(tags)
         try:
-            stored = self._encode(value, tags)
+            stored = self._encode(value, tags, key)
         except SerializationError as exc:
             return (unencodable or self._unencodable)(key, exc)
         if seconds == 0:
@@ -272,7 +272,7 @@ class AsyncCacheOps(AsyncTagOps):
         if stored is MISSING:
             return MISSING
         try:
-            found = self._codec.loads_meta(stored)
+            found = self._codec.loads_meta(stored, key)
         except CorruptEntry as exc:
             return self._corrupt(key, exc)
         self.counters.hits += 1

@@ -7,22 +7,48 @@ Protocol (keys from :func:`cachekit._stampede.companion_key`, all in the entry's
 
 1. ``BEGIN`` (one script): the entry if it landed meanwhile; else the current holder's
    token; else take the lock (``SET lock token PX ttl``) and lead.
-2. The leader computes, then ``FINISH`` (one script): store the entry, delete the lock if
-   it still holds our token (compare-and-delete), ``RPUSH`` the outcome (``v`` + entry
-   bytes, or ``e``: the computation failed, ``x``: not encodable) onto the holder's done
-   list, with a short expiry.
+2. The leader computes, then ``FINISH`` (one script): store the entry only while its lease
+   holds (the lock still holds our token: a holder slower than its ``lock_ttl`` never
+   overwrites the next holder's value; and the entry was not invalidated since the
+   computation started, see :mod:`cachekit._leases`), delete the lock if it still holds
+   our token (compare-and-delete), ``RPUSH`` the outcome (``v`` + entry bytes, or ``e``:
+   the computation failed, ``x``: not encodable) onto the holder's done list, with a
+   short expiry.
 3. Waiters block on ``BLMOVE done done LEFT LEFT``: the element is popped and pushed
    back in one step, so the single element wakes every blocked waiter in turn, and each
    gets the value itself (no extra ``GET``). A wait is sliced below the client's socket
    timeout; after a slice the waiter asks ``BEGIN`` again, which is how a crashed
    holder's expired lock is noticed and taken over.
+
+Loads without the lock store through ``GUARDED_SET`` (the lease check alone), and
+invalidations go through :func:`revoke` (mark, then delete, in one round trip).
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["RedisCoordinator", "coordinator_for"]
+import redis.exceptions
+
+from .._leases import MARK_LIFETIME, Lease, elapsed_us
+
+__all__ = [
+    "GUARDED_SET",
+    "GUARDED_SET_SHA",
+    "MARK",
+    "MARK_AGE",
+    "RedisCoordinator",
+    "StoreCheck",
+    "guarded_set",
+    "revoke",
+    "undo",
+    "coordinator_for",
+    "queue_mark",
+    "store_args",
+]
 
 _BEGIN = """
 if ARGV[3] == '1' then
@@ -35,25 +61,118 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return {2, ''}
 """
 
-_FINISH = """
-if ARGV[5] == '1' then
-  if ARGV[6] == '' then
-    redis.call('SET', KEYS[1], ARGV[4])
-  else
-    redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[6])
+# How old the invalidation mark ``key`` is, in microseconds of the server's clock (a mark
+# holds the server's TIME when it was made), or -1 if there is none. Only this age and the
+# load's own duration are compared: client and server clocks need not agree.
+_MARK_AGE = """
+local function mark_age(key)
+  local mark = redis.call('GET', key)
+  if not mark then return -1 end
+  local s, us = string.match(mark, '^(%d+) (%d+)$')
+  if not s then return 0 end
+  local now = redis.call('TIME')
+  return (tonumber(now[1]) - tonumber(s)) * 1000000 + (tonumber(now[2]) - tonumber(us))
+end
+"""
+
+# KEYS[1] entry, KEYS[2] lock, KEYS[3] done list, KEYS[4] invalidation mark
+# ARGV[1] token, ARGV[2] outcome, ARGV[3] linger ms, ARGV[4] entry, ARGV[5] store?,
+# ARGV[6] PX ms or '', ARGV[7] us since the computation started, ARGV[8] mark lifetime us
+# Returns {stored, mark age}.
+_FINISH = (
+    _MARK_AGE
+    + """
+local mine = redis.call('GET', KEYS[2]) == ARGV[1]
+local stored, age = 0, -1
+if ARGV[5] == '1' and mine then
+  local since = tonumber(ARGV[7])
+  age = mark_age(KEYS[4])
+  if since < tonumber(ARGV[8]) and (age < 0 or age >= since) then
+    if ARGV[6] == '' then
+      redis.call('SET', KEYS[1], ARGV[4])
+    else
+      redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[6])
+    end
+    stored = 1
   end
 end
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+if mine then redis.call('DEL', KEYS[2]) end
 redis.call('RPUSH', KEYS[3], ARGV[2] .. ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return {stored, age}
+"""
+)
+
+# A load's store: only if the entry was not invalidated since the load started (its mark
+# is older than the load), and, when ARGV[5] is a token, only while the lock holds it.
+# KEYS[1] entry, KEYS[2] invalidation mark, KEYS[3] lock
+# ARGV[1] entry, ARGV[2] PX ms or '', ARGV[3] us since the load started,
+# ARGV[4] mark lifetime us, ARGV[5] lock token or ''. Returns {stored, mark age}.
+GUARDED_SET = (
+    _MARK_AGE
+    + """
+if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return {0, -1} end
+local since = tonumber(ARGV[3])
+if since >= tonumber(ARGV[4]) then return {0, -1} end
+local age = mark_age(KEYS[2])
+if age >= 0 and age < since then return {0, age} end
+if ARGV[2] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return {1, age}
+"""
+)
+GUARDED_SET_SHA = hashlib.sha1(GUARDED_SET.encode()).hexdigest()
+
+# An invalidation mark: KEYS[1] gets the server's TIME ("seconds microseconds"), PX ARGV[1]
+MARK = """
+local now = redis.call('TIME')
+redis.call('SET', KEYS[1], now[1] .. ' ' .. now[2], 'PX', ARGV[1])
 return 1
 """
+
+# The age of one mark (a tag's: checked next to a tagged entry's store)
+MARK_AGE = _MARK_AGE + "return mark_age(KEYS[1])\n"
+
+# Undo a store that turned out doubtful: delete the entry if it is still ours
+_UNDO = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class StoreCheck:
+    """One guarded store in flight: the load's age is measured here, just before the
+    request is sent, but the script runs a little later (the request in transit, or this
+    thread descheduled). A mark whose age falls within that delay of the load's age may
+    be from just after the load started: the store is then undone (:func:`undo`).
+    """
+
+    __slots__ = ("measured_at", "since_us")
+
+    def __init__(self, lease: Lease) -> None:
+        self.measured_at = time.monotonic()
+        self.since_us = elapsed_us(lease.since, self.measured_at)
+
+    def doubtful(self, age: int) -> bool:
+        """Whether a store made while the mark was ``age`` us old may be from a load that
+        started before the invalidation (the mark is not certainly older than the load)."""
+        if age < 0:
+            return False
+        return age < self.since_us + elapsed_us(self.measured_at)
+
 
 VALUE, ACQUIRED, HELD = 1, 2, 3
 
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def _us(seconds: float) -> int:
+    return int(seconds * 1_000_000)
 
 
 class RedisCoordinator:
@@ -96,22 +215,31 @@ class RedisCoordinator:
         store: bool,
         ttl: float | None,
         linger: float,
-    ) -> None:
-        """Store (if ``store``), release our lock, and wake the waiters with the outcome."""
+        mark_key: str,
+        check: StoreCheck | None,
+    ) -> bool:
+        """Store (if ``store`` and the lease holds), release our lock, and wake the waiters
+        with the outcome; whether the entry was stored (and stays)."""
         client = self.clients.get()
         _, finish = self._scripts(client)
-        finish(
-            keys=[key, lock_key, done_key],
+        stored, age = finish(
+            keys=[key, lock_key, done_key, mark_key],
             args=[
                 token,
                 outcome,
                 _ms(linger),
                 entry,
-                "1" if store else "0",
+                "1" if store and check is not None else "0",
                 "" if ttl is None else _ms(ttl),
+                0 if check is None else check.since_us,
+                _us(MARK_LIFETIME),
             ],
             client=client,
         )
+        if stored and check is not None and check.doubtful(int(age)):
+            undo(client, key, entry)
+            return False
+        return bool(stored)
 
     def try_lock(self, lock_key: str, token: bytes, ttl: float) -> bool:
         return bool(self.clients.get().set(lock_key, token, nx=True, px=_ms(ttl)))
@@ -120,6 +248,68 @@ class RedisCoordinator:
         """The holder's outcome, or None if it did not come within ``timeout``."""
         got = self.clients.get().blmove(done_key, done_key, timeout, "LEFT", "LEFT")
         return None if got is None else bytes(got)
+
+
+def store_args(
+    key: str,
+    mark_key: str,
+    lock_key: str,
+    entry: bytes,
+    ttl: float | None,
+    check: StoreCheck,
+    token: bytes | None,
+) -> tuple[Any, ...]:
+    """``EVALSHA`` arguments of :data:`GUARDED_SET` (also sent inside pipelines)."""
+    px = "" if ttl is None else _ms(ttl)
+    lifetime = _us(MARK_LIFETIME)
+    return (3, key, mark_key, lock_key, entry, px, check.since_us, lifetime, token or b"")
+
+
+def queue_mark(pipe: Any, mark_key: str) -> None:
+    """Queue the invalidation mark of one entry (or tag) on a pipeline (:data:`MARK`)."""
+    pipe.eval(MARK, 1, mark_key, _ms(MARK_LIFETIME))
+
+
+def guarded_set(
+    client: Any,
+    key: str,
+    mark_key: str,
+    lock_key: str,
+    entry: bytes,
+    ttl: float | None,
+    lease: Lease,
+) -> bool:
+    """A load's store through :data:`GUARDED_SET`; whether it was stored (and stays)."""
+    check = StoreCheck(lease)
+    args = store_args(key, mark_key, lock_key, entry, ttl, check, lease.token)
+    try:
+        stored, age = client.evalsha(GUARDED_SET_SHA, *args)
+    except redis.exceptions.NoScriptError:  # a new or restarted server: send the text once
+        stored, age = client.eval(GUARDED_SET, *args)
+    if stored and check.doubtful(int(age)):
+        undo(client, key, entry)
+        return False
+    return bool(stored)
+
+
+def undo(client: Any, key: str, entry: bytes) -> None:
+    """Delete ``key`` if it still holds ``entry`` (a store that must not stay)."""
+    client.eval(_UNDO, 1, key, entry)
+
+
+def revoke(client: Any, keys: Sequence[str], mark_keys: Sequence[str]) -> int:
+    """Invalidate entries: mark each (so loads in flight do not store), then delete them,
+    in one round trip; the number of entries that existed.
+
+    Marks first: if the connection drops in between, the delete is reported as failed and
+    retried, and no load has stored meanwhile.
+    """
+    with client.pipeline(transaction=False) as pipe:
+        for mark in mark_keys:
+            queue_mark(pipe, mark)
+        pipe.delete(*keys)
+        results = pipe.execute()
+    return int(results[-1])
 
 
 def coordinator_for(backend: Any) -> RedisCoordinator | None:

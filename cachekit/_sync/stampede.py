@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._concurrency import ABANDONED, Flights, _resolve, _sleep, refresh_pool
-from .._leases import Lease, elapsed_ms, local_marks
+from .._leases import Lease, local_marks
 from .._sentinel import MISSING
 from .._stampede import (
     Freshness,
@@ -32,7 +32,7 @@ from .._stampede import (
 )
 from .._tags import tag_list
 from ..exceptions import SerializationError
-from .coordination import ACQUIRED, VALUE, coordinator_for
+from .coordination import ACQUIRED, VALUE, StoreCheck, coordinator_for
 
 __all__ = ["SyncStampede"]
 
@@ -129,12 +129,12 @@ class SyncStampede:
             self._refresh_in_background(key, call)
         return True
 
-    def _decode(self, entry: bytes) -> Any:
+    def _decode(self, key: str, entry: bytes) -> Any:
         """A value another process computed (its entry bytes), or MISSING if unreadable."""
         try:
-            return self.cache._codec.loads(entry)
+            return self.cache._codec.loads(entry, key)
         except Exception as exc:
-            return self.cache._corrupt("(stampede wake-up)", exc)
+            return self.cache._corrupt(key, exc)
 
     # -- one computation per key ---------------------------------------------------------
     def _single_flight(self, key: str, call: tuple[Any, ...], stale: _Found | None) -> Any:
@@ -188,7 +188,7 @@ class SyncStampede:
                 self.cache._failed(exc, None)
                 break
             if kind == VALUE:
-                value = self._decode(payload)
+                value = self._decode(key, payload)
                 if value is not MISSING:
                     return value
                 break
@@ -211,7 +211,7 @@ class SyncStampede:
                     _sleep(slice_)
                 continue  # ask again: the holder may have died and its lock expired
             if outcome[:1] == b"v":
-                value = self._decode(outcome[1:])
+                value = self._decode(key, outcome[1:])
                 if value is not MISSING:
                     return value
             break  # the holder failed: compute (or serve stale on error) ourselves
@@ -251,7 +251,7 @@ class SyncStampede:
             stored = self.coordinator.finish(
                 key, lease.lock_key, done_key, token, outcome, entry, store, seconds,
                 linger=self.options.wait_timeout, mark_key=self.cache._mark_key(key),
-                since_ms=elapsed_ms(lease.since),
+                check=StoreCheck(lease) if store else None,
             )  # fmt: skip
         except Exception as exc:  # the lock expires on its own; waiters time out
             self.cache._failed(exc, None)
@@ -338,7 +338,7 @@ class SyncStampede:
         if self.options.uses_meta:
             meta.update(entry_meta(self.clock(), seconds or None, delta))
         try:
-            entry = self.cache._codec.dumps(value, meta or None)
+            entry = self.cache._codec.dumps(value, meta or None, key)
         except SerializationError as exc:
             self.unencodable(key, exc)
             return seconds, None

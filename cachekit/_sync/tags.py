@@ -7,13 +7,14 @@ Why tag sets (and not tag versions), and what they cost: see :mod:`cachekit._tag
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.exceptions
 
 from .._keys import escape_glob
-from .._policy import CachePolicy
+from .._leases import Lease, local_marks
 from .._tags import (
     INVALIDATE_BATCH,
     INVALIDATE_SCRIPT,
@@ -27,9 +28,13 @@ from .._tags import (
     memory_index,
     tag_key,
     tag_list,
+    tag_mark_key,
     tag_set_pairs,
     tag_set_ttl_ms,
 )
+from ..exceptions import BackendError
+from .coordination import queue_mark
+from .leases import SyncLeaseOps
 
 __all__ = ["SyncTagOps"]
 
@@ -38,23 +43,47 @@ def _ms(ttl: float) -> int:
     return max(1, int(ttl * 1000))
 
 
-class SyncTagOps(CachePolicy):
+class SyncTagOps(SyncLeaseOps):
     def _tags_in_redis(self) -> bool:
         # Redis (and fakeredis) backends expose their client provider; anything else
         # keeps its tag sets in this process, next to the backend object.
         return hasattr(self._backend, "clients")
 
     def _set_tagged(
-        self, items: Mapping[str, Any], seconds: float | None, tags: Sequence[str]
+        self,
+        items: Mapping[str, Any],
+        seconds: float | None,
+        tags: Sequence[str],
+        lease: Lease | None = None,
     ) -> bool:
-        """Write encoded entries and register them under ``tags``, failing open."""
+        """Write encoded entries and register them under ``tags``, failing open. With a
+        ``lease`` (a load's store, see :mod:`cachekit._leases`) an entry is written only
+        if it was not invalidated since the load started."""
         if self._breaker.open:
             return bool(self._skip(False))
+        if lease is not None and lease.since <= self._breaker.lease_floor:
+            return False
         try:
             if not self._tags_in_redis():
                 memory_index(self._backend).register(items, self._tag_keys(tags))
-                self._backend.set_many(items, seconds)
-                return True
+                if lease is None:
+                    self._backend.set_many(items, seconds)
+                    return True
+                backend = self._backend
+                marks = local_marks(backend)
+                tag_keys = self._tag_keys(tags)
+                stored = True
+                for key, entry in items.items():
+                    store = functools.partial(backend.set, key, entry, seconds)
+                    stored = bool(marks.store(key, lease.since, store, False, tag_keys)) and stored
+                return stored
+            if lease is not None:
+                return all(
+                    [
+                        self._guarded_set_tagged(key, entry, seconds, tags, lease)
+                        for key, entry in items.items()
+                    ]
+                )
             return self._redis_write(items, seconds, tags, with_entries=True)
         except Exception as exc:
             return bool(self._failed(exc, False))
@@ -120,15 +149,33 @@ class SyncTagOps(CachePolicy):
         names = tag_list(tags)
         if not names:
             return 0
-        if self._breaker.open:
+        # an invalidation that cannot be delivered now is replayed before reads resume
+        if self._breaker.open and self._defer((), names):
             return int(self._skip(0))
         try:
-            if not self._tags_in_redis():
-                keys = memory_index(self._backend).take(self._tag_keys(names))
-                return int(self._backend.delete_many(list(keys))) if keys else 0
-            return self._invalidate_in_redis(names)
+            return self._invalidate_tags_now(names)
         except Exception as exc:
-            return int(self._failed(exc, 0))
+            error = self._counted(exc)  # trips the breaker on an outage
+            self._undelivered((), names)
+            if self._raise_errors or not isinstance(error, BackendError):
+                raise error from exc
+            return 0
+
+    def _invalidate_tags_now(self, names: Sequence[str]) -> int:
+        """Delete the members of these tags, and revoke the loads in flight of the tags'
+        entries, stored already or not (see :mod:`cachekit._leases`); raises."""
+        tag_keys = self._tag_keys(names)
+        if not self._tags_in_redis():
+            keys = list(memory_index(self._backend).take(tag_keys))
+            backend = self._backend
+            marks = local_marks(backend)
+            return int(marks.revoke(keys + tag_keys, lambda: backend.delete_many(keys)))
+        client = self._backend.clients.get()
+        with client.pipeline(transaction=False) as pipe:
+            for name in tag_keys:
+                queue_mark(pipe, tag_mark_key(name))
+            pipe.execute()
+        return self._invalidate_in_redis(names)
 
     def _clear_tags(self) -> int:
         """For ``clear()``: invalidate every tag of the namespace (members deleted, sets
@@ -158,9 +205,11 @@ class SyncTagOps(CachePolicy):
             while members:
                 # delete first, then forget: an interrupted run is finished by the next
                 with client.pipeline(transaction=False) as pipe:
+                    for member in members:  # revoke the loads in flight (cachekit._leases)
+                        queue_mark(pipe, self._mark_key(member.decode()))
                     pipe.unlink(*members)
                     pipe.srem(dying, *members)
                     pipe.srandmember(dying, INVALIDATE_BATCH)
-                    unlinked, _, members = pipe.execute()
+                    *_, unlinked, _, members = pipe.execute()
                 deleted += int(unlinked)
         return deleted

@@ -1,0 +1,171 @@
+"""Leases and invalidations for sync callers, as a mixin of :class:`cachekit.Cache`.
+
+GENERATED from ``cachekit/_async/leases.py`` by
+``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
+
+- ``_guarded_set``: a load's store, made only while its lease holds (see
+  :mod:`cachekit._leases`: not after an invalidation that came after the load started).
+- ``_revoke``: every invalidation of entries goes through here. It marks and deletes; and
+  when the backend cannot be reached (circuit open, or the delete failed) the keys are
+  kept as *pending* by the circuit breaker, which replays them before it lets reads
+  through again (see :mod:`cachekit._breaker`). So an invalidation is never lost
+  silently: until it is delivered, this process does not read the backend at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._breaker import Pending
+from .._leases import Lease, local_marks
+from .._policy import CachePolicy
+from .._stampede import companion_key
+from .._tags import REGISTER_SCRIPT, tag_key, tag_mark_key, tag_set_ttl_ms
+from ..exceptions import BackendError
+from . import coordination
+
+__all__ = ["SyncLeaseOps"]
+
+logger = logging.getLogger(__name__)
+
+_REPLAY_BATCH = 1000  # keys per round trip when pending invalidations are replayed
+
+
+class SyncLeaseOps(CachePolicy):
+    _is_local: bool
+    if TYPE_CHECKING:  # in SyncTagOps
+
+        def _invalidate_tags_now(self, names: Sequence[str]) -> int: ...
+
+    def _leases_in_redis(self) -> bool:
+        # a Redis (or fakeredis) backend exposes its clients: marks live next to the entries
+        return not self._is_local and hasattr(self._backend, "clients")
+
+    def _mark_key(self, key: str) -> str:
+        """The invalidation mark of the entry ``key`` (same cluster slot as the entry)."""
+        return companion_key(self._ns.text, "inv", key)
+
+    def _guarded_set(
+        self, key: str, entry: Any, seconds: float | None, lease: Lease
+    ) -> bool:
+        """Store a load's result unless the entry was invalidated since the load started,
+        or (with a lock token) the lock no longer holds our token."""
+        if self._breaker.open:
+            return bool(self._skip(False))
+        if lease.since <= self._breaker.lease_floor:
+            return False  # started before an outage's invalidations were reconciled
+        try:
+            if self._is_local:
+                backend = self._backend
+                return local_marks(backend).store(
+                    key, lease.since, lambda: bool(backend.set(key, entry, seconds)), False
+                )
+            if self._leases_in_redis():
+                mark = self._mark_key(key)
+                client = self._backend.clients.get()
+                return coordination.guarded_set(
+                    client, key, mark, lease.lock_key or mark, entry, seconds, lease
+                )
+            # a remote backend without scripts: no lease check is possible
+            return bool(self._backend.set(key, entry, seconds))
+        except Exception as exc:
+            return bool(self._failed(exc, False))
+
+    def _guarded_set_tagged(
+        self, key: str, entry: Any, seconds: float | None, tags: Sequence[str], lease: Lease
+    ) -> bool:
+        """A tagged load's store on Redis, in one round trip: its tags registered (first,
+        as every tagged write), the entry stored only while its lease holds, and the
+        tags' invalidation marks read. The tag sets live in other cluster slots than the
+        entry, so a tag invalidated since the load started is noticed next to the store
+        rather than inside its script: the store is then undone."""
+        client = self._backend.clients.get()
+        mark = self._mark_key(key)
+        check = coordination.StoreCheck(lease)
+        lock_key = lease.lock_key or mark
+        args = coordination.store_args(key, mark, lock_key, entry, seconds, check, lease.token)
+        ttl_arg = tag_set_ttl_ms(seconds)
+        with client.pipeline(transaction=False) as pipe:
+            for tag in tags:
+                name = tag_key(self._ns.text, tag)
+                pipe.eval(REGISTER_SCRIPT, 1, name, ttl_arg, key)
+                pipe.eval(coordination.MARK_AGE, 1, tag_mark_key(name))
+            pipe.eval(coordination.GUARDED_SET, *args)
+            results = pipe.execute()
+        stored, age = results[-1]
+        ages = [int(age), *(int(tag_age) for tag_age in results[1:-1:2])]
+        if stored and any(check.doubtful(one) for one in ages):
+            coordination.undo(client, key, entry)
+            return False
+        return bool(stored)
+
+    def _revoke(self, keys: Sequence[str]) -> int:
+        """Invalidate entries (full keys): delete them and revoke the leases of loads in
+        flight; the number that existed. Fails open, but never silently: an invalidation
+        that cannot be delivered now is pending until the backend answers again."""
+        keys = list(keys)
+        if not keys:
+            return 0
+        if self._breaker.open and self._defer(keys, ()):
+            return int(self._skip(0))
+        try:
+            return self._revoke_now(keys)
+        except Exception as exc:
+            error = self._counted(exc)  # trips the breaker on an outage
+            self._undelivered(keys, ())
+            if self._raise_errors or not isinstance(error, BackendError):
+                raise error from exc
+            return 0
+
+    def _revoke_now(self, keys: Sequence[str]) -> int:
+        if self._is_local:
+            backend = self._backend
+            return int(local_marks(backend).revoke(keys, lambda: backend.delete_many(keys)))
+        if self._leases_in_redis():
+            marks = [self._mark_key(key) for key in keys]
+            return coordination.revoke(self._backend.clients.get(), keys, marks)
+        return int(self._backend.delete_many(keys))
+
+    def _defer(self, keys: Iterable[str], tags: Iterable[str]) -> bool:
+        """Keep invalidations for the breaker to replay; False if the circuit is closed
+        (the caller delivers them itself)."""
+        return self._breaker.defer(keys, tags, self)
+
+    def _undelivered(self, keys: Sequence[str], tags: Sequence[str]) -> None:
+        """An invalidation failed with the circuit closed (an error that is not an outage):
+        nothing will replay it, so say so."""
+        if not self._defer(keys, tags):
+            logger.warning(
+                "an invalidation failed and could not be kept for later (%d keys, %d tags)",
+                len(keys),
+                len(tags),
+            )
+
+    def _lost_write(self, keys: Sequence[str]) -> None:
+        """An explicit write that did not reach the backend: the old entry must not be
+        served after recovery, so drop it now or, if unreachable, when the backend is back."""
+        if not self._defer(keys, ()):
+            self._revoke(keys)
+
+    def _replay_pending(self, pending: Pending) -> None:
+        """Deliver what was invalidated while the backend was unreachable (called by the
+        breaker, before it lets reads through). Raises if the backend fails again."""
+        if pending.overflow:
+            # too many to remember: every entry of the namespace goes, and loads of this
+            # process that started before now do not store
+            self._breaker.lease_floor = time.monotonic()
+            self._backend.delete_pattern(self._ns.pattern("*"))
+            logger.warning(
+                "more invalidations than could be remembered during the outage: "
+                "cleared the namespace %r",
+                self._ns.text,
+            )
+            return
+        if pending.tags:
+            self._invalidate_tags_now(sorted(pending.tags))
+        keys = sorted(pending.keys)
+        for start in range(0, len(keys), _REPLAY_BATCH):
+            self._revoke_now(keys[start : start + _REPLAY_BATCH])
