@@ -188,3 +188,120 @@ def test_cache_works_again_after_close(private_redis: RedisServer) -> None:
     private_redis.start()
     wait_for(lambda: cache.stats()["circuit"] == "closed")
     cache.close()
+
+
+# -- invalidations made during an outage are not lost (issue 8) --------------------------
+def _back(cache: Cache) -> None:
+    wait_for(lambda: cache.stats()["circuit"] == "closed")
+    assert cache._breaker.pending == 0
+
+
+def test_delete_while_frozen_is_replayed_before_reads_resume(
+    private_redis: RedisServer, cache: Cache
+) -> None:
+    @cache.cached(ttl=60, key="user:{n}")
+    def user(n: int) -> str:
+        return f"user {n} v1"
+
+    assert user(1) == "user 1 v1" and cache.set("plain", "old") and cache.set("kept", "kept")
+    private_redis.freeze()
+    try:
+        cache.delete("plain")  # times out: the circuit opens, the delete is kept
+        assert user.invalidate(1) is False  # type: ignore[attr-defined]  # circuit open
+        assert cache._breaker.pending == 2
+        assert cache.get("plain") is None  # reads skip the backend meanwhile
+    finally:
+        private_redis.thaw()
+    _back(cache)
+    assert cache.get("plain") is None  # the old value is not served after recovery
+    assert cache.get(user.key(1)) is None  # type: ignore[attr-defined]
+    assert cache.get("kept") == "kept"  # and nothing else was touched
+
+
+def test_invalidations_survive_a_killed_and_restarted_redis() -> None:
+    # an append-only file fsynced on every write: the restarted server has the old entries
+    server = RedisServer(extra_args=("--appendonly", "yes", "--appendfsync", "always"))
+    cache = Cache(server.url, prefix=unique_prefix(), timeout=0.2, retry_interval=0.05)
+    try:
+        cache.set("a", "old")
+        cache.set("b", "old", tags=("group",))
+        cache.set("c", "old")
+        cache.set("kept", "kept")
+
+        @cache.invalidates(key="c")
+        def remove_c() -> None:
+            pass
+
+        server.kill()
+        cache.delete("a")  # refused connection: the circuit opens, the delete is kept
+        assert cache.invalidate_tags("group") == 0
+        remove_c()
+        assert cache.set("kept", "new") is False  # a write that did not land ...
+        server.start()
+        _back(cache)
+        assert [cache.get(k) for k in ("a", "b", "c")] == [None, None, None]
+        assert cache.get("kept") is None  # ... does not leave the older value to be served
+    finally:
+        cache.close()
+        server.stop()
+
+
+async def test_async_invalidations_during_an_outage_are_replayed(
+    private_redis: RedisServer, cache: Cache
+) -> None:
+    await cache.aset("k", "old")
+    await cache.aset("t", "old", tags=("tag",))
+    private_redis.freeze()
+    try:
+        await cache.adelete("k")
+        await cache.ainvalidate_tags("tag")
+        assert cache._breaker.pending == 2
+    finally:
+        private_redis.thaw()
+    for _ in range(500):
+        if cache.stats()["circuit"] == "closed":
+            break
+        await asyncio.sleep(0.01)  # the breaker's probe thread: nothing to await on
+    assert await cache.aget("k") is None and await cache.aget("t") is None
+
+
+def test_too_many_pending_invalidations_clear_the_namespace(
+    private_redis: RedisServer, cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cachekit._breaker
+
+    monkeypatch.setattr(cachekit._breaker, "MAX_PENDING_KEYS", 3)
+    for name in ("a", "b", "c", "d", "e", "other"):
+        cache.set(name, "old")
+    other = Cache(private_redis.url, prefix=unique_prefix())
+    other.set("x", "another namespace")
+    private_redis.freeze()
+    try:
+        for name in ("a", "b", "c", "d", "e"):
+            cache.delete(name)
+    finally:
+        private_redis.thaw()
+    _back(cache)
+    assert cache.get("other") is None  # more than could be remembered: all of it went
+    assert other.get("x") == "another namespace"  # never another namespace
+    other.close()
+
+
+def test_raise_mode_delete_during_an_outage_raises_and_is_still_replayed(
+    private_redis: RedisServer,
+) -> None:
+    cache = Cache(private_redis.url, prefix=unique_prefix(), timeout=0.2, on_error="raise",
+                  retry_interval=0.05)  # fmt: skip
+    cache.set("k", "old")
+    private_redis.freeze()
+    try:
+        with pytest.raises(BackendError):
+            cache.get("other")  # times out: the circuit opens
+        with pytest.raises(BackendError):
+            cache.delete("k")  # not sent at all (a frozen server would run it on thaw)
+        assert cache._breaker.pending == 1
+    finally:
+        private_redis.thaw()
+    _back(cache)
+    assert cache.get("k") is None
+    cache.close()
