@@ -584,6 +584,7 @@ class _Closer:
         self, response: Any, settle: Callable[[Any], None], abandon: Callable[[], None]
     ) -> None:
         self._finalizer = weakref.finalize(response, abandon)
+        self._finalizer.atexit = False  # at exit, nobody is waiting any more
         self._response = weakref.ref(response)  # it holds us: no cycle through it
         self._settle = settle
 
