@@ -947,3 +947,40 @@ except ImportError as exc:
         f"ImportError {framework} cachekit.integrations.{adapter} needs {framework}, "
         f"which is not installed: pip install 'cachekit[{adapter}]'"
     )
+
+
+def test_a_request_waiting_on_a_page_a_hook_made_private_gets_its_own(cache: Cache) -> None:
+    """Concurrent cold requests wait for the leader's decision, which is taken on the
+    final response: alice's page, made private by a hook, is not handed to the
+    anonymous request that waited for it."""
+    app = Flask(__name__)
+    fcache = FlaskCache(app, cache=cache)
+    http = fcache.http_cache(app)
+
+    @app.get("/home")
+    @fcache.cached(ttl=30)
+    def home() -> str:
+        user = request.cookies.get("auth", "anonymous")
+        if user == "alice":  # the leader: hold on until the other request waits for it
+            deadline = time.monotonic() + 5
+            while http.followers() < 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return f"home of {user}"
+
+    @app.after_request
+    def private_when_logged_in(response: Response) -> Response:
+        if request.cookies.get("auth"):
+            response.headers["Cache-Control"] = "private"
+        return response
+
+    alice, anonymous = app.test_client(), app.test_client()
+    alice.set_cookie("auth", "alice")
+    results: dict[str, bytes] = {}
+    leader = threading.Thread(target=lambda: results.update(alice=alice.get("/home").data))
+    leader.start()
+    deadline = time.monotonic() + 5
+    while not http._all_flights() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    results["anonymous"] = anonymous.get("/home").data
+    leader.join(10)
+    assert results == {"alice": b"home of alice", "anonymous": b"home of anonymous"}
