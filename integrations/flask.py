@@ -671,6 +671,9 @@ def _complete(
         )
         return response
     view = Response(response.status_code, headers, response.get_data())
+    earlier: _Pending | None = request.environ.get(_PENDING)
+    if earlier is not None:  # the view ran twice in one request: only the last one counts
+        earlier.abandon()
     request.environ[_PENDING] = _Pending(state, step, decided, response, view, request_time)
     return response
 
