@@ -155,7 +155,12 @@ def _annotated(func: Callable[..., Any], annotation: Any) -> Callable[..., Any]:
     return func
 
 
-OPTIONS = {"plain": {}, "lock": {"lock": True}, "stale": {"stale_ttl": 30}}
+OPTIONS = {
+    "plain": {},
+    "lock": {"lock": True},
+    "stale": {"stale_ttl": 30},
+    "tags": {"tags": ("t",)},
+}
 
 
 @pytest.mark.parametrize("options", list(OPTIONS), ids=list(OPTIONS))
@@ -228,6 +233,32 @@ def test_unannotated_tuple_on_redis_is_a_list_both_times(
     assert pair(1) == [1, 2] and pair(1) == [1, 2]  # the miss matches the hit
     cache.clear()
     cache.close()
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("options", list(OPTIONS), ids=list(OPTIONS))
+async def test_refresh_returns_what_a_hit_returns(
+    cache: Cache, options: str, is_async: bool
+) -> None:
+    def pair(n: int) -> tuple[int, int]:
+        return (n, n)
+
+    def unannotated(n):  # type: ignore[no-untyped-def]
+        return (n, n)
+
+    async def apair(n: int) -> tuple[int, int]:
+        return (n, n)
+
+    async def aunannotated(n):  # type: ignore[no-untyped-def]
+        return (n, n)
+
+    funcs = [apair, aunannotated] if is_async else [pair, unannotated]
+    for func in funcs:
+        cached: Any = cache.cached(ttl=60, **OPTIONS[options])(func)
+        refreshed = (await cached.arefresh(1)) if is_async else cached.refresh(1)
+        hit = (await cached(1)) if is_async else cached(1)
+        assert_same(refreshed, hit)
+    await cache.aclose()
 
 
 # -- the README's bytes example (Front door, defect 2) -----------------------------------
