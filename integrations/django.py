@@ -72,6 +72,7 @@ try:
         default_key_func,
     )
     from django.core.exceptions import ImproperlyConfigured
+    from django.core.handlers.asgi import ASGIRequest
     from django.http import HttpResponse
     from django.middleware.cache import CacheMiddleware
     from django.utils.cache import (
@@ -570,7 +571,7 @@ class _PendingPage:
         return step.finish(page, time.time(), self.request_time)[1]
 
 
-def _on_close(response: Any, settle: Callable[[Any], None], abandon: Callable[[], None]) -> None:
+def _on_close(response: Any, settle: Callable[[Any], object], abandon: Callable[[], None]) -> None:
     """``settle(response)`` when Django closes ``response`` (its headers final, sent);
     ``abandon()`` instead if it is dropped unclosed (a middleware replaced it, or raised),
     so that requests waiting for this page never wait for nothing. Either runs once."""
@@ -581,7 +582,7 @@ class _Closer:
     """The callable :func:`_on_close` adds to the response's closers."""
 
     def __init__(
-        self, response: Any, settle: Callable[[Any], None], abandon: Callable[[], None]
+        self, response: Any, settle: Callable[[Any], object], abandon: Callable[[], None]
     ) -> None:
         self._finalizer = weakref.finalize(response, abandon)
         self._finalizer.atexit = False  # at exit, nobody is waiting any more
@@ -631,6 +632,8 @@ class _Engine:
 
     cache: Cache
     http: Any  # SyncHttpCache | AsyncHttpCache
+    # async pages: stores made where no event loop is left (see _async_page)
+    blocking: SyncHttpCache | None = None
     policies: dict[tuple[Any, ...], HttpCachePolicy] = field(default_factory=dict)
 
 
@@ -696,7 +699,8 @@ class _PageCache:
             lock_ttl=self.lock_ttl,
             wait_timeout=self.lock_timeout,
         )
-        return _Engine(cache, http)
+        blocking = SyncHttpCache(raw, self.policy, lock=False) if self.is_async else None
+        return _Engine(cache, http, blocking)
 
     def policy_for(self, engine: _Engine, backend: Any, request: Any) -> HttpCachePolicy:
         """The policy with this request's key prefix: Django's version, the decorator's
@@ -941,15 +945,7 @@ def _sync_page(page: _PageCache, view: Callable[..., Any]) -> Callable[..., Any]
         http: SyncHttpCache = engine.http
 
         def settle(pending: _PendingPage, decided: Decided, response: Any) -> None:
-            store = None
-            try:
-                store = pending.decide(response)
-                if store is not None:
-                    http.store(store)
-            except Exception:  # a cache problem never fails the page
-                logger.exception("storing a cache_page response failed")
-                store = None
-            decided(None if store is None else store.entry)
+            decided(_store_if_allowed(http, pending, response))
 
         def forward(step: Forward, decided: Decided) -> Any:
             request_time = time.time()
@@ -1018,11 +1014,21 @@ def _async_page(page: _PageCache, view: Callable[..., Awaitable[Any]]) -> Callab
             pending = page.pending(request, step, response, request_time)
             if pending is None:
                 await decided(None)
-            elif _middleware_follows(request):  # closed from a worker thread: back to the loop
+            elif _middleware_follows(request) and isinstance(request, ASGIRequest):
+                # closed from a worker thread while the server's loop runs: back to it
                 _on_close(
                     response,
                     lambda final: _run_on(loop, lambda: settle(pending, decided, final)),
                     lambda: _run_on(loop, lambda: decided(None)),
+                )
+            elif _middleware_follows(request):
+                # WSGI runs the view in an event loop of its own, gone when the response
+                # is closed: the waiters (of this loop: none) go now, the store waits
+                await decided(None)
+                blocking = engine.blocking
+                assert blocking is not None
+                _on_close(
+                    response, lambda final: _store_if_allowed(blocking, pending, final), _nothing
                 )
             else:
                 await settle(pending, decided, response)
@@ -1040,5 +1046,23 @@ def _async_page(page: _PageCache, view: Callable[..., Awaitable[Any]]) -> Callab
     return wrapper
 
 
+def _store_if_allowed(
+    http: SyncHttpCache, pending: _PendingPage, response: Any
+) -> CachedResponse | None:
+    """Store the pending page if ``response`` allows it; the entry stored, or None."""
+    try:
+        store = pending.decide(response)
+        if store is not None:
+            http.store(store)
+            return store.entry
+    except Exception:  # a cache problem never fails the page
+        logger.exception("storing a cache_page response failed")
+    return None
+
+
 def _abandon(decided: Decided) -> Callable[[], None]:
     return lambda: decided(None)
+
+
+def _nothing() -> None:
+    return None

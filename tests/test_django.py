@@ -103,6 +103,11 @@ async def async_inbox(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"async inbox {calls['async_inbox']} {shown}")
 
 
+@cache_page(60)
+async def async_page(request: HttpRequest) -> HttpResponse:
+    return _count("async_page")
+
+
 class PersonalMiddleware:
     """A response phase that personalises: private for logged-in users, a cookie on
     /tracked/, Vary on /greeting/ (all after cache_page has returned)."""
@@ -129,6 +134,7 @@ urlpatterns = [
     path("tracked/", cache_page(60)(plain_view)),
     path("dashboard/", dashboard),
     path("async-inbox/", async_inbox),
+    path("async-page/", async_page),
 ]
 
 
@@ -302,11 +308,15 @@ def test_default_entries_are_pickles_signed_with_hmac_sha256_of_secret_key(
     from django.conf import settings
 
     redis_cache.set("signed", {"a": 1})
-    stored = raw_redis.get(f"!django:{redis_cache.key_prefix}:1:signed")
+    full = f"!django:{redis_cache.key_prefix}:1:signed".encode()
+    stored = raw_redis.get(full)
     flag, mac, payload = stored[:1], stored[1:33], stored[33:]
-    key = hashlib.sha256(dj._SECRET_SALT + b":" + settings.SECRET_KEY.encode()).digest()
-    assert flag == b"\x01"
-    assert mac == hmac.new(key, payload, hashlib.sha256).digest()
+    secret = hashlib.sha256(dj._SECRET_SALT + b":" + settings.SECRET_KEY.encode()).digest()
+    # the entry is signed bound to its key (cachekit._codec): moved elsewhere, it is refused
+    key = hmac.new(secret, b"cachekit/entry", hashlib.sha256).digest()
+    framed = len(full).to_bytes(4, "big") + full + flag + payload
+    assert flag == b"\x41"
+    assert mac == hmac.new(key, framed, hashlib.sha256).digest()
     assert pickle.loads(payload) == {"a": 1}
 
 
@@ -586,9 +596,10 @@ def test_a_hit_is_one_redis_get_and_the_entry_is_no_pickle(
         stored = redis.Redis.from_url(private_redis.url).get(key)
     assert key.decode().endswith(":http:GET:http://testserver/cachekit-page/?a=1")
     assert b"pickle" not in stored and stored[:1] != pickle.PROTO  # cachekit's 1-byte envelope
-    entry = load(stored[1:])  # then CachedResponse.to_bytes() as it is
+    assert stored[:1] == b"\x41"  # signed (the SECRET_KEY-derived secret), bound to the key
+    entry = load(stored[33:])  # after the MAC, CachedResponse.to_bytes() as it is
     assert isinstance(entry, CachedResponse) and entry.body == b"cachekit_page run 1"
-    assert stored[1:] == entry.to_bytes()
+    assert stored[33:] == entry.to_bytes()
 
 
 def test_a_page_with_vary_is_two_gets_and_one_entry_per_variant(
@@ -1092,3 +1103,16 @@ def test_a_page_dropped_unsent_releases_its_waiters(dj_cache: Any) -> None:
         assert Client().get("/cachekit-page/").content == b"replaced"
     assert _engine(cachekit_page)._all_flights() == []
     assert Client().get("/cachekit-page/").content == b"cachekit_page run 2"
+
+
+def test_an_async_page_served_by_a_wsgi_handler_is_stored(dj_cache: Any) -> None:
+    """Under WSGI Django runs an async view in an event loop of its own, gone by the
+    time the response is closed: the page is still decided on the final response."""
+    with override_settings(MIDDLEWARE=[SESSIONS, MESSAGES], MESSAGE_STORAGE=COOKIE_STORAGE):
+        alice, bob = Client(), Client()
+        alice.get("/flash/", {"who": "alice"})
+        assert "payment of alice received" in alice.get("/async-inbox/").content.decode()
+        assert "alice" not in bob.get("/async-inbox/").content.decode()
+    first, second = Client().get("/async-page/"), Client().get("/async-page/")
+    assert first.content == second.content == b"async_page run 1"
+    assert "hit" in second["Cache-Status"]
