@@ -135,6 +135,7 @@ class StreamQueueBase:
         self.looks = 0  # how many times the stream's length was read
         self._since_pull = 0
         self._next_claim = 0.0
+        self._lost_reply = False  # read this consumer's own pending entries first
         self._next_check = 0.0
 
     # -- encoding -----------------------------------------------------------------------

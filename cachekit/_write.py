@@ -344,6 +344,7 @@ class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
             self._journal_files = JournalFiles(where, self._queue.journal_identity())
         self._journal_taken = False
         self._replayed: list[tuple[Any, list[Any]]] = []  # (taken file, its writes)
+        self._spilled: Any = None  # the journal file this queue last wrote
         self._outage_since = None
         self._held, self._retries, self._unacked = [], [], []
         self._oldest = None
@@ -416,6 +417,7 @@ class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
         if files is None or self._journal_taken:
             return
         self._journal_taken = True
+        self._spilled = None  # taken back below, if still there
         count = 0
         for path, content in files.take():
             markers = self._queue.load_spilled(content)
@@ -474,6 +476,9 @@ class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
         for taken, _ in self._replayed:  # their writes are in the new file
             files.forget(taken)
         self._replayed = []
+        if self._spilled is not None:  # closed before, now exiting: this file has it all
+            files.forget(self._spilled)
+        self._spilled = path
         self._journal_taken = False  # a restarted worker takes the file back
         in_redis = sum(1 for record in records if record[2] is not None)
         logger.warning(

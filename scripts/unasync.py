@@ -176,3 +176,4 @@ def main(check: bool) -> int:
 
 if __name__ == "__main__":
     sys.exit(main("--check" in sys.argv[1:]))
+    "_apull": "_pull",

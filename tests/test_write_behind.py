@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 import uuid
 from datetime import date
 from typing import Any
 
 import pytest
+from conftest import unique_prefix
 
 from cachekit import Cache, ConfigurationError
 from cachekit.exceptions import InvalidKeyError
@@ -311,3 +313,32 @@ def test_journal_files_are_taken_once_and_a_dead_takers_file_again(tmp_path: Any
     unsafe = files.write([(3, "three", None, None)])
     unsafe.chmod(0o622)
     assert files.take() == []
+
+
+async def test_aclose_is_bounded_and_keeps_what_it_could_not_store(tmp_path: Any) -> None:
+    prefix = unique_prefix()
+    failing = Cache("memory://", prefix=prefix)
+
+    def refuse(batch: dict[Any, Any]) -> None:
+        raise RuntimeError("the database is down")
+
+    items = failing.write_behind(
+        "item:{}", store_many=refuse, max_retries=None, exit_timeout=0.3, journal_dir=tmp_path
+    )
+    await items.aset(1, "one")
+    await items.aset((2, "b"), "two")
+    started = time.monotonic()
+    await items.aclose()  # used to wait for ever
+    assert time.monotonic() - started < 2.0
+    assert len(list(tmp_path.iterdir())) == 1
+    items._close_at_exit()  # at exit the writes are still pending: one file, not two
+    assert len(list(tmp_path.iterdir())) == 1
+
+    rows: dict[Any, Any] = {}
+    again = Cache("memory://", prefix=prefix).write_behind(
+        "item:{}", store_many=rows.update, journal_dir=tmp_path
+    )
+    await again.aflush(timeout=5)
+    assert rows == {1: "one", (2, "b"): "two"}
+    assert list(tmp_path.iterdir()) == []
+    await again.aclose()

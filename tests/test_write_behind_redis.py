@@ -289,3 +289,31 @@ def test_flush_without_timeout_gives_up_on_a_frozen_redis(private_redis: RedisSe
     assert rows == {1: "one", 2: "two"}
     items.close()
     cache.close()
+
+
+def test_entries_delivered_by_a_read_whose_reply_was_lost_are_not_stranded(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen Redis that thaws runs the XREADGROUP the worker timed out on: the entries
+    are delivered to this consumer, the reply is lost. They used to wait claim_after
+    (a minute) for XAUTOCLAIM; the next pull reads the consumer's own pending list."""
+    cache = Cache(redis_url, prefix=unique_prefix())
+    items = cache.write_behind("item:{}", store_many=lambda batch: None, consume=False)
+    queue = items._queue
+    queue.maintain(time.monotonic(), False)  # the stream and its group
+    queue.push(1, "one")
+    client = queue._client()
+    real = client.xreadgroup
+
+    def read_then_time_out(*args: Any, **kwargs: Any) -> Any:
+        real(*args, **kwargs)  # Redis ran it...
+        raise redis.exceptions.TimeoutError("Timeout reading from socket")  # ...reply lost
+
+    monkeypatch.setattr(client, "xreadgroup", read_then_time_out)
+    queue._next_claim = float("inf")  # no XAUTOCLAIM: claim_after has not passed
+    with pytest.raises(redis.exceptions.TimeoutError):
+        queue.pull(10)
+    monkeypatch.undo()
+    assert [(w.item_id, w.value) for w in queue.pull(10)] == [(1, "one")]
+    assert queue.pull(10) == []  # seen once: the flag is down again
+    cache.close()

@@ -300,6 +300,7 @@ class SyncWriteBehindOps:
         if self.consume and room > 0:
             holding = [w.entry for w in self._held]
             holding += [w.entry for r in self._retries for w in r.writes]
+            holding += [w.entry for w in self._unacked]
             pulled = self._queue.pull(room, holding)
             if pulled:
                 if not self._held:

@@ -66,10 +66,32 @@ class StreamQueue(StreamQueueBase):
     def pull(self, count: int, holding: Iterable[Any] = ()) -> list[QueuedWrite]:
         """Up to ``count`` writes for this worker: ones a dead consumer left pending for
         ``claim_after`` seconds, then new ones. Never blocks."""
+        held = set(holding)
+        try:
+            return self._pull(count, held)
+        except Exception:
+            # A read whose reply was lost (a timeout, a frozen Redis that later thawed and
+            # ran it) delivered entries to this consumer that it never saw: they sit in its
+            # pending list, where only a claim after claim_after would find them.
+            self._lost_reply = True
+            raise
+
+    def _pull(self, count: int, held: set[Any]) -> list[QueuedWrite]:
         client = self._client()
         writes: list[QueuedWrite] = []
+        if self._lost_reply:  # this consumer's own pending entries it does not hold
+            wanted = count + len(held)
+            own = {self.stream: "0"}
+            reply = client.xreadgroup(self.group, self.consumer, own, count=wanted)
+            seen = 0
+            for _, entries in reply or ():
+                seen += len(entries)
+                writes += [w for w in self._writes(entries) if w.entry not in held]
+            writes = writes[:count]
+            self._lost_reply = seen >= wanted  # a full reply: there may be more
+        self._since_pull = 0
         now = time.monotonic()
-        if now >= self._next_claim:
+        if len(writes) < count and now >= self._next_claim:
             self._next_claim = now + self.claim_after / 2
             reply = client.xautoclaim(
                 self.stream,
@@ -77,17 +99,16 @@ class StreamQueue(StreamQueueBase):
                 self.consumer,
                 min_idle_time=int(self.claim_after * 1000),
                 start_id="0-0",
-                count=count,
+                count=count - len(writes),
             )
-            held = set(holding)
-            writes = [w for w in self._writes(reply[1]) if w.entry not in held]
+            mine = {w.entry for w in writes}
+            writes += [w for w in self._writes(reply[1]) if w.entry not in held | mine]
         if len(writes) < count:
             reply = client.xreadgroup(
                 self.group, self.consumer, {self.stream: ">"}, count=count - len(writes)
             )
             for _, entries in reply or ():
                 writes += self._writes(entries)
-        self._since_pull = 0
         return writes
 
     def latest(self, writes: Sequence[QueuedWrite]) -> dict[Any, Any]:
