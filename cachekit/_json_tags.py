@@ -28,6 +28,7 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import math
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
@@ -78,6 +79,15 @@ def _tag_of(obj: Any) -> tuple[str, Any] | None:
     return None
 
 
+_BY_TYPE: dict[type, Callable[[Any], tuple[str, Any]]] = {
+    datetime: lambda obj: ("dt", obj.isoformat()),
+    date: lambda obj: ("d", obj.isoformat()),
+    bytes: lambda obj: ("b", _b64encode(obj, newline=False).decode()),
+    set: lambda obj: ("s", list(obj)),
+    Decimal: lambda obj: ("dec", str(obj)),
+}
+
+
 def _plain_of(obj: Any) -> Any:
     """The JSON form of a value written as its JSON form (not tagged), or raise TypeError."""
     dump = getattr(obj, "model_dump", None)  # pydantic v2 models
@@ -88,6 +98,10 @@ def _plain_of(obj: Any) -> Any:
 
 def _hook(emitted: list[None], obj: Any) -> Any:
     """orjson's ``default=``: tag what it cannot write, counting the tags emitted."""
+    encode = _BY_TYPE.get(type(obj))  # the common exact types without the isinstance chain
+    if encode is not None:
+        emitted.append(None)
+        return {TAG: encode(obj)}
     tag = _tag_of(obj)
     if tag is None:
         return _plain_of(obj)
@@ -146,19 +160,41 @@ class _Tree:
         return self(_plain_of(obj))
 
 
+_FLOAT_FREE = (datetime, date, time, UUID, Decimal, bytes)
+_NO_FLOATS = _LEAVES | frozenset(_FLOAT_FREE)  # exact types: no stack push, no isinstance
+
+
 def _may_hold_nonfinite(obj: Any) -> bool:
     """False only if ``obj`` surely holds no NaN/inf (orjson writes those as ``null``).
-    Walks builtin containers; anything else answers "maybe" (the exact path decides)."""
-    kind = type(obj)
-    if kind in _LEAVES:
-        return False
-    if kind is float:
-        return not math.isfinite(obj)
-    if kind is dict:
-        return any(map(_may_hold_nonfinite, obj.values()))
-    if kind is list or kind is tuple:
-        return any(map(_may_hold_nonfinite, obj))
-    return not isinstance(obj, (datetime, date, time, UUID, Decimal, bytes))
+    Walks builtin containers (a loop, not a call per item: this runs on misses of values
+    holding None); anything else answers "maybe" (the exact path decides)."""
+    leaves = _NO_FLOATS
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            children: Any = item.values()
+        elif kind is list or kind is tuple:
+            children = item
+        elif kind is float:
+            if item - item != 0.0:  # NaN or ±inf (inf - inf is NaN)
+                return True
+            continue
+        elif kind in leaves or isinstance(item, _FLOAT_FREE):
+            continue
+        else:
+            return True
+        for child in children:
+            kind = type(child)
+            if kind in leaves:
+                continue
+            if kind is float:
+                if child - child != 0.0:
+                    return True
+                continue
+            stack.append(child)
+    return False
 
 
 def dumps_tagged(obj: Any, name: str = "orjson") -> bytes:
