@@ -155,6 +155,10 @@ class ResultRules:
         self.fresh: Convert | None = None
         if cache._codec.stores_objects or serializer is None:
             return  # objects are stored as they are: a hit is the object itself
+        from .serializers import PickleSerializer
+
+        if isinstance(serializer, PickleSerializer):
+            return  # pickle gives back the types it was given
         localns: dict[str, Any] | None = None
         try:
             tp = _return_type(func, None)
@@ -181,10 +185,6 @@ class ResultRules:
 
     def _round_trip(self) -> Convert | None:
         serializer = self._serializer
-        from .serializers import PickleSerializer
-
-        if isinstance(serializer, PickleSerializer):
-            return None  # pickle gives back the types it was given
         dumps, loads = serializer.dumps, serializer.loads  # type: ignore[union-attr]
         scalars = _SCALARS
 

@@ -486,3 +486,53 @@ values = st.recursive(
 def test_orjson_round_trip_is_exact(value: Any) -> None:
     s = OrjsonSerializer()
     assert_same(value, s.loads(s.dumps(value)))
+
+
+@dataclasses.dataclass
+class Plain:
+    n: int
+    name: str
+
+
+OTHER_SERIALIZER_CASES: list[tuple[str, Any, Any]] = [
+    ("tuple", tuple[int, int], (1, 2)),
+    ("dataclass", Plain, Plain(1, "a")),
+    ("int-keyed-dict", dict[int, str], {5: "a"}),
+    ("enum", Color, Color.RED),
+    ("unannotated-tuple", None, (1, 2)),
+]
+
+
+OTHER_SERIALIZER_PARAMS = [
+    pytest.param(serializer, *case, id=f"{serializer}-{case[0]}")
+    for serializer in ("json", "msgpack", "pickle")
+    for case in OTHER_SERIALIZER_CASES
+    # json and msgpack cannot encode dataclasses or Enums (as before: logged once, returned)
+    if serializer == "pickle" or case[0] not in ("dataclass", "enum")
+]
+
+
+@pytest.mark.parametrize(("serializer", "case", "annotation", "value"), OTHER_SERIALIZER_PARAMS)
+def test_other_serializers_hit_is_the_miss(
+    serializer: str, case: str, annotation: Any, value: Any
+) -> None:
+    secret = "s3cret" if serializer == "pickle" else None
+    cache = Cache("fakeredis://", prefix=unique_prefix(), serializer=serializer, secret=secret)
+    runs: list[int] = []
+
+    def compute(n):  # type: ignore[no-untyped-def]
+        runs.append(n)
+        return value
+
+    if annotation is not None:
+        compute = _annotated(compute, annotation)
+    elif serializer != "pickle" and case == "unannotated-tuple":
+        value = list(value)  # JSON and msgpack have no tuples: both calls give a list
+    cached = cache.cached(ttl=60)(compute)
+    miss, hit = cached(1), cached(1)
+    assert runs == [1]
+    assert_same(miss, hit)
+    if serializer == "pickle" or annotation is not None:
+        assert_same(value, miss)
+    cache.clear()
+    cache.close()
