@@ -34,8 +34,8 @@ _T = TypeVar("_T")
 _SCHEMES = ("memory", "redis", "rediss", "unix", "fakeredis")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _NOT_OPTIONS = ("url", "client", "backend", "async_backend")  # constructor arguments only
-# environment variables of cachekit's that are not options (read elsewhere)
-# not options of a cache: the URL, the tests' redis-server, the write-behind journal's directory
+# CACHEKIT_* variables that are not options of a cache: the URL, the tests' redis-server,
+# the write-behind journal's directory
 _OTHER_ENV = frozenset({"CACHEKIT_URL", "CACHEKIT_REDIS_SERVER", "CACHEKIT_JOURNAL_DIR"})
 
 
@@ -146,6 +146,9 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         else:
             self._codec = BytesCodec(
                 get_serializer(serializer, secret=options["secret"]),
+                # in-process memory: nothing outside the process writes it, nothing to sign
+                secret=options["secret"],
+                sign=not self._is_local,
                 compress=compress,
                 compress_threshold=options["compress_threshold"],
             )

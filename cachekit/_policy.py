@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from ._codec import Codec, CorruptEntry
+from ._codec import Codec, CorruptEntry, UnsignedCounter
 from ._keys import Namespace
 from ._sentinel import MISSING
 from .exceptions import (
@@ -120,33 +120,63 @@ class CachePolicy:
             return self.default_ttl
         return ttl_seconds(ttl)
 
-    def _encode(self, value: Any, tags: Iterable[str] | None) -> Any:
+    def _encode(self, value: Any, tags: Iterable[str] | None, key: str) -> Any:
+        """The stored form of ``value`` under the full ``key`` (a signed entry is bound to it)."""
         if tags:
-            return self._codec.dumps(value, {"tags": sorted(set(tags))})
-        return self._codec.dumps(value)
+            return self._codec.dumps(value, {"tags": sorted(set(tags))}, key)
+        return self._codec.dumps(value, None, key)
 
     def _prepare(
         self, key: Any, value: Any, ttl: Any, tags: Iterable[str] | None
     ) -> tuple[str, float | None, Any]:
-        return self._ns.key(key), self._seconds(ttl), self._encode(value, tags)
+        full = self._ns.key(key)
+        if self._is_counter(value, tags):
+            return full, self._seconds(ttl), self._codec.counter(value)
+        return full, self._seconds(ttl), self._encode(value, tags, full)
+
+    def _is_counter(self, value: Any, tags: Iterable[str] | None) -> bool:
+        """With a secret, an int given to set()/add()/set_many() is stored as a counter
+        (bare, so incr() works on it) under a counter mark (see :mod:`cachekit._codec`)."""
+        return self._codec.signed and type(value) is int and not tags
+
+    def _counter_mark_key(self, full: str) -> str:
+        return self._ns.internal("counter") + self._ns.strip(full)
 
     def _prepare_many(
         self, mapping: Mapping[Any, Any], ttl: Any, tags: Iterable[str] | None
     ) -> tuple[dict[str, Any], float | None]:
         seconds = self._seconds(ttl)
-        items = {self._ns.key(key): self._encode(value, tags) for key, value in mapping.items()}
+        items = {}
+        for key, value in mapping.items():
+            full = self._ns.key(key)
+            if self._is_counter(value, tags):
+                items[full] = self._codec.counter(value)
+            else:
+                items[full] = self._encode(value, tags, full)
         return items, seconds
 
     def _decode_many(
-        self, wanted: Sequence[Any], full: Sequence[str], stored: Sequence[Any]
+        self,
+        wanted: Sequence[Any],
+        full: Sequence[str],
+        stored: Sequence[Any],
+        counters: dict[Any, tuple[str, UnsignedCounter]] | None = None,
     ) -> dict[Any, Any]:
+        """The values found; bare integers under a secret go to ``counters`` (their
+        counter marks are checked by the caller, with one more round trip)."""
         found: dict[Any, Any] = {}
         for key, full_key, raw in zip(wanted, full, stored):
             if raw is MISSING:
                 self.counters.misses += 1
                 continue
             try:
-                found[key] = self._codec.loads(raw)
+                found[key] = self._codec.loads(raw, full_key)
+            except UnsignedCounter as exc:
+                if counters is None:
+                    self._corrupt(full_key, exc)
+                else:
+                    counters[key] = (full_key, exc)
+                continue
             except CorruptEntry as exc:
                 self._corrupt(full_key, exc)
                 continue

@@ -139,11 +139,15 @@ class TextSerializer:
 
 
 class PickleSerializer:
-    """pickle, signed: ``HMAC-SHA256(secret, payload) || payload``.
+    """pickle, signed: ``HMAC-SHA256(secret, payload) || payload`` when used on its own.
 
-    Unpickling data an attacker controls runs their code, so an entry whose signature does
+    Unpickling data an attacker controls runs their code, so data whose signature does
     not verify (tampered, written with another secret, or not written by cachekit) is
-    refused with :class:`SerializationError` before ``pickle.loads`` ever sees it.
+    refused with :class:`SerializationError` before ``pickle.loads`` ever sees it. In a
+    :class:`~cachekit.Cache` the entry codec signs instead, over the entry's key, its
+    metadata and the payload (:mod:`cachekit._codec`), so an entry moved to another key is
+    refused too: it takes the secret (:attr:`signing_secret`) and the unsigned pickling
+    (:meth:`without_signature`) from here.
     """
 
     name = "pickle"
@@ -173,11 +177,18 @@ class PickleSerializer:
         outer.update(inner.digest())
         return outer.digest()
 
+    @property
+    def signing_secret(self) -> bytes:
+        """The secret, for a codec that signs whole entries (key and metadata included)."""
+        return self._key
+
+    def without_signature(self) -> Serializer:
+        """This serializer's pickling without its payload MAC: only for a codec that signs
+        and verifies the whole entry itself (:class:`cachekit._codec.BytesCodec`)."""
+        return _UnsignedPickle(self._protocol)
+
     def dumps(self, obj: Any) -> bytes:
-        try:
-            payload = pickle.dumps(obj, protocol=self._protocol)
-        except Exception as exc:  # pickling raises many types (PicklingError, TypeError, ...)
-            raise _unencodable(obj, self.name, exc) from exc
+        payload = _pickle(obj, self._protocol)
         return self._sign(payload) + payload
 
     def loads(self, data: bytes) -> Any:
@@ -185,6 +196,29 @@ class PickleSerializer:
         if len(mac) != self._mac_size or not hmac.compare_digest(mac, self._sign(payload)):
             raise SerializationError("pickle entry refused: its signature does not verify")
         return pickle.loads(payload)
+
+
+def _pickle(obj: Any, protocol: int) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=protocol)
+    except Exception as exc:  # pickling raises many types (PicklingError, TypeError, ...)
+        raise _unencodable(obj, "pickle", exc) from exc
+
+
+class _UnsignedPickle:
+    """pickle with no signature of its own, behind a codec that verifies every entry's
+    signature before this ``loads`` is reached. Never exposed as a serializer."""
+
+    name = "pickle"
+
+    def __init__(self, protocol: int) -> None:
+        self._protocol = protocol
+
+    def dumps(self, obj: Any) -> bytes:
+        return _pickle(obj, self._protocol)
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)
 
 
 def get_serializer(

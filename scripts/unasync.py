@@ -73,6 +73,7 @@ SUBS: dict[str, str] = {
     "areplay": "replay",
     "apush": "push",
     "apull": "pull",
+    "_apull": "_pull",
     "alatest": "latest",
     "aack": "ack",
     "adead": "dead",
@@ -109,6 +110,8 @@ SUBS: dict[str, str] = {
     "_areplay_pending": "_replay_pending",
     "_ainvalidate_tags_now": "_invalidate_tags_now",
     "_alookup_meta": "_lookup_meta",
+    "_acounter_marks": "_counter_marks",
+    "_amark_counters": "_mark_counters",
     "_asingle_flight": "_single_flight",
     "_alead": "_lead",
     "_ahold": "_hold",
@@ -176,4 +179,3 @@ def main(check: bool) -> int:
 
 if __name__ == "__main__":
     sys.exit(main("--check" in sys.argv[1:]))
-    "_apull": "_pull",

@@ -117,7 +117,8 @@ def same(x: Any, y: Any) -> bool:
             any(same(ka, kb) and same(va, y[kb]) for kb in y) for ka, va in x.items()
         )
     if dataclasses.is_dataclass(x):
-        return same(dataclasses.astuple(x), dataclasses.astuple(y))  # type: ignore[arg-type]
+        # field by field (dataclasses.astuple would turn nested dataclasses into tuples)
+        return all(same(getattr(x, f.name), getattr(y, f.name)) for f in dataclasses.fields(x))
     if isinstance(x, Decimal):
         return str(x) == str(y)
     if isinstance(x, (datetime, time)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
-from .._codec import CorruptEntry
+from .._codec import CorruptEntry, UnsignedCounter
 from .._concurrency import _aresolve
 from .._leases import Lease
 from .._policy import DEFAULT, incr_delta
@@ -57,10 +57,27 @@ class AsyncCacheOps(AsyncTagOps):
             return MISSING
         try:
             value = self._codec.loads(stored, key)
+        except UnsignedCounter as exc:  # with a secret: a counter only if its key is marked
+            if not (await self._acounter_marks([key]))[0]:
+                return self._corrupt(key, exc)
+            value = exc.value
         except CorruptEntry as exc:
             return self._corrupt(key, exc)
         self.counters.hits += 1
         return value
+
+    async def _acounter_marks(self, keys: list[str]) -> list[bool]:
+        """Whether each key carries a valid counter mark (see :mod:`cachekit._codec`)."""
+        marks = await self._acall("get_many", None, [self._counter_mark_key(k) for k in keys])
+        if marks is None:
+            return [False] * len(keys)
+        return [self._codec.is_counter_mark(key, mark) for key, mark in zip(keys, marks)]
+
+    async def _amark_counters(self, keys: list[str], seconds: float | None) -> None:
+        """With a secret: mark these keys as counters, before their bare value is written
+        (so a reader never finds an unmarked one); the mark lives as long as ``seconds``."""
+        marks = {self._counter_mark_key(key): self._codec.counter_mark(key) for key in keys}
+        await self._acall("set_many", None, marks, seconds)
 
     async def _astore(
         self,
@@ -104,6 +121,8 @@ class AsyncCacheOps(AsyncTagOps):
         if seconds == 0:
             await self._arevoke([full])
             return False
+        if self._is_counter(value, tags):
+            await self._amark_counters([full], seconds)
         self.counters.sets += 1
         if tags:
             done = await self._aset_tagged({full: stored}, seconds, tags)
@@ -121,6 +140,8 @@ class AsyncCacheOps(AsyncTagOps):
         full, seconds, stored = self._prepare(key, value, ttl, tags)
         if seconds == 0:
             return False
+        if self._is_counter(value, tags):
+            await self._amark_counters([full], seconds)
         if tags:
             await self._aregister_tags([full], seconds, tags)
         return bool(await self._acall("add", False, full, stored, seconds))
@@ -138,7 +159,17 @@ class AsyncCacheOps(AsyncTagOps):
         stored = await self._acall("get_many", None, full)
         if stored is None:
             return {}
-        return self._decode_many(wanted, full, stored)
+        counters: dict[Any, Any] = {}
+        found = self._decode_many(wanted, full, stored, counters if self._codec.signed else None)
+        if counters:  # bare integers under a secret: served only under a counter mark
+            marked = await self._acounter_marks([full_key for full_key, _ in counters.values()])
+            for (key, (full_key, exc)), ok in zip(counters.items(), marked):
+                if ok:
+                    found[key] = exc.value
+                    self.counters.hits += 1
+                else:
+                    self._corrupt(full_key, exc)
+        return found
 
     async def aset_many(
         self, mapping: Mapping[Any, Any], ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
@@ -149,6 +180,9 @@ class AsyncCacheOps(AsyncTagOps):
         if seconds == 0:
             await self._arevoke(list(items))
             return False
+        counters = [self._ns.key(k) for k, v in mapping.items() if self._is_counter(v, tags)]
+        if counters:
+            await self._amark_counters(counters, seconds)
         self.counters.sets += len(items)
         if tags:
             done = await self._aset_tagged(items, seconds, tags)
@@ -197,6 +231,8 @@ class AsyncCacheOps(AsyncTagOps):
             raise InvalidArgumentError(f"incr() needs a ttl > 0 seconds or None, not {ttl!r}")
         if self._breaker.open:
             raise self._circuit_error()
+        if self._codec.signed:  # counters cannot be signed: mark the key instead
+            await self._amark_counters([full], seconds or None)
         try:
             return int(await self._abackend.incr(full, delta, seconds or None))
         except Exception as exc:

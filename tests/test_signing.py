@@ -1,0 +1,229 @@
+"""Signed entries are bound to their key (issue 8, section 4), against a real redis-server.
+
+With a ``secret`` every entry is HMAC-signed over (its full key, its first byte, its
+metadata, its payload); the MAC is checked before anything is decompressed or unpickled;
+nothing unsigned is returned (a bare integer only under a key marked as a counter);
+decompression is capped.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import tracemalloc
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cachekit import Cache
+from cachekit._codec import BytesCodec, CorruptEntry, UnsignedCounter
+from cachekit.serializers import OrjsonSerializer, PickleSerializer
+from cachekit.testing_servers import RedisServer
+from conftest import unique_prefix
+
+SECRET = "s3cret"
+EXECUTED: list[str] = []
+
+
+class Exploit:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (EXECUTED.append, ("pwned",))
+
+
+@pytest.fixture(params=["pickle", "orjson"])
+def signed(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Cache]:
+    cache = Cache(redis_server.url, prefix=unique_prefix(), serializer=request.param, secret=SECRET)
+    yield cache
+    cache.clear()
+    cache.close()
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+def test_an_entry_copied_to_another_key_is_refused(
+    signed: Cache, raw: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    signed.set("perm:alice", {"admin": True})
+    raw.set(signed.make_key("perm:mallory"), raw.get(signed.make_key("perm:alice")) or b"")
+    with caplog.at_level(logging.WARNING, logger="cachekit"):
+        assert signed.get("perm:mallory", "miss") == "miss"
+    assert signed.get("perm:alice") == {"admin": True}
+    assert signed.counters.corrupt == 1
+    assert any("signature does not verify" in record.getMessage() for record in caplog.records)
+
+
+def test_a_bare_integer_over_a_signed_entry_is_refused(signed: Cache, raw: redis.Redis) -> None:
+    signed.set("perm:alice", {"admin": False})
+    raw.set(signed.make_key("perm:alice"), b"1")
+    assert signed.get("perm:alice", "miss") == "miss"
+    assert signed.get_many(["perm:alice"]) == {}
+    assert signed.counters.corrupt == 2
+    raw.set(signed.make_key("perm:alice"), b"\x01" + pickle.dumps(Exploit()))  # unsigned
+    assert signed.get("perm:alice", "miss") == "miss"
+    assert EXECUTED == []
+
+
+def test_counters_work_under_a_secret_and_only_where_marked(
+    signed: Cache, raw: redis.Redis
+) -> None:
+    assert signed.incr("hits") == 1 and signed.incr("hits", 4) == 5
+    assert signed.get("hits") == 5 and signed.get_many(["hits"]) == {"hits": 5}
+    signed.set("n", 41, ttl=100)  # Django's set-then-incr
+    assert signed.incr("n") == 42 and signed.get("n") == 42
+    signed.set_many({"a": 1, "b": "x"})
+    assert signed.incr("a") == 2 and signed.get_many(["a", "b"]) == {"a": 2, "b": "x"}
+    # a counter's mark is bound to its key: copied, it marks nothing
+    mark = raw.get(signed._counter_mark_key(signed.make_key("hits")))
+    assert mark
+    raw.set(signed._counter_mark_key(signed.make_key("other")), mark)
+    raw.set(signed.make_key("other"), b"7")
+    assert signed.get("other", "miss") == "miss"
+
+
+def test_tampered_metadata_is_refused(signed: Cache, raw: redis.Redis) -> None:
+    signed.set("tagged", "v", tags=("t",))
+    stored = bytearray(raw.get(signed.make_key("tagged")) or b"")
+    at = stored.index(b'"t"')
+    stored[at + 1] = ord("u")  # another tag: the entry would escape invalidate_tags("t")
+    raw.set(signed.make_key("tagged"), bytes(stored))
+    assert signed.get("tagged", "miss") == "miss"
+
+
+def test_http_bytes_are_signed_too(signed: Cache, raw: redis.Redis) -> None:
+    pages = signed.with_options(serializer="raw")
+    pages.set("page", b"<html>")
+    assert pages.get("page") == b"<html>"
+    raw.set(pages.make_key("other"), raw.get(pages.make_key("page")) or b"")
+    assert pages.get("other", "miss") == "miss"
+    raw.set(pages.make_key("plain"), b"\x01<html>forged")
+    assert pages.get("plain", "miss") == "miss"
+
+
+def _zlib_bomb(size: int) -> bytes:
+    packer = zlib.compressobj(9)
+    chunk = b"0" * (1 << 20)
+    parts = [packer.compress(b"[") for _ in range(1)]
+    parts += [packer.compress(chunk) for _ in range(size >> 20)]
+    return b"".join(parts) + packer.flush()
+
+
+def _peak_during(call: Any) -> int:
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_zip_bomb_is_a_miss_without_the_memory(redis_server: RedisServer) -> None:
+    bomb = bytes((0x11,)) + _zlib_bomb(256 << 20)  # 256 MiB of JSON-ish text, ~250 KiB
+    assert len(bomb) < 1 << 20
+    plain = Cache(redis_server.url, prefix=unique_prefix(), compress="zlib")
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.set(plain.make_key("bomb"), bomb)
+    peak = _peak_during(lambda: plain.get("bomb", "miss") == "miss" or pytest.fail("served"))
+    assert peak < 100 << 20  # capped at 64 MiB of output, not 256
+    assert plain.counters.corrupt == 1
+    # with a secret the bomb is not even inflated: it does not verify
+    signed = Cache(redis_server.url, prefix=unique_prefix(), compress="zlib", secret=SECRET)
+    raw.set(signed.make_key("bomb"), bytes((0x51,)) + b"\0" * 32 + bomb[1:])
+    peak = _peak_during(lambda: signed.get("bomb", "miss") == "miss" or pytest.fail("served"))
+    assert peak < 8 << 20
+    for cache in (plain, signed):
+        cache.clear()
+        cache.close()
+    raw.close()
+
+
+@pytest.mark.parametrize("method", ["zlib", "zstd"])
+def test_decompression_cap(method: str) -> None:
+    codec = BytesCodec(OrjsonSerializer(), compress=method, max_decompressed_size=1 << 16)
+    fits, too_big = "x" * 60_000, "x" * 70_000
+    assert codec.loads(codec.dumps(fits)) == fits
+    big = BytesCodec(OrjsonSerializer(), compress=method)  # another writer, default cap
+    with pytest.raises(CorruptEntry, match="max_decompressed_size"):
+        codec.loads(big.dumps(too_big))
+    with pytest.raises(Exception, match="max_decompressed_size"):
+        codec.dumps(too_big)  # never stored: it could not be read back
+
+
+def test_the_signature_is_checked_before_decompressing(monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = BytesCodec(OrjsonSerializer(), secret=SECRET, compress="zlib", compress_threshold=1)
+    stored = bytearray(codec.dumps("x" * 5000, key="k"))
+    stored[-1] ^= 1
+
+    def inflate(*args: Any) -> bytes:
+        raise AssertionError("inflated an entry that does not verify")
+
+    monkeypatch.setattr(codec, "_decompress", inflate)
+    with pytest.raises(CorruptEntry, match="signature"):
+        codec.loads(bytes(stored), "k")
+
+
+def test_a_cache_without_the_secret_refuses_signed_entries() -> None:
+    signed = BytesCodec(PickleSerializer(SECRET))
+    plain = BytesCodec(OrjsonSerializer())
+    with pytest.raises(CorruptEntry, match="no secret"):
+        plain.loads(signed.dumps({"a": 1}, key="k"), "k")
+    other = BytesCodec(PickleSerializer("another secret"))
+    with pytest.raises(CorruptEntry, match="signature"):
+        signed.loads(other.dumps(Exploit(), key="k"), "k")
+    assert EXECUTED == []
+    with pytest.raises(UnsignedCounter):
+        signed.loads(b"12", "k")
+
+
+# -- properties ---------------------------------------------------------------------------
+CODECS = [
+    BytesCodec(PickleSerializer(SECRET)),
+    BytesCodec(OrjsonSerializer(), secret=SECRET, compress="zlib", compress_threshold=16),
+    BytesCodec(OrjsonSerializer(), secret=SECRET, compress="zstd", compress_threshold=16),
+]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children),
+    max_leaves=10,
+)
+metas = st.none() | st.fixed_dictionaries({"tags": st.lists(st.text(max_size=5), max_size=3)})
+keys = st.text(min_size=1, max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(CODECS), json_values, metas, keys)
+def test_sign_verify_round_trip_is_exact(
+    codec: BytesCodec, value: Any, meta: dict[str, Any] | None, key: str
+) -> None:
+    stored = codec.dumps(value, meta, key)
+    assert codec.loads_meta(stored, key) == (value, meta)
+    assert codec.loads(stored, key) == value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(CODECS), json_values, metas, keys, st.data())
+def test_any_change_is_refused(
+    codec: BytesCodec, value: Any, meta: dict[str, Any] | None, key: str, data: st.DataObject
+) -> None:
+    stored = codec.dumps(value, meta, key)
+    at = data.draw(st.integers(0, len(stored) - 1))
+    flip = data.draw(st.integers(1, 255))
+    tampered = bytearray(stored)
+    tampered[at] ^= flip
+    with pytest.raises(CorruptEntry):
+        codec.loads_meta(bytes(tampered), key)
+    with pytest.raises(CorruptEntry):
+        codec.loads_meta(stored[: data.draw(st.integers(0, len(stored) - 1))], key)
+    other = data.draw(keys)
+    if other != key:
+        with pytest.raises(CorruptEntry):
+            codec.loads_meta(stored, other)
