@@ -97,6 +97,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         secret: str | bytes | None = None,
         compress: str | None = None,
         compress_threshold: int | None = None,
+        max_decompressed_size: int | None = None,
         timeout: float | None = None,
         connect_timeout: float | None = None,
         on_error: str | None = None,
@@ -110,7 +111,8 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         arguments = {
             "prefix": prefix, "version": version, "default_ttl": default_ttl,
             "serializer": serializer, "secret": secret, "compress": compress,
-            "compress_threshold": compress_threshold, "timeout": timeout,
+            "compress_threshold": compress_threshold,
+            "max_decompressed_size": max_decompressed_size, "timeout": timeout,
             "connect_timeout": connect_timeout, "on_error": on_error,
             "retry_interval": retry_interval, "max_entries": max_entries,
             "eviction": eviction, "owner": owner,
@@ -151,6 +153,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
                 sign=not self._is_local,
                 compress=compress,
                 compress_threshold=options["compress_threshold"],
+                max_decompressed_size=options["max_decompressed_size"],
             )
         self._breaker = CircuitBreaker(
             self._probe, retry_interval=options["retry_interval"], name=self._describe_backend()

@@ -178,13 +178,17 @@ OPTIONS: dict[str, Option] = {
                '`"msgpack"`, `"raw"`, `"text"`, `"pickle"` (needs `secret`), or an object '
                "with `dumps`/`loads`", _text_or_none),
         Option("secret", "str | bytes", None, _secret,
-               "key that signs pickle entries (never in a URL: URLs get logged)",
+               "signs every entry, bound to its key (any serializer; `pickle` needs one); "
+               "never in a URL: URLs get logged",
                in_url=False),
         Option("compress", "str | None", None, _compress,
                '`"zlib"`, `"zstd"` or `"auto"`: compress entries above `compress_threshold`',
                _text_or_none),
         Option("compress_threshold", "int", 1024, _int(0),
                "bytes from which entries are compressed", int),
+        Option("max_decompressed_size", "int", 64 * 1024 * 1024, _int(1),
+               "bytes a compressed entry may inflate to: past it, a miss (a zip bomb costs "
+               "no more)", int),
         Option("timeout", "float", 0.25, _seconds,
                "Redis socket timeout (seconds): fail fast, then fail open", float,
                derivable=False),

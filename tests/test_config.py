@@ -132,6 +132,7 @@ SAMPLES: dict[str, tuple[object, str, object]] = {
     "secret": ("s3cret", "s3cret", "s3cret"),
     "compress": ("zlib", "zlib", "zlib"),
     "compress_threshold": (10, "10", 10),
+    "max_decompressed_size": (1 << 20, "1048576", 1 << 20),
     "timeout": (1.5, "1.5", 1.5),
     "connect_timeout": (2.0, "2", 2.0),
     "on_error": ("raise", "raise", "raise"),

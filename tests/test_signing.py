@@ -20,7 +20,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cachekit import Cache
+from cachekit import Cache, SerializationError
 from cachekit._codec import BytesCodec, CorruptEntry, UnsignedCounter
 from cachekit.serializers import OrjsonSerializer, PickleSerializer
 from cachekit.testing_servers import RedisServer
@@ -227,3 +227,15 @@ def test_any_change_is_refused(
     if other != key:
         with pytest.raises(CorruptEntry):
             codec.loads_meta(stored, other)
+
+
+def test_the_cap_is_an_option(redis_server: RedisServer) -> None:
+    cache = Cache(
+        redis_server.url, prefix=unique_prefix(), compress="zlib", max_decompressed_size=1 << 16
+    )
+    assert cache.set("small", "x" * 60_000) and cache.get("small") == "x" * 60_000
+    with pytest.raises(SerializationError, match="max_decompressed_size"):
+        cache.set("big", "x" * 70_000)  # it could never be read back: refused, not stored
+    assert cache.get("big", "miss") == "miss"
+    cache.clear()
+    cache.close()
