@@ -21,8 +21,17 @@ The journal: every process also keeps the writes *it* queued until it sees them 
 from the stream (stored or dead-lettered, by any process). If Redis forgets the queue
 (a restart without persistence, a failover that lost writes; detected because the epoch
 token changed) the journal is queued again, and while Redis is unreachable new writes
-wait in the journal and are queued when it answers. So a write is lost only if Redis
-loses it *and* the process that queued it dies.
+wait in the journal and are queued when it answers (``set()`` does not wait for Redis
+while the cache's circuit breaker is open). A process that exits with journaled writes
+(``close()`` and exit wait ``exit_timeout`` at most) writes them to a journal file
+(:mod:`cachekit._journal`), with each one's stream entry and epoch token, and the next
+process starting the queue journals them again: those still in the stream under the same
+epoch are only watched, the others queued. So a write is lost only if Redis loses it *and*
+the process that queued it is killed without exiting.
+
+Ids are encoded by :func:`cachekit._strategies.encode_id` (canonical and type-faithful,
+whatever the serializer); an entry that does not decode is an
+:class:`~cachekit._strategies.Undecodable`, dead-lettered with its raw bytes.
 """
 
 from __future__ import annotations

@@ -277,6 +277,9 @@ class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
 
     ``set(id, value)`` / ``await aset(...)``, ``get(id)``, ``flush()``, ``close()``,
     ``dead_letters()``, ``replay()``, ``pending``; usable as a (async) context manager.
+    ``close()``/``aclose()`` and interpreter exit wait at most ``exit_timeout`` seconds,
+    then keep what is not stored in a journal file in ``journal_dir`` (see
+    :mod:`cachekit._journal`) that the next process starting this queue queues again.
     """
 
     def __init__(
