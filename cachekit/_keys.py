@@ -299,7 +299,7 @@ class KeyBuilder:
                 continue
             try:
                 encode(default)
-            except (InvalidKeyError, RecursionError):
+            except Exception:  # unkeyable (or its __cache_key__ fails): keyed as itself
                 self._opaque[index] = default
         self.func_name = f"{func.__module__}.{func.__qualname__}"
         self.base = self.func_name + ":"

@@ -239,3 +239,15 @@ def test_the_cap_is_an_option(redis_server: RedisServer) -> None:
     assert cache.get("big", "miss") == "miss"
     cache.clear()
     cache.close()
+
+
+def test_a_pickle_serializer_object_brings_its_secret(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    cache = Cache(redis_server.url, prefix=unique_prefix(), serializer=PickleSerializer(SECRET))
+    cache.set("perm:alice", {"admin": True})
+    raw.set(cache.make_key("perm:mallory"), raw.get(cache.make_key("perm:alice")) or b"")
+    assert cache.get("perm:alice") == {"admin": True}
+    assert cache.get("perm:mallory", "miss") == "miss"
+    cache.clear()
+    cache.close()
