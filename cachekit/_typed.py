@@ -2,7 +2,7 @@
 
 A remote cache stores bytes, and JSON has no tuples, dataclasses, UUIDs or Enums, so what
 comes back from the serializer is not always what went in. Decided once per decorated
-function, at decoration (:func:`result_rules`):
+function, at decoration (:class:`ResultRules`):
 
 - The function's return annotation names a type JSON cannot say (``tuple[int, int]``, a
   dataclass, ``datetime``, ``dict[int, str]``, ``set[str]``, ``UUID``, an Enum, a pydantic
@@ -15,8 +15,14 @@ function, at decoration (:func:`result_rules`):
   into: a hit is returned as the serializer gives it, and a miss returns its value after
   the same round trip through the serializer, so both calls return the same thing.
 
-On a cache that stores objects as they are (the memory backend without a serializer)
-there is nothing to do: the rules are both None and the wrappers are today's.
+On a cache that stores objects as they are (the memory backend without a serializer), or
+pickles them, there is nothing to do: the rules are both None and the wrappers are
+today's. The stampede wrapper cannot tell a hit from a computed value, so it decodes both
+(a computed value of the annotated type comes through unchanged) and returns a value that
+does not fit as it is.
+
+Annotations are read without the wrapper's own per-call inspection: the decoder is built
+here, once; the hit path calls it, or nothing.
 
 Annotations are resolved with :func:`typing.get_type_hints`. A forward reference that does
 not resolve yet (a method returning its own class, defined after the decorator ran) is
@@ -38,7 +44,7 @@ from typing import Any
 
 from .exceptions import SerializationError
 
-__all__ = ["ResultRules", "result_rules"]
+__all__ = ["ResultRules"]
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +263,3 @@ class ResultRules:
                 "recomputing and replacing it (logged once per function)",
                 self._name, type(exc).__name__, exc,
             )  # fmt: skip
-
-
-def result_rules(cache: Any, func: Callable[..., Any]) -> ResultRules:
-    return ResultRules(cache, func)
