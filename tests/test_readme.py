@@ -98,10 +98,7 @@ BLOCKS = readme_blocks("python")
 # Blocks known to fail until a fix lands elsewhere: (block, backend) -> why. Strict: when
 # the fix lands, the entry fails the run ("XPASS") until it is removed from this list.
 EXPECTED_FAILURES: dict[tuple[str, str], str] = {
-    ("starlette-fastapi", "redis"): (
-        "issue 12 defect 1: CacheMiddleware + @cache_response wait on each other's lock "
-        "(each cold request ~10 s on Redis)"
-    ),
+    # e.g. ("starlette-fastapi", "redis"): "nested cache layers wait on each other's lock",
 }
 # ---------------------------------------------------------------------------------------
 
