@@ -9,6 +9,8 @@ whose signature does not match is refused, never unpickled.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import hashlib
 import hmac
 import json
@@ -80,7 +82,13 @@ class JsonSerializer:
 
 
 class MsgpackSerializer:
-    """MessagePack (``pip install 'cachekit[msgpack]'``)."""
+    """MessagePack (``pip install 'cachekit[msgpack]'``).
+
+    bytes, NaN/inf, and int or other non-str keys are native. Sets, frozensets, datetimes,
+    dates, times, timedeltas and Decimals are written as extension types (codes 1-7) and
+    come back as they went in; tuples come back as lists (``@cached`` decodes them into the
+    return annotation), as with JSON.
+    """
 
     name = "msgpack"
 
@@ -92,16 +100,63 @@ class MsgpackSerializer:
                 "the msgpack serializer needs the msgpack extra: pip install 'cachekit[msgpack]'"
             ) from exc
         self._msgpack = msgpack
+        self._packb = msgpack.packb
+        self._ext = msgpack.ExtType
 
     def dumps(self, obj: Any) -> bytes:
         try:
-            data: bytes = self._msgpack.packb(obj, use_bin_type=True)
+            data: bytes = self._packb(obj, use_bin_type=True, default=self._default)
         except (TypeError, ValueError, OverflowError) as exc:
             raise _unencodable(obj, self.name, exc) from exc
         return data
 
+    def _default(self, obj: Any) -> Any:
+        """msgpack's ``default=``: the types it cannot write, as extension types."""
+        ext = self._ext
+        if isinstance(obj, (set, frozenset)):
+            items = self._packb(list(obj), use_bin_type=True, default=self._default)
+            return ext(_EXT_FROZENSET if isinstance(obj, frozenset) else _EXT_SET, items)
+        if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
+            code = (
+                _EXT_DATETIME
+                if isinstance(obj, datetime.datetime)
+                else _EXT_DATE
+                if isinstance(obj, datetime.date)
+                else _EXT_TIME
+            )
+            return ext(code, obj.isoformat().encode())
+        if isinstance(obj, datetime.timedelta):
+            return ext(_EXT_TIMEDELTA, self._packb([obj.days, obj.seconds, obj.microseconds]))
+        if isinstance(obj, decimal.Decimal):
+            return ext(_EXT_DECIMAL, str(obj).encode())
+        raise TypeError(f"can not serialize {type(obj).__qualname__!r} object")
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        if code in (_EXT_SET, _EXT_FROZENSET):
+            # items as tuples where they were arrays: set items must be hashable
+            items = self._msgpack.unpackb(
+                data, raw=False, strict_map_key=False, use_list=False, ext_hook=self._ext_hook
+            )
+            return frozenset(items) if code == _EXT_FROZENSET else set(items)
+        if code == _EXT_DATETIME:
+            return datetime.datetime.fromisoformat(data.decode())
+        if code == _EXT_DATE:
+            return datetime.date.fromisoformat(data.decode())
+        if code == _EXT_TIME:
+            return datetime.time.fromisoformat(data.decode())
+        if code == _EXT_TIMEDELTA:
+            return datetime.timedelta(*self._msgpack.unpackb(data))
+        if code == _EXT_DECIMAL:
+            return decimal.Decimal(data.decode())
+        return self._ext(code, data)
+
     def loads(self, data: bytes) -> Any:
-        return self._msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return self._msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=self._ext_hook)
+
+
+_EXT_SET, _EXT_FROZENSET, _EXT_DATETIME, _EXT_DATE, _EXT_TIME, _EXT_TIMEDELTA, _EXT_DECIMAL = range(
+    1, 8
+)
 
 
 class RawSerializer:

@@ -536,3 +536,34 @@ def test_other_serializers_hit_is_the_miss(
         assert_same(value, miss)
     cache.clear()
     cache.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a", "b"},
+        frozenset({(1, 2)}),
+        WHEN,
+        date(2024, 1, 1),
+        time(1, 2),
+        timedelta(days=1),
+        Decimal("1.50"),
+        {5: b"x", "n": math.nan},
+    ],  # fmt: skip
+    ids=["set", "frozenset", "datetime", "date", "time", "timedelta", "decimal", "mixed"],
+)
+def test_msgpack_keeps_the_types_it_can_tag(value: Any) -> None:
+    cache = Cache("fakeredis://", prefix=unique_prefix(), serializer="msgpack")
+    runs: list[int] = []
+
+    @cache.cached(ttl=60)
+    def compute(n):  # type: ignore[no-untyped-def]  # no annotation: the serializer keeps it
+        runs.append(n)
+        return value
+
+    miss, hit = compute(1), compute(1)
+    assert runs == [1]
+    assert_same(value, miss)
+    assert_same(value, hit)
+    cache.clear()
+    cache.close()
