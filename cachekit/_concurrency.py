@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from ._sentinel import MISSING
@@ -38,6 +38,7 @@ __all__ = [
     "RefreshPool",
     "AsyncRefreshPool",
     "arefresh_pool",
+    "forget_flights",
     "refresh_pool",
     "_aresolve",
     "_asleep",
@@ -135,6 +136,13 @@ class Flights:
     def busy(self, key: str) -> bool:
         return key in self._table
 
+    def forget(self, key: str) -> None:
+        """Callers from now on start a new flight (the key was invalidated: the one in
+        progress may have read what the invalidation replaced). Its leader still
+        finishes it for the followers that joined before."""
+        with self._lock:
+            self._table.pop(key, None)
+
     def leave(self, key: str, flight: Flight) -> None:
         with self._lock:
             if self._table.get(key) is flight:
@@ -204,10 +212,29 @@ class AsyncFlights:
     def busy(self, key: str) -> bool:
         return key in self._table()
 
+    def forget(self, key: str) -> None:
+        """As :meth:`Flights.forget`, in every event loop (callable from any thread: one
+        ``dict.pop`` is atomic)."""
+        for table in list(self._tables.values()):
+            table.pop(key, None)
+
     def leave(self, key: str, flight: AsyncFlight) -> None:
         table = self._table()
         if table.get(key) is flight:
             del table[key]
+
+
+FLIGHT_TABLES = ("_flights", "_aflights")  # where the stampede keeps a cache's flights
+
+
+def forget_flights(cache: Any, keys: Iterable[str]) -> None:
+    """After an invalidation of ``keys``: callers from now on, sync or async, must not
+    join a computation that started before it (it may return what was invalidated)."""
+    tables = [cache.__dict__.get(name) for name in FLIGHT_TABLES]
+    for table in tables:
+        if table is not None:
+            for key in keys:
+                table.forget(key)
 
 
 # -- background work ------------------------------------------------------------------

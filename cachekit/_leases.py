@@ -52,14 +52,21 @@ class Lease:
     (``time.monotonic()`` before the function was called), and, with ``lock=True`` on
     Redis, the lock ``lock_key`` still holding ``token``."""
 
-    __slots__ = ("lock_key", "since", "token")
+    __slots__ = ("lock_key", "since", "start", "token")
 
     def __init__(
-        self, since: float, lock_key: str | None = None, token: bytes | None = None
+        self,
+        since: float,
+        lock_key: str | None = None,
+        token: bytes | None = None,
+        start: bytes | None = None,
     ) -> None:
         self.since = since
         self.lock_key = lock_key
         self.token = token
+        # the server's TIME when the lock was taken ("seconds microseconds"), if the lease
+        # began on the server: then compared exactly with the marks, on the same clock
+        self.start = start
 
     @classmethod
     def now(cls) -> Lease:

@@ -124,7 +124,6 @@ SUBS: dict[str, str] = {
     "_astampede": "_stampede",
     "abegin": "begin",
     "afinish": "finish",
-    "atry_lock": "try_lock",
     "await_done": "wait_done",
     "aacquire": "acquire",
     "arelease": "release",

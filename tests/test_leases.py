@@ -229,3 +229,106 @@ def test_local_marks_refuse_loads_older_than_the_invalidation() -> None:
     assert not marks.allows("k", 100.5)  # older than any mark is kept: cannot know
     assert marks.store("k", 100.0, lambda: "stored", "refused") == "refused"
     assert marks.store("k", now[0] - 1, lambda: "stored", "refused") == "stored"
+
+
+def test_a_call_after_an_invalidation_does_not_join_an_older_computation(
+    any_cache: Cache,
+) -> None:
+    """Single flight must not hand a computation that began before an invalidation to a
+    caller that came after it (it would return what was just invalidated)."""
+    db = {"row": "old"}
+    read, go = threading.Event(), threading.Event()
+    calls = 0
+
+    @any_cache.cached(ttl=60, lock=True)
+    def load() -> str:
+        nonlocal calls
+        calls += 1
+        row = db["row"]
+        if calls == 1:
+            read.set()
+            go.wait(5)
+        return row
+
+    first: list[str] = []
+    before = threading.Thread(target=lambda: first.append(load()))
+    before.start()
+    assert read.wait(5)
+    db["row"] = "new"
+    load.invalidate()  # type: ignore[attr-defined]
+    after: list[str] = []
+    late = threading.Thread(target=lambda: after.append(load()))
+    late.start()
+    time.sleep(0.1)  # let the late caller reach the flight table (what is tested)
+    go.set()
+    before.join(10)
+    late.join(10)
+    assert first == ["old"] and after == ["new"]
+    assert load() == "new"
+
+
+async def test_async_a_call_after_an_invalidation_does_not_join_an_older_one(
+    any_cache: Cache,
+) -> None:
+    db = {"row": "old"}
+    read, go = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    @any_cache.cached(ttl=60, lock=True)
+    async def load() -> str:
+        nonlocal calls
+        calls += 1
+        row = db["row"]
+        if calls == 1:
+            read.set()
+            await go.wait()
+        return row
+
+    before = asyncio.ensure_future(load())
+    await read.wait()
+    db["row"] = "new"
+    await load.ainvalidate()  # type: ignore[attr-defined]
+    late = asyncio.ensure_future(load())
+    for _ in range(20):
+        await asyncio.sleep(0)  # the late call reaches the flight table
+    go.set()
+    assert await before == "old"
+    assert await late == "new"
+
+
+def test_a_waiter_in_another_process_does_not_get_a_revoked_holders_value(
+    redis_url: str,
+) -> None:
+    """Two Cache objects (no shared flight): the waiter that came after the invalidation
+    waits on the holder's lock, and must compute itself, not take the holder's value."""
+    prefix = unique_prefix()
+    holder, waiter = Cache(redis_url, prefix=prefix), Cache(redis_url, prefix=prefix)
+    db = {"row": "old"}
+    read, go = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        row = db["row"]
+        read.set()
+        go.wait(5)
+        return row
+
+    first: list[Any] = []
+    thread = threading.Thread(target=lambda: first.append(holder.get_or_set("k", slow, 60, lock=True)))
+    thread.start()
+    assert read.wait(5)
+    db["row"] = "new"
+    waiter.delete("k")
+    after: list[Any] = []
+    late = threading.Thread(
+        target=lambda: after.append(waiter.get_or_set("k", lambda: db["row"], 60, lock=True))
+    )
+    late.start()
+    time.sleep(0.2)  # let the late caller block on the holder's wake-up list (what is tested)
+    go.set()
+    thread.join(10)
+    late.join(10)
+    assert first == ["old"] and after == ["new"]
+    assert waiter.get("k") == "new"
+    waiter.clear()
+    holder.close()
+    waiter.close()

@@ -48,8 +48,11 @@ __all__ = [
     "coordinator_for",
     "queue_mark",
     "store_args",
+    "tag_check_args",
 ]
 
+# On acquiring, the lock holder also gets the server's TIME: its lease starts there, on
+# the same clock as the invalidation marks (an exact comparison, see _LEASE).
 _BEGIN = """
 if ARGV[3] == '1' then
   local entry = redis.call('GET', KEYS[1])
@@ -58,36 +61,53 @@ end
 local holder = redis.call('GET', KEYS[2])
 if holder then return {3, holder} end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-return {2, ''}
+local now = redis.call('TIME')
+return {2, now[1] .. ' ' .. now[2]}
 """
 
-# How old the invalidation mark ``key`` is, in microseconds of the server's clock (a mark
-# holds the server's TIME when it was made), or -1 if there is none. Only this age and the
-# load's own duration are compared: client and server clocks need not agree.
-_MARK_AGE = """
-local function mark_age(key)
-  local mark = redis.call('GET', key)
-  if not mark then return -1 end
-  local s, us = string.match(mark, '^(%d+) (%d+)$')
-  if not s then return 0 end
-  local now = redis.call('TIME')
-  return (tonumber(now[1]) - tonumber(s)) * 1000000 + (tonumber(now[2]) - tonumber(us))
+# Whether a load may still store (see cachekit._leases). An invalidation mark holds the
+# server's TIME when it was made ("seconds microseconds"). A lease that began on the
+# server (``start``: a lock holder's, from BEGIN) is compared with the mark exactly. A
+# plain load only knows how long ago it began (``since_us``, the client's monotonic
+# clock): it compares that with the mark's age, and returns the age so that the client
+# can tell whether its own request's delay makes the answer doubtful (the age is -1 when
+# there is nothing to doubt).
+_LEASE = """
+local function micros(text)
+  local s, us = string.match(text, '^(%d+) (%d+)$')
+  if not s then return nil end
+  return tonumber(s) * 1000000 + tonumber(us)
+end
+local function lease_ok(mark_key, since_us, start, lifetime_us)
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+  local mark = redis.call('GET', mark_key)
+  local marked = mark and (micros(mark) or now)
+  if start ~= '' then
+    local begun = micros(start) or 0
+    if now - begun >= lifetime_us then return false, -1 end
+    return (not marked) or marked < begun, -1
+  end
+  if since_us >= lifetime_us then return false, -1 end
+  if not marked then return true, -1 end
+  local age = now - marked
+  return age >= since_us, age
 end
 """
 
 # KEYS[1] entry, KEYS[2] lock, KEYS[3] done list, KEYS[4] invalidation mark
 # ARGV[1] token, ARGV[2] outcome, ARGV[3] linger ms, ARGV[4] entry, ARGV[5] store?,
-# ARGV[6] PX ms or '', ARGV[7] us since the computation started, ARGV[8] mark lifetime us
-# Returns {stored, mark age}.
+# ARGV[6] PX ms or '', ARGV[7] us since the computation started, ARGV[8] mark lifetime us,
+# ARGV[9] the lease's server start ('' if none). Returns {stored, mark age}.
 _FINISH = (
-    _MARK_AGE
+    _LEASE
     + """
 local mine = redis.call('GET', KEYS[2]) == ARGV[1]
 local stored, age = 0, -1
 if ARGV[5] == '1' and mine then
-  local since = tonumber(ARGV[7])
-  age = mark_age(KEYS[4])
-  if since < tonumber(ARGV[8]) and (age < 0 or age >= since) then
+  local ok
+  ok, age = lease_ok(KEYS[4], tonumber(ARGV[7]), ARGV[9], tonumber(ARGV[8]))
+  if ok then
     if ARGV[6] == '' then
       redis.call('SET', KEYS[1], ARGV[4])
     else
@@ -97,25 +117,30 @@ if ARGV[5] == '1' and mine then
   end
 end
 if mine then redis.call('DEL', KEYS[2]) end
-redis.call('RPUSH', KEYS[3], ARGV[2] .. ARGV[4])
+if ARGV[5] == '1' and stored == 0 then
+  -- our lease was revoked: the value may be what an invalidation replaced, and some
+  -- waiters may have come after it; they compute themselves
+  redis.call('RPUSH', KEYS[3], 'x')
+else
+  redis.call('RPUSH', KEYS[3], ARGV[2] .. ARGV[4])
+end
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return {stored, age}
 """
 )
 
-# A load's store: only if the entry was not invalidated since the load started (its mark
-# is older than the load), and, when ARGV[5] is a token, only while the lock holds it.
+# A load's store: only if the entry was not invalidated since the load started, and,
+# when ARGV[5] is a token, only while the lock holds it.
 # KEYS[1] entry, KEYS[2] invalidation mark, KEYS[3] lock
 # ARGV[1] entry, ARGV[2] PX ms or '', ARGV[3] us since the load started,
-# ARGV[4] mark lifetime us, ARGV[5] lock token or ''. Returns {stored, mark age}.
+# ARGV[4] mark lifetime us, ARGV[5] lock token or '', ARGV[6] the lease's server start
+# or ''. Returns {stored, mark age}.
 GUARDED_SET = (
-    _MARK_AGE
+    _LEASE
     + """
 if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then return {0, -1} end
-local since = tonumber(ARGV[3])
-if since >= tonumber(ARGV[4]) then return {0, -1} end
-local age = mark_age(KEYS[2])
-if age >= 0 and age < since then return {0, age} end
+local ok, age = lease_ok(KEYS[2], tonumber(ARGV[3]), ARGV[6], tonumber(ARGV[4]))
+if not ok then return {0, age} end
 if ARGV[2] == '' then
   redis.call('SET', KEYS[1], ARGV[1])
 else
@@ -133,8 +158,16 @@ redis.call('SET', KEYS[1], now[1] .. ' ' .. now[2], 'PX', ARGV[1])
 return 1
 """
 
-# The age of one mark (a tag's: checked next to a tagged entry's store)
-MARK_AGE = _MARK_AGE + "return mark_age(KEYS[1])\n"
+# Whether a tag's mark allows a tagged load's store (checked next to the store): as the
+# lease check, KEYS[1] the tag's mark, ARGV as _LEASE's since_us, start, lifetime_us.
+# Returns {ok, mark age}.
+MARK_AGE = (
+    _LEASE
+    + """
+local ok, age = lease_ok(KEYS[1], tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]))
+return {ok and 1 or 0, age}
+"""
+)
 
 # Undo a store that turned out doubtful: delete the entry if it is still ours
 _UNDO = """
@@ -150,11 +183,12 @@ class StoreCheck:
     be from just after the load started: the store is then undone (:func:`aundo`).
     """
 
-    __slots__ = ("measured_at", "since_us")
+    __slots__ = ("measured_at", "since_us", "start")
 
     def __init__(self, lease: Lease) -> None:
         self.measured_at = time.monotonic()
         self.since_us = elapsed_us(lease.since, self.measured_at)
+        self.start = lease.start or b""  # a lease begun on the server: compared exactly
 
     def doubtful(self, age: int) -> bool:
         """Whether a store made while the mark was ``age`` us old may be from a load that
@@ -196,7 +230,7 @@ class AsyncRedisCoordinator:
     async def abegin(
         self, key: str, lock_key: str, token: bytes, ttl: float, recheck: bool
     ) -> tuple[int, bytes]:
-        """``(VALUE, entry)``, ``(ACQUIRED, b"")`` or ``(HELD, holder token)``."""
+        """``(VALUE, entry)``, ``(ACQUIRED, server time)`` or ``(HELD, holder token)``."""
         client = self.clients.get()
         begin, _ = self._scripts(client)
         kind, payload = await begin(
@@ -233,6 +267,7 @@ class AsyncRedisCoordinator:
                 "" if ttl is None else _ms(ttl),
                 0 if check is None else check.since_us,
                 _us(MARK_LIFETIME),
+                b"" if check is None else check.start,
             ],
             client=client,
         )
@@ -240,9 +275,6 @@ class AsyncRedisCoordinator:
             await aundo(client, key, entry)
             return False
         return bool(stored)
-
-    async def atry_lock(self, lock_key: str, token: bytes, ttl: float) -> bool:
-        return bool(await self.clients.get().set(lock_key, token, nx=True, px=_ms(ttl)))
 
     async def await_done(self, done_key: str, timeout: float) -> bytes | None:
         """The holder's outcome, or None if it did not come within ``timeout``."""
@@ -262,7 +294,13 @@ def store_args(
     """``EVALSHA`` arguments of :data:`GUARDED_SET` (also sent inside pipelines)."""
     px = "" if ttl is None else _ms(ttl)
     lifetime = _us(MARK_LIFETIME)
-    return (3, key, mark_key, lock_key, entry, px, check.since_us, lifetime, token or b"")
+    since, start = check.since_us, check.start
+    return (3, key, mark_key, lock_key, entry, px, since, lifetime, token or b"", start)
+
+
+def tag_check_args(tag_mark: str, check: StoreCheck) -> tuple[Any, ...]:
+    """``EVAL`` arguments of :data:`MARK_AGE` for one tag's mark."""
+    return (1, tag_mark, check.since_us, check.start, _us(MARK_LIFETIME))
 
 
 def queue_mark(pipe: Any, mark_key: str) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._breaker import Pending
+from .._concurrency import forget_flights
 from .._leases import Lease, local_marks
 from .._policy import CachePolicy
 from .._stampede import companion_key
@@ -92,12 +93,16 @@ class AsyncLeaseOps(CachePolicy):
             for tag in tags:
                 name = tag_key(self._ns.text, tag)
                 pipe.eval(REGISTER_SCRIPT, 1, name, ttl_arg, key)
-                pipe.eval(coordination.MARK_AGE, 1, tag_mark_key(name))
+                pipe.eval(
+                    coordination.MARK_AGE, *coordination.tag_check_args(tag_mark_key(name), check)
+                )
             pipe.eval(coordination.GUARDED_SET, *args)
             results = await pipe.execute()
         stored, age = results[-1]
-        ages = [int(age), *(int(tag_age) for tag_age in results[1:-1:2])]
-        if stored and any(check.doubtful(one) for one in ages):
+        tag_checks = results[1:-1:2]
+        tags_ok = all(int(ok) for ok, _ in tag_checks)
+        ages = [int(age), *(int(tag_age) for _, tag_age in tag_checks)]
+        if stored and (not tags_ok or any(check.doubtful(one) for one in ages)):
             await coordination.aundo(client, key, entry)
             return False
         return bool(stored)
@@ -109,6 +114,7 @@ class AsyncLeaseOps(CachePolicy):
         keys = list(keys)
         if not keys:
             return 0
+        forget_flights(self, keys)  # see _arevoke_now; here for a deferred invalidation
         if self._breaker.open and self._defer(keys, ()):
             return int(self._skip(0))
         try:
@@ -121,13 +127,18 @@ class AsyncLeaseOps(CachePolicy):
             return 0
 
     async def _arevoke_now(self, keys: Sequence[str]) -> int:
-        if self._is_local:
-            backend = self._backend
-            return int(local_marks(backend).revoke(keys, lambda: backend.delete_many(keys)))
-        if self._leases_in_redis():
-            marks = [self._mark_key(key) for key in keys]
-            return await coordination.arevoke(self._abackend.clients.get(), keys, marks)
-        return int(await self._abackend.delete_many(keys))
+        try:
+            if self._is_local:
+                backend = self._backend
+                return int(local_marks(backend).revoke(keys, lambda: backend.delete_many(keys)))
+            if self._leases_in_redis():
+                marks = [self._mark_key(key) for key in keys]
+                return await coordination.arevoke(self._abackend.clients.get(), keys, marks)
+            return int(await self._abackend.delete_many(keys))
+        finally:
+            # callers from now on do not join a computation that began before: it may
+            # return what was just invalidated (those that joined already were concurrent)
+            forget_flights(self, keys)
 
     def _defer(self, keys: Iterable[str], tags: Iterable[str]) -> bool:
         """Keep invalidations for the breaker to replay; False if the circuit is closed

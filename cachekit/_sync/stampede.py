@@ -172,7 +172,9 @@ class SyncStampede:
                     return found.value
                 stale = found
         coordinator = self.coordinator
-        if coordinator is None:
+        if coordinator is None or self.cache._breaker.open:
+            # no backend (or skipping it during an outage: a lock holder's value from
+            # before an invalidation this process has not delivered yet must not be taken)
             return self._compute_and_store(key, call, stale)
         options = self.options
         lock_key = companion_key(self.ns_text, "lock", key)
@@ -192,8 +194,8 @@ class SyncStampede:
                 if value is not MISSING:
                     return value
                 break
-            if kind == ACQUIRED:
-                return self._hold(key, call, stale, lock_key, token)
+            if kind == ACQUIRED:  # payload: the server's time, our lease's start
+                return self._hold(key, call, stale, Lease(0.0, lock_key, token, payload))
             done_key = companion_key(self.ns_text, "done:" + payload.decode(), key)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -218,11 +220,12 @@ class SyncStampede:
         return self._compute_and_store(key, call, stale)
 
     def _hold(
-        self, key: str, call: tuple[Any, ...], stale: _Found | None, lock_key: str, token: bytes
+        self, key: str, call: tuple[Any, ...], stale: _Found | None, lease: Lease
     ) -> Any:
-        """We hold the Redis lock: compute, store, release, wake the waiters."""
+        """We hold the Redis lock: compute, store (while our lease holds: the lock still
+        holds our token, no invalidation since we took it), release, wake the waiters."""
         func, args, kwargs, ttl, tags_of = call
-        lease = Lease(time.monotonic(), lock_key, token)  # valid while the lock holds token
+        lease.since = time.monotonic()
         try:
             value, delta = self._timed(func, args, kwargs)
         except BaseException:
@@ -245,6 +248,11 @@ class SyncStampede:
     ) -> None:
         """Store (only while ``lease`` holds), release the lock, wake the waiters."""
         assert self.coordinator is not None and lease.lock_key and lease.token
+        if self.cache._breaker.open:
+            # the outage's invalidations are not delivered yet: store nothing (the lock
+            # expires on its own, its waiters time out and compute)
+            self.cache._skip(None)
+            return
         token = lease.token
         done_key = companion_key(self.ns_text, "done:" + token.decode(), key)
         try:
@@ -287,14 +295,16 @@ class SyncStampede:
             return
         store = self.should_store(value) and seconds != 0
         tags = tag_list(tags)
+        outcome = b"v"
         if store and tags:
             # tagged writes go through the cache's own (it indexes the tags, and checks
             # the lease); then we only release and wake
-            self._store_tagged(key, value, seconds, tags, entry, lease)
+            if not self._store_tagged(key, value, seconds, tags, entry, lease):
+                outcome = b"x"  # revoked: waiters compute (they may have come after)
             store = False
         elif store:
             self.cache.counters.sets += 1
-        self._finish(key, lease, b"v", entry, store, seconds)
+        self._finish(key, lease, outcome, entry, store, seconds)
 
     # -- computing and storing -------------------------------------------------------
     def _timed(
@@ -381,10 +391,10 @@ class SyncStampede:
         tags: tuple[str, ...],
         entry: Any,
         lease: Lease | None = None,
-    ) -> None:
+    ) -> bool:
         # the cache's tagged write indexes the tags (and stores the entry, metadata and all)
         self.cache.counters.sets += 1
-        self.cache._set_tagged({key: entry}, seconds, tags, lease)
+        return bool(self.cache._set_tagged({key: entry}, seconds, tags, lease))
 
     # -- background refresh (stale_ttl, early_refresh) ----------------------------------
     def _refresh_in_background(self, key: str, call: tuple[Any, ...]) -> None:
@@ -402,13 +412,18 @@ class SyncStampede:
             if coordinator is None:
                 self._compute_and_store(key, call, None)
                 return
+            if self.cache._breaker.open:  # an outage: refresh later
+                return
             lock_key = companion_key(self.ns_text, "lock", key)
             token = uuid.uuid4().hex.encode()
             # and one across processes: whoever takes the entry's lock refreshes
-            if not coordinator.try_lock(lock_key, token, self.options.lock_ttl):
+            kind, start = coordinator.begin(
+                key, lock_key, token, self.options.lock_ttl, recheck=False
+            )
+            if kind != ACQUIRED:
                 return
             func, args, kwargs, ttl, tags_of = call
-            lease = Lease(time.monotonic(), lock_key, token)
+            lease = Lease(time.monotonic(), lock_key, token, start)
             try:
                 value, delta = self._timed(func, args, kwargs)
             except BaseException:

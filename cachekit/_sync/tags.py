@@ -13,6 +13,7 @@ from typing import Any
 
 import redis.exceptions
 
+from .._concurrency import forget_flights
 from .._keys import escape_glob
 from .._leases import Lease, local_marks
 from .._tags import (
@@ -169,7 +170,10 @@ class SyncTagOps(SyncLeaseOps):
             keys = list(memory_index(self._backend).take(tag_keys))
             backend = self._backend
             marks = local_marks(backend)
-            return int(marks.revoke(keys + tag_keys, lambda: backend.delete_many(keys)))
+            try:
+                return int(marks.revoke(keys + tag_keys, lambda: backend.delete_many(keys)))
+            finally:
+                forget_flights(self, keys)
         client = self._backend.clients.get()
         with client.pipeline(transaction=False) as pipe:
             for name in tag_keys:
