@@ -107,6 +107,7 @@ SUBS: dict[str, str] = {
     "_arevoke_now": "_revoke_now",
     "arevoke": "revoke",
     "_alost_write": "_lost_write",
+    "_awrite_over": "_write_over",
     "_areplay_pending": "_replay_pending",
     "_ainvalidate_tags_now": "_invalidate_tags_now",
     "_alookup_meta": "_lookup_meta",

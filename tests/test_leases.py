@@ -332,3 +332,37 @@ def test_a_waiter_in_another_process_does_not_get_a_revoked_holders_value(
     waiter.clear()
     holder.close()
     waiter.close()
+
+
+@pytest.mark.parametrize("writer", ["updates", "write_through"])
+def test_a_write_through_revokes_the_loads_in_flight(any_cache: Cache, writer: str) -> None:
+    """A load that read the source before a write-through must not store over it."""
+    db = {"row": "old"}
+    read, written = threading.Event(), threading.Event()
+
+    def load_row(*_: Any) -> str:
+        row = db["row"]
+        read.set()
+        written.wait(5)
+        return row
+
+    def save_row(*args: Any) -> None:
+        db["row"] = args[-1]
+
+    through = any_cache.write_through(key="row:{}", load=load_row, store=save_row)
+
+    @any_cache.updates(key="row:{n}")
+    def update(n: int, row: str) -> str:
+        save_row(row)
+        return row
+
+    loader = threading.Thread(target=lambda: through.get(1))
+    loader.start()
+    assert read.wait(5)
+    if writer == "updates":
+        update(1, "new")
+    else:
+        through.set(1, "new")
+    written.set()
+    loader.join(10)
+    assert any_cache.get("row:1") in ("new", None)  # never the row read before the write

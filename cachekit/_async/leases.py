@@ -37,9 +37,12 @@ _REPLAY_BATCH = 1000  # keys per round trip when pending invalidations are repla
 
 class AsyncLeaseOps(CachePolicy):
     _is_local: bool
-    if TYPE_CHECKING:  # in AsyncTagOps
+    if TYPE_CHECKING:  # in AsyncTagOps and AsyncCacheOps
 
         async def _ainvalidate_tags_now(self, names: Sequence[str]) -> int: ...
+        async def _astore(
+            self, key: str, value: Any, ttl: Any, tags: Iterable[str] | None
+        ) -> bool: ...
 
     def _leases_in_redis(self) -> bool:
         # a Redis (or fakeredis) backend exposes its clients: marks live next to the entries
@@ -106,6 +109,19 @@ class AsyncLeaseOps(CachePolicy):
             await coordination.aundo(client, key, entry)
             return False
         return bool(stored)
+
+    async def _awrite_over(
+        self, key: str, value: Any, ttl: Any, tags: Iterable[str] | None
+    ) -> bool:
+        """An explicit write of a value the source now holds (``@cache.updates``, a
+        write-through ``set``): loads of the key in flight read the source before this
+        write, so they are revoked first (one more round trip), then the value is stored;
+        a write that does not land is remembered as an invalidation."""
+        await self._arevoke([key])
+        stored = await self._astore(key, value, ttl, tags)
+        if not stored:
+            await self._alost_write([key])
+        return stored
 
     async def _arevoke(self, keys: Sequence[str]) -> int:
         """Invalidate entries (full keys): delete them and revoke the leases of loads in

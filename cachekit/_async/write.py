@@ -52,7 +52,9 @@ def make_async_updates(
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         value = await func(*args, **kwargs)
-        await cache._astore(namespace.key(keys(args, kwargs)), value, ttl, tags_of(args, kwargs))
+        # loads in flight read the source before this write: revoked (cachekit._leases)
+        key = namespace.key(keys(args, kwargs))
+        await cache._awrite_over(key, value, ttl, tags_of(args, kwargs))
         return value
 
     return wrapper
@@ -116,7 +118,7 @@ class AsyncWriteThroughOps:
         except Exception:
             await self._cache._arevoke([full])
             raise
-        await self._cache._astore(full, value, self._ttl, self._tags)
+        await self._cache._awrite_over(full, value, self._ttl, self._tags)
 
     async def adelete(self, item_id: Any) -> bool:
         """Delete from the source (if ``delete=`` was given), then drop the cached entry;

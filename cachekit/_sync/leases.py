@@ -37,9 +37,12 @@ _REPLAY_BATCH = 1000  # keys per round trip when pending invalidations are repla
 
 class SyncLeaseOps(CachePolicy):
     _is_local: bool
-    if TYPE_CHECKING:  # in SyncTagOps
+    if TYPE_CHECKING:  # in SyncTagOps and SyncCacheOps
 
         def _invalidate_tags_now(self, names: Sequence[str]) -> int: ...
+        def _store(
+            self, key: str, value: Any, ttl: Any, tags: Iterable[str] | None
+        ) -> bool: ...
 
     def _leases_in_redis(self) -> bool:
         # a Redis (or fakeredis) backend exposes its clients: marks live next to the entries
@@ -106,6 +109,19 @@ class SyncLeaseOps(CachePolicy):
             coordination.undo(client, key, entry)
             return False
         return bool(stored)
+
+    def _write_over(
+        self, key: str, value: Any, ttl: Any, tags: Iterable[str] | None
+    ) -> bool:
+        """An explicit write of a value the source now holds (``@cache.updates``, a
+        write-through ``set``): loads of the key in flight read the source before this
+        write, so they are revoked first (one more round trip), then the value is stored;
+        a write that does not land is remembered as an invalidation."""
+        self._revoke([key])
+        stored = self._store(key, value, ttl, tags)
+        if not stored:
+            self._lost_write([key])
+        return stored
 
     def _revoke(self, keys: Sequence[str]) -> int:
         """Invalidate entries (full keys): delete them and revoke the leases of loads in

@@ -52,7 +52,9 @@ def make_sync_updates(
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         value = func(*args, **kwargs)
-        cache._store(namespace.key(keys(args, kwargs)), value, ttl, tags_of(args, kwargs))
+        # loads in flight read the source before this write: revoked (cachekit._leases)
+        key = namespace.key(keys(args, kwargs))
+        cache._write_over(key, value, ttl, tags_of(args, kwargs))
         return value
 
     return wrapper
@@ -116,7 +118,7 @@ class SyncWriteThroughOps:
         except Exception:
             self._cache._revoke([full])
             raise
-        self._cache._store(full, value, self._ttl, self._tags)
+        self._cache._write_over(full, value, self._ttl, self._tags)
 
     def delete(self, item_id: Any) -> bool:
         """Delete from the source (if ``delete=`` was given), then drop the cached entry;
