@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
+from typing import Any
 
 import pytest
 
@@ -116,3 +119,87 @@ def test_companion_keys_share_the_entry_slot_and_namespace(user_key: str) -> Non
         if user_key != "x{}y":  # braces without a tag: no key can name that slot
             assert slot(companion) == slot(entry), (companion, entry)
     assert companion_key(ns, "lock", entry) != companion_key(ns, "lock", ns + "user:43")
+
+
+# -- pending invalidations, single-flight outcomes, the refresh pool (issue 8) -----------
+def test_pending_invalidations_overflow_to_a_namespace_clear(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cachekit._breaker as breaker
+
+    monkeypatch.setattr(breaker, "MAX_PENDING_KEYS", 3)
+    pending = breaker.Pending()
+    assert not pending
+    pending.add(["a", "b"], ["t"])
+    assert pending and pending.keys == {"a", "b"} and pending.tags == {"t"}
+    pending.add(["b", "c"], ())
+    assert not pending.overflow and len(pending.keys) == 3
+    pending.add(["d"], ())
+    assert pending.overflow and not pending.keys and pending  # still something to do
+    kept = breaker.Pending()
+    kept.add(["x"], ())
+    kept.merge(pending)
+    assert kept.overflow and not kept.keys
+
+
+def test_breaker_defers_only_while_open_and_replays_before_closing() -> None:
+    from cachekit._breaker import CircuitBreaker
+
+    replayed: list[set[str]] = []
+    up = threading.Event()
+
+    class Owner:
+        def _replay_pending(self, pending: Any) -> None:
+            replayed.append(set(pending.keys))
+
+    def probe() -> None:
+        if not up.is_set():
+            raise ConnectionError("down")
+
+    breaker = CircuitBreaker(probe, retry_interval=0.01)
+    assert breaker.defer(["k"], (), Owner()) is False  # closed: deliver it yourself
+    breaker.trip(ConnectionError("down"))
+    assert breaker.defer(["k1", "k2"], (), Owner()) is True
+    assert breaker.pending == 2 and breaker.open
+    up.set()
+    deadline = time.monotonic() + 5
+    while breaker.open and time.monotonic() < deadline:
+        time.sleep(0.01)  # the probe thread: nothing to wait on
+    assert not breaker.open and replayed == [{"k1", "k2"}] and breaker.pending == 0
+    breaker.close()
+
+
+def test_a_flight_shares_the_functions_exception_but_never_an_interruption() -> None:
+    from cachekit._concurrency import ABANDONED, Flight
+
+    failed = Flight()
+    failed.fail(ValueError("the function's answer"))
+    with pytest.raises(ValueError):
+        failed.result(0)
+    interrupted = Flight()
+    interrupted.fail(KeyboardInterrupt())
+    assert interrupted.result(0) is ABANDONED
+
+
+def test_refresh_pool_runs_on_a_few_threads_and_bounds_its_queue() -> None:
+    from cachekit._concurrency import RefreshPool
+
+    pool = RefreshPool(workers=2, limit=5)
+    gate = threading.Event()
+    ran: list[int] = []
+    names: set[str] = set()
+
+    def job(n: int) -> None:
+        names.add(threading.current_thread().name + str(threading.get_ident()))
+        gate.wait(5)
+        ran.append(n)
+
+    accepted = [pool.submit(job, n) for n in range(10)]
+    # two running (or about to take a job), at most five waiting: the rest refused
+    assert accepted.count(True) <= 7 and accepted[-1] is False
+    gate.set()
+    deadline = time.monotonic() + 5
+    while len(ran) < accepted.count(True) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(ran) == [n for n, ok in enumerate(accepted) if ok]
+    assert len(names) <= 2
