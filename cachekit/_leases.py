@@ -18,9 +18,10 @@ lease that an invalidation revokes, and a load stores only while its lease is va
 - **A load's store checks the mark atomically** (one Lua script on Redis, a lock in
   process): the store is dropped if the key was invalidated after the load started. On
   Redis only durations are compared, in microseconds (the mark's age on the server's
-  clock, the load's age on the client's monotonic clock), so the two clocks need not
-  agree; a load that starts after an invalidation returned is at least a round trip
-  younger than its mark, so it stores.
+  clock, the load's age on the client's monotonic clock, plus a 5 ms margin for the
+  request's travel), so the two clocks need not agree; a store whose request took longer
+  than the margin to run is undone if the comparison was close. A lock holder's lease
+  begins on the server (``BEGIN`` returns its TIME) and is compared exactly.
 - **With ``lock=True`` the lock token is the lease too**: the holder stores (in the script
   that releases the lock) only while the lock still holds its token, so a holder slower
   than ``lock_ttl`` cannot overwrite what the next holder stored.

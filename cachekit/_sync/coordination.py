@@ -176,6 +176,12 @@ return 0
 """
 
 
+DOUBT_MARGIN_US = 5_000
+"""A plain load's store is refused if the entry's invalidation mark is less than the
+load's age plus this (5 ms) old: the load may have begun before the invalidation, its age
+being measured on this side before the request travels (see :class:`StoreCheck`)."""
+
+
 class StoreCheck:
     """One guarded store in flight: the load's age is measured here, just before the
     request is sent, but the script runs a little later (the request in transit, or this
@@ -187,8 +193,11 @@ class StoreCheck:
 
     def __init__(self, lease: Lease) -> None:
         self.measured_at = time.monotonic()
-        self.since_us = elapsed_us(lease.since, self.measured_at)
         self.start = lease.start or b""  # a lease begun on the server: compared exactly
+        # a load's age, plus a margin for its request's delay (so that a store is rarely
+        # doubtful, i.e. rarely made and undone): a mark younger than that wins
+        margin = 0 if self.start else DOUBT_MARGIN_US
+        self.since_us = elapsed_us(lease.since, self.measured_at) + margin
 
     def doubtful(self, age: int) -> bool:
         """Whether a store made while the mark was ``age`` us old may be from a load that
