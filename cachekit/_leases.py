@@ -44,8 +44,10 @@ __all__ = ["MARK_LIFETIME", "Lease", "LocalMarks", "elapsed_us", "local_marks"]
 
 T = TypeVar("T")
 
-MARK_LIFETIME = 300.0
-"""Seconds an invalidation mark is kept: loads slower than this are not stored."""
+MARK_LIFETIME = 60.0
+"""Seconds an invalidation mark is kept: loads slower than this are not stored. On Redis
+a mark is one small key per invalidated entry, so this bounds what invalidations cost in
+memory (a minute's worth of deleted keys)."""
 
 
 class Lease:
