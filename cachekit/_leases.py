@@ -140,12 +140,20 @@ class LocalMarks:
 
 
 _local: weakref.WeakKeyDictionary[Any, LocalMarks] = weakref.WeakKeyDictionary()
+_unweakable: dict[int, tuple[Any, LocalMarks]] = {}  # backends with no __weakref__ slot
 _local_lock = threading.Lock()
 
 
 def local_marks(backend: Any) -> LocalMarks:
     """The marks of an in-process backend, shared by every cache over it."""
-    marks = _local.get(backend)
+    try:
+        marks = _local.get(backend)
+    except TypeError:  # not weakly referenceable: kept (with its backend) for good
+        with _local_lock:
+            kept = _unweakable.get(id(backend))
+            if kept is None:
+                kept = _unweakable[id(backend)] = (backend, LocalMarks())
+            return kept[1]
     if marks is None:
         with _local_lock:
             marks = _local.get(backend)
