@@ -311,8 +311,9 @@ class _Engine:
     ) -> None:
         """Call the app (offering our flight to a cache layer inside it), then store."""
         watched = _WatchedScope(scope)
-        watched[HANDOFF] = Handoff(decided)
-        watched[_FORWARDED] = self
+        # ours, for the layers inside: not written through to the scope we were given
+        dict.__setitem__(watched, HANDOFF, Handoff(decided))
+        dict.__setitem__(watched, _FORWARDED, self)
         capture = _Capture(self, step, decided, send, watched)
         try:
             await app(watched, receive, capture)
@@ -567,7 +568,10 @@ class _RouteCache:
 def _route_target(scope: Scope, route: Any) -> Any:
     """The object whose ``app`` FastAPI calls for this request: the route, or for a route
     of an included router, FastAPI's per-inclusion context (FastAPI >= 0.16x)."""
-    context = scope.get("fastapi", {}).get("effective_route_context")
+    fastapi_scope = scope.get("fastapi")
+    context = (
+        fastapi_scope.get("effective_route_context") if isinstance(fastapi_scope, dict) else None
+    )
     if getattr(context, "original_route", None) is route and getattr(context, "app", None):
         return context
     return route if getattr(route, "app", None) is not None else None

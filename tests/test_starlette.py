@@ -1104,3 +1104,27 @@ async def test_fastapi_first_concurrent_requests_run_the_handler_once(
     statuses = sorted(r.headers["cache-status"] for r in responses)
     assert statuses.count("cachekit; fwd=uri-miss; stored") == 1
     assert again.headers["cache-status"].startswith("cachekit; hit")
+
+
+async def test_middleware_around_the_cache_still_sees_what_the_app_puts_in_the_scope(
+    cache: Cache,
+) -> None:
+    seen: list[Any] = []
+
+    async def endpoint(request: Request) -> Response:
+        request.scope["state"]["by_app"] = 1  # through a shared object
+        request.scope["by_app"] = 2  # into the scope itself
+        return PlainTextResponse("ok")
+
+    inner = CacheMiddleware(Starlette(routes=[Route("/x", endpoint)]), cache=cache)
+
+    async def outer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope.setdefault("state", {})
+        await inner(scope, receive, send)
+        seen.append((scope.get("by_app"), scope["state"].get("by_app"), "route" in scope))
+        seen.append("cachekit.handoff" in scope)
+
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/x")).text == "ok"
+    assert seen == [(2, 1, True), False]
