@@ -10,7 +10,8 @@ module with their own sync or async backend calls::
         step = step.feed(backend.get(step.key), now())
     if isinstance(step, Hit):
         return step.response
-    sent, store = step.finish(call_the_app(), now())   # step is a Forward
+    sent, store = step.finish(call_the_app(), now())   # step is a Forward (identity=:
+                                                       # the session/user the app read)
     if store is not None:
         for key, data, ttl in store.writes():
             backend.set(key, data, ttl)                 # tagged with store.entry.tags
@@ -20,7 +21,8 @@ How Vary works: a response without Vary is stored under `primary_key(request)`. 
 response with Vary stores a small `VaryMarker` (the header names) under the primary
 key and the entry under `cache_key(request, names)`, so only responses that vary cost
 a second read. Streaming adapters may call `store_precheck` on the status and headers
-before buffering a body.
+before buffering a body. Keys too long to stay readable are hashed; their entries carry
+`url_tags`, so a path purge (`path_globs` plus `path_purge_tag`) still reaches them.
 """
 
 from __future__ import annotations
