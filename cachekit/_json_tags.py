@@ -12,7 +12,8 @@ time, timedelta, Decimal, complex, non-finite floats (orjson would write ``null`
 beyond 64 bits, and dicts whose keys are not all str (``{5: "a"}``, tuple or date keys),
 or that use the tag key themselves. Written as their JSON form, as orjson does (the
 function's return annotation, or the miss round trip of ``@cached``, makes the hit match
-the miss): tuples and lists (as lists), dataclasses and pydantic models (as dicts), UUIDs
+the miss): tuples and lists (as lists), dataclasses (as dicts of all their fields, ``_x``
+ones included, unlike orjson's own) and pydantic models (as dicts), UUIDs
 (as str), Enums (as their value), numpy arrays (as lists).
 
 How a payload is written (misses only): one ``orjson.dumps`` with a ``default=`` hook for
@@ -46,7 +47,11 @@ MARK = b"~"
 """First byte of a payload holding tagged values (JSON text never starts with it)."""
 TAG = "!ck"
 _TAG_BYTES = b'"!ck":'  # how the tag key appears in orjson's output
-_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_SERIALIZE_NUMPY
+# dataclasses pass through to the hook: orjson leaves out fields whose name starts with
+# "_", so a hit rebuilt from its output got those fields' defaults, not the miss's values
+_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATACLASS
+)
 _LEAVES = frozenset({str, int, bool, type(None)})
 _INT64 = (-(2**63), 2**64 - 1)  # what orjson writes as a number (it takes u64 too)
 _b64encode, _b64decode = binascii.b2a_base64, binascii.a2b_base64  # base64's, minus a layer
@@ -88,8 +93,24 @@ _BY_TYPE: dict[type, Callable[[Any], tuple[str, Any]]] = {
 }
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _dataclass_fields(obj: Any) -> dict[str, Any]:
+    """Every field of a dataclass instance, ``_private`` ones included."""
+    kind = type(obj)
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = tuple(field.name for field in dataclasses.fields(obj))
+        if len(_FIELD_NAMES) < 4096:  # classes made on the fly: keep the table bounded
+            _FIELD_NAMES[kind] = names
+    return {name: getattr(obj, name) for name in names}
+
+
 def _plain_of(obj: Any) -> Any:
     """The JSON form of a value written as its JSON form (not tagged), or raise TypeError."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _dataclass_fields(obj)
     dump = getattr(obj, "model_dump", None)  # pydantic v2 models
     if callable(dump) and hasattr(type(obj), "model_fields"):
         return dump()
@@ -146,11 +167,7 @@ class _Tree:
         if isinstance(obj, UUID):
             return str(obj)
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return {  # orjson leaves out fields whose name starts with "_": so do we
-                field.name: self(getattr(obj, field.name))
-                for field in dataclasses.fields(obj)
-                if not field.name.startswith("_")
-            }
+            return {name: self(value) for name, value in _dataclass_fields(obj).items()}
         tolist = getattr(obj, "tolist", None)
         if callable(tolist) and type(obj).__module__ == "numpy":
             return self(tolist())

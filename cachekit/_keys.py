@@ -32,11 +32,11 @@ __all__ = [
 MAX_KEY_LENGTH = 200
 """Keys longer than this are shortened to a readable head plus a BLAKE2b digest."""
 
-_SCALARS = (int, float, Decimal, uuid.UUID, datetime, date, time)
-
 
 _MARK = "…#"
 _SHORTENED = re.compile(r"(?s).{0,64}…#[0-9a-f]{64}")
+# the form of bytes that are not UTF-8 (see _text), taken as given like a shortened key
+_TAGGED = re.compile(r"…#b(?:[0-9a-f]{2})+")
 
 
 def _shorten(key: str) -> str:
@@ -50,37 +50,78 @@ def _fit(key: str) -> str:
 
     A key that merely looks shortened (holds the ``…#`` mark) is hashed too, so no text can
     pose as another key's shortened form; a key that *is* a shortened form (from
-    ``f.key()``) is taken as given, so ``cache.get(f.key(...))`` finds the entry.
+    ``f.key()``), or the tagged form of bytes, is taken as given, so normalising is
+    idempotent and ``cache.get(f.key(...))`` finds the entry.
     """
-    if len(key) <= MAX_KEY_LENGTH and (_MARK not in key or _SHORTENED.fullmatch(key)):
+    if len(key) <= MAX_KEY_LENGTH and (
+        _MARK not in key or _SHORTENED.fullmatch(key) or _TAGGED.fullmatch(key)
+    ):
         return key
     return _shorten(key)
 
 
 def normalize_key(key: Any) -> str:
-    """The string form of a user key: str as is, numbers/UUIDs/dates/bytes/tuples converted.
+    """The string form of a user key (``cache.get(key)``, ``key=`` callables, item keys).
 
-    Redis keys are binary-safe, so spaces, newlines and unicode are kept; keys longer than
-    :data:`MAX_KEY_LENGTH` are hashed. Anything else is an :class:`InvalidKeyError`.
+    Distinct keys give distinct strings, except for these documented equivalences: a str is
+    itself; a number, UUID, date or time is the same key as its text (``42`` and ``"42"``,
+    ``True`` and ``"true"``, a date and its ISO text); bytes that are UTF-8 are the same key
+    as their text; a tuple or list is the same key as the text of its parts joined by
+    ``:``, each part's ``%`` and ``:`` escaped as ``%25`` and ``%3A`` (``("user", 42)`` is
+    ``"user:42"``, ``("a:b", "c")`` is ``"a%3Ab:c"``, never ``("a", "b:c")``). Bytes that
+    are not UTF-8 are the same key as ``"…#b"`` and their hex (``b"\\x80"`` is ``"…#b80"``,
+    not ``"\\\\x80"``). A normalised key is the same key as the key it came from
+    (``cache.get(f.key(...))``). Redis keys are binary-safe, so spaces, newlines and unicode
+    are kept; keys longer than :data:`MAX_KEY_LENGTH` are hashed. Anything else, and an
+    empty tuple, is an :class:`InvalidKeyError`.
     """
     if type(key) is str:
         return key if len(key) <= MAX_KEY_LENGTH and _MARK not in key else _fit(key)
+    return _fit(_text(key))
+
+
+def _text(key: Any) -> str:
+    """A key's text before :func:`_fit` (the equivalences of :func:`normalize_key`)."""
     if isinstance(key, str):
-        text = str.__str__(key)
-    elif isinstance(key, bool):
-        text = "true" if key else "false"
-    elif isinstance(key, _SCALARS):
-        text = key.isoformat() if isinstance(key, (datetime, date, time)) else str(key)
-    elif isinstance(key, (bytes, bytearray, memoryview)):
-        text = bytes(key).decode("utf-8", "backslashreplace")
-    elif isinstance(key, (tuple, list)):
-        text = ":".join(normalize_key(part) for part in key)
-    else:
-        raise InvalidKeyError(
-            f"cache keys are str, numbers, UUIDs, dates, bytes or tuples of those; "
-            f"got {type(key).__qualname__}"
-        )
-    return _fit(text)
+        return str.__str__(key)
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        raw = bytes(key)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # The tag holds the mark: a str key spelling it is this same key (taken as
+            # given by _fit), and no other text, "\\x80" included, is.
+            return f"{_MARK}b{raw.hex()}"
+    if isinstance(key, (tuple, list)):
+        if not key:
+            raise InvalidKeyError("an empty tuple is not a cache key")
+        return ":".join([_escape_part(_text(part)) for part in key])
+    # The base class's text, not a subclass's __str__ (an int subclass printing its name
+    # would collide with that str); datetimes keep their own isoformat (pandas Timestamps
+    # carry nanoseconds in theirs).
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, int):
+        return int.__repr__(key)
+    if isinstance(key, float):
+        return float.__repr__(key)
+    if isinstance(key, Decimal):
+        return Decimal.__str__(key)
+    if isinstance(key, uuid.UUID):
+        return uuid.UUID.__str__(key)
+    if isinstance(key, (datetime, date, time)):
+        return key.isoformat()
+    raise InvalidKeyError(
+        f"cache keys are str, numbers, UUIDs, dates, bytes or tuples of those; "
+        f"got {type(key).__qualname__}"
+    )
+
+
+def _escape_part(text: str) -> str:
+    """A tuple part's text with ``%`` and ``:`` escaped, so the parts can be told apart."""
+    if ":" in text or "%" in text:
+        return text.replace("%", "%25").replace(":", "%3A")
+    return text
 
 
 def escape_glob(text: str) -> str:
@@ -181,7 +222,9 @@ class _Field:
             text = self._format(value)
         stop = self.stop
         if stop and (stop in text or "%" in text):
-            text = text.replace("%", "%25").replace(stop, self.escaped)
+            text = text.replace("%", "%25")
+            if stop != "%":  # a literal starting with "%" is kept apart by the line above
+                text = text.replace(stop, self.escaped)
         return text + self.literal
 
     def _format(self, value: Any) -> str:
@@ -425,7 +468,11 @@ class KeyBuilder:
             return normalize_key(self.key_func(*args, **kwargs))
         values = self.values(args, kwargs)
         if self.template is not None:
-            return _fit(self.template.render(values))
+            # A rendered key is never taken as a shortened form (as a user key from
+            # f.key() is): the digest is public, so an argument of head + mark + digest
+            # would otherwise read another argument's entry. Any mark means: hash it.
+            text = self.template.render(values)
+            return text if len(text) <= MAX_KEY_LENGTH and _MARK not in text else _shorten(text)
         text = self.base + self.text(values)
         # a default key ends with "]", a shortened one with a hex digit: no mark check
         return text if len(text) <= MAX_KEY_LENGTH else _shorten(text)

@@ -11,6 +11,8 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cachekit import Cache, CacheKitError, ConfigurationError, InvalidKeyError
 from cachekit._keys import MAX_KEY_LENGTH, KeyBuilder, Namespace, escape_glob, normalize_key
@@ -26,6 +28,71 @@ def test_normalize_key() -> None:
     assert len(long) < MAX_KEY_LENGTH and long != normalize_key("x" * 1001)
     with pytest.raises(InvalidKeyError, match="object"):
         normalize_key(object())
+
+
+def test_user_keys_do_not_collide() -> None:
+    # tuple parts ran together ("a:b:c" for both); non-UTF-8 bytes were backslash-escaped
+    assert normalize_key(("a:b", "c")) != normalize_key(("a", "b:c"))
+    assert normalize_key(("a:b", "c")) == "a%3Ab:c"
+    assert normalize_key(("a%3Ab",)) != normalize_key(("a:b",))
+    assert normalize_key(b"\x80") != normalize_key("\\x80")
+    assert normalize_key(b"\x80") == "…#b80" == normalize_key("…#b80")  # taken as given
+    assert normalize_key(("k", b"\x80")) != normalize_key(("k", "\\x80"))
+    # the documented equivalences stay
+    assert normalize_key(("user", 42)) == normalize_key(["user", "42"]) == "user:42"
+    assert normalize_key(42) == normalize_key("42") == "42"
+    assert normalize_key(True) == "true" and normalize_key(1.5) == "1.5"
+    assert normalize_key(b"caf\xc3\xa9") == normalize_key("café") == "café"
+    assert normalize_key(date(2020, 1, 1)) == "2020-01-01"
+    with pytest.raises(InvalidKeyError, match="empty"):
+        normalize_key(())
+
+    class Named(int):
+        def __str__(self) -> str:
+            return "seven"
+
+    assert normalize_key(Named(7)) == "7"  # the int's text, not what a subclass prints
+
+
+def _documented_text(key: Any) -> str:
+    """What the docstring of normalize_key says a key is the same key as (before hashing)."""
+    if isinstance(key, bytes):
+        try:
+            return key.decode("utf-8")
+        except UnicodeDecodeError:
+            return "…#b" + key.hex()
+    if isinstance(key, tuple):
+        texts = [_documented_text(part) for part in key]
+        return ":".join(t.replace("%", "%25").replace(":", "%3A") for t in texts)
+    return str(key)
+
+
+# small alphabets, so that separators, escapes and tags meet often
+_chars = st.sampled_from(["a", "b", "8", "0", "2", "5", "3", "A", ":", "%", "\\", "x", "…", "#"])
+_leaves = (
+    st.text(_chars, max_size=6)
+    | st.binary(max_size=3).map(lambda b: b.replace(b"\x00", b"\x80"))
+    | st.integers(-3, 300)
+)
+_user_keys = st.recursive(
+    _leaves, lambda inner: st.tuples(inner, inner) | st.tuples(inner), max_leaves=4
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_user_keys, _user_keys)
+def test_user_keys_are_injective(one: Any, other: Any) -> None:
+    # equal normalised keys exactly when the documented texts are equal
+    same = _documented_text(one) == _documented_text(other)
+    assert (normalize_key(one) == normalize_key(other)) is same
+    assert normalize_key(normalize_key(one)) == normalize_key(one)  # f.key() round trips
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(_chars), min_size=1, max_size=4), st.lists(st.text(_chars), min_size=1))
+def test_distinct_tuples_of_str_give_distinct_keys(one: list[str], other: list[str]) -> None:
+    if one != other:
+        assert normalize_key(tuple(one)) != normalize_key(tuple(other))
 
 
 def test_namespace() -> None:
@@ -332,7 +399,10 @@ def test_shortened_keys_cannot_be_forged() -> None:
     forged = "x:" + short  # looks shortened, is not: hashed, never taken as another's key
     assert normalize_key(forged) != forged
     keys = KeyBuilder(one, "{x}")
-    assert keys((short,), {}) == short and keys((short + "!",), {}) != short + "!"
+    # a template argument that looks shortened is hashed too: it is another argument than
+    # the long one (tests/test_attacks.py: the digest is public, so it could be forged)
+    assert keys((short,), {}) != short and keys((short + "!",), {}) != short + "!"
+    assert keys((long,), {}) == short
 
 
 def test_pydantic_models_and_paths_key_by_value() -> None:

@@ -1,0 +1,371 @@
+"""A hostile review of issue 8 ("Trust"), written as tests against memory and a real
+redis-server: keys, type fidelity, signing, namespaces shared by two tenants, leases,
+the breaker's pending invalidations, write-behind and the option table.
+
+Each test states the attack; a defect that is not fixed yet is ``xfail(strict=True)`` with
+the reason, so the day it is fixed the marker must go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pytest
+import redis
+from conftest import unique_prefix
+
+from cachekit import Cache, ConfigurationError, InvalidKeyError
+from cachekit.testing_servers import RedisServer
+
+SECRET = "attack-secret"
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def rcache(redis_server: RedisServer) -> Iterator[Cache]:
+    cache = Cache(redis_server.url, prefix=unique_prefix())
+    yield cache
+    cache.clear()
+    cache.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def both(request: pytest.FixtureRequest) -> Iterator[Cache]:
+    if request.param == "memory":
+        cache = Cache("memory://", prefix=unique_prefix())
+    else:
+        server = request.getfixturevalue("redis_server")
+        cache = Cache(server.url, prefix=unique_prefix())
+    yield cache
+    cache.clear()
+    cache.close()
+
+
+def twice(func: Any, *args: Any) -> tuple[Any, Any]:
+    return func(*args), func(*args)
+
+
+# -- keys: templates -----------------------------------------------------------------------
+def test_template_whose_literal_starts_with_percent_keeps_fields_apart(both: Cache) -> None:
+    """``"{a}%{b}"``: the stop character is ``%`` itself, which used to be escaped twice,
+    so ``("%", "")`` and ``("", "2525%")`` rendered the same key."""
+
+    @both.cached(key="{a}%{b}")
+    def pair(a: str, b: str) -> list[str]:
+        return [a, b]
+
+    assert pair("%", "") == ["%", ""]
+    assert pair("", "2525%") == ["", "2525%"]
+    assert pair.key("%", "") != pair.key("", "2525%")
+
+
+def test_template_value_cannot_pose_as_another_calls_shortened_key(both: Cache) -> None:
+    """A long template key is shortened to a head and the BLAKE2b of the whole key. The
+    digest is public, so an argument made of the head, the mark and the digest rendered a
+    short key equal to the shortened one, which was then taken as given: another
+    argument's entry (a user-controlled path segment reading someone else's document)."""
+
+    @both.cached(key="doc:{name}")
+    def doc(name: str) -> int:
+        return len(name)
+
+    victim = "V" * 300
+    assert doc(victim) == 300
+    forged = doc.key(victim)[len("doc:") :]
+    assert len(forged) < 200
+    assert doc(forged) == len(forged)
+    assert doc.key(forged) != doc.key(victim)
+    # the shortened form a template gives is still what cache.get finds
+    assert both.get(doc.key(victim)) == 300
+
+
+def test_adjacent_template_fields_are_refused() -> None:
+    cache = Cache("memory://")
+    with pytest.raises(ConfigurationError):
+
+        @cache.cached(key="{a}{b}")
+        def f(a: str, b: str) -> str:
+            return a + b
+
+
+def test_template_escapes_the_stop_character_in_format_specs_and_attributes(
+    both: Cache,
+) -> None:
+    @dataclasses.dataclass
+    class User:
+        name: str
+
+    @both.cached(key="u:{user.name}:{n:>3}:{items[0]}")
+    def f(user: User, n: int, items: list[str]) -> list[Any]:
+        return [user.name, n, items[0]]
+
+    assert f(User("a:b"), 1, ["c"]) == ["a:b", 1, "c"]
+    assert f(User("a"), 1, ["b:c"]) == ["a", 1, "b:c"]
+    assert f(User("a"), 1, [":b:c"]) == ["a", 1, ":b:c"]
+
+
+# -- keys: odd argument types --------------------------------------------------------------
+class AlwaysEqualInt(int):
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return 0
+
+
+class Folded(str):
+    """A case-insensitive str: equal to its other-case spellings."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and self.lower() == other.lower()
+
+    def __hash__(self) -> int:
+        return hash(self.lower())
+
+
+def test_subclasses_with_their_own_equality_key_by_value_and_type(both: Cache) -> None:
+    calls: list[Any] = []
+
+    @both.cached()
+    def echo(x: Any) -> str:
+        calls.append(x)
+        return f"{type(x).__name__}:{int.__repr__(x) if isinstance(x, int) else str(x)}"
+
+    assert echo(AlwaysEqualInt(1)) == "AlwaysEqualInt:1"
+    assert echo(AlwaysEqualInt(2)) == "AlwaysEqualInt:2"
+    assert echo(1) == "int:1"
+    assert echo(Folded("A")) == "Folded:A"
+    assert echo(Folded("a")) == "Folded:a"
+    assert echo("A") == "str:A"
+
+
+def test_bool_and_int_dict_keys_and_set_members_stay_apart(both: Cache) -> None:
+    @both.cached()
+    def kinds(d: Any) -> list[str]:
+        keys = d.keys() if isinstance(d, dict) else d
+        return sorted(type(k).__name__ for k in keys)
+
+    assert kinds({True: 1}) == ["bool"]
+    assert kinds({1: 1}) == ["int"]
+    assert kinds({1.0: 1}) == ["float"]
+    assert kinds(frozenset({True})) == ["bool"]
+    assert kinds(frozenset({1})) == ["int"]
+
+
+def test_nfc_and_nfd_strings_are_different_keys(both: Cache) -> None:
+    """Decided: no unicode normalisation. "é" precomposed and decomposed are different
+    strings (len 1 and 2) a function may treat differently; folding them would return one
+    call's result for the other."""
+
+    @both.cached()
+    def length(s: str) -> int:
+        return len(s)
+
+    assert length("\u00e9") == 1
+    assert length("e\u0301") == 2
+
+
+def test_lone_surrogates_in_default_keys(both: Cache) -> None:
+    @both.cached()
+    def length(s: str) -> int:
+        return len(s)
+
+    assert twice(length, "\ud800") == (1, 1)
+    assert twice(length, "\udc00") == (1, 1)
+    assert length('str("\\ud800")') == len('str("\\ud800")')
+
+
+def test_cyclic_and_very_deep_arguments_raise_invalid_key(both: Cache) -> None:
+    @both.cached()
+    def f(x: Any) -> int:
+        return 1
+
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    with pytest.raises(InvalidKeyError):
+        f(cyclic)
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(InvalidKeyError):
+        f(deep)
+    assert f([[[1]]]) == 1  # and the cache still works
+
+
+def test_cache_key_that_raises_or_returns_itself() -> None:
+    cache = Cache("memory://")
+
+    class Raises:
+        def __cache_key__(self) -> str:
+            raise RuntimeError("no key today")
+
+    class Selfish:
+        def __cache_key__(self) -> Any:
+            return self
+
+    @cache.cached()
+    def f(x: Any) -> int:
+        return 1
+
+    with pytest.raises(RuntimeError, match="no key today"):
+        f(Raises())
+    with pytest.raises(InvalidKeyError):
+        f(Selfish())
+
+
+def test_huge_arguments_are_keyed_by_digest_and_stay_distinct(both: Cache) -> None:
+    @both.cached()
+    def size(x: Any) -> int:
+        return len(x)
+
+    a, b = "x" * 1_000_000, "x" * 999_999 + "y"
+    assert size(a) == size(b) == 1_000_000
+    assert size.key(a) != size.key(b)
+    assert len(both._ns.key(size.key(a))) < 300
+    assert twice(size, list(range(100_000))) == (100_000, 100_000)
+
+
+def test_mutable_default_argument_is_keyed_by_its_current_value(both: Cache) -> None:
+    @both.cached()
+    def total(extra: int, seen: list[int] = []) -> int:  # noqa: B006 (the attack)
+        seen.append(extra)
+        return sum(seen)
+
+    assert total(1) == 1
+    assert total(1) == 2  # the default changed, so its key did: the function ran again
+    assert total(2) == 4
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="default keys are module.qualname + arguments: two closures from one factory "
+    "(same qualname, different captured values) share every entry on one cache",
+)
+def test_closures_of_one_factory_do_not_share_entries(both: Cache) -> None:
+    def multiplier(n: int) -> Any:
+        @both.cached()
+        def mul(x: int) -> int:
+            return x * n
+
+        return mul
+
+    double, triple = multiplier(2), multiplier(3)
+    assert double(5) == 10
+    assert triple(5) == 15
+
+
+# -- type fidelity -------------------------------------------------------------------------
+@dataclasses.dataclass
+class WithPrivateField:
+    x: int
+    _secret: int = 0
+
+
+def test_dataclass_fields_starting_with_underscore_survive_a_hit(rcache: Cache) -> None:
+    """orjson leaves out dataclass fields whose name starts with "_": the hit was rebuilt
+    from the rest and got the field's default (``_secret=0`` for a miss's ``5``)."""
+
+    @rcache.cached()
+    def load(x: int) -> WithPrivateField:
+        return WithPrivateField(x, _secret=5)
+
+    assert twice(load, 1) == (WithPrivateField(1, 5), WithPrivateField(1, 5))
+
+    @rcache.cached()
+    def unannotated(x: int):  # type: ignore[no-untyped-def]
+        return WithPrivateField(x, _secret=5)
+
+    miss, hit = twice(unannotated, 1)
+    assert miss == hit == {"x": 1, "_secret": 5}
+
+
+@dataclasses.dataclass
+class Priced:
+    price: float
+
+    def __post_init__(self) -> None:
+        self.price = round(self.price * 1.2, 2)  # adds VAT: not idempotent
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a hit is rebuilt by msgspec.convert, which runs __post_init__ (and pydantic "
+    "validators) again: a non-idempotent one changes the value; no miss-time check that "
+    "the hit will equal the miss",
+)
+def test_post_init_is_not_run_again_on_a_hit(rcache: Cache) -> None:
+    @rcache.cached()
+    def item(x: int) -> Priced:
+        return Priced(10.0)
+
+    assert twice(item, 1) == (Priced(10.0), Priced(10.0))
+    assert item(1).price == 12.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an Any/object inside a decoded container (tuple[Any, ...]) is left as the "
+    "serializer gives it: a nested tuple the miss returned comes back as a list",
+)
+def test_any_inside_an_annotated_tuple_keeps_nested_tuples(rcache: Cache) -> None:
+    @rcache.cached()
+    def pairs(x: int) -> tuple[Any, ...]:
+        return ((1, 2), (3, 4))
+
+    miss, hit = twice(pairs, 1)
+    assert miss == hit and type(hit[0]) is tuple
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a lying annotation is obeyed on the hit: -> datetime returning a str, "
+    "-> tuple returning a list, -> set returning a frozenset come back converted",
+)
+def test_lying_annotations_never_change_what_a_hit_returns(rcache: Cache) -> None:
+    @rcache.cached()
+    def when(x: int) -> datetime:
+        return "2020-01-01T00:00:00"  # type: ignore[return-value]
+
+    miss, hit = twice(when, 1)
+    assert type(hit) is type(miss) is str
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value"),
+    [
+        (int | str, "1"),
+        (int | str, 1),
+        (datetime | str, "2020-01-01T00:00:00"),
+        (str, '{"!ck": ["b", "aGk="]}'),
+        (str, '~{"!ck": ["b", "aGk="]}'),
+        (str, "~"),
+        (dict, {"!ck": ["b", "aGk="]}),
+        (dict, {"a": {"!ck": ["dt", "2020-01-01T00:00:00"]}, "b": b"x"}),
+        (dict[str, datetime], {"a": datetime(2020, 1, 1)}),
+        (list[bool | int], [1, True]),
+        (tuple[int | float, ...], (1, 1.0, 2**70)),
+        (tuple[str, ...], ("2020-01-01", "aGk=")),
+        (tuple[int, int] | str, "12"),
+        (float, 1),
+        (Any, {"k": [1, "1", None, 2.5]}),
+        (None, None),
+    ],
+)
+def test_honest_annotations_hit_equals_miss(rcache: Cache, annotation: Any, value: Any) -> None:
+    def func(x: int) -> Any:
+        return value
+
+    func.__annotations__["return"] = annotation
+    cached = rcache.cached()(func)
+    miss, hit = twice(cached, 1)
+    assert miss == hit and type(miss) is type(hit)
+    assert repr(miss) == repr(hit)
