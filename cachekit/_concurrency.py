@@ -85,12 +85,13 @@ def _shareable(error: BaseException) -> bool:
 class Flight:
     """One computation in progress, for threads: ``result()`` blocks until it lands."""
 
-    __slots__ = ("_done", "error", "value")
+    __slots__ = ("_done", "error", "value", "waiters")
 
     def __init__(self) -> None:
         self._done = threading.Event()
         self.value: Any = MISSING
         self.error: BaseException | None = None
+        self.waiters = 0  # callers that joined it as followers (introspection, tests)
 
     def finish(self, value: Any) -> None:
         self.value = value
@@ -115,23 +116,30 @@ class Flight:
 
 
 class Flights:
-    """Computations in progress by key, for threads."""
+    """Computations in progress by key, for threads.
+
+    ``landed`` counts the flights left so far: a caller that read ``landed`` before a
+    read that missed, and finds it changed when it comes to lead, knows that a flight
+    finished in between (and may have stored what it missed)."""
 
     def __init__(self) -> None:
         self._table: dict[str, Flight] = {}
         self._lock = threading.Lock()
+        self.landed = 0
 
     def join(self, key: str) -> tuple[Flight, bool]:
         """The flight for ``key`` and whether the caller leads it (must finish and leave)."""
-        flight = self._table.get(key)
-        if flight is not None:
-            return flight, False
-        with self._lock:
+        with self._lock:  # one lock round: the followers' count stays exact
             flight = self._table.get(key)
             if flight is not None:
+                flight.waiters += 1
                 return flight, False
             flight = self._table[key] = Flight()
             return flight, True
+
+    def in_progress(self) -> list[Flight]:
+        with self._lock:
+            return list(self._table.values())
 
     def busy(self, key: str) -> bool:
         return key in self._table
@@ -147,17 +155,19 @@ class Flights:
         with self._lock:
             if self._table.get(key) is flight:
                 del self._table[key]
+                self.landed += 1
 
 
 class AsyncFlight:
     """One computation in progress, for tasks of one event loop."""
 
-    __slots__ = ("_done", "error", "value")
+    __slots__ = ("_done", "error", "value", "waiters")
 
     def __init__(self) -> None:
         self._done = asyncio.get_running_loop().create_future()
         self.value: Any = MISSING
         self.error: BaseException | None = None
+        self.waiters = 0
 
     def finish(self, value: Any) -> None:
         self.value = value
@@ -193,6 +203,7 @@ class AsyncFlights:
         self._tables: weakref.WeakKeyDictionary[Any, dict[str, AsyncFlight]] = (
             weakref.WeakKeyDictionary()
         )
+        self.landed = 0  # as Flights.landed
 
     def _table(self) -> dict[str, AsyncFlight]:
         loop = asyncio.get_running_loop()
@@ -205,9 +216,14 @@ class AsyncFlights:
         table = self._table()  # no await between lookup and insert: atomic in one loop
         flight = table.get(key)
         if flight is not None:
+            flight.waiters += 1
             return flight, False
         flight = table[key] = AsyncFlight()
         return flight, True
+
+    def in_progress(self) -> list[AsyncFlight]:
+        """In every event loop."""
+        return [flight for table in list(self._tables.values()) for flight in table.values()]
 
     def busy(self, key: str) -> bool:
         return key in self._table()
@@ -222,6 +238,7 @@ class AsyncFlights:
         table = self._table()
         if table.get(key) is flight:
             del table[key]
+            self.landed += 1
 
 
 FLIGHT_TABLES = ("_flights", "_aflights")  # where the stampede keeps a cache's flights

@@ -1,0 +1,158 @@
+"""What the sync and async HTTP cache drivers share, written once, by hand.
+
+The drivers themselves (``cachekit/_async/http_driver.py`` and the ``cachekit/_sync``
+twin generated from it) read and write :mod:`cachekit.http`'s bytes through a
+:class:`cachekit.Cache` and coalesce cold requests. Here: the entry cache they use
+(:func:`bytes_cache`), their common state and the invalidation by URL, path pattern and
+tag (blocking, so that an async driver offers it to sync callers too), and the callable
+types of both worlds (the async source names the ``A…`` ones, the sync twin the others).
+No web framework is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from ._cache import Cache
+from .http import (
+    CachedResponse,
+    Forward,
+    Hit,
+    HttpCachePolicy,
+    Request,
+    Response,
+    path_globs,
+    path_purge_tag,
+    primary_key,
+)
+
+__all__ = ["HttpCache", "bytes_cache"]
+
+T = TypeVar("T")
+Decided = Callable[[CachedResponse | None], None]
+ADecided = Callable[[CachedResponse | None], Awaitable[None]]
+HitHandler = Callable[[Response], T]
+AHitHandler = Callable[[Response], Awaitable[T]]
+Forwarder = Callable[[Forward, Decided], T]
+AForwarder = Callable[[Forward, ADecided], Awaitable[T]]
+Probe = tuple[Hit | Forward, str | None, int]  # probe(): step, key read, flights landed
+_PROBE = b"\x00\xffcachekit" * 64
+
+
+def _ignore(entry: CachedResponse | None) -> None:
+    return None
+
+
+async def _aignore(entry: CachedResponse | None) -> None:
+    return None
+
+
+def _stores_bytes(cache: Cache) -> bool:
+    """Whether ``cache`` keeps bytes exactly and compactly (not base64 inside JSON)."""
+    serializer = cache.serializer
+    if serializer is None:  # the memory backend keeps objects as they are
+        return True
+    try:
+        data = serializer.dumps(_PROBE)
+        return len(data) <= len(_PROBE) + 64 and bool(serializer.loads(data) == _PROBE)
+    except Exception:
+        return False
+
+
+def bytes_cache(cache: Cache) -> Cache:
+    """A cache that stores HTTP entries (bytes) in ``cache``'s backend and namespace.
+
+    ``cache`` itself when it keeps bytes as they are, give or take a header (memory, or
+    a ``raw``, ``msgpack`` or signed ``pickle`` serializer); otherwise (``orjson``,
+    ``json``, ...: bytes are base64 in JSON, or refused) a sibling over the same backend
+    objects and namespace with the ``raw`` serializer, so a hit is still one ``GET`` of
+    the entry as it is, and tags and ``clear()`` still cover the entries.
+    """
+    if _stores_bytes(cache):
+        return cache
+    return cache.with_options(serializer="raw")
+
+
+class HttpCache:
+    """State and invalidation shared by the sync and async drivers.
+
+    ``lock``: also coalesce across processes with ``cache.lock`` (default: when the
+    cache has locks and a remote backend). ``lock_ttl`` bounds how long a crashed leader
+    blocks others; ``wait_timeout`` how long a follower waits before calling the app itself.
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        policy: HttpCachePolicy,
+        *,
+        lock: bool | None = None,
+        lock_ttl: float = 30.0,
+        wait_timeout: float = 10.0,
+    ) -> None:
+        self.user_cache = cache
+        self.cache = bytes_cache(cache)
+        self.policy = policy
+        has_lock = callable(getattr(self.cache, "lock", None))
+        remote = self.cache.stats().get("backend") != "memory"
+        self.use_lock = has_lock and remote if lock is None else bool(lock) and has_lock
+        self.lock_ttl = lock_ttl
+        self.wait_timeout = wait_timeout
+        self.lock_waits = 0  # times a request blocked on another's cross-process lock
+
+    def followers(self) -> int:
+        """How many requests are waiting for another one's response right now."""
+        return sum(flight.waiters for flight in self._all_flights())
+
+    def _all_flights(self) -> list[Any]:
+        raise NotImplementedError
+
+    def _circuit_open(self) -> bool:
+        return bool(self.cache.stats().get("circuit") == "open")
+
+    # -- invalidation: the pure part -----------------------------------------------
+    def url_key(self, url: str) -> str:
+        """The cache key of the GET response for an absolute URL (``https://h/p?q``)."""
+        parts = urlsplit(url)
+        if not parts.scheme or not parts.netloc:
+            raise ValueError(f"invalidate_url needs an absolute URL, not {url!r}")
+        req = Request("GET", parts.scheme, parts.netloc, parts.path or "/", parts.query)
+        return primary_key(req, self.policy.key_prefix)
+
+    def path_globs(self, pattern: str, host: str | None = None) -> list[str]:
+        """Globs over the cache keys for a path pattern (``*`` matches anything, including
+        ``/``, a query string and Vary variants). Without ``host``, every host matches."""
+        return path_globs(pattern, host, self.policy.key_prefix)
+
+    def path_tag(self, pattern: str, host: str | None = None) -> str:
+        """The tag of the entries with hashed keys (long URLs) the pattern may cover."""
+        return path_purge_tag(pattern, host, self.policy.key_prefix)
+
+    # -- invalidation, blocking (the async driver offers it to sync callers too; the
+    # generated sync driver's own, from the async source, does the same) ---------------
+    def invalidate_url(self, url: str) -> bool:
+        """Drop the stored response (and its Vary variants) for an absolute URL."""
+        return self.cache.delete(self.url_key(url))
+
+    def invalidate_path(self, pattern: str, host: str | None = None) -> int:
+        """Drop every stored response whose path matches a ``*`` pattern; the number.
+
+        Responses to URLs too long for a readable key (over 200 characters) are found by
+        tag, by host and first path segment: the pattern drops each one it may cover."""
+        globs = self.path_globs(pattern, host)  # a bad pattern raises before any delete
+        total = sum(self.cache.delete_pattern(glob) for glob in globs)
+        return total + self.invalidate_tags(self.path_tag(pattern, host))
+
+    def invalidate_tags(self, *tags: str) -> int:
+        """Drop every stored response tagged (``Cache-Tag``) with any of ``tags``."""
+        return int(self._tags_method("invalidate_tags")(*tags))
+
+    def _tags_method(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.cache, name, None)
+        if method is None:
+            raise NotImplementedError(
+                "invalidation by tag needs Cache.invalidate_tags, which this cachekit lacks"
+            )
+        return method  # type: ignore[no-any-return]
