@@ -122,10 +122,8 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         self._options = options
         self.url = url
         self._client_given = client if client is not None else backend
-        ns_prefix = options["prefix"]
-        if options["owner"] is not None:
-            ns_prefix = f"!{options['owner']}:{ns_prefix}"  # see _config._prefix
-        self._ns = Namespace(ns_prefix, options["version"])
+        # with an owner: "!owner:prefix:", which no plain prefix produces (_config._prefix)
+        self._ns = Namespace(options["prefix"], options["version"], options["owner"])
         self.default_ttl: float | None = options["default_ttl"]
         self._raise_errors = options["on_error"] == "raise"
         self.counters = Counters()

@@ -168,7 +168,8 @@ OPTIONS: dict[str, Option] = {
     option.name: option
     for option in (
         Option("prefix", "str", "cachekit", _prefix,
-               "the namespace's name: keys are `prefix:version:key` (no leading `!` or `#`)"),
+               "the namespace's name: keys are `prefix:version:key` (no leading `!` or `#`; "
+               "a `:` or `%` in it is escaped, so no namespace holds another)"),
         Option("version", "int | str", 1, _version,
                "the namespace's version; change it to drop every entry at once"),
         Option("default_ttl", "float | None", None, _ttl,

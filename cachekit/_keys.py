@@ -129,23 +129,37 @@ def escape_glob(text: str) -> str:
     return re.sub(r"([\\*?\[\]])", r"\\\1", text)
 
 
+def _segment(part: str) -> str:
+    """A namespace part with no ':' in it (and, so that this is reversible, no bare '%')."""
+    if ":" in part or "%" in part:
+        return part.replace("%", "%25").replace(":", "%3A")
+    return part
+
+
 class Namespace:
     """``{prefix}:{version}:`` in front of every key of one cache."""
 
     __slots__ = ("pattern_prefix", "prefix", "text", "version")
 
-    def __init__(self, prefix: str, version: int | str = 1) -> None:
+    def __init__(self, prefix: str, version: int | str = 1, owner: str | None = None) -> None:
         if not isinstance(prefix, str) or not prefix:
             raise ConfigurationError("prefix must be a non-empty string")
         if prefix.startswith(INTERNAL_MARK):  # its namespace would cover another's internals
             raise ConfigurationError(
                 f"prefix must not start with {INTERNAL_MARK!r} (reserved for cachekit's own keys)"
             )
+        if version == "" and owner is None:  # "{prefix}:" would hold "{prefix}:1:"
+            raise ConfigurationError("version must not be empty")
         self.prefix = prefix
         self.version = version
-        # version "" is an unversioned namespace, "{prefix}:" (the Django adapter's: Django
-        # puts its own version in every key)
-        self.text = f"{prefix}:{version}:" if version != "" else f"{prefix}:"
+        # The namespaces of two caches never hold one another (one's clear() or keys never
+        # reach the other's entries): ':' and '%' are escaped in each part, so the first
+        # ':' ends the prefix and the next the version (prefix "app:1" is "app%3A1:1:",
+        # not inside "app:1:"). Parts without them read as they always did.
+        head = _segment(prefix) if owner is None else f"!{_segment(owner)}:{_segment(prefix)}"
+        # version "" is an unversioned namespace, "!owner:{prefix}:" (the Django adapter's:
+        # Django puts its own version in every key)
+        self.text = f"{head}:{_segment(str(version))}:" if version != "" else f"{head}:"
         self.pattern_prefix = escape_glob(self.text)
 
     def key(self, key: Any) -> str:
