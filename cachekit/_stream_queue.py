@@ -150,7 +150,23 @@ class StreamQueueBase:
     # -- encoding -----------------------------------------------------------------------
     # Ids use their own canonical, type-faithful encoding (cachekit._strategies.encode_id),
     # whatever the cache's serializer: a tuple id comes back a tuple, equal ids coalesce.
-    # Values use the cache's codec.
+    # Values use the cache's codec, bound to this stream and the id (see _record_key).
+    def _record_key(self, raw_id: bytes) -> str:
+        """What a queued value is signed under (with a ``secret``): the stream key and the
+        encoded id. A record moved to another queue or given another id does not verify
+        (it becomes an Undecodable, dead-lettered); one copied from the cache's entries
+        does not either: their keys never start with the internal mark. The id's hex has
+        no newline, so the pair is told apart at the last one whatever the stream's name.
+        """
+        return f"{self.stream}\n{raw_id.hex()}"
+
+    def _dump(self, raw_id: bytes, value: Any) -> bytes:
+        encoded: bytes = self._codec.dumps(value, None, self._record_key(raw_id))
+        return encoded
+
+    def _load(self, raw_id: bytes, raw_value: bytes) -> Any:
+        return self._codec.loads(raw_value, self._record_key(raw_id))
+
     @staticmethod
     def _encode_id(item_id: Any) -> bytes:
         if isinstance(item_id, Undecodable):
@@ -161,7 +177,7 @@ class StreamQueueBase:
         """One write; an entry that does not decode becomes an :class:`Undecodable` (the
         worker retries it alone and then dead-letters it: it never wedges its batch)."""
         try:
-            return QueuedWrite(entry, decode_id(raw_id), self._codec.loads(raw_value))
+            return QueuedWrite(entry, decode_id(raw_id), self._load(raw_id, raw_value))
         except Exception as exc:
             return QueuedWrite(entry, Undecodable(raw_id, raw_value, _describe(exc)), None)
 
@@ -185,7 +201,8 @@ class StreamQueueBase:
     def _raw(self, write: QueuedWrite) -> tuple[bytes, bytes]:
         if isinstance(write.item_id, Undecodable):
             return write.item_id.raw_id, write.item_id.raw_value
-        return encode_id(write.item_id), self._codec.dumps(write.value)
+        raw_id = encode_id(write.item_id)
+        return raw_id, self._dump(raw_id, write.value)
 
     def _dead_payload(self, writes: Sequence[QueuedWrite]) -> bytes:
         """A dead letter's items: the raw (id, value) fields, base64 in a JSON array, so
@@ -298,7 +315,8 @@ class StreamQueueBase:
                 _, token, entry = entry
             elif not isinstance(entry, bytes):  # not in Redis (or not known to be)
                 entry = token = None
-            records.append((encode_id(item_id), self._codec.dumps(record.value), entry, token))
+            raw_id = encode_id(item_id)
+            records.append((raw_id, self._dump(raw_id, record.value), entry, token))
         return records
 
     def load_spilled(self, content: dict[str, Any]) -> list[Any]:
@@ -308,7 +326,7 @@ class StreamQueueBase:
         failed = 0
         for raw_id, raw_value, entry, token in content["records"]:
             try:
-                item_id, value = decode_id(raw_id), self._codec.loads(raw_value)
+                item_id, value = decode_id(raw_id), self._load(raw_id, raw_value)
             except Exception:
                 failed += 1
                 continue

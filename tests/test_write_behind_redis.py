@@ -17,6 +17,7 @@ import redis
 from conftest import unique_prefix
 
 from cachekit import Cache
+from cachekit._strategies import encode_id
 from cachekit.exceptions import BackendUnavailableError
 from cachekit.testing_servers import RedisServer
 
@@ -154,6 +155,36 @@ def test_a_poison_entry_is_dead_lettered_and_the_rest_of_its_batch_stored(
     assert sorted((k.raw_id, k.raw_value) for k in again.items) == raw
     assert client.xlen(stream) == 0
     items.close()
+    cache.close()
+    client.close()
+
+
+def test_queued_writes_are_bound_to_their_queue_and_id(redis_url: str) -> None:
+    # With a secret, a queued write used to be signed with the key "": anyone who could
+    # write to Redis could move one to another queue, or give it another id, and it was
+    # stored as if this process had queued it there.
+    cache = Cache(redis_url, prefix=unique_prefix(), secret="s3cret")
+    options: dict[str, Any] = dict(
+        batch_size=1000, flush_interval=60, max_retries=1, retry_backoff=0.01
+    )
+    stored_a: dict[Any, Any] = {}
+    stored_b: dict[Any, Any] = {}
+    roles = cache.write_behind("role:{}", store_many=stored_a.update, name="roles", **options)
+    notes = cache.write_behind("note:{}", store_many=stored_b.update, name="notes", **options)
+    roles.set("alice", "admin")
+    client = redis.Redis.from_url(redis_url)
+    ((_, fields),) = client.xrange(roles._queue.stream)
+    client.xadd(notes._queue.stream, fields)  # the same record in another queue
+    client.xadd(roles._queue.stream, {"i": encode_id("mallory"), "v": fields[b"v"]})
+    roles.flush(shared=True, timeout=10)
+    notes.flush(shared=True, timeout=10)
+    assert stored_a == {"alice": "admin"}  # never {"mallory": "admin"}
+    assert stored_b == {}
+    for queue in (roles, notes):
+        (letter,) = queue.dead_letters()
+        assert "signature does not verify" in letter.error
+    roles.close()
+    notes.close()
     cache.close()
     client.close()
 

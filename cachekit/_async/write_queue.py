@@ -44,7 +44,8 @@ class AsyncStreamQueue(StreamQueueBase):
     async def apush(self, item_id: Any, value: Any) -> bool:
         """Queue a write; True when a batch's worth is waiting. If Redis is away the write
         waits in this process's journal and is queued when it answers."""
-        encoded_id, encoded = self._encode_id(item_id), self._codec.dumps(value)
+        encoded_id = self._encode_id(item_id)
+        encoded = self._dump(encoded_id, value)
         record = self._journal_add(item_id, value)
         if self._cache._breaker.open:  # Redis is known to be away: no timeout per write
             self._push_failed(item_id, record)
@@ -201,7 +202,8 @@ class AsyncStreamQueue(StreamQueueBase):
         await client.script_load(PUSH_SCRIPT)
         async with client.pipeline(transaction=False) as pipe:
             for item_id, record in backlog:
-                args = [self._encode_id(item_id), self._codec.dumps(record.value)]
+                raw_id = self._encode_id(item_id)
+                args = [raw_id, self._dump(raw_id, record.value)]
                 pipe.evalsha(PUSH_SHA, 2, self.stream, self.latest_key, *args)
             entries = await pipe.execute()
         with self._lock:
