@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ._async.ops import AsyncCacheOps
 from ._breaker import CircuitBreaker
-from ._codec import Boxed, BytesCodec, Codec, ObjectCodec
+from ._codec import BytesCodec, Codec, ObjectCodec
 from ._config import OPTIONS, Layer, accepted_names, merge, redis_url_arguments, unknown_option
 from ._decorator import decorate
 from ._keys import Namespace
@@ -37,34 +37,6 @@ _NOT_OPTIONS = ("url", "client", "backend", "async_backend")  # constructor argu
 # CACHEKIT_* variables that are not options of a cache: the URL, the tests' redis-server,
 # the write-behind journal's directory
 _OTHER_ENV = frozenset({"CACHEKIT_URL", "CACHEKIT_REDIS_SERVER", "CACHEKIT_JOURNAL_DIR"})
-
-
-def _memory_lookup(
-    backend: MemoryBackend, counters: Counters, fallback: Callable[[str], Any]
-) -> Callable[[str], Any]:
-    """``Cache._lookup`` specialised for the memory backend storing objects.
-
-    A hit is one dict read, one clock read and an LRU touch, with no backend dispatch,
-    codec or circuit breaker in between (memory cannot fail for network reasons); anything
-    else (a miss, an expired entry) takes the general path.
-    """
-    data_get = backend._data.get
-    touch = backend._data.move_to_end
-    clock = backend._clock
-
-    def lookup(key: str) -> Any:
-        entry = data_get(key)
-        if entry is not None and entry[1] > clock():
-            try:
-                touch(key)
-            except KeyError:  # removed by another thread since the read: still a hit
-                pass
-            counters.hits += 1
-            value = entry[0]
-            return value.value if type(value) is Boxed else value
-        return fallback(key)
-
-    return lookup
 
 
 class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
@@ -156,9 +128,12 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         self._breaker = CircuitBreaker(
             self._probe, retry_interval=options["retry_interval"], name=self._describe_backend()
         )
-        if isinstance(backend, MemoryBackend) and isinstance(self._codec, ObjectCodec):
-            # the hit path of @cached on the embedded default: see _memory_lookup
-            self._lookup = _memory_lookup(backend, self.counters, self._lookup)  # type: ignore[method-assign,assignment]
+        # A store keeping the objects themselves in this process may offer a lock-free
+        # reader: asked for once, here; @cached serves its hits with it (cachekit._fastpath)
+        reader = getattr(backend, "reader", None)
+        self._reader: Callable[[str], Any] | None = (
+            reader() if reader is not None and isinstance(self._codec, ObjectCodec) else None
+        )
 
     # -- construction -----------------------------------------------------------------
     @staticmethod

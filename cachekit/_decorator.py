@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._async.decorator import make_async_stampede_wrapper, make_async_wrapper
 from ._fastpath import memory_hit_wrapper
 from ._keys import KeyBuilder
-from ._leases import Lease
 from ._policy import DEFAULT
-from ._sentinel import MISSING
 from ._stampede import StampedeOptions
 from ._sync.decorator import make_sync_stampede_wrapper, make_sync_wrapper
 from ._typed import ResultRules
@@ -146,15 +144,12 @@ def _decorate(cache: Cache, func: F, stampede: StampedeOptions | None = None, **
         )
         wrapper, refresh = make(cache, func, plan, stampede)
     elif inspect.iscoroutinefunction(func):
-        if cache._is_local and plan.rules.hit is None and plan.rules.fresh is None:
-            wrapper, refresh = _local_async_wrapper(cache, func, plan)
-        else:
-            wrapper, refresh = make_async_wrapper(cache, func, plan)
+        wrapper, refresh = make_async_wrapper(cache, func, plan)
     else:
         wrapper, refresh = make_sync_wrapper(cache, func, plan)
-    if stampede is None:  # memory hits served in one frame; everything else as above
+    if stampede is None:  # hits from an in-process store's reader; the rest as above
         is_async = inspect.iscoroutinefunction(func)
-        wrapper = memory_hit_wrapper(cache, plan.keys, wrapper, is_async) or wrapper
+        wrapper = memory_hit_wrapper(cache, plan, wrapper, is_async) or wrapper
 
     def key_of(*args: Any, **kwargs: Any) -> str:
         """The key this call's result is cached under (use it with ``cache.get``)."""
@@ -177,29 +172,3 @@ def _decorate(cache: Cache, func: F, stampede: StampedeOptions | None = None, **
     wrapper.arefresh = refresh  # type: ignore[attr-defined]
     wrapper.cache = cache  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
-
-
-def _local_async_wrapper(
-    cache: Cache, func: Callable[..., Any], plan: CachePlan
-) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """Async functions on an in-process backend storing objects: the lookup has nothing to
-    await, so the hit path skips a coroutine (the miss path is the generic one)."""
-    full_key = plan.full_key
-    lookup = cache._lookup
-    _, refresh = make_async_wrapper(cache, func, plan)
-    store = cache._astore
-    should_store, ttl, tags = plan.should_store, plan.ttl, plan.tags
-    unencodable = plan.rules.unencodable
-
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        key = full_key(args, kwargs)
-        value = lookup(key)
-        if value is not MISSING:
-            return value
-        lease = Lease.now()  # see cachekit._leases
-        value = await func(*args, **kwargs)
-        if should_store(value):
-            await store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
-        return value
-
-    return wrapper, refresh

@@ -1,12 +1,20 @@
-"""The ``@cached`` hit path on the embedded memory backend, in one Python frame.
+"""The ``@cached`` hit path on a store that keeps objects in this process: the one place.
 
-On memory a hit costs less than a Python function call, so the frames matter: the
-general wrapper calls a key builder, then a lookup, then the backend. Here the key of a
-positional call (no keywords; trailing defaults may be left out) and the dict read are
-inlined into the wrapper itself; every other case (keywords, a miss, an expired entry, an
-entry carrying metadata) is handed to the general wrapper, unchanged. Chosen at
-decoration time, only for a memory backend that stores objects and a default
-(signature-derived) key.
+On memory a hit costs less than a few Python function calls, so the frames matter. A
+backend that offers ``reader()`` (:meth:`cachekit.backends.memory.MemoryBackend.reader`:
+a lock-free ``read(key) -> stored value or MISSING`` that checks the expiry against the
+store's clock and records the read for its eviction policy) gets it asked for once, by
+the :class:`~cachekit.Cache` (``Cache._reader``), when its codec stores the objects
+themselves; then here, once per decorated function, a wrapper is built that serves hits
+with that read alone: the key (:meth:`KeyBuilder.full <cachekit._keys.KeyBuilder.full>`,
+the same builder the general path uses, so a hit finds what a miss stored), one read, a
+hit counted, an entry stored with metadata unwrapped. Anything else (a miss, an expired
+entry) is handed to the general wrapper, unchanged, which reads again and counts the miss.
+
+Chosen at decoration time (:func:`cachekit._decorator.decorate`), only for a default
+(signature-derived) key and a function with no stampede options: ``stale_ttl``,
+``early_refresh``, ``lock`` and ``stale_if_error`` need the entry's metadata and their own
+wrapper; a key template or ``key=`` callable is not called twice on a miss.
 """
 
 from __future__ import annotations
@@ -15,106 +23,82 @@ from collections.abc import Callable
 from typing import Any
 
 from ._codec import Boxed
-from ._keys import MAX_KEY_LENGTH
+from ._sentinel import MISSING
 
 __all__ = ["memory_hit_wrapper"]
 
 _MEMO_SIZE = 1024
+_NO_ARG: Any = object()  # "no positional argument given" (None is an argument)
 
 
 def memory_hit_wrapper(
-    cache: Any, keys: Any, general: Callable[..., Any], is_async: bool
+    cache: Any, plan: Any, general: Callable[..., Any], is_async: bool
 ) -> Callable[..., Any] | None:
-    """A wrapper serving hits inline and everything else through ``general``; or None
-    when this function/cache pair does not qualify."""
-    from .backends.memory import MemoryBackend
-
-    backend = cache.__dict__.get("_backend")
-    if not isinstance(backend, MemoryBackend) or not cache._codec.stores_objects:
-        return None
+    """A wrapper serving hits through the cache's reader and everything else through
+    ``general``; or None when this function/cache pair does not qualify."""
+    read: Callable[[str], Any] | None = cache._reader
+    if read is None or plan.rules.hit is not None or plan.rules.fresh is not None:
+        return None  # not a store of objects, or hits converted into the return type
+    keys = plan.keys
     if keys.key_func is not None or keys.template is not None or not keys.simple:
         return None
-    base = cache.namespace.text + keys.base
-    tails = keys._tails  # calls leaving out trailing defaults: what to append
-    limit = MAX_KEY_LENGTH + len(cache.namespace.text)
-    data_get = backend._data.get
-    touch = backend._data.move_to_end
-    clock = backend._clock
+    full_key = plan.full_key
     counters = cache.counters
-    encode = keys.text  # the injective argument text (orjson's own for str/int/...)
+    missing, boxed = MISSING, Boxed
 
     if is_async:
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            tail = None if kwargs else tails.get(len(args))
-            if tail is not None:
-                values = args + tail if tail else args
-                key = base + encode(values)
-                entry = data_get(key)
-                if entry is not None and entry[1] > clock():
-                    value = entry[0]
-                    if type(value) is not Boxed:
-                        try:
-                            touch(key)
-                        except KeyError:  # removed since the read: still a hit
-                            pass
-                        counters.hits += 1
-                        return value
+            value = read(full_key(args, kwargs))
+            if value is not missing:
+                counters.hits += 1
+                return value.value if type(value) is boxed else value
             return await general(*args, **kwargs)
 
         return async_wrapper
 
-    if len(keys.names) == 1:
-        # One parameter (get_user(user_id)): remember the key of recent int/str arguments,
-        # the JSON encoding being ~40% of a hit. The exact type picks the memo, so 1, 1.0
-        # and True, equal as dict keys, never share a key string.
-        int_keys: dict[int, str] = {}
-        str_keys: dict[str, str] = {}
+    if len(keys.names) != 1:
 
-        def one_argument_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not kwargs and len(args) == 1:
-                arg = args[0]
-                kind = type(arg)
-                memo: dict[Any, str] | None = (
-                    int_keys if kind is int else str_keys if kind is str else None
-                )
-                if memo is not None:
-                    key = memo.get(arg)
-                    if key is None:
-                        key = base + encode(args)
-                        if len(memo) >= _MEMO_SIZE:
-                            memo.clear()
-                        if len(key) <= limit:
-                            memo[arg] = key
-                    entry = data_get(key)
-                    if entry is not None and entry[1] > clock():
-                        value = entry[0]
-                        if type(value) is not Boxed:
-                            try:
-                                touch(key)
-                            except KeyError:  # removed since the read: still a hit
-                                pass
-                            counters.hits += 1
-                            return value
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            value = read(full_key(args, kwargs))
+            if value is not missing:
+                counters.hits += 1
+                return value.value if type(value) is boxed else value
             return general(*args, **kwargs)
 
-        return one_argument_wrapper
+        return wrapper
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        tail = None if kwargs else tails.get(len(args))
-        if tail is not None:
-            values = args + tail if tail else args
-            key = base + encode(values)
-            entry = data_get(key)
-            if entry is not None and entry[1] > clock():
-                value = entry[0]
-                if type(value) is not Boxed:
-                    try:
-                        touch(key)
-                    except KeyError:  # removed since the read: still a hit
-                        pass
-                    counters.hits += 1
-                    return value
+    # One parameter (get_user(user_id)), the common case. The argument is taken
+    # positional-only (``arg`` may still be the parameter's name: a keyword lands in
+    # ``kwargs``), which spares indexing ``args``. The keys of recent int and str arguments
+    # are remembered, building one being ~40% of a hit. Only an exact int or str is looked
+    # up (1, 1.0 and True are equal as dict keys but are keyed apart), and an int never
+    # equals a str, so one memo serves both. A key depends only on the argument (the
+    # namespace is fixed at construction), so a remembered one is never stale.
+    memo: dict[int | str, str] = {}
+    memo_get = memo.get
+    no_arg = _NO_ARG
+
+    def one_argument_wrapper(arg: Any = no_arg, /, *args: Any, **kwargs: Any) -> Any:
+        kind = type(arg)
+        if (kind is int or kind is str) and not args and not kwargs:
+            key = memo_get(arg)
+            if key is None:
+                key = full_key((arg,), kwargs)
+                if len(memo) >= _MEMO_SIZE:
+                    memo.clear()
+                memo[arg] = key
+            value = read(key)
+            if value is not missing:
+                counters.hits += 1
+                return value.value if type(value) is boxed else value
+            return general(arg)
+        if arg is not no_arg:
+            args = (arg, *args)
+        value = read(full_key(args, kwargs))
+        if value is not missing:
+            counters.hits += 1
+            return value.value if type(value) is boxed else value
         return general(*args, **kwargs)
 
-    return wrapper
+    return one_argument_wrapper

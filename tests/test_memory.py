@@ -135,3 +135,167 @@ def test_fast_path_keeps_equal_but_different_arguments_apart() -> None:
     for arg in range(2000):  # past the key memo's bound: still correct
         assert ident(arg) == arg
     assert ident(1) == 1 and ident(True) is True
+
+
+# -- the reader: the one hit path of @cached on memory ------------------------------------
+def test_reader_reads_checks_expiry_and_touches() -> None:
+    clock = Clock()
+    store = MemoryBackend(max_entries=3, clock=clock)
+    read = store.reader()
+    assert read("a") is MISSING
+    store.set("a", "A", 10)
+    store.set("b", "B", None)
+    store.set("c", "C", None)
+    assert read("a") == "A"  # a hit is the LRU touch: "a" is now the most recently used
+    store.set("d", "D", None)
+    assert read("b") is MISSING and read("a") == "A"
+    clock.now += 10  # the deadline itself is expired, as for get()
+    assert read("a") is MISSING
+    assert store.keys("a") == [] and len(store) == 2  # the expired entry is dropped
+    store.set("a", "again", None)
+    assert read("a") == "again"  # a reader bound before a write sees it
+
+
+def test_reader_returns_the_stored_form() -> None:
+    """Boxed entries (stored with metadata: tags) come back boxed; the cache unwraps them."""
+    cache = Cache()
+    cache.set("k", [1], tags=["t"])
+    stored = cache._backend.reader()(cache.make_key("k"))
+    assert stored.value == [1] and stored.meta == {"tags": ["t"]}
+
+
+class CountingReader(MemoryBackend):
+    """A memory store counting the reads its reader makes."""
+
+    reads = 0
+
+    def reader(self):  # type: ignore[no-untyped-def]
+        read = super().reader()
+
+        def counted(key: str) -> object:
+            self.reads += 1
+            return read(key)
+
+        return counted
+
+
+def test_every_decorated_hit_goes_through_the_reader() -> None:
+    store = CountingReader()
+    cache = Cache(backend=store)
+    calls: list[tuple[object, ...]] = []
+
+    @cache.cached(ttl=60)
+    def one(x: object) -> object:
+        calls.append((x,))
+        return x
+
+    @cache.cached(ttl=60)
+    def two(x: int, y: int = 2) -> int:
+        calls.append((x, y))
+        return x + y
+
+    @cache.cached(ttl=60, tags=["t"])
+    def tagged(x: int) -> list[int]:
+        calls.append((x,))
+        return [x]
+
+    long_text = "x" * 500  # a key past MAX_KEY_LENGTH: shortened, and still found
+    for _ in range(2):
+        assert one(7) == 7 and one(x=7) == 7 and one("s") == "s" and one(2**70) == 2**70
+        assert one(long_text) == long_text and one(1.5) == 1.5
+        assert two(1) == 3 and two(1, 2) == 3 and two(1, y=2) == 3 and two(x=1) == 3
+        assert tagged(3) == [3]
+    assert calls == [(7,), ("s",), (2**70,), (long_text,), (1.5,), (1, 2), (3,)]
+    # every call looked up once through the reader (a miss then goes the general way);
+    # 22 calls, 7 keys: x=7 is the key of 7, and two(1), two(1, 2), two(x=1) are one
+    assert store.reads == 22 and cache.stats()["hits"] == 22 - 7
+
+
+async def test_async_hits_go_through_the_reader() -> None:
+    store = CountingReader()
+    cache = Cache(backend=store)
+    calls: list[int] = []
+
+    @cache.cached(ttl=60)
+    async def double(x: int) -> int:
+        calls.append(x)
+        return 2 * x
+
+    for _ in range(3):
+        assert await double(4) == 8 and await double(x=4) == 8
+    assert calls == [4] and store.reads == 6 and cache.stats()["hits"] == 5
+
+
+class LocalStore:
+    """A third-party in-process store: the public contract and a reader, nothing else."""
+
+    local = True
+
+    def __init__(self) -> None:
+        self.inner = MemoryBackend()
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def reader(self):  # type: ignore[no-untyped-def]
+        read = self.inner.reader()
+
+        def counted(key: str) -> object:
+            self.reads += 1
+            return read(key)
+
+        return counted
+
+
+def test_any_in_process_store_with_a_reader_gets_the_fast_path() -> None:
+    store = LocalStore()
+    cache = Cache(backend=store)
+
+    @cache.cached(ttl=60)
+    def ident(x: int) -> int:
+        return x
+
+    assert ident(1) == 1 and ident(1) == 1
+    assert store.reads == 2 and cache.stats()["hits"] == 1
+
+
+def test_decorated_hits_never_serve_an_expired_value() -> None:
+    clock = Clock()
+    cache = Cache(backend=MemoryBackend(clock=clock))
+    calls: list[object] = []
+
+    @cache.cached(ttl=5)
+    def one(x: int) -> tuple[int, int]:
+        calls.append(x)
+        return (x, len(calls))
+
+    @cache.cached(ttl=5)
+    def two(x: int, y: int) -> tuple[int, int]:
+        calls.append(x)
+        return (x, len(calls))
+
+    @cache.cached(ttl=5)
+    async def three(x: int) -> tuple[int, int]:
+        calls.append(x)
+        return (x, len(calls))
+
+    assert one(1) == (1, 1) and two(1, 1) == (1, 2) and asyncio.run(three(1)) == (1, 3)
+    clock.now += 4.9
+    assert one(1) == (1, 1) and two(1, 1) == (1, 2) and asyncio.run(three(1)) == (1, 3)
+    clock.now += 0.1  # the deadline: expired
+    assert one(1) == (1, 4) and two(1, 1) == (1, 5) and asyncio.run(three(1)) == (1, 6)
+    assert one(x=1) == (1, 4)
+
+
+def test_a_stampede_function_does_not_take_the_reader() -> None:
+    """stale_ttl, early_refresh, lock, stale_if_error read the metadata: their own path."""
+    store = CountingReader()
+    cache = Cache(backend=store)
+
+    @cache.cached(ttl=60, stale_ttl=30)
+    def ident(x: int) -> int:
+        return x
+
+    assert ident(1) == 1 and ident(1) == 1
+    assert store.reads == 0 and cache.stats()["hits"] == 1

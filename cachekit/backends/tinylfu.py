@@ -14,9 +14,9 @@ After Einziger, Friedman & Manes, "TinyLFU: A Highly Efficient Cache Admission P
   segment (~80% of the main space), whose overflow falls back to probation.
 - :class:`TinyLFUEntries`: the memory backend's entry dict (key -> ``(value, expires_at)``)
   kept in step with a :class:`WTinyLFU`. It is a ``dict`` (so the lock-free ``get`` of the
-  hit path is the C one) that answers the two ``OrderedDict`` calls the backend and its
-  inlined hit paths make: ``move_to_end(key)`` records a read, ``popitem(last=False)``
-  evicts the policy's victim.
+  hit path is the C one) that answers the two ``OrderedDict`` calls the backend makes:
+  ``move_to_end(key)`` records a read (as :meth:`~TinyLFUEntries.record_read`, which the
+  backend's reader calls on a hit), ``popitem(last=False)`` evicts the policy's victim.
 
 Reads stay lock-free: a hit only appends its key to a buffer (one atomic ``list.append``
 under the GIL). The buffer is replayed into the sketch and the segments under the
@@ -295,9 +295,11 @@ class TinyLFUEntries(dict[str, tuple[Any, float]]):
         self._drain_at = drain_at
 
     # -- the read side (lock-free) --------------------------------------------------------
-    def move_to_end(self, key: str, last: bool = True) -> None:
-        """Record a read of ``key`` (the name is ``OrderedDict``'s, which the LRU hit
-        paths call on a hit)."""
+    def record_read(self, key: str) -> None:
+        """Record a hit on ``key`` (what :meth:`MemoryBackend.reader
+        <cachekit.backends.memory.MemoryBackend.reader>` calls where an LRU moves the key to
+        its end): one list append; every ``drain_at`` reads, a replay into the policy if
+        the lock is free."""
         reads = self._reads
         reads.append(key)
         if len(reads) >= self._drain_at and self._lock.acquire(blocking=False):
@@ -305,6 +307,10 @@ class TinyLFUEntries(dict[str, tuple[Any, float]]):
                 self._drain()
             finally:
                 self._lock.release()
+
+    def move_to_end(self, key: str, last: bool = True) -> None:
+        """``OrderedDict``'s name for the same (the backend's writes call it on both)."""
+        self.record_read(key)
 
     def _drain(self) -> None:
         # caller holds the lock
