@@ -11,12 +11,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ._async.ops import AsyncCacheOps
 from ._breaker import CircuitBreaker
-from ._codec import BytesCodec, Codec, ObjectCodec
+from ._codec import Boxed, BytesCodec, Codec, ObjectCodec
 from ._config import OPTIONS, Layer, accepted_names, merge, redis_url_arguments, unknown_option
 from ._decorator import decorate
 from ._keys import Namespace
 from ._lock import LockMixin
 from ._policy import DEFAULT, Counters
+from ._sentinel import MISSING
 from ._sync.ops import SyncCacheOps
 from ._typing import CachedDecorator, CachedFunction
 from ._write import WriteStrategies
@@ -134,6 +135,18 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         self._reader: Callable[[str], Any] | None = (
             reader() if reader is not None and isinstance(self._codec, ObjectCodec) else None
         )
+
+    def _lookup(self, key: str) -> Any:
+        """The value under a full key, or MISSING. From an in-process store's reader when
+        there is one (a hit: no backend dispatch, codec or circuit breaker, which memory
+        does not need); anything else, and every other backend, the general way."""
+        read = self._reader
+        if read is not None:
+            stored = read(key)
+            if stored is not MISSING:
+                self.counters.hits += 1
+                return stored.value if type(stored) is Boxed else stored
+        return super()._lookup(key)
 
     # -- construction -----------------------------------------------------------------
     @staticmethod
@@ -343,6 +356,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         *,
         ttl: Any = DEFAULT,
         key: str | Callable[..., Any] | None = None,
+        name: str | None = None,
         tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
         cache_none: bool = True,
         condition: Callable[[Any], bool] | None = None,
@@ -362,6 +376,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         *,
         ttl: Any = DEFAULT,
         key: str | Callable[..., Any] | None = None,
+        name: str | None = None,
         tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
         cache_none: bool = True,
         condition: Callable[[Any], bool] | None = None,
@@ -377,7 +392,10 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
 
         ``ttl`` seconds (default: the cache's ``default_ttl``); ``key`` a template over the
         arguments (``"user:{user_id}"``, ``"{user.id}"``) or a callable (default: module,
-        qualified name and the arguments normalised through the signature); ``tags``
+        qualified name and the arguments normalised through the signature); ``name`` in
+        place of the module and qualified name (a factory's closures share their qualified
+        name: a second one with other captured values is refused, see
+        :mod:`cachekit._names`); ``tags``
         stored with the entry; ``cache_none=False`` to not cache ``None``;
         ``condition(result)`` must be true and ``unless(result)`` false to store.
 
@@ -392,8 +410,9 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         ``.ainvalidate(...)``, ``.refresh(...)`` and ``__wrapped__``.
         """
         options = dict(
-            ttl=ttl, key=key, tags=tags, cache_none=cache_none, condition=condition, unless=unless
-        )
+            ttl=ttl, key=key, name=name, tags=tags, cache_none=cache_none, condition=condition,
+            unless=unless,
+        )  # fmt: skip
         stampede = dict(
             lock=lock, lock_ttl=lock_ttl, lock_timeout=lock_timeout, early_refresh=early_refresh,
             stale_ttl=stale_ttl, stale_if_error=stale_if_error,

@@ -11,10 +11,11 @@ the same builder the general path uses, so a hit finds what a miss stored), one 
 hit counted, an entry stored with metadata unwrapped. Anything else (a miss, an expired
 entry) is handed to the general wrapper, unchanged, which reads again and counts the miss.
 
-Chosen at decoration time (:func:`cachekit._decorator.decorate`), only for a default
-(signature-derived) key and a function with no stampede options: ``stale_ttl``,
-``early_refresh``, ``lock`` and ``stale_if_error`` need the entry's metadata and their own
-wrapper; a key template or ``key=`` callable is not called twice on a miss.
+Chosen at decoration time (:func:`cachekit._decorator.decorate`), for a function with no
+stampede options (``stale_ttl``, ``early_refresh``, ``lock`` and ``stale_if_error`` need
+the entry's metadata: their own wrapper) and no ``key=`` callable (a miss builds its key
+again in the general wrapper: the user's function is not called twice). ``cache.get`` and
+the general wrappers read through the same reader (``Cache._lookup``).
 """
 
 from __future__ import annotations
@@ -40,24 +41,23 @@ def memory_hit_wrapper(
     if read is None or plan.rules.hit is not None or plan.rules.fresh is not None:
         return None  # not a store of objects, or hits converted into the return type
     keys = plan.keys
-    if keys.key_func is not None or keys.template is not None or not keys.simple:
-        return None
+    if keys.key_func is not None:
+        return None  # the user's key function, called once per call: the general path
     full_key = plan.full_key
     counters = cache.counters
     missing, boxed = MISSING, Boxed
 
-    if is_async:
+    if keys.template is not None or not keys.simple or len(keys.names) != 1:
+        if is_async:
 
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            value = read(full_key(args, kwargs))
-            if value is not missing:
-                counters.hits += 1
-                return value.value if type(value) is boxed else value
-            return await general(*args, **kwargs)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                value = read(full_key(args, kwargs))
+                if value is not missing:
+                    counters.hits += 1
+                    return value.value if type(value) is boxed else value
+                return await general(*args, **kwargs)
 
-        return async_wrapper
-
-    if len(keys.names) != 1:
+            return async_wrapper
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             value = read(full_key(args, kwargs))
@@ -79,16 +79,39 @@ def memory_hit_wrapper(
     memo_get = memo.get
     no_arg = _NO_ARG
 
+    def key_of(arg: int | str) -> str:  # a memo miss
+        key: str = full_key((arg,), {})
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[arg] = key
+        return key
+
+    if is_async:
+
+        async def async_one_argument_wrapper(
+            arg: Any = no_arg, /, *args: Any, **kwargs: Any
+        ) -> Any:
+            kind = type(arg)
+            if (kind is int or kind is str) and not args and not kwargs:
+                value = read(memo_get(arg) or key_of(arg))
+                if value is not missing:
+                    counters.hits += 1
+                    return value.value if type(value) is boxed else value
+                return await general(arg)
+            if arg is not no_arg:
+                args = (arg, *args)
+            value = read(full_key(args, kwargs))
+            if value is not missing:
+                counters.hits += 1
+                return value.value if type(value) is boxed else value
+            return await general(*args, **kwargs)
+
+        return async_one_argument_wrapper
+
     def one_argument_wrapper(arg: Any = no_arg, /, *args: Any, **kwargs: Any) -> Any:
         kind = type(arg)
         if (kind is int or kind is str) and not args and not kwargs:
-            key = memo_get(arg)
-            if key is None:
-                key = full_key((arg,), kwargs)
-                if len(memo) >= _MEMO_SIZE:
-                    memo.clear()
-                memo[arg] = key
-            value = read(key)
+            value = read(memo_get(arg) or key_of(arg))
             if value is not missing:
                 counters.hits += 1
                 return value.value if type(value) is boxed else value

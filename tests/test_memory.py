@@ -206,9 +206,9 @@ def test_every_decorated_hit_goes_through_the_reader() -> None:
         assert two(1) == 3 and two(1, 2) == 3 and two(1, y=2) == 3 and two(x=1) == 3
         assert tagged(3) == [3]
     assert calls == [(7,), ("s",), (2**70,), (long_text,), (1.5,), (1, 2), (3,)]
-    # every call looked up once through the reader (a miss then goes the general way);
-    # 22 calls, 7 keys: x=7 is the key of 7, and two(1), two(1, 2), two(x=1) are one
-    assert store.reads == 22 and cache.stats()["hits"] == 22 - 7
+    # 22 calls, 7 keys (x=7 is the key of 7; two(1), two(1, 2), two(x=1) are one): every
+    # call looked up once through the reader, and each miss once more by the general path
+    assert store.reads == 22 + 7 and cache.stats()["hits"] == 22 - 7
 
 
 async def test_async_hits_go_through_the_reader() -> None:
@@ -256,8 +256,10 @@ def test_any_in_process_store_with_a_reader_gets_the_fast_path() -> None:
     def ident(x: int) -> int:
         return x
 
-    assert ident(1) == 1 and ident(1) == 1
-    assert store.reads == 2 and cache.stats()["hits"] == 1
+    assert ident(1) == 1 and ident(1) == 1  # a miss (two reads), then a hit (one)
+    assert store.reads == 3 and cache.stats()["hits"] == 1
+    cache.set("k", [1])
+    assert cache.get("k") == [1] and store.reads == 4  # cache.get reads through it too
 
 
 def test_decorated_hits_never_serve_an_expired_value() -> None:
@@ -299,3 +301,26 @@ def test_a_stampede_function_does_not_take_the_reader() -> None:
 
     assert ident(1) == 1 and ident(1) == 1
     assert store.reads == 0 and cache.stats()["hits"] == 1
+
+
+def test_template_keys_take_the_reader_and_key_functions_are_called_once() -> None:
+    store = CountingReader()
+    cache = Cache(backend=store)
+    made: list[int] = []
+
+    @cache.cached(ttl=60, key="user:{x}")
+    def templated(x: int) -> int:
+        return x
+
+    def key_of(x: int) -> str:
+        made.append(x)
+        return f"k{x}"
+
+    @cache.cached(ttl=60, key=key_of)
+    def keyed(x: int) -> int:
+        return x
+
+    assert [templated(1), templated(1), templated(x=1)] == [1, 1, 1]
+    assert store.reads == 3 + 1 and cache.get("user:1") == 1
+    assert [keyed(2), keyed(2)] == [2, 2]
+    assert made == [2, 2]  # once per call, the miss included
