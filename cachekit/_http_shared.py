@@ -78,9 +78,11 @@ def bytes_cache(cache: Cache) -> Cache:
 class HttpCache:
     """State and invalidation shared by the sync and async drivers.
 
-    ``lock``: also coalesce across processes with ``cache.lock`` (default: when the
-    cache has locks and a remote backend). ``lock_ttl`` bounds how long a crashed leader
-    blocks others; ``wait_timeout`` how long a follower waits before calling the app itself.
+    ``coalesce``: concurrent requests for a cold key wait for one of them (single-flight
+    in this process); False: each calls the app. ``lock``: also coalesce across
+    processes with ``cache.lock`` (default: when the cache has locks and a remote
+    backend). ``lock_ttl`` bounds how long a crashed leader blocks others;
+    ``wait_timeout`` how long a follower waits before calling the app itself.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class HttpCache:
         lock: bool | None = None,
         lock_ttl: float = 30.0,
         wait_timeout: float = 10.0,
+        coalesce: bool = True,
     ) -> None:
         self.user_cache = cache
         self.cache = bytes_cache(cache)
@@ -98,6 +101,8 @@ class HttpCache:
         has_lock = callable(getattr(self.cache, "lock", None))
         remote = self.cache.stats().get("backend") != "memory"
         self.use_lock = has_lock and remote if lock is None else bool(lock) and has_lock
+        self.use_lock = self.use_lock and coalesce
+        self.coalesce = coalesce
         self.lock_ttl = lock_ttl
         self.wait_timeout = wait_timeout
         self.lock_waits = 0  # times a request blocked on another's cross-process lock

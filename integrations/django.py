@@ -45,7 +45,6 @@ a Redis outage slows pages down instead of failing them; ``OPTIONS["on_error"] =
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -87,15 +86,13 @@ except ModuleNotFoundError as exc:
     raise missing_extra(exc, "django", "django") from exc
 
 from cachekit import Cache, ConfigurationError, IncrementError, SerializationError
+from cachekit._http_shared import ADecided, Decided, _ignore
 from cachekit.http import (
-    CachedResponse,
     Forward,
-    Hit,
     HttpCachePolicy,
     Request,
     Response,
     StoreDecision,
-    invalidation_key,
     mark_miss,
     store_precheck,
 )
@@ -113,8 +110,6 @@ __all__ = [
 V = TypeVar("V", bound=Callable[..., Any])
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
-Decided = Callable[[CachedResponse | None], None]
-ADecided = Callable[[CachedResponse | None], Awaitable[None]]
 
 # OPTIONS: cachekit's options table (Cache.check_options), less the two Django sets itself
 # (VERSION is in every key, TIMEOUT is the default timeout), plus Django's own below
@@ -632,7 +627,7 @@ class _Engine:
 
     cache: Cache
     http: Any  # SyncHttpCache | AsyncHttpCache
-    # async pages: stores made where no event loop is left (see _async_page)
+    # async pages: stores made where no event loop is left (see _adeferred_settle)
     blocking: SyncHttpCache | None = None
     policies: dict[tuple[Any, ...], HttpCachePolicy] = field(default_factory=dict)
 
@@ -668,7 +663,12 @@ class _PageCache:
         self.is_async = iscoroutinefunction(view)
         self._engines: dict[int, _Engine] = {}
         self._engines_lock = threading.Lock()
-        self.fallback: Callable[..., Any] = _fallback(self, view)
+        # generated from one source; they import this module: imported when first needed
+        if self.is_async:
+            from ._django_page_async import make_async_fallback as make_fallback
+        else:
+            from ._django_page_sync import make_sync_fallback as make_fallback
+        self.fallback: Callable[..., Any] = make_fallback(self, view)
 
     # -- where and how ---------------------------------------------------------------------
     def backend(self) -> Any:
@@ -698,6 +698,7 @@ class _PageCache:
             lock=self.lock,
             lock_ttl=self.lock_ttl,
             wait_timeout=self.lock_timeout,
+            coalesce=self.lock,  # lock=False: no coalescing at all
         )
         blocking = SyncHttpCache(raw, self.policy, lock=False) if self.is_async else None
         return _Engine(cache, http, blocking)
@@ -765,112 +766,6 @@ class _PageCache:
         return response
 
 
-def _decided_ignored(entry: CachedResponse | None) -> None:
-    return None
-
-
-async def _adecided_ignored(entry: CachedResponse | None) -> None:
-    return None
-
-
-def _fallback(page: _PageCache, view: Callable[..., Any]) -> Callable[..., Any]:
-    """Django's cache_page for caches that are not a CachekitCache, with an in-process
-    single-flight for cold pages when ``lock`` is on."""
-    middleware = page.middleware
-    lock, lock_timeout = page.lock, page.lock_timeout
-
-    def finish(request: Any, response: Any) -> Any:
-        return middleware.process_response(request, _rendered(response))
-
-    if page.is_async:
-        aflights = _AsyncSingleFlight()
-
-        async def async_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
-            response = middleware.process_request(request)
-            if response is not None:
-                return response
-            if not (lock and getattr(request, "_cache_update_cache", False)):
-                return finish(request, await view(request, *args, **kwargs))
-            key = request.build_absolute_uri()
-            event = aflights.join(key)
-            if event is not None:  # a request of this process computes it: wait, re-read
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(event.wait(), lock_timeout)
-                response = middleware.process_request(request)
-                if response is not None:
-                    return response
-                return finish(request, await view(request, *args, **kwargs))
-            try:
-                return finish(request, await view(request, *args, **kwargs))
-            finally:
-                aflights.done(key)
-
-        return async_wrapper
-
-    flights = _SingleFlight()
-
-    def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
-        response = middleware.process_request(request)
-        if response is not None:
-            return response
-        if not (lock and getattr(request, "_cache_update_cache", False)):
-            return finish(request, view(request, *args, **kwargs))
-        key = request.build_absolute_uri()
-        event = flights.join(key)
-        if event is not None:
-            event.wait(lock_timeout)
-            response = middleware.process_request(request)
-            if response is not None:
-                return response
-            return finish(request, view(request, *args, **kwargs))
-        try:
-            return finish(request, view(request, *args, **kwargs))
-        finally:
-            flights.done(key)
-
-    return wrapper
-
-
-class _SingleFlight:
-    """One thread per key computes; the others wait for it, then read what it stored."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: dict[str, threading.Event] = {}
-
-    def join(self, key: str) -> threading.Event | None:
-        """None if the caller leads (and must call :meth:`done`), else the leader's event."""
-        with self._lock:
-            event = self._running.get(key)
-            if event is None:
-                self._running[key] = threading.Event()
-            return event
-
-    def done(self, key: str) -> None:
-        with self._lock:
-            event = self._running.pop(key)
-        event.set()
-
-
-class _AsyncSingleFlight:
-    """The same for coroutines, per event loop (an asyncio.Event belongs to one loop)."""
-
-    def __init__(self) -> None:
-        self._loops: weakref.WeakKeyDictionary[Any, dict[str, asyncio.Event]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def join(self, key: str) -> asyncio.Event | None:
-        running = self._loops.setdefault(asyncio.get_running_loop(), {})
-        event = running.get(key)
-        if event is None:
-            running[key] = asyncio.Event()
-        return event
-
-    def done(self, key: str) -> None:
-        self._loops[asyncio.get_running_loop()].pop(key).set()
-
-
 def cache_page(
     timeout: float | None,
     *,
@@ -929,135 +824,50 @@ def cache_page(
         page = _PageCache(
             view, timeout, cache, key_prefix, lock, lock_ttl, lock_timeout, dict(options)
         )
-        wrapper = _async_page(page, view) if page.is_async else _sync_page(page, view)
+        if page.is_async:
+            from ._django_page_async import make_async_page as make_page
+        else:
+            from ._django_page_sync import make_sync_page as make_page
+        wrapper = make_page(page, view)
         wrapper.page_cache = page  # type: ignore[attr-defined]
         return wraps(view)(wrapper)  # type: ignore[return-value]
 
     return decorator
 
 
-def _sync_page(page: _PageCache, view: Callable[..., Any]) -> Callable[..., Any]:
-    def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
-        backend = page.backend()
-        engine = page.engine(backend)
-        if engine is None:
-            return page.fallback(request, *args, **kwargs)
-        http: SyncHttpCache = engine.http
+def _deferred_settle(
+    engine: _Engine, request: Any, response: Any, pending: _PendingPage, decided: Decided
+) -> None:
+    """A sync page is decided when Django closes the response (or abandoned unclosed)."""
+    from ._django_page_sync import _settle
 
-        def settle(pending: _PendingPage, decided: Decided, response: Any) -> None:
-            decided(_store_if_allowed(http, pending, response))
-
-        def forward(step: Forward, decided: Decided) -> Any:
-            request_time = time.time()
-            response = _rendered(view(request, *args, **kwargs))
-            if response.streaming:
-                decided(None)
-                return page.passthrough(step, response)
-            key = invalidation_key(step.request, response.status_code, step.policy.key_prefix)
-            if key is not None:
-                http.delete(key)
-            pending = page.pending(request, step, response, request_time)
-            if pending is None:
-                decided(None)
-            elif _middleware_follows(request):  # decided when Django closes the response
-                _on_close(
-                    response, lambda final: settle(pending, decided, final), _abandon(decided)
-                )
-            else:
-                settle(pending, decided, response)
-            return response
-
-        req = _request(request)
-        policy = page.policy_for(engine, backend, request)
-        if page.lock:
-            return http.run(req, policy, _to_django, forward, deferred=True)
-        step, _ = http.lookup(req, policy)  # lock=False: no coalescing at all
-        if isinstance(step, Hit):
-            return _to_django(step.response)
-        return forward(step, _decided_ignored)
-
-    return wrapper
+    http = engine.http
+    _on_close(response, lambda final: _settle(http, pending, decided, final), _abandon(decided))
 
 
-def _async_page(page: _PageCache, view: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    async def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
-        backend = page.backend()
-        engine = page.engine(backend)
-        if engine is None:
-            return await page.fallback(request, *args, **kwargs)
-        http: AsyncHttpCache = engine.http
-        loop = asyncio.get_running_loop()
+async def _adeferred_settle(
+    engine: _Engine, request: Any, response: Any, pending: _PendingPage, decided: ADecided
+) -> None:
+    """An async page is decided when Django closes the response, which may happen where
+    its event loop is not (or is gone)."""
+    from ._django_page_async import _asettle
+    from ._django_page_sync import _settle
 
-        async def settle(pending: _PendingPage, decided: ADecided, response: Any) -> None:
-            store = None
-            try:
-                store = pending.decide(response)
-                if store is not None:
-                    await http.astore(store)
-            except Exception:
-                logger.exception("storing a cache_page response failed")
-                store = None
-            await decided(None if store is None else store.entry)
-
-        async def on_hit(response: Response) -> HttpResponse:
-            return _to_django(response)
-
-        async def forward(step: Forward, decided: ADecided) -> Any:
-            request_time = time.time()
-            response = _rendered(await view(request, *args, **kwargs))
-            if response.streaming:
-                await decided(None)
-                return page.passthrough(step, response)
-            key = invalidation_key(step.request, response.status_code, step.policy.key_prefix)
-            if key is not None:
-                await http.adelete(key)
-            pending = page.pending(request, step, response, request_time)
-            if pending is None:
-                await decided(None)
-            elif _middleware_follows(request) and isinstance(request, ASGIRequest):
-                # closed from a worker thread while the server's loop runs: back to it
-                _on_close(
-                    response,
-                    lambda final: _run_on(loop, lambda: settle(pending, decided, final)),
-                    lambda: _run_on(loop, lambda: decided(None)),
-                )
-            elif _middleware_follows(request):
-                # WSGI runs the view in an event loop of its own, gone when the response
-                # is closed: the waiters (of this loop: none) go now, the store waits
-                await decided(None)
-                blocking = engine.blocking
-                assert blocking is not None
-                _on_close(
-                    response, lambda final: _store_if_allowed(blocking, pending, final), _nothing
-                )
-            else:
-                await settle(pending, decided, response)
-            return response
-
-        req = _request(request)
-        policy = page.policy_for(engine, backend, request)
-        if page.lock:
-            return await http.arun(req, policy, on_hit, forward, deferred=True)
-        step, _ = await http.alookup(req, policy)  # lock=False: no coalescing
-        if isinstance(step, Hit):
-            return _to_django(step.response)
-        return await forward(step, _adecided_ignored)
-
-    return wrapper
-
-
-def _store_if_allowed(
-    http: SyncHttpCache, pending: _PendingPage, response: Any
-) -> CachedResponse | None:
-    """Store the pending page if ``response`` allows it; the entry stored, or None."""
-    try:
-        store = pending.decide(response)
-        if store is not None:
-            http.store(store)
-            return store.entry
-    except Exception:  # a cache problem never fails the page
-        logger.exception("storing a cache_page response failed")
-    return None
+    if isinstance(request, ASGIRequest):
+        # closed from a worker thread while the server's loop runs: back to it
+        loop, http = asyncio.get_running_loop(), engine.http
+        _on_close(
+            response,
+            lambda final: _run_on(loop, lambda: _asettle(http, pending, decided, final)),
+            lambda: _run_on(loop, lambda: decided(None)),
+        )
+        return
+    # WSGI runs the view in an event loop of its own, gone when the response is closed:
+    # the waiters (of this loop: none) go now, the store waits
+    await decided(None)
+    blocking = engine.blocking
+    assert blocking is not None
+    _on_close(response, lambda final: _settle(blocking, pending, _ignore, final), _nothing)
 
 
 def _abandon(decided: Decided) -> Callable[[], None]:

@@ -102,7 +102,6 @@ from cachekit.http import (
     HttpCachePolicy,
     Request,
     Response,
-    invalidation_key,
     mark_miss,
     store_precheck,
 )
@@ -278,9 +277,7 @@ class _FrontCache:
         policy = environ.get(_VIEW_POLICY, step.policy)
         if policy is not step.policy:
             step = dataclasses.replace(step, policy=policy)
-        key = invalidation_key(step.request, status, policy.key_prefix)
-        if key is not None:
-            self.state.http.delete(key)
+        self.state.http.invalidate_unsafe(step, status)
 
         problem = store_precheck(step.request, status, headers, policy) if step.may_store else "no"
         has_length = any(name.lower() == "content-length" for name, _ in headers)
@@ -297,9 +294,7 @@ class _FrontCache:
             if close is not None:
                 close()
         sent, store = step.finish(Response(status, headers, data), time.time(), request_time)
-        if store is not None:
-            self.state.http.store(store)
-        decided(None if store is None else store.entry)
+        self.state.http.settle(store, decided)
         start_response(status_text, list(sent.headers), exc_info)
         return [sent.body]
 

@@ -50,7 +50,6 @@ from cachekit.http import (
     Request,
     Response,
     apply_identity,
-    invalidation_key,
     mark_miss,
     store_precheck,
 )
@@ -257,9 +256,7 @@ class _Capture:
         resp = Response(self.status, self.headers, b"".join(self.chunks))
         self.chunks.clear()
         sent, store = self.step.finish(resp, time.time(), self.request_time)
-        if store is not None:
-            await self.engine.http.astore(store)
-        await self.decided(None if store is None else store.entry)
+        await self.engine.http.asettle(store, self.decided)
         await _send_response(self.send, sent)
 
 
@@ -320,9 +317,7 @@ class _Engine:
         finally:
             await decided(None)
         if self.invalidate_unsafe and capture.status:
-            key = invalidation_key(step.request, capture.status, self.policy.key_prefix)
-            if key is not None:
-                await self.http.adelete(key)
+            await self.http.ainvalidate_unsafe(step, capture.status)
 
 
 class _Invalidation:
@@ -542,9 +537,7 @@ class cache_response(_Invalidation):
             body = bytes(result.body)
             resp = Response(result.status_code, header_pairs(result.raw_headers), body)
             sent, store = step.finish(resp, time.time(), request_time, identity)
-            if store is not None:
-                await engine.http.astore(store)
-            await decided(None if store is None else store.entry)
+            await engine.http.asettle(store, decided)
             result.raw_headers = _encode(sent.headers)
             return result
 

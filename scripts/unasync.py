@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Generate cachekit/_sync/*.py from cachekit/_async/*.py (the httpcore way).
+"""Generate cachekit/_sync/*.py from cachekit/_async/*.py (the httpcore way), and the
+sync twins of the async sources listed in PAIRS.
 
     python scripts/unasync.py           rewrite the generated files
     python scripts/unasync.py --check   exit 1 if a generated file is stale, or if a
@@ -17,6 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "cachekit" / "_async"
 TARGET = ROOT / "cachekit" / "_sync"
+# (async source, generated sync twin) outside cachekit/_async: the core never imports
+# integrations/, so Django's page flow is generated beside its adapter
+PAIRS = [
+    (
+        ROOT / "integrations" / "_django_page_async.py",
+        ROOT / "integrations" / "_django_page_sync.py",
+    ),
+]
 
 SUBS: dict[str, str] = {
     "async def": "def",
@@ -148,6 +157,17 @@ SUBS: dict[str, str] = {
     "_arelease": "_release",
     "ainvalidate_url": "invalidate_url",
     "ainvalidate_path": "invalidate_path",
+    "asettle": "settle",
+    "ainvalidate_unsafe": "invalidate_unsafe",
+    # Django's cache_page (integrations/_django_page_async.py)
+    "make_async_page": "make_sync_page",
+    "make_async_fallback": "make_sync_fallback",
+    "_asettle": "_settle",
+    "_adeferred_settle": "_deferred_settle",
+    "This file is the source: ``integrations/_django_page_sync.py``": (
+        "GENERATED from ``integrations/_django_page_async.py``"
+    ),
+    "async views": "sync views",
     "This file is the source: ``cachekit/_sync/": "GENERATED from ``cachekit/_async/",
     "is generated from it by": "by",
     "(CI fails when they drift). Edit here, then run the script.": (
@@ -176,8 +196,8 @@ def unasync(text: str, used: set[str]) -> str:
 def main(check: bool) -> int:
     used: set[str] = set()
     stale: list[str] = []
-    for source in sorted(SOURCE.glob("*.py")):
-        target = TARGET / source.name
+    pairs = [(source, TARGET / source.name) for source in sorted(SOURCE.glob("*.py"))]
+    for source, target in pairs + PAIRS:
         generated = unasync(source.read_text(), used)
         if check:
             if not target.exists() or target.read_text() != generated:

@@ -1116,3 +1116,65 @@ def test_an_async_page_served_by_a_wsgi_handler_is_stored(dj_cache: Any) -> None
     first, second = Client().get("/async-page/"), Client().get("/async-page/")
     assert first.content == second.content == b"async_page run 1"
     assert "hit" in second["Cache-Status"]
+
+
+def _fallback_waiters(view: Any) -> int:
+    return sum(flight.waiters for flight in view.page_cache.fallback.flights.in_progress())
+
+
+def test_the_fallback_runs_a_cold_page_once_for_concurrent_requests(redis_cache: Any) -> None:
+    """On a cache that is not a CachekitCache, lock=True still coalesces in the process:
+    one thread runs the view, the others wait for it and are served what it stored."""
+    locmem = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "fb"}
+    release, runs = threading.Event(), []
+    with override_settings(CACHES={"default": {"BACKEND": BACKEND}, "fb": locmem}):
+
+        @cache_page(60, cache="fb")
+        def page(request: HttpRequest) -> HttpResponse:
+            runs.append(1)
+            release.wait(5)
+            return HttpResponse(b"fallback page")
+
+        results: list[bytes] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(page(factory.get("/fb/")).content))
+            for _ in range(6)
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 5
+        while _fallback_waiters(page) < 5 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        waiting = _fallback_waiters(page)
+        release.set()
+        for thread in threads:
+            thread.join(5)
+        caches["fb"].clear()
+    assert waiting == 5 and len(runs) == 1
+    assert results == [b"fallback page"] * 6
+    assert page.page_cache.fallback.flights.in_progress() == []
+
+
+async def test_the_async_fallback_runs_a_cold_page_once(redis_cache: Any) -> None:
+    locmem = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "afb"}
+    release, runs = asyncio.Event(), []
+    with override_settings(CACHES={"default": {"BACKEND": BACKEND}, "afb": locmem}):
+
+        @cache_page(60, cache="afb")
+        async def page(request: HttpRequest) -> HttpResponse:
+            runs.append(1)
+            await release.wait()
+            return HttpResponse(b"async fallback page")
+
+        tasks = [asyncio.ensure_future(page(factory.get("/afb/"))) for _ in range(6)]
+        for _ in range(1000):  # the tasks join one by one, no time passing
+            if _fallback_waiters(page) == 5:
+                break
+            await asyncio.sleep(0)
+        waiting = _fallback_waiters(page)
+        release.set()
+        responses = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        caches["afb"].clear()
+    assert waiting == 5 and len(runs) == 1
+    assert [response.content for response in responses] == [b"async fallback page"] * 6
+    assert page.page_cache.fallback.flights.in_progress() == []

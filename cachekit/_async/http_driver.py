@@ -30,6 +30,7 @@ from ..http import (
     Request,
     StoreDecision,
     begin,
+    invalidation_key,
     miss_reason,
     serve,
 )
@@ -114,6 +115,20 @@ class AsyncHttpCache(HttpCache):
         except CacheKitError as exc:
             logger.warning("HTTP cache write failed: %s", exc)
 
+    async def asettle(self, store: StoreDecision | None, decided: ADecided) -> None:
+        """Store what ``store`` says (nothing if None), then release the flight with the
+        entry stored (``decided``, as :meth:`arun` hands it to ``forward``)."""
+        if store is not None:
+            await self.astore(store)
+        await decided(None if store is None else store.entry)
+
+    async def ainvalidate_unsafe(self, step: Forward, status: int) -> None:
+        """After the app answered ``step``'s request: a successful unsafe request (POST,
+        PUT, DELETE...) drops the stored response of its URL (RFC 9111 section 4.4)."""
+        key = invalidation_key(step.request, status, step.policy.key_prefix)
+        if key is not None:
+            await self.adelete(key)
+
     async def adelete(self, key: str) -> bool:
         try:
             return await self.cache.adelete(key)
@@ -183,7 +198,7 @@ class AsyncHttpCache(HttpCache):
                 raise
         if isinstance(step, Hit):
             return await on_hit(step.response)
-        if key is None or not step.may_store or req.method.upper() != "GET":
+        if key is None or not step.may_store or not self.coalesce or req.method.upper() != "GET":
             return await forward(step, _aignore)
         flights = self._aflights
         flight, leader = flights.join(key)

@@ -30,6 +30,7 @@ from ..http import (
     Request,
     StoreDecision,
     begin,
+    invalidation_key,
     miss_reason,
     serve,
 )
@@ -114,6 +115,20 @@ class SyncHttpCache(HttpCache):
         except CacheKitError as exc:
             logger.warning("HTTP cache write failed: %s", exc)
 
+    def settle(self, store: StoreDecision | None, decided: Decided) -> None:
+        """Store what ``store`` says (nothing if None), then release the flight with the
+        entry stored (``decided``, as :meth:`run` hands it to ``forward``)."""
+        if store is not None:
+            self.store(store)
+        decided(None if store is None else store.entry)
+
+    def invalidate_unsafe(self, step: Forward, status: int) -> None:
+        """After the app answered ``step``'s request: a successful unsafe request (POST,
+        PUT, DELETE...) drops the stored response of its URL (RFC 9111 section 4.4)."""
+        key = invalidation_key(step.request, status, step.policy.key_prefix)
+        if key is not None:
+            self.delete(key)
+
     def delete(self, key: str) -> bool:
         try:
             return self.cache.delete(key)
@@ -183,7 +198,7 @@ class SyncHttpCache(HttpCache):
                 raise
         if isinstance(step, Hit):
             return on_hit(step.response)
-        if key is None or not step.may_store or req.method.upper() != "GET":
+        if key is None or not step.may_store or not self.coalesce or req.method.upper() != "GET":
             return forward(step, _ignore)
         flights = self._flights
         flight, leader = flights.join(key)
