@@ -19,9 +19,11 @@ whole namespace instead (the safe fallback: misses, never stale values).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -90,6 +92,8 @@ class CircuitBreaker:
         # loads (see cachekit._leases) that started before this monotonic time do not
         # store: set when an overflowing outage was reconciled by clearing the namespace
         self.lease_floor = float("-inf")
+        self._exit_hook = False  # an atexit warning about undelivered invalidations
+        self._reported: Pending | None = None  # the undelivered ones close() warned about
 
     @property
     def state(self) -> str:
@@ -107,13 +111,24 @@ class CircuitBreaker:
                 self._name,
                 error,
             )
-            self._thread = threading.Thread(
-                target=self._run,
-                args=(self._stop,),
-                name=f"cachekit-breaker-{self._name}",
-                daemon=True,
-            )
-            self._thread.start()
+            self._start_probe()
+
+    def _start_probe(self) -> None:  # under self._lock
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(self._stop,),
+            name=f"cachekit-breaker-{self._name}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def resume(self) -> None:
+        """Probe again if close() kept invalidations it could not deliver and the cache is
+        used again (called on the open-circuit path, so the reused cache heals)."""
+        if self._thread is None and self.open:
+            with self._lock:
+                if self._thread is None and self.open:
+                    self._start_probe()
 
     @property
     def pending(self) -> int:
@@ -128,6 +143,9 @@ class CircuitBreaker:
                 return False
             self._reconciler = reconciler
             self._pending.add(keys, tags)
+            if not self._exit_hook:  # exiting mid-outage loses them: say so then
+                self._exit_hook = True
+                atexit.register(_report_at_exit, weakref.ref(self))
             return True
 
     def _reconcile(self, stop: threading.Event) -> bool:
@@ -173,22 +191,40 @@ class CircuitBreaker:
 
     def close(self) -> None:
         """Stop probing (the cache is closing). A cache used again after close() gets a
-        working breaker: the next outage starts a new probe."""
+        working breaker: the next outage starts a new probe. Invalidations not delivered
+        yet are kept, with the circuit open: a cache used again after close() (and
+        resume()) replays them before it reads, instead of serving what they deleted."""
         with self._lock:
             stop, thread = self._stop, self._thread
             stop.set()
             self._stop = threading.Event()
             self._thread = None
-            self.open = False
-            self.opened_at = None
-            lost, self._pending = self._pending, Pending()
+            lost = self._pending
+            if not lost:
+                self.open = False
+                self.opened_at = None
+            else:
+                self._reported = lost
         if lost:
-            logger.warning(
-                "%s: closed with invalidations never delivered (%d keys, %d tags%s)",
-                self._name,
-                len(lost.keys),
-                len(lost.tags),
-                ", more than could be remembered" if lost.overflow else "",
-            )
+            self._report(lost, "closed")
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)
+
+    def _report(self, lost: Pending, when: str) -> None:
+        logger.warning(
+            "%s: %s with invalidations never delivered (%d keys, %d tags%s)",
+            self._name,
+            when,
+            len(lost.keys),
+            len(lost.tags),
+            ", more than could be remembered" if lost.overflow else "",
+        )
+
+
+def _report_at_exit(ref: weakref.ref[CircuitBreaker]) -> None:
+    """At interpreter exit: the invalidations an outage left undelivered are lost."""
+    breaker = ref()
+    if breaker is not None:
+        lost = breaker._pending
+        if lost and lost is not breaker._reported:  # close() said so already
+            breaker._report(lost, "exiting")

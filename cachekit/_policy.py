@@ -189,6 +189,7 @@ class CachePolicy:
 
     def _skip(self, default: Any) -> Any:
         """The circuit is open: do not touch the backend."""
+        self._breaker.resume()  # a cache used again after close() mid-outage
         if self._raise_errors:
             raise self._circuit_error()
         self.counters.skipped += 1

@@ -9,6 +9,7 @@ the reason, so the day it is fixed the marker must go.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
 import subprocess
 import sys
@@ -683,3 +684,76 @@ def test_a_lock_holder_killed_mid_load_does_not_wedge_the_next_process(
             holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+# -- the breaker's pending invalidations ---------------------------------------------------
+def test_close_during_an_outage_then_reuse_never_serves_an_undelivered_delete(
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delete made while Redis was frozen is pending; close() (a framework's shutdown
+    hook, a test fixture) used to drop it and close the circuit, so the cache used again
+    read the deleted value from the recovered Redis for its whole TTL."""
+    cache = Cache(private_redis.url, prefix=unique_prefix(), timeout=0.2, retry_interval=60)
+    cache.set("k", "old")
+    private_redis.freeze()
+    try:
+        assert cache.get("other") is None  # trips the breaker
+        assert cache._breaker.open
+        cache.delete("k")  # never sent: pending
+        assert cache._breaker.pending == 1
+    finally:
+        private_redis.thaw()
+    with caplog.at_level(logging.WARNING, logger="cachekit"):
+        cache.close()
+    assert "never delivered" in caplog.text
+    cache._breaker._retry_interval = 0.01  # the reused cache's probe: soon
+    assert cache.get("k") is None  # reused: the pending delete still wins
+    deadline = time.monotonic() + 10
+    while cache._breaker.open and time.monotonic() < deadline:
+        cache._breaker._stop.wait(0.01)
+    assert not cache._breaker.open
+    assert cache.get("k") is None
+    assert redis.Redis.from_url(private_redis.url).exists(cache._ns.key("k")) == 0
+    cache.close()
+
+
+_EXIT_MID_OUTAGE = """
+import sys, logging
+logging.basicConfig(level=logging.WARNING)
+from cachekit import Cache
+from cachekit.testing_servers import RedisServer
+cache = Cache(sys.argv[1], prefix=sys.argv[2], timeout=0.2, retry_interval=60)
+cache.set("k", "old")
+print("ready", flush=True)
+sys.stdin.readline()              # the parent froze Redis
+cache.get("other")                # trips the breaker
+cache.delete("k")                 # pending
+cache.delete("k2")
+"""
+
+
+def test_exit_mid_outage_says_which_invalidations_are_lost(
+    private_redis: RedisServer, tmp_path: Any
+) -> None:
+    """Documented: a process that exits mid-outage loses its pending invalidations and
+    says so. The warning must come at interpreter exit without an explicit close()."""
+    script = tmp_path / "exit.py"
+    script.write_text(_EXIT_MID_OUTAGE)
+    child = subprocess.Popen(
+        [sys.executable, str(script), private_redis.url, unique_prefix()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        private_redis.freeze()
+        _, err = child.communicate("go\n", timeout=30)
+    finally:
+        private_redis.thaw()
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 0
+    assert "exiting with invalidations never delivered (2 keys" in err
