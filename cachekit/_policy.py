@@ -8,7 +8,6 @@ error policy (fail open and count, or raise; trip the circuit breaker on outages
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import operator
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,20 +57,22 @@ def ttl_seconds(ttl: Any) -> float | None:
     ``inf`` or at least :data:`FOREVER` means no expiry (``None``), so memory and Redis
     agree. NaN, bools and anything else raise :class:`InvalidArgumentError`.
     """
-    if ttl is None:
-        return None
-    if hasattr(ttl, "total_seconds"):
-        ttl = ttl.total_seconds()
-    if isinstance(ttl, bool) or not isinstance(ttl, numbers.Real):
-        raise InvalidArgumentError(
-            f"ttl must be seconds (int, float, timedelta) or None, not {ttl!r}"
-        )
-    seconds = float(ttl)
-    if math.isnan(seconds):
-        raise InvalidArgumentError("ttl must be seconds or None, not NaN")
-    if seconds <= 0:
+    kind = type(ttl)
+    if kind is not int and kind is not float:  # the common cases skip these checks
+        if ttl is None:
+            return None
+        if hasattr(ttl, "total_seconds"):
+            ttl = ttl.total_seconds()
+        if isinstance(ttl, bool) or not isinstance(ttl, numbers.Real):
+            raise InvalidArgumentError(
+                f"ttl must be seconds (int, float, timedelta) or None, not {ttl!r}"
+            )
+        ttl = float(ttl)
+    if ttl > 0:
+        return ttl if ttl < FOREVER else None
+    if ttl <= 0:
         return 0
-    return None if seconds >= FOREVER else seconds
+    raise InvalidArgumentError("ttl must be seconds or None, not NaN")  # NaN: neither
 
 
 def incr_delta(delta: Any) -> int:
