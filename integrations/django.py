@@ -101,6 +101,7 @@ from ._httpcache import AsyncHttpCache, SyncHttpCache, caching_headers_from, mak
 
 __all__ = [
     "CachekitCache",
+    "InvalidCacheOptionsError",
     "NotAnIntegerError",
     "UnencodableValueError",
     "cache_page",
