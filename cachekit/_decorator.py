@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._async.decorator import make_async_stampede_wrapper, make_async_wrapper
 from ._fastpath import memory_hit_wrapper
 from ._keys import KeyBuilder
+from ._names import claim
 from ._policy import DEFAULT
 from ._stampede import StampedeOptions
 from ._sync.decorator import make_sync_stampede_wrapper, make_sync_wrapper
@@ -44,6 +45,7 @@ class CachePlan:
         *,
         ttl: Any,
         key: str | Callable[..., Any] | None,
+        name: str | None = None,
         tags: Iterable[str] | Callable[..., Iterable[str]] | None,
         cache_none: bool,
         condition: Callable[[Any], bool] | None,
@@ -51,7 +53,9 @@ class CachePlan:
     ) -> None:
         self.ttl = ttl
         cache._seconds(ttl)  # a bad ttl fails now, at decoration, not on the first miss
-        self.keys = KeyBuilder(func, key)
+        self.keys = KeyBuilder(func, key, name)
+        if key is None and name is None:  # the default key names the function: is it its own?
+            claim(cache, self.keys.func_name, func)
         self.full_key = self.keys.full(cache.namespace)
         self.tags = self._tag_builder(tags)
         self.should_store = self._store_rule(cache_none, condition, unless)
@@ -105,6 +109,7 @@ def decorate(
     *,
     ttl: Any = DEFAULT,
     key: str | Callable[..., Any] | None = None,
+    name: str | None = None,
     tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
     cache_none: bool = True,
     condition: Callable[[Any], bool] | None = None,
@@ -117,8 +122,9 @@ def decorate(
     stale_if_error: bool | float = False,
 ) -> F:
     options = dict(
-        ttl=ttl, key=key, tags=tags, cache_none=cache_none, condition=condition, unless=unless
-    )
+        ttl=ttl, key=key, name=name, tags=tags, cache_none=cache_none, condition=condition,
+        unless=unless,
+    )  # fmt: skip
     stampede = StampedeOptions.build(
         lock=lock, lock_ttl=lock_ttl, lock_timeout=lock_timeout, early_refresh=early_refresh,
         stale_ttl=stale_ttl, stale_if_error=stale_if_error, ttl=cache._seconds(ttl) or None,

@@ -329,10 +329,15 @@ class KeyBuilder:
     :class:`InvalidKeyError` naming the argument. ``key`` may be a template over the bound
     arguments (``"user:{user_id}"``, ``"{user.id}"``; values are escaped so that fields
     cannot run together) or a callable taking the function's arguments and returning a key.
+    ``name`` replaces ``module.qualname`` in the default key (closures of one factory share
+    their qualname: see :mod:`cachekit._names`).
     """
 
     def __init__(
-        self, func: Callable[..., Any], key: str | Callable[..., Any] | None = None
+        self,
+        func: Callable[..., Any],
+        key: str | Callable[..., Any] | None = None,
+        name: str | None = None,
     ) -> None:
         self.signature = sig = inspect.signature(func)
         params = list(sig.parameters.values())
@@ -359,7 +364,11 @@ class KeyBuilder:
             except Exception:  # unkeyable (or its __cache_key__ fails): keyed as itself
                 self._opaque[index] = default
         self.func_name = f"{func.__module__}.{func.__qualname__}"
-        self.base = self.func_name + ":"
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"name must be a non-empty string, not {name!r}")
+        if name is not None and key is not None:
+            raise ConfigurationError("name= names the default key: give name= or key=, not both")
+        self.base = (self.func_name if name is None else name) + ":"
         self.text = self._text_encoder()
         """The injective text of the arguments (a tuple in signature order)."""
         self.template: KeyTemplate | None = None
