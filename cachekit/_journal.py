@@ -8,9 +8,10 @@ process that starts a worker for the same queue takes the file and queues them a
 
 Files: ``{dir}/{digest}.{pid}-{random}.journal``, where ``digest`` names the queue (the
 Redis server, the stream key; for memory the namespace and queue name). Taking one is an
-atomic rename to ``...journal.taken-{pid}``, so two starting processes never both replay
-it; the taken file is deleted once its writes are queued again (Redis) or stored
-(memory), and a taken file whose process died is taken again. Directory ``0700``, files
+atomic rename to ``...journal.taken-{pid}-{incarnation}``, so two starting processes never
+both replay it; the taken file is deleted once its writes are queued again (Redis) or
+stored (memory), and a taken file whose process died is taken again (one that died with
+the pid this process has now included: the incarnation tells them apart). Directory ``0700``, files
 ``0600``; files not owned by this user, or writable by others, are refused: the content
 is a pickle (memory values are arbitrary objects), to be read only by the user who wrote it.
 
@@ -37,6 +38,10 @@ logger = logging.getLogger(__name__)
 FORMAT = 1
 _SUFFIX = ".journal"
 _TAKEN = ".taken-"
+# This process among those that had its pid: a taken file is named ``taken-{pid}-{this}``.
+# A pid is reused, by the next start of the same program in a container (pid 1 every
+# time) above all: a file taken under our pid by an earlier process that died is not ours.
+_INCARNATION = uuid.uuid4().hex[:12]
 
 
 def default_journal_dir() -> Path:
@@ -96,18 +101,22 @@ class JournalFiles:
         for path in names:
             name = path.name
             if _TAKEN in name:
+                base, _, taker = name.rpartition(_TAKEN)
+                pid, _, incarnation = taker.partition("-")  # no "-": an older cachekit's
                 try:
-                    holder = int(name.rsplit(_TAKEN, 1)[1])
+                    holder = int(pid)
                 except ValueError:
                     continue
-                if holder == os.getpid() or _alive(holder):
+                if holder == os.getpid():
+                    if incarnation == _INCARNATION:
+                        continue  # this process holds it
+                elif _alive(holder):
                     continue
-                base = name.rsplit(_TAKEN, 1)[0]
             elif name.endswith(_SUFFIX):
                 base = name
             else:
                 continue
-            mine = self.directory / f"{base}{_TAKEN}{os.getpid()}"
+            mine = self.directory / f"{base}{_TAKEN}{os.getpid()}-{_INCARNATION}"
             try:
                 os.rename(path, mine)  # atomic: one process gets it
             except OSError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -757,3 +758,109 @@ def test_exit_mid_outage_says_which_invalidations_are_lost(
             child.communicate()
     assert child.returncode == 0
     assert "exiting with invalidations never delivered (2 keys" in err
+
+
+# -- write-behind --------------------------------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="ids equal in Python but of different types (1, 1.0, True) are coalesced into one "
+    "store_many write (a dict cannot hold them apart) while the cache keeps three entries "
+    "(u:1, u:1.0, u:True): the cache then serves values the source does not hold",
+)
+def test_write_behind_ids_that_compare_equal(both: Cache) -> None:
+    source: dict[Any, str] = {}
+    queue = both.write_behind(key="u:{}", store_many=source.update, name=unique_prefix())
+    try:
+        for item_id, value in ((1, "int"), (1.0, "float"), (True, "bool")):
+            queue.set(item_id, value)
+        queue.flush(timeout=10)
+        for item_id in (1, 1.0, True):
+            assert queue.get(item_id) == source[item_id]
+    finally:
+        queue.close()
+
+
+def test_write_behind_one_id_refused_forever_is_dead_lettered_alone(both: Cache) -> None:
+    source: dict[Any, str] = {}
+
+    def store_many(items: dict[Any, str]) -> None:
+        if ("poison", 1) in items:
+            raise ValueError("constraint violated")
+        source.update(items)
+
+    queue = both.write_behind(
+        key="u:{}",
+        store_many=store_many,
+        name=unique_prefix(),
+        max_retries=1,
+        retry_backoff=0.001,
+        batch_size=50,
+    )
+    try:
+        for index in range(20):
+            queue.set(("ok", index), "v")
+        queue.set(("poison", 1), "bad")
+        queue.flush(timeout=20)
+        assert len(source) == 20 and ("poison", 1) not in source
+        assert [list(letter.items) for letter in queue.dead_letters()] == [[("poison", 1)]]
+    finally:
+        queue.close()
+
+
+def test_a_journal_taken_by_a_dead_process_with_our_pid_is_taken_again(tmp_path: Any) -> None:
+    """In a container the program is pid 1 at every start: a file the previous start took
+    (then died) is named with our pid, and was skipped as "ours" forever."""
+    from cachekit._journal import JournalFiles
+
+    files = JournalFiles(tmp_path, "queue")
+    for taker in (f"{os.getpid()}", f"{os.getpid()}-0123456789ab"):  # older and newer names
+        path = files.write([("record", taker)])
+        path.rename(path.with_name(f"{path.name}.taken-{taker}"))
+    taken = files.take()
+    assert sorted(content["records"][0][1] for _, content in taken) == sorted(
+        [f"{os.getpid()}", f"{os.getpid()}-0123456789ab"]
+    )
+    assert files.take() == []  # now this process holds them: not taken twice
+    for path, _ in taken:
+        files.forget(path)
+    assert list(tmp_path.iterdir()) == []
+
+
+_TAKER = """
+import sys
+from cachekit._journal import JournalFiles
+files = JournalFiles(sys.argv[1], "queue")
+print("ready", flush=True)
+sys.stdin.readline()
+print(",".join(str(content["records"][0]) for _, content in files.take()), flush=True)
+"""
+
+
+def test_two_processes_replaying_one_journal_take_each_file_once(tmp_path: Any) -> None:
+    from cachekit._journal import JournalFiles
+
+    files = JournalFiles(tmp_path / "journal", "queue")
+    for index in range(200):
+        files.write([index])
+    script = tmp_path / "taker.py"
+    script.write_text(_TAKER)
+    takers = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / "journal")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for taker in takers:
+        assert taker.stdout is not None and taker.stdout.readline().strip() == "ready"
+    for taker in takers:  # both start taking at about the same time
+        assert taker.stdin is not None
+        taker.stdin.write("go\n")
+        taker.stdin.flush()
+    seen: list[int] = []
+    for taker in takers:
+        out, _ = taker.communicate(timeout=60)
+        seen += [int(part) for part in out.strip().split(",") if part]
+    assert sorted(seen) == list(range(200))  # every file once: none lost, none twice
