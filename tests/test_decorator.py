@@ -219,3 +219,82 @@ def test_module_level_cached_uses_default_cache(monkeypatch: pytest.MonkeyPatch)
         assert default.get(f.key(1)) == 1  # type: ignore[attr-defined]
     finally:
         set_default_cache(None)
+
+
+# -- default keys name the function: a second function of that name is refused ------------
+def test_closures_of_one_factory_are_refused_a_shared_default_key(cache: Cache) -> None:
+    # used to share entries: triple(5) returned double's 10
+    def multiplier(n: int, name: str | None = None) -> Any:
+        @cache.cached(name=name)
+        def mul(x: int) -> int:
+            return x * n
+
+        return mul
+
+    double = multiplier(2)
+    assert double(5) == 10
+    again = multiplier(2)  # the same code and captured values: the same function
+    assert again(5) == 10
+    with pytest.raises(cachekit.ConfigurationError, match="name="):
+        multiplier(3)
+    triple = multiplier(3, name="mul:3")  # what the error asks for
+    assert double(5) == 10 and triple(5) == 15
+    assert triple.key(5).startswith("mul:3:")
+
+
+def test_another_lambda_or_local_function_of_the_same_name_is_refused(cache: Cache) -> None:
+    first = cache.cached()(lambda x: x + 1)
+    assert first(1) == 2
+    with pytest.raises(cachekit.ConfigurationError):
+        cache.cached()(lambda x: x + 2)
+    assert cache.cached(name="plus-two")(lambda x: x + 2)(1) == 3
+
+    @cache.cached()
+    def load(x: int) -> str:
+        return "first"
+
+    with pytest.raises(cachekit.ConfigurationError):
+
+        @cache.cached()
+        def load(x: int) -> str:  # redefined: the point
+            return "second"
+
+    assert load(1) == "first"
+    with pytest.raises(cachekit.ConfigurationError, match="not both"):
+        cache.cached(name="n", key="k:{x}")(lambda x: x)
+    with pytest.raises(cachekit.ConfigurationError, match="non-empty"):
+        cache.cached(name="")(lambda x: x)
+
+
+def test_a_body_run_again_decorates_freely() -> None:
+    # A test re-run, a retry: the earlier function is gone, here in a reference cycle
+    # (recursive: its closure holds its own wrapper) that only a collection frees; the new
+    # one captures a new list, and is not refused. (In-process memory: fakeredis keeps the
+    # traceback of its last NoScriptError, and with it the first function, alive.)
+    cache = Cache("memory://")
+
+    def body() -> list[int]:
+        calls: list[int] = []
+
+        @cache.cached()
+        def countdown(n: int) -> int:
+            calls.append(n)
+            return 0 if n == 0 else countdown(n - 1)
+
+        countdown(2)
+        return calls
+
+    assert body() == [2, 1, 0]
+    assert body() == []  # a hit: the same code, and its result does not use the list
+    cache.close()
+
+
+def test_module_level_functions_of_one_name_take_over(cache: Cache) -> None:
+    # importlib.reload: the module's functions are defined again under the same name
+    source = "def report(x):\n    return x\n"
+    namespace: dict[str, Any] = {"__name__": "reloaded_module"}
+    exec(compile(source, "reloaded_module.py", "exec"), namespace)
+    old = cache.cached()(namespace["report"])
+    exec(compile(source + "\n", "reloaded_module.py", "exec"), namespace)
+    new = cache.cached()(namespace["report"])  # no error: the reloaded definition
+    assert old(1) == new(1) == 1
