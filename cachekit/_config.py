@@ -75,6 +75,16 @@ def _ttl(value: Any) -> float | None:
         raise ValueError(str(exc)) from None
 
 
+def _default_ttl(value: Any) -> float | None:
+    seconds = _ttl(value)
+    if seconds is not None and seconds <= 0:  # a cache that silently stores nothing
+        raise ValueError(
+            "it must be more than 0 seconds, or None for no expiry (0 or less would make "
+            "every store a delete)"
+        )
+    return seconds
+
+
 def _optional_str(value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ValueError("it must be a string or None")
@@ -172,7 +182,7 @@ OPTIONS: dict[str, Option] = {
                "a `:` or `%` in it is escaped, so no namespace holds another)"),
         Option("version", "int | str", 1, _version,
                "the namespace's version; change it to drop every entry at once"),
-        Option("default_ttl", "float | None", None, _ttl,
+        Option("default_ttl", "float | None", None, _default_ttl,
                "seconds when a call gives no `ttl` (`None`: no expiry)", _float_or_none),
         Option("serializer", "str | Serializer", None, _serializer,
                '`"orjson"` (default on Redis; objects as they are on memory), `"json"`, '
