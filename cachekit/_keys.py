@@ -318,6 +318,13 @@ class KeyTemplate:
     def render(self, values: tuple[Any, ...]) -> str:
         return self.head + "".join([field.render(values) for field in self.fields])
 
+    def key(self, values: tuple[Any, ...]) -> str:
+        """The rendered key, hashed when long. A rendered key is never taken as a shortened
+        form (as a user key from f.key() is): the digest is public, so an argument of head
+        + mark + digest would otherwise read another argument's entry. Any mark: hash it."""
+        text = self.render(values)
+        return text if len(text) <= MAX_KEY_LENGTH and _MARK not in text else _shorten(text)
+
 
 class KeyBuilder:
     """Turns a call ``f(*args, **kwargs)`` into the entry's key, once per decorated function.
@@ -491,11 +498,7 @@ class KeyBuilder:
             return normalize_key(self.key_func(*args, **kwargs))
         values = self.values(args, kwargs)
         if self.template is not None:
-            # A rendered key is never taken as a shortened form (as a user key from
-            # f.key() is): the digest is public, so an argument of head + mark + digest
-            # would otherwise read another argument's entry. Any mark means: hash it.
-            text = self.template.render(values)
-            return text if len(text) <= MAX_KEY_LENGTH and _MARK not in text else _shorten(text)
+            return self.template.key(values)
         text = self.base + self.text(values)
         # a default key ends with "]", a shortened one with a hex digit: no mark check
         return text if len(text) <= MAX_KEY_LENGTH else _shorten(text)

@@ -20,7 +20,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from ._keys import normalize_key
+from ._keys import KeyTemplate, normalize_key
 from .exceptions import ConfigurationError, InvalidKeyError
 
 __all__ = [
@@ -263,7 +263,9 @@ def worker_wait(
 
 def item_key_builder(key: str | Callable[[Any], Any]) -> Callable[[Any], str]:
     """The cache key of item ``item_id``: ``"user:{}"`` / ``"user:{id}"`` templates
-    (one field, filled with the id) or a callable ``key(item_id)``."""
+    (one field, filled with the id, rendered as ``@cached`` renders its ``key=``
+    templates: an id that would format as its address is an :class:`InvalidKeyError`, a
+    value is escaped where literal text follows it) or a callable ``key(item_id)``."""
     if callable(key):
         func = key
         return lambda item_id: normalize_key(func(item_id))
@@ -274,7 +276,6 @@ def item_key_builder(key: str | Callable[[Any], Any]) -> Callable[[Any], str]:
         raise ConfigurationError(
             f"key template {key!r} must have exactly one field for the id, e.g. 'user:{{}}'"
         )
-    name = fields[0]
-    if name == "" or name.isdigit():
-        return lambda item_id: normalize_key(key.format(item_id))
-    return lambda item_id: normalize_key(key.format(**{name: item_id}))
+    root = fields[0].split(".", 1)[0].split("[", 1)[0]
+    template = KeyTemplate(key, (root or "item_id",), True)
+    return lambda item_id: template.key((item_id,))

@@ -98,6 +98,25 @@ def test_distinct_tuples_of_str_give_distinct_keys(one: list[str], other: list[s
             assert normalize_key(tuple(one)) != normalize_key(tuple(candidate))
 
 
+def test_item_keys_render_as_cached_templates_do() -> None:
+    from cachekit._strategies import item_key_builder
+
+    user = item_key_builder("user:{}")
+    assert user(42) == "user:42" and user("alice") == "user:alice" and user("a:b") == "user:a:b"
+
+    class Opaque:
+        pass
+
+    with pytest.raises(InvalidKeyError, match="address"):
+        user(Opaque())  # used to key by the object's address, which a new object reuses
+    middle = item_key_builder("u:{id}:v")
+
+    def versioned(uid: str) -> None: ...
+
+    assert middle("a:b") == KeyBuilder(versioned, "u:{uid}:v")(("a:b",), {}) == "u:a%3Ab:v"
+    assert item_key_builder("u:{0}")(7) == "u:7"
+
+
 def test_namespace() -> None:
     ns = Namespace("shop", 3)
     assert ns.key("k") == "shop:3:k"
