@@ -61,6 +61,10 @@ class CachePlan:
         self.should_store = self._store_rule(cache_none, condition, unless)
         # what hits and misses return on a bytes-storing cache (decided now, not per call)
         self.rules = ResultRules(cache, func)
+        faithful = self.rules.faithful
+        if faithful is not None:  # a value whose hit would differ is not stored
+            wanted = self.should_store
+            self.should_store = lambda value: wanted(value) and faithful(value)
 
     @staticmethod
     def _store_rule(

@@ -33,6 +33,7 @@ treated as unannotated and that is logged once.
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import datetime
 import decimal
 import logging
@@ -159,6 +160,7 @@ class ResultRules:
         self._serializer = serializer
         self.hit: Convert | None = None
         self.fresh: Convert | None = None
+        self.faithful: Callable[[Any], bool] | None = None
         if cache._codec.stores_objects or serializer is None:
             return  # objects are stored as they are: a hit is the object itself
         from .serializers import PickleSerializer
@@ -173,9 +175,11 @@ class ResultRules:
             try:
                 tp = _return_type(func, localns)
             except _Unresolved:  # defined later (a method returning its class): retry once
-                self.hit, self.fresh = self._deferred(func, localns)
+                self.hit, self.fresh = self._deferred(func, localns)  # and self.faithful
                 return
         self.hit, self.fresh = self._rules(tp)
+        if self.hit is not None:
+            self.faithful = self._faithful(self.hit)
 
     # -- choosing the rules ------------------------------------------------------------
     def _rules(self, tp: Any) -> tuple[Convert | None, Convert | None]:
@@ -235,7 +239,51 @@ class ResultRules:
             convert = rules()[1]
             return value if convert is None else convert(value)
 
+        checks: list[Callable[[Any], bool] | None] = []
+
+        def faithful(value: Any) -> bool:
+            if not checks:
+                convert = rules()[0]
+                checks.append(None if convert is None else self._faithful(convert))
+            check = checks[0]
+            return check is None or check(value)
+
+        self.faithful = faithful
         return hit, fresh
+
+    def _faithful(self, hit: Convert) -> Callable[[Any], bool]:
+        """``faithful(value)``: whether a hit of this miss's ``value`` will be ``value``
+        (checked before it is stored; a value decoded into the annotation can differ: the
+        annotation does not fit it, an ``Any`` inside a container, a ``__post_init__`` or a
+        validator that is not idempotent). One that would come back different is not
+        stored (logged once): the function runs again, never returns another value."""
+        serializer = self._serializer
+        dumps, loads = serializer.dumps, serializer.loads  # type: ignore[union-attr]
+
+        def faithful(value: Any) -> bool:
+            try:
+                back = hit(loads(dumps(value)))
+                if _same(value, back):
+                    return True
+                why = f"a hit would return {type(back).__qualname__} {back!r:.80}"
+            except SerializationError:
+                return True  # not storable: the store reports it
+            except Exception as exc:  # does not fit its own annotation, too deep, ...
+                why = f"a hit would not decode ({type(exc).__name__}: {exc})"
+            self.counters_unfaithful(why, value)
+            return False
+
+        return faithful
+
+    def counters_unfaithful(self, why: str, value: Any) -> None:
+        self._cache.counters.unencodable += 1
+        if "unfaithful" not in self._logged:
+            self._logged.add("unfaithful")
+            logger.warning(
+                "not caching a result of %s: it returned %s %.80r, %s (its return "
+                "annotation decides what a hit is; logged once per function)",
+                self._name, type(value).__qualname__, value, why,
+            )  # fmt: skip
 
     # -- reporting ---------------------------------------------------------------------
     def unencodable(self, key: str, exc: SerializationError) -> bool:
@@ -263,3 +311,35 @@ class ResultRules:
                 "recomputing and replacing it (logged once per function)",
                 self._name, type(exc).__name__, exc,
             )  # fmt: skip
+
+
+def _same(value: Any, back: Any) -> bool:
+    """Whether ``back`` (a decoded hit) is ``value``: equal, of the same types all the way
+    down (a tuple is not a list), NaN equal to NaN. An int where the annotation says float
+    may come back as the equal float (PEP 484's numeric tower)."""
+    kind = type(value)
+    if kind is not type(back):
+        return kind is int and type(back) is float and value == back
+    if kind is float:
+        return bool(value == back or (value != value and back != back))
+    if kind is list or kind is tuple:
+        return len(value) == len(back) and all(map(_same, value, back))
+    if kind is dict:
+        if len(value) != len(back):
+            return False
+        for key, item in value.items():
+            if key not in back or not _same(item, back[key]):
+                return False
+        return all(map(_same, sorted(value, key=repr), sorted(back, key=repr)))
+    if dataclasses.is_dataclass(value):
+        return all(
+            _same(getattr(value, field.name), getattr(back, field.name))
+            for field in dataclasses.fields(value)
+        )
+    fields = getattr(kind, "model_fields", None)  # pydantic v2
+    if isinstance(fields, dict):
+        return all(_same(getattr(value, name), getattr(back, name)) for name in fields)
+    try:
+        return bool(value == back)
+    except Exception:
+        return False
