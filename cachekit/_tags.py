@@ -126,9 +126,12 @@ def tag_key(namespace_text: str, tag: str) -> str:
     return f"{internal_head(namespace_text, TAG_KIND)}{{{tag}}}"
 
 
+_MARK_SUFFIX = ":inv"
+
+
 def tag_mark_key(tag_set_key: str) -> str:
     """The invalidation mark of a tag (see :mod:`cachekit._leases`), in the tag's slot."""
-    return tag_set_key + ":inv"
+    return tag_set_key + _MARK_SUFFIX
 
 
 def dying_key(namespace_text: str, tag: str) -> str:
@@ -143,7 +146,12 @@ def tag_set_pairs(names: Iterable[Any]) -> list[tuple[Any, Any]]:
     bytes Redis returns, kept as they are), once each."""
     pairs: dict[Any, Any] = {}
     for name in names:
-        dying: Any = DYING.encode() if isinstance(name, bytes) else DYING
+        binary = isinstance(name, bytes)
+        # a tag's invalidation mark (a string, "{tag}:inv") shares the head: not a set (a
+        # set key ends with "}", its twin with ":dying"; no tag name makes either end so)
+        if name.endswith(_MARK_SUFFIX.encode() if binary else _MARK_SUFFIX):
+            continue
+        dying: Any = DYING.encode() if binary else DYING
         live = name[: -len(dying)] if name.endswith(dying) else name
         pairs[live] = live + dying
     return list(pairs.items())

@@ -1010,3 +1010,36 @@ def test_a_default_ttl_that_would_store_nothing_is_refused(value: Any) -> None:
         )
     assert Cache(default_ttl=None).default_ttl is None
     assert Cache(default_ttl=float("inf")).default_ttl is None
+
+
+# -- tags ----------------------------------------------------------------------------------
+def test_clear_after_a_tag_invalidation(redis_server: RedisServer, raw: redis.Redis) -> None:
+    """A tag invalidation leaves a mark beside the tag's set (``...{tag}:inv``, a string);
+    clear() scanned the tag keys and ran the set script on the mark: WRONGTYPE, so the
+    remaining tag sets were left behind, and with on_error="raise" clear() raised."""
+    cache = Cache(redis_server.url, prefix=unique_prefix(), on_error="raise")
+    try:
+        cache.set("a", 1, tags=("users",))
+        cache.invalidate_tags("users")
+        for index in range(5):
+            cache.set(f"k{index}", index, tags=(f"t{index}",))
+        assert cache.clear() >= 5
+        assert all(cache.get(f"k{index}") is None for index in range(5))
+        left = [key for key in raw.scan_iter(match=f"#{cache._ns.text}tag:*") if b":inv" not in key]
+        assert left == []
+        assert cache.stats()["errors"] == 0
+    finally:
+        cache.close()
+
+
+def test_tag_names_are_not_patterns(both: Cache) -> None:
+    both.set("t", 1, tags=("a",))
+    both.set("u", 2, tags=("a:b",))
+    both.set("v", 3, tags=("a*",))
+    both.set("w", 4, tags=("}:inv",))
+    both.invalidate_tags("*")
+    assert [both.get(key) for key in "tuvw"] == [1, 2, 3, 4]
+    both.invalidate_tags("a")
+    assert [both.get(key) for key in "tuvw"] == [None, 2, 3, 4]
+    both.invalidate_tags("a*")
+    assert [both.get(key) for key in "tuvw"] == [None, 2, None, 4]
