@@ -1043,3 +1043,22 @@ def test_tag_names_are_not_patterns(both: Cache) -> None:
     assert [both.get(key) for key in "tuvw"] == [None, 2, 3, 4]
     both.invalidate_tags("a*")
     assert [both.get(key) for key in "tuvw"] == [None, 2, None, 4]
+
+
+def test_a_pydantic_validator_that_is_not_idempotent_is_not_cached(rcache: Cache) -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Account(pydantic.BaseModel):  # type: ignore[name-defined,misc]
+        name: str
+
+        @pydantic.field_validator("name")  # type: ignore[misc]
+        @classmethod
+        def mark(cls, value: str) -> str:
+            return value + "!"
+
+    @rcache.cached()
+    def account(x: int) -> Account:
+        return Account(name="ann")
+
+    assert [account(1).name for _ in range(3)] == ["ann!"] * 3
+    assert rcache.get(account.key(1)) is None
