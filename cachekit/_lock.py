@@ -20,9 +20,9 @@ from typing import Any
 import redis.exceptions
 
 from ._async.lock import AsyncLockOps
-from ._stampede import companion_key
+from ._stampede import companion_key, valid_lock_ttl
 from ._sync.lock import SyncLockOps
-from .exceptions import LockError, LockNotOwnedError, LockTimeoutError
+from .exceptions import InvalidArgumentError, LockError, LockNotOwnedError, LockTimeoutError
 
 __all__ = ["CacheLock", "LockMixin"]
 
@@ -34,8 +34,11 @@ class CacheLock(SyncLockOps, AsyncLockOps):
     def __init__(
         self, cache: Any, name: Any, ttl: float, timeout: float | None, blocking: bool
     ) -> None:
-        if not ttl or ttl <= 0:
-            raise ValueError(f"a lock needs a ttl > 0 seconds (it always expires), not {ttl!r}")
+        if not valid_lock_ttl(ttl):
+            raise InvalidArgumentError(
+                f"a lock needs a ttl of seconds from 0.001 up, finite (it always expires), "
+                f"not {ttl!r}"
+            )
         self._cache = cache
         self.name = name
         self.key = companion_key(cache.namespace.text, "lock", cache.namespace.key(name))

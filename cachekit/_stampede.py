@@ -36,6 +36,13 @@ from typing import Any
 from ._keys import internal_head
 from .exceptions import ConfigurationError
 
+
+def valid_lock_ttl(ttl: Any) -> bool:
+    """A lock always expires, in whole milliseconds on Redis (``PX``): a number (not a
+    bool) of at least 1 ms, finite (NaN, inf and 1e-9 used to fail on Redis as backend
+    errors, and to take a lock that never or at once expired in memory)."""
+    return isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and 0.001 <= ttl < math.inf
+
 __all__ = [
     "Freshness",
     "StampedeOptions",
@@ -95,8 +102,10 @@ class StampedeOptions:
             raise ConfigurationError(
                 f"stale_if_error must be a bool or seconds >= 0, not {stale_if_error!r}"
             )
-        if not lock_ttl or lock_ttl <= 0:
-            raise ConfigurationError(f"lock_ttl must be > 0 seconds, not {lock_ttl!r}")
+        if not valid_lock_ttl(lock_ttl):
+            raise ConfigurationError(
+                f"lock_ttl must be seconds from 0.001 up, finite, not {lock_ttl!r}"
+            )
         if lock_timeout is not None and lock_timeout < 0:
             raise ConfigurationError(f"lock_timeout must be >= 0 seconds, not {lock_timeout!r}")
         return cls(bool(lock), float(lock_ttl), lock_timeout, float(beta), stale, on_error)

@@ -1062,3 +1062,22 @@ def test_a_pydantic_validator_that_is_not_idempotent_is_not_cached(rcache: Cache
 
     assert [account(1).name for _ in range(3)] == ["ann!"] * 3
     assert rcache.get(account.key(1)) is None
+
+
+# -- locks ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("ttl", [float("nan"), float("inf"), 0, -1, True, 1e-9, "5"])
+def test_a_lock_ttl_that_cannot_expire_properly_is_refused(both: Cache, ttl: Any) -> None:
+    """NaN, inf and 1e-9 s took a lock on memory (never or at once expiring) and failed on
+    Redis as a BackendError; True was a 1 s lock."""
+    from cachekit import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError):
+        both.lock("x", ttl=ttl)
+    with pytest.raises(ConfigurationError):
+
+        @both.cached(lock=True, lock_ttl=ttl)
+        def f() -> int:
+            return 1
+
+    with both.lock("x", ttl=0.001 + 1):
+        pass
