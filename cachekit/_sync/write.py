@@ -151,6 +151,7 @@ class SyncWriteBehindOps:
     _oldest: float | None
     _retries: list[RetryBatch]
     _unacked: list[QueuedWrite]
+    _replayed: list[tuple[Any, list[Any]]]
     _draining: int
     _stopping: bool
     _epoch: int
@@ -231,6 +232,8 @@ class SyncWriteBehindOps:
 
     def _drained(self, shared: bool) -> bool:
         if self._queue.outstanding(shared):
+            return False
+        if self._replayed:  # a taken journal file is deleted by the worker's next step
             return False
         return not (shared and (self._held or self._retries or self._unacked))
 
