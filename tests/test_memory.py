@@ -324,3 +324,23 @@ def test_template_keys_take_the_reader_and_key_functions_are_called_once() -> No
     assert store.reads == 3 + 1 and cache.get("user:1") == 1
     assert [keyed(2), keyed(2)] == [2, 2]
     assert made == [2, 2]  # once per call, the miss included
+
+
+def test_written_keys_are_interned() -> None:
+    """The one-argument hit path remembers interned keys: the store's must be the same
+    objects, so a hit finds its entry by identity (a performance property, kept here)."""
+    import sys
+
+    store = MemoryBackend()
+    key = "".join(["user", ":", "42"])  # built at run time: not interned
+    store.set(key, 1, None)
+    assert store.keys()[0] is sys.intern("user:42")
+    cache = Cache(backend=store)
+
+    @cache.cached(ttl=60)
+    def ident(x: int) -> int:
+        return x
+
+    assert ident(7) == 7
+    (stored,) = [k for k in store.keys("*") if k.endswith("[7]")]
+    assert stored is sys.intern(stored)

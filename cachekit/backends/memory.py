@@ -18,6 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from sys import intern
 from typing import Any
 
 from .._glob import glob_to_regex
@@ -98,7 +99,11 @@ class MemoryBackend:
         return _FOREVER if ttl is None else now + ttl
 
     def _store(self, key: str, value: Any, deadline: float) -> None:
-        # caller holds the lock
+        # caller holds the lock. Keys are interned: a hot path holding the interned key
+        # (cachekit._fastpath remembers keys) then finds it by identity, not by comparing
+        # the text, in the dict read and the LRU touch.
+        if type(key) is str:
+            key = intern(key)
         data = self._data
         data[key] = (value, deadline)
         data.move_to_end(key)
