@@ -29,7 +29,7 @@ from .django import (
 
 __all__ = ["_asettle", "make_async_fallback", "make_async_page"]
 
-logger = logging.getLogger("cachekit.integrations.django")
+logger = logging.getLogger(__name__)
 
 
 def make_async_page(page: _PageCache, view: Callable[..., Any]) -> Callable[..., Any]:

@@ -29,7 +29,7 @@ from .django import (
 
 __all__ = ["_settle", "make_sync_fallback", "make_sync_page"]
 
-logger = logging.getLogger("cachekit.integrations.django")
+logger = logging.getLogger(__name__)
 
 
 def make_sync_page(page: _PageCache, view: Callable[..., Any]) -> Callable[..., Any]:

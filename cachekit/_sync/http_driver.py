@@ -37,8 +37,7 @@ from ..http import (
 
 __all__ = ["SyncHttpCache", "Handoff"]
 
-# the name it always had (logging configurations name it)
-logger = logging.getLogger("cachekit.integrations._httpcache")
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Found = tuple[Hit | Forward, str | None]  # lookup(): a hit, or where to go and the key read
 
