@@ -23,7 +23,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from cachekit import Cache
+from cachekit import BackendError, Cache
 from cachekit.testing_servers import RedisServer
 from tests.conftest import unique_prefix
 
@@ -1128,3 +1128,20 @@ async def test_middleware_around_the_cache_still_sees_what_the_app_puts_in_the_s
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert (await client.get("/x")).text == "ok"
     assert seen == [(2, 1, True), False]
+
+
+async def test_invalidation_in_an_outage_raises_sync_and_async_alike(
+    private_redis: RedisServer,
+) -> None:
+    """on_error="raise": invalidate_url and ainvalidate_url answer an outage the same way
+    (the async one used to log it and return False, as if the page were simply not
+    stored, while the sync one raised): one driver source, one behaviour."""
+    cache = Cache(private_redis.url, prefix=unique_prefix(), on_error="raise", timeout=0.5)
+    _, middleware = make_app(cache, Counter())
+    private_redis.kill()
+    url = "http://testserver/o"
+    with pytest.raises(BackendError):
+        middleware.invalidate_url(url)
+    with pytest.raises(BackendError):
+        await middleware.ainvalidate_url(url)
+    cache.close()
