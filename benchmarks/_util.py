@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cachekit.testing_servers import RedisServer, free_port  # noqa: F401 (re-exported)
+from cachekit.testing.servers import RedisServer, free_port  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing: python benchmarks/x.py
@@ -58,7 +58,7 @@ def default_cpu() -> int:
 class RedisProcess(RedisServer):
     """A redis-server of our own on a free loopback port; never a server we did not start.
 
-    :class:`cachekit.testing_servers.RedisServer` (``kill``, ``freeze``, ``thaw``,
+    :class:`cachekit.testing.servers.RedisServer` (``kill``, ``freeze``, ``thaw``,
     ``restart``) plus command counting. Started from this (pinned) process, so it inherits
     the CPU affinity.
     """

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from cachekit.testing_servers import RedisServer  # noqa: E402
+from cachekit.testing.servers import RedisServer  # noqa: E402
 
 KEY = "stampede-key"
 

@@ -26,7 +26,7 @@ import orjson
 import redis
 
 from cachekit import Cache
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 
 def commands(client: redis.Redis) -> int:

@@ -8,9 +8,8 @@
     def get_user(user_id: int) -> dict: ...
 """
 
-from __future__ import annotations
-
-import pkgutil
+import pkgutil as _pkgutil
+from types import FunctionType as _FunctionType
 
 # The editable install (pyproject.toml: [tool.distutils.editable_wheel] mode = "strict")
 # puts a tree of links on sys.path, in which integrations/ appears as
@@ -18,7 +17,7 @@ import pkgutil
 # checkout's own cachekit/ comes first on sys.path and has no integrations/ folder: look
 # for cachekit's submodules in every "cachekit" folder on sys.path. A regular install has
 # one such folder, and this changes nothing.
-__path__ = pkgutil.extend_path(__path__, __name__)
+__path__ = _pkgutil.extend_path(__path__, __name__)
 
 from ._cache import Cache
 from ._default import cached, get_default_cache, set_default_cache
@@ -65,3 +64,12 @@ __all__ = [
     "get_default_cache",
     "set_default_cache",
 ]
+
+# Classes and functions defined in private modules show as cachekit.Name (in reprs,
+# tracebacks and docs), the name users import them by: `cachekit._cache.Cache` is not API.
+# Pickle still finds them, as cachekit.Name. (httpx does the same in its __init__.)
+for _name in __all__:
+    _member = globals()[_name]
+    if isinstance(_member, type | _FunctionType) and _member.__module__.startswith("cachekit._"):
+        _member.__module__ = __name__
+del _name, _member

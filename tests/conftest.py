@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from cachekit import Cache
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,7 +13,7 @@ import pytest
 
 from cachekit import Cache, ConfigurationError, InvalidArgumentError
 from cachekit._policy import FOREVER, ttl_seconds
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 from conftest import unique_prefix
 

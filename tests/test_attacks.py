@@ -26,7 +26,7 @@ import redis
 from conftest import unique_prefix
 
 from cachekit import Cache, ConfigurationError, InvalidKeyError
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 SECRET = "attack-secret"
 
@@ -765,7 +765,7 @@ _EXIT_MID_OUTAGE = """
 import sys, logging
 logging.basicConfig(level=logging.WARNING)
 from cachekit import Cache
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 cache = Cache(sys.argv[1], prefix=sys.argv[2], timeout=0.2, retry_interval=60)
 cache.set("k", "old")
 print("ready", flush=True)

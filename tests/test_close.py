@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cachekit import Cache
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 from conftest import unique_prefix
 

@@ -10,7 +10,7 @@ import pytest
 from cachekit import Cache
 from cachekit.backends import MemoryBackend
 from cachekit.testing import CacheContract
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 
 class TestMemory(CacheContract):

@@ -46,7 +46,7 @@ from django.utils import translation  # noqa: E402
 from django.views.decorators.cache import cache_page as django_cache_page  # noqa: E402
 
 from cachekit.http import CachedResponse, load  # noqa: E402
-from cachekit.testing_servers import RedisServer  # noqa: E402
+from cachekit.testing.servers import RedisServer  # noqa: E402
 
 BACKEND = "cachekit.integrations.django.CachekitCache"
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from cachekit import BackendError, BackendUnavailableError, Cache
-from cachekit.testing_servers import RedisServer, free_port
+from cachekit.testing.servers import RedisServer, free_port
 
 from conftest import unique_prefix
 

@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import EnvironBuilder
 
 from cachekit import Cache, ConfigurationError
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 from tests.conftest import unique_prefix
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from cachekit import Cache, LockNotOwnedError, LockTimeoutError
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 
 def test_with_excludes_others_and_releases(any_cache: Cache) -> None:

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from cachekit import Cache
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BASIC_FORMAT = logging.BASIC_FORMAT  # "%(levelname)s:%(name)s:%(message)s", as basicConfig

@@ -11,7 +11,7 @@ import redis
 import redis.asyncio
 
 from cachekit import Cache
-from cachekit.testing_servers import RedisServer, find_redis_server
+from cachekit.testing.servers import RedisServer, find_redis_server
 
 from conftest import unique_prefix
 

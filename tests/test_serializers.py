@@ -21,7 +21,7 @@ from cachekit.serializers import (
     TextSerializer,
     get_serializer,
 )
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 from conftest import unique_prefix
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from cachekit import Cache, SerializationError
 from cachekit._codec import BytesCodec, CorruptEntry, UnsignedCounter
 from cachekit.serializers import OrjsonSerializer, PickleSerializer
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 from conftest import unique_prefix
 
 SECRET = "s3cret"

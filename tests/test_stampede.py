@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from cachekit import Cache
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 
 class Boom(Exception):

@@ -24,7 +24,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from cachekit import BackendError, Cache
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 from tests.conftest import unique_prefix
 
 with warnings.catch_warnings():  # starlette 0.52 touches a deprecated anyio alias; 1.x

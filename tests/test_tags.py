@@ -11,7 +11,7 @@ from conftest import unique_prefix
 
 from cachekit import Cache, ConfigurationError
 from cachekit._tags import INVALIDATE_SCRIPT, dying_key, tag_key
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 
 def test_every_write_path_registers_tags(any_cache: Cache) -> None:

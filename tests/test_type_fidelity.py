@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from cachekit import Cache
 from cachekit._typed import _json_shaped
 from cachekit.serializers import OrjsonSerializer
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 
 class Color(enum.Enum):

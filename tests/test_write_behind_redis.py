@@ -19,7 +19,7 @@ from conftest import unique_prefix
 from cachekit import Cache
 from cachekit._strategies import encode_id
 from cachekit.exceptions import BackendUnavailableError
-from cachekit.testing_servers import RedisServer
+from cachekit.testing.servers import RedisServer
 
 
 def test_redis_killed_and_restarted_mid_run_loses_nothing(private_redis: RedisServer) -> None:

@@ -135,7 +135,7 @@ class _Result(unittest.TextTestResult):
 
 @contextmanager
 def _redis_server() -> Iterator[str]:
-    from cachekit.testing_servers import RedisServer
+    from cachekit.testing.servers import RedisServer
 
     server = RedisServer()
     try:

@@ -1,20 +1,5 @@
-"""The backend conformance suite, public so a third-party backend's test file is short.
-
-Subclass :class:`CacheContract` and provide one fixture, ``make_cache``: a callable
-``make_cache(prefix) -> Cache`` whose caches share one store (so that namespaces can be
-checked against each other)::
-
-    import pytest
-    from cachekit import Cache
-    from cachekit.testing import CacheContract
-
-    class TestMyBackend(CacheContract):
-        @pytest.fixture
-        def make_cache(self):
-            store = MyBackend()
-            return lambda prefix: Cache(backend=store, prefix=prefix)
-
-Every test runs the sync and the async API. Needs pytest and pytest-asyncio
+"""The backend conformance suite: :class:`CacheContract` (import it from
+:mod:`cachekit.testing`, whose docstring shows how). Needs pytest and pytest-asyncio
 (``pip install 'cachekit[test]'``).
 """
 
@@ -31,7 +16,7 @@ try:
 except ImportError as exc:  # pragma: no cover
     raise ImportError("cachekit.testing needs pytest: pip install 'cachekit[test]'") from exc
 
-from . import Cache, IncrementError, SerializationError
+from .. import Cache, IncrementError, SerializationError
 
 __all__ = ["CacheContract"]
 
