@@ -21,6 +21,7 @@ from ._sentinel import MISSING
 from ._sync.ops import SyncCacheOps
 from ._typing import CachedDecorator, CachedFunction
 from ._write import WriteStrategies
+from .backends.base import capabilities_of
 from .backends.memory import AsyncMemoryBackend, MemoryBackend
 from .exceptions import ConfigurationError
 from .serializers import Serializer, get_serializer
@@ -105,7 +106,15 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
             url, client, backend, async_backend, options["timeout"],
             options["connect_timeout"], options["max_entries"], options["eviction"],
         )  # fmt: skip
-        self._is_local: bool = bool(getattr(backend, "local", False))
+        # What the backend can do, asked once: the features are wired from these (None:
+        # not offered), never from the backend's type (cachekit.backends.base)
+        caps = capabilities_of(backend, async_backend)
+        self._is_local: bool = caps.local
+        self._scripts, self._ascripts = caps.scripts, caps.ascripts
+        self._wakeups, self._awakeups = caps.wakeups, caps.awakeups
+        self._streams, self._astreams = caps.streams, caps.astreams
+        self._scan, self._ascan = caps.scan, caps.ascan
+        self._backend_stats = caps.stats
         self._translate_error = backend.translate_error
         if backend is not None:
             self.__dict__["_backend"] = backend
@@ -440,12 +449,8 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
             "outages": self._breaker.trips,
             "backend": self._describe_backend(),
         }
-        backend = self.__dict__.get("_backend")
-        if isinstance(backend, MemoryBackend):
-            stats["entries"] = len(backend)
-            stats["max_entries"] = backend.max_entries
-            stats["evictions"] = backend.evictions
-            stats["eviction"] = backend.eviction
+        if self._backend_stats is not None:
+            stats.update(self._backend_stats())
         return stats
 
     async def astats(self) -> dict[str, Any]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import redis.exceptions
-
 from ._async.lock import AsyncLockOps
 from ._stampede import companion_key, valid_lock_ttl
 from ._sync.lock import SyncLockOps
@@ -55,11 +53,12 @@ class CacheLock(SyncLockOps, AsyncLockOps):
     def _translated(self, exc: Exception) -> Exception:
         if isinstance(exc, LockError):
             return exc
-        if isinstance(exc, redis.exceptions.LockNotOwnedError):
-            return LockNotOwnedError(f"lock {self.name!r} is no longer held by this owner")
-        if isinstance(exc, redis.exceptions.LockError):
-            return LockError(f"lock {self.name!r}: {exc}")
+        # the backend's own lock errors arrive translated (its translate_error): named here
         error: Exception = self._cache._backend_translate(exc)
+        if isinstance(error, LockNotOwnedError):
+            return LockNotOwnedError(f"lock {self.name!r} is no longer held by this owner")
+        if isinstance(error, LockError):
+            return LockError(f"lock {self.name!r}: {error}")
         return error
 
     def _timed_out(self, waited: float | None) -> Exception:

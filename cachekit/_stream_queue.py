@@ -289,17 +289,7 @@ class StreamQueueBase:
     # -- the journal on disk (cachekit._journal) ----------------------------------------------
     def journal_identity(self) -> str:
         """Which queue this is, for its journal files: the server and the stream key."""
-        try:
-            kwargs = self._cache._backend.clients.get().connection_pool.connection_kwargs
-        except Exception:  # pragma: no cover - a client without a pool
-            kwargs = {}
-        if kwargs.get("server") is not None:  # fakeredis: its server lives in this process
-            where = "fakeredis"
-        else:
-            where = "{}:{}/{}{}".format(
-                kwargs.get("host"), kwargs.get("port"), kwargs.get("db", 0), kwargs.get("path", "")
-            )
-        return f"redis|{where}|{self.stream}"
+        return f"redis|{self._cache._streams.identity()}|{self.stream}"
 
     def spill_records(self) -> list[tuple[Any, ...]]:
         """Every journaled write, encoded: ``(id, value, stream entry or None, epoch

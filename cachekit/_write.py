@@ -335,7 +335,7 @@ class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
         self.exit_timeout = float(exit_timeout)
         self._clock = time.monotonic
         self._queue: Any
-        if hasattr(cache._backend, "clients"):
+        if cache._streams is not None:  # a durable queue next to the entries
             self._queue = RedisWriteQueue(
                 cache, name, batch_size, claim_after=claim_after, poll=flush_interval
             )

@@ -22,6 +22,10 @@ TARGET = ROOT / "cachekit" / "_sync"
 # integrations/, so Django's page flow is generated beside its adapter
 PAIRS = [
     (
+        ROOT / "cachekit" / "backends" / "redis_async.py",
+        ROOT / "cachekit" / "backends" / "redis_sync.py",
+    ),
+    (
         ROOT / "integrations" / "_django_page_async.py",
         ROOT / "integrations" / "_django_page_sync.py",
     ),
@@ -33,6 +37,8 @@ SUBS: dict[str, str] = {
     "async for": "for",
     "await ": "",
     "AsyncRedisBackend": "RedisBackend",
+    "AsyncRedisAccess": "RedisAccess",
+    "_AsyncBatch": "_SyncBatch",
     "AsyncClientProvider": "SyncClientProvider",
     "AsyncCacheOps": "SyncCacheOps",
     "make_async_wrapper": "make_sync_wrapper",
@@ -95,7 +101,14 @@ SUBS: dict[str, str] = {
     "apush_raw": "push_raw",
     "_aack": "_ack",
     "_astart_worker": "_start_worker",
-    "_aclient": "_client",
+    "AsyncScripts": "Scripts",
+    "AsyncWakeups": "Wakeups",
+    "AsyncStreams": "Streams",
+    "AsyncScan": "Scan",
+    "_ascripts": "_scripts",
+    "_awakeups": "_wakeups",
+    "_astreams": "_streams",
+    "_ascan": "_scan",
     "_aeval": "_eval",
     "_apush_backlog": "_push_backlog",
     "AsyncLockOps": "SyncLockOps",

@@ -333,7 +333,7 @@ def test_entries_delivered_by_a_read_whose_reply_was_lost_are_not_stranded(
     queue = items._queue
     queue.maintain(time.monotonic(), False)  # the stream and its group
     queue.push(1, "one")
-    client = queue._client()
+    client = cache._backend.clients.get()  # the connection the queue reads through
     real = client.xreadgroup
 
     def read_then_time_out(*args: Any, **kwargs: Any) -> Any:

@@ -26,14 +26,12 @@ invalidations go through :func:`arevoke` (mark, then delete, in one round trip).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.exceptions
-
 from .._leases import MARK_LIFETIME, Lease, elapsed_us
+from ..backends import base
 
 __all__ = [
     "GUARDED_SET",
@@ -71,7 +69,8 @@ return {2, now[1] .. ' ' .. now[2]}
 # plain load only knows how long ago it began (``since_us``, the client's monotonic
 # clock): it compares that with the mark's age, and returns the age so that the client
 # can tell whether its own request's delay makes the answer doubtful (the age is -1 when
-# there is nothing to doubt).
+# there is nothing to doubt). The common case, a plain load of an entry never marked,
+# reads no clock: the script is GET mark, SET (the miss path's one extra cost on Redis).
 _LEASE = """
 local function micros(text)
   local s, us = string.match(text, '^(%d+) (%d+)$')
@@ -79,17 +78,19 @@ local function micros(text)
   return tonumber(s) * 1000000 + tonumber(us)
 end
 local function lease_ok(mark_key, since_us, start, lifetime_us)
+  local mark = redis.call('GET', mark_key)
+  if start == '' then  -- a plain load: the clock only matters if there is a mark
+    if since_us >= lifetime_us then return false, -1 end
+    if not mark then return true, -1 end
+  end
   local clock = redis.call('TIME')
   local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-  local mark = redis.call('GET', mark_key)
   local marked = mark and (micros(mark) or now)
   if start ~= '' then
     local begun = micros(start) or 0
     if now - begun >= lifetime_us then return false, -1 end
     return (not marked) or marked < begun, -1
   end
-  if since_us >= lifetime_us then return false, -1 end
-  if not marked then return true, -1 end
   local age = now - marked
   return age >= since_us, age
 end
@@ -149,7 +150,7 @@ end
 return {1, age}
 """
 )
-GUARDED_SET_SHA = hashlib.sha1(GUARDED_SET.encode()).hexdigest()
+GUARDED_SET_SHA = base.script_sha(GUARDED_SET)
 
 # An invalidation mark: KEYS[1] gets the server's TIME ("seconds microseconds"), PX ARGV[1]
 MARK = """
@@ -219,31 +220,21 @@ def _us(seconds: float) -> int:
 
 
 class AsyncRedisCoordinator:
-    def __init__(self, clients: Any) -> None:
-        self.clients = clients
-        self._begin: Any = None
-        self._finish: Any = None
+    """The protocol above over a backend's ``scripts()`` and ``wakeups()`` capabilities."""
 
-    def _scripts(self, client: Any) -> tuple[Any, Any]:
-        if self._begin is None:
-            self._begin = client.register_script(_BEGIN)
-            self._finish = client.register_script(_FINISH)
-        return self._begin, self._finish
+    def __init__(self, scripts: base.AsyncScripts, wakeups: base.AsyncWakeups) -> None:
+        self.scripts = scripts
+        self.wakeups = wakeups
 
     def socket_timeout(self) -> float | None:
-        pool = getattr(self.clients.get(), "connection_pool", None)
-        kwargs = getattr(pool, "connection_kwargs", None) or {}
-        timeout = kwargs.get("socket_timeout")
-        return None if timeout is None else float(timeout)
+        return self.wakeups.wait_limit()
 
     async def abegin(
         self, key: str, lock_key: str, token: bytes, ttl: float, recheck: bool
     ) -> tuple[int, bytes]:
         """``(VALUE, entry)``, ``(ACQUIRED, server time)`` or ``(HELD, holder token)``."""
-        client = self.clients.get()
-        begin, _ = self._scripts(client)
-        kind, payload = await begin(
-            keys=[key, lock_key], args=[token, _ms(ttl), "1" if recheck else "0"], client=client
+        kind, payload = await self.scripts.run(
+            _BEGIN, [key, lock_key], [token, _ms(ttl), "1" if recheck else "0"]
         )
         return int(kind), bytes(payload)
 
@@ -263,11 +254,10 @@ class AsyncRedisCoordinator:
     ) -> bool:
         """Store (if ``store`` and the lease holds), release our lock, and wake the waiters
         with the outcome; whether the entry was stored (and stays)."""
-        client = self.clients.get()
-        _, finish = self._scripts(client)
-        stored, age = await finish(
-            keys=[key, lock_key, done_key, mark_key],
-            args=[
+        stored, age = await self.scripts.run(
+            _FINISH,
+            [key, lock_key, done_key, mark_key],
+            [
                 token,
                 outcome,
                 _ms(linger),
@@ -278,17 +268,15 @@ class AsyncRedisCoordinator:
                 _us(MARK_LIFETIME),
                 b"" if check is None else check.start,
             ],
-            client=client,
         )
         if stored and check is not None and check.doubtful(int(age)):
-            await aundo(client, key, entry)
+            await aundo(self.scripts, key, entry)
             return False
         return bool(stored)
 
     async def await_done(self, done_key: str, timeout: float) -> bytes | None:
         """The holder's outcome, or None if it did not come within ``timeout``."""
-        got = await self.clients.get().blmove(done_key, done_key, timeout, "LEFT", "LEFT")
-        return None if got is None else bytes(got)
+        return await self.wakeups.wait(done_key, timeout)
 
 
 def store_args(
@@ -300,7 +288,8 @@ def store_args(
     check: StoreCheck,
     token: bytes | None,
 ) -> tuple[Any, ...]:
-    """``EVALSHA`` arguments of :data:`GUARDED_SET` (also sent inside pipelines)."""
+    """``EVAL`` arguments of :data:`GUARDED_SET` (numkeys, keys, args; also sent
+    inside batches)."""
     px = "" if ttl is None else _ms(ttl)
     lifetime = _us(MARK_LIFETIME)
     since, start = check.since_us, check.start
@@ -312,13 +301,14 @@ def tag_check_args(tag_mark: str, check: StoreCheck) -> tuple[Any, ...]:
     return (1, tag_mark, check.since_us, check.start, _us(MARK_LIFETIME))
 
 
-def queue_mark(pipe: Any, mark_key: str) -> None:
-    """Queue the invalidation mark of one entry (or tag) on a pipeline (:data:`MARK`)."""
-    pipe.eval(MARK, 1, mark_key, _ms(MARK_LIFETIME))
+def queue_mark(batch: base.CommandBatch, mark_key: str) -> None:
+    """Queue the invalidation mark of one entry (or tag) on a batch (:data:`MARK`; by its
+    text: a batch of marks and deletes must not be repeated, see ``Scripts.batch``)."""
+    batch.eval(MARK, 1, mark_key, _ms(MARK_LIFETIME))
 
 
 async def aguarded_set(
-    client: Any,
+    scripts: base.AsyncScripts,
     key: str,
     mark_key: str,
     lock_key: str,
@@ -329,39 +319,41 @@ async def aguarded_set(
     """A load's store through :data:`GUARDED_SET`; whether it was stored (and stays)."""
     check = StoreCheck(lease)
     args = store_args(key, mark_key, lock_key, entry, ttl, check, lease.token)
-    try:
-        stored, age = await client.evalsha(GUARDED_SET_SHA, *args)
-    except redis.exceptions.NoScriptError:  # a new or restarted server: send the text once
-        stored, age = await client.eval(GUARDED_SET, *args)
+    numkeys = args[0]
+    stored, age = await scripts.run(GUARDED_SET, args[1 : 1 + numkeys], args[1 + numkeys :])
     if stored and check.doubtful(int(age)):
-        await aundo(client, key, entry)
+        await aundo(scripts, key, entry)
         return False
     return bool(stored)
 
 
-async def aundo(client: Any, key: str, entry: bytes) -> None:
+async def aundo(scripts: base.AsyncScripts, key: str, entry: bytes) -> None:
     """Delete ``key`` if it still holds ``entry`` (a store that must not stay)."""
-    await client.eval(_UNDO, 1, key, entry)
+    await scripts.run(_UNDO, [key], [entry])
 
 
-async def arevoke(client: Any, keys: Sequence[str], mark_keys: Sequence[str]) -> int:
+async def arevoke(scripts: base.AsyncScripts, keys: Sequence[str], mark_keys: Sequence[str]) -> int:
     """Invalidate entries: mark each (so loads in flight do not store), then delete them,
     in one round trip; the number of entries that existed.
 
     Marks first: if the connection drops in between, the delete is reported as failed and
     retried, and no load has stored meanwhile.
     """
-    async with client.pipeline(transaction=False) as pipe:
+
+    def fill(batch: base.CommandBatch) -> None:
         for mark in mark_keys:
-            queue_mark(pipe, mark)
-        pipe.delete(*keys)
-        results = await pipe.execute()
+            queue_mark(batch, mark)
+        batch.delete(*keys)
+
+    results = await scripts.batch(fill)
     return int(results[-1])
 
 
-def coordinator_for(backend: Any) -> AsyncRedisCoordinator | None:
-    """A coordinator for backends that have Redis clients; None for in-process ones."""
-    clients = getattr(backend, "clients", None)
-    if clients is None or getattr(backend, "local", False):
+def coordinator_for(
+    scripts: base.AsyncScripts | None, wakeups: base.AsyncWakeups | None
+) -> AsyncRedisCoordinator | None:
+    """A cross-process coordinator when the backend offers scripts and wake-ups (asked
+    once, by the cache: cachekit.backends.base); None: the stampede stays in-process."""
+    if scripts is None or wakeups is None:
         return None
-    return AsyncRedisCoordinator(clients)
+    return AsyncRedisCoordinator(scripts, wakeups)

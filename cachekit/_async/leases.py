@@ -25,6 +25,7 @@ from .._leases import Lease, local_marks
 from .._policy import CachePolicy
 from .._stampede import companion_key
 from .._tags import REGISTER_SCRIPT, tag_key, tag_mark_key, tag_set_ttl_ms
+from ..backends import base
 from ..exceptions import BackendError
 from . import coordination
 
@@ -37,16 +38,14 @@ _REPLAY_BATCH = 1000  # keys per round trip when pending invalidations are repla
 
 class AsyncLeaseOps(CachePolicy):
     _is_local: bool
+    _ascripts: base.AsyncScripts | None  # the backend's capability, asked once (Cache.__init__)
     if TYPE_CHECKING:  # in AsyncTagOps and AsyncCacheOps
 
         async def _ainvalidate_tags_now(self, names: Sequence[str]) -> int: ...
         async def _astore(
             self, key: str, value: Any, ttl: Any, tags: Iterable[str] | None
         ) -> bool: ...
-
-    def _leases_in_redis(self) -> bool:
-        # a Redis (or fakeredis) backend exposes its clients: marks live next to the entries
-        return not self._is_local and hasattr(self._abackend, "clients")
+        async def _aunmark(self, keys: list[str]) -> None: ...
 
     def _mark_key(self, key: str) -> str:
         """The invalidation mark of the entry ``key`` (same cluster slot as the entry)."""
@@ -67,11 +66,11 @@ class AsyncLeaseOps(CachePolicy):
                 return local_marks(backend).store(
                     key, lease.since, lambda: bool(backend.set(key, entry, seconds)), False
                 )
-            if self._leases_in_redis():
+            scripts = self._ascripts
+            if scripts is not None:  # marks live next to the entries, checked by a script
                 mark = self._mark_key(key)
-                client = self._abackend.clients.get()
                 return await coordination.aguarded_set(
-                    client, key, mark, lease.lock_key or mark, entry, seconds, lease
+                    scripts, key, mark, lease.lock_key or mark, entry, seconds, lease
                 )
             # a remote backend without scripts: no lease check is possible
             return bool(await self._abackend.set(key, entry, seconds))
@@ -86,27 +85,30 @@ class AsyncLeaseOps(CachePolicy):
         tags' invalidation marks read. The tag sets live in other cluster slots than the
         entry, so a tag invalidated since the load started is noticed next to the store
         rather than inside its script: the store is then undone."""
-        client = self._abackend.clients.get()
+        scripts = self._ascripts
+        assert scripts is not None  # only called when tags live with the backend
         mark = self._mark_key(key)
         check = coordination.StoreCheck(lease)
         lock_key = lease.lock_key or mark
         args = coordination.store_args(key, mark, lock_key, entry, seconds, check, lease.token)
         ttl_arg = tag_set_ttl_ms(seconds)
-        async with client.pipeline(transaction=False) as pipe:
+
+        def fill(batch: base.CommandBatch) -> None:  # by text: a guarded store must not be repeated
             for tag in tags:
                 name = tag_key(self._ns.text, tag)
-                pipe.eval(REGISTER_SCRIPT, 1, name, ttl_arg, key)
-                pipe.eval(
+                batch.eval(REGISTER_SCRIPT, 1, name, ttl_arg, key)
+                batch.eval(
                     coordination.MARK_AGE, *coordination.tag_check_args(tag_mark_key(name), check)
                 )
-            pipe.eval(coordination.GUARDED_SET, *args)
-            results = await pipe.execute()
+            batch.eval(coordination.GUARDED_SET, *args)
+
+        results = await scripts.batch(fill)
         stored, age = results[-1]
         tag_checks = results[1:-1:2]
         tags_ok = all(int(ok) for ok, _ in tag_checks)
         ages = [int(age), *(int(tag_age) for _, tag_age in tag_checks)]
         if stored and (not tags_ok or any(check.doubtful(one) for one in ages)):
-            await coordination.aundo(client, key, entry)
+            await coordination.aundo(scripts, key, entry)
             return False
         return bool(stored)
 
@@ -134,22 +136,26 @@ class AsyncLeaseOps(CachePolicy):
         if self._breaker.open and self._defer(keys, ()):
             return int(self._skip(0))
         try:
-            return await self._arevoke_now(keys)
+            removed = await self._arevoke_now(keys)
         except Exception as exc:
             error = self._counted(exc)  # trips the breaker on an outage
             self._undelivered(keys, ())
             if self._raise_errors or not isinstance(error, BackendError):
                 raise error from exc
             return 0
+        if self._codec.signed:  # an entry deleted is no counter: a bare int put back is refused
+            await self._aunmark(keys)
+        return removed
 
     async def _arevoke_now(self, keys: Sequence[str]) -> int:
         try:
             if self._is_local:
                 backend = self._backend
                 return int(local_marks(backend).revoke(keys, lambda: backend.delete_many(keys)))
-            if self._leases_in_redis():
+            scripts = self._ascripts
+            if scripts is not None:
                 marks = [self._mark_key(key) for key in keys]
-                return await coordination.arevoke(self._abackend.clients.get(), keys, marks)
+                return await coordination.arevoke(scripts, keys, marks)
             return int(await self._abackend.delete_many(keys))
         finally:
             # callers from now on do not join a computation that began before: it may

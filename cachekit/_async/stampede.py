@@ -71,7 +71,7 @@ class AsyncStampede:
         self.unencodable: Callable[[str, SerializationError], bool] = cache._unencodable
         self.flights = _flights(cache, "_aflights")
         self.refreshing = _flights(cache, "_arefreshing")
-        self.coordinator = coordinator_for(cache._abackend)
+        self.coordinator = coordinator_for(cache._ascripts, cache._awakeups)
         self.ns_text = cache.namespace.text
         # remote backend + lock: concurrent callers share even the lookup (one GET per
         # process for a burst); in-process backends look up first (a hit is a dict read)
@@ -294,6 +294,8 @@ class AsyncStampede:
             await self._afinish(key, lease, b"x", b"", False, None)
             return
         store = self.should_store(value) and seconds != 0
+        if store and self.cache._codec.signed:  # see AsyncCacheOps._aunmark
+            await self.cache._aunmark([key])
         tags = tag_list(tags)
         outcome = b"v"
         if store and tags:
@@ -374,6 +376,8 @@ class AsyncStampede:
         seconds, entry = self._entry(key, value, delta, ttl, tags)
         if entry is None or seconds == 0:
             return
+        if self.cache._codec.signed:  # see AsyncCacheOps._aunmark
+            await self.cache._aunmark([key])
         if tags:
             await self._astore_tagged(key, value, seconds, tags, entry, lease)
             return

@@ -71,7 +71,7 @@ class SyncStampede:
         self.unencodable: Callable[[str, SerializationError], bool] = cache._unencodable
         self.flights = _flights(cache, "_flights")
         self.refreshing = _flights(cache, "_refreshing")
-        self.coordinator = coordinator_for(cache._backend)
+        self.coordinator = coordinator_for(cache._scripts, cache._wakeups)
         self.ns_text = cache.namespace.text
         # remote backend + lock: concurrent callers share even the lookup (one GET per
         # process for a burst); in-process backends look up first (a hit is a dict read)
@@ -294,6 +294,8 @@ class SyncStampede:
             self._finish(key, lease, b"x", b"", False, None)
             return
         store = self.should_store(value) and seconds != 0
+        if store and self.cache._codec.signed:  # see SyncCacheOps._aunmark
+            self.cache._aunmark([key])
         tags = tag_list(tags)
         outcome = b"v"
         if store and tags:
@@ -374,6 +376,8 @@ class SyncStampede:
         seconds, entry = self._entry(key, value, delta, ttl, tags)
         if entry is None or seconds == 0:
             return
+        if self.cache._codec.signed:  # see SyncCacheOps._aunmark
+            self.cache._aunmark([key])
         if tags:
             self._store_tagged(key, value, seconds, tags, entry, lease)
             return

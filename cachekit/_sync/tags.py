@@ -11,18 +11,14 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import redis.exceptions
-
 from .._concurrency import forget_flights
 from .._keys import escape_glob
 from .._leases import Lease, local_marks
 from .._tags import (
     INVALIDATE_BATCH,
     INVALIDATE_SCRIPT,
-    INVALIDATE_SHA,
     REGISTER_CHUNK,
     REGISTER_SCRIPT,
-    REGISTER_SHA,
     TAG_KIND,
     chunks,
     dying_key,
@@ -33,7 +29,8 @@ from .._tags import (
     tag_set_pairs,
     tag_set_ttl_ms,
 )
-from ..exceptions import BackendError
+from ..backends import base
+from ..exceptions import BackendError, ConfigurationError
 from .coordination import queue_mark
 from .leases import SyncLeaseOps
 
@@ -44,11 +41,39 @@ def _ms(ttl: float) -> int:
     return max(1, int(ttl * 1000))
 
 
+def _sample(dying: Any, batch: base.CommandBatch) -> None:
+    batch.srandmember(dying, INVALIDATE_BATCH)
+
+
+def _forget_batch(
+    dying: Any, members: list[Any], marks: list[str], batch: base.CommandBatch
+) -> None:
+    """Revoke the members' loads in flight (cachekit._leases), delete them, forget them,
+    and sample the next members, in one round trip."""
+    for mark in marks:
+        queue_mark(batch, mark)
+    batch.unlink(*members)
+    batch.srem(dying, *members)
+    _sample(dying, batch)
+
+
 class SyncTagOps(SyncLeaseOps):
+    _scan: base.Scan | None  # the backend's capabilities, asked once (Cache.__init__)
+
     def _tags_in_redis(self) -> bool:
-        # Redis (and fakeredis) backends expose their client provider; anything else
-        # keeps its tag sets in this process, next to the backend object.
-        return hasattr(self._backend, "clients")
+        """Where the tag sets live: with the entries when the backend runs scripts (the
+        capability asked once, Cache.__init__), else next to an in-process store. A remote
+        backend without scripts has no place for them that every process sees: tags
+        kept in this process would let other processes serve invalidated entries."""
+        if self._scripts is not None:
+            return True
+        if self._is_local:
+            return False
+        raise ConfigurationError(
+            f"tags need a backend that runs atomic scripts (Redis) or an in-process one; "
+            f"{type(self._backend).__qualname__} offers neither (see "
+            "cachekit.backends.base: scripts())"
+        )
 
     def _set_tagged(
         self,
@@ -118,30 +143,26 @@ class SyncTagOps(SyncLeaseOps):
         # One round trip: the tag registrations first, then the entries, so that a
         # failure in between leaves a registered key without entry (harmless), never an
         # entry its tag cannot find.
-        client = self._backend.clients.get()
+        # Safe to repeat (SADD, SET): a restarted Redis that forgot the script gets the
+        # whole batch again (Scripts.batch), in the same order.
         keys = list(items)
         ttl_arg = tag_set_ttl_ms(seconds)
-        for attempt in (1, 2):
-            with client.pipeline(transaction=False) as pipe:
-                for name in self._tag_keys(tags):
-                    for part in chunks(keys, REGISTER_CHUNK):
-                        pipe.evalsha(REGISTER_SHA, 1, name, ttl_arg, *part)
-                if with_entries:
-                    for key, stored in items.items():
-                        if seconds is None:
-                            pipe.set(key, stored)
-                        else:
-                            pipe.set(key, stored, px=_ms(seconds))
-                results = pipe.execute(raise_on_error=False)
-            missing = [r for r in results if isinstance(r, redis.exceptions.NoScriptError)]
-            if missing and attempt == 1:  # a restarted Redis forgot the script
-                client.script_load(REGISTER_SCRIPT)
-                continue
-            for result in results:
-                if isinstance(result, Exception):
-                    raise result
-            return all(bool(r) for r in results)
-        raise AssertionError("unreachable")  # pragma: no cover
+        tag_keys = self._tag_keys(tags)
+
+        def fill(batch: base.CommandBatch) -> None:
+            for name in tag_keys:
+                for part in chunks(keys, REGISTER_CHUNK):
+                    batch.script(REGISTER_SCRIPT, [name], [ttl_arg, *part])
+            if with_entries:
+                for key, stored in items.items():
+                    if seconds is None:
+                        batch.set(key, stored)
+                    else:
+                        batch.set(key, stored, px=_ms(seconds))
+
+        assert self._scripts is not None
+        results = self._scripts.batch(fill)
+        return all(bool(r) for r in results)
 
     def invalidate_tags(self, *tags: str) -> int:
         """Remove every entry written with any of ``tags``, in every process; the number
@@ -150,6 +171,7 @@ class SyncTagOps(SyncLeaseOps):
         names = tag_list(tags)
         if not names:
             return 0
+        self._tags_in_redis()  # a backend without a place for tags: ConfigurationError
         # an invalidation that cannot be delivered now is replayed before reads resume
         if self._breaker.open and self._defer((), names):
             return int(self._skip(0))
@@ -174,22 +196,28 @@ class SyncTagOps(SyncLeaseOps):
                 return int(marks.revoke(keys + tag_keys, lambda: backend.delete_many(keys)))
             finally:
                 forget_flights(self, keys)
-        client = self._backend.clients.get()
-        with client.pipeline(transaction=False) as pipe:
+        scripts = self._scripts
+        assert scripts is not None
+
+        def fill(batch: base.CommandBatch) -> None:
             for name in tag_keys:
-                queue_mark(pipe, tag_mark_key(name))
-            pipe.execute()
+                queue_mark(batch, tag_mark_key(name))
+
+        scripts.batch(fill)
         return self._invalidate_in_redis(names)
 
     def _clear_tags(self) -> int:
         """For ``clear()``: invalidate every tag of the namespace (members deleted, sets
         gone; a tagged write racing this lands in a fresh set); the entries removed."""
         head = self._ns.internal(TAG_KIND)
-        if not self._tags_in_redis():
+        if self._scripts is None:
+            if not self._is_local:
+                return 0  # no tags could be written there (_tags_in_redis)
             keys = memory_index(self._backend).take_under(head)
             return int(self._backend.delete_many(list(keys))) if keys else 0
-        client = self._backend.clients.get()
-        found = [name for name in client.scan_iter(match=escape_glob(head) + "*")]
+        if self._scan is None:
+            raise ConfigurationError("tags on a backend with scripts need scan() too")
+        found = self._scan.scan(escape_glob(head) + "*")
         return self._invalidate_sets(tag_set_pairs(found))
 
     def _invalidate_in_redis(self, tags: Sequence[str]) -> int:
@@ -197,23 +225,19 @@ class SyncTagOps(SyncLeaseOps):
         return self._invalidate_sets(pairs)
 
     def _invalidate_sets(self, pairs: Sequence[tuple[Any, Any]]) -> int:
-        client = self._backend.clients.get()
+        scripts = self._scripts
+        assert scripts is not None
         deleted = 0
         for keys in pairs:
             dying = keys[1]
-            try:
-                left = client.evalsha(INVALIDATE_SHA, 2, *keys)
-            except redis.exceptions.NoScriptError:
-                left = client.eval(INVALIDATE_SCRIPT, 2, *keys)
-            members = client.srandmember(dying, INVALIDATE_BATCH) if left else []
+            left = scripts.run(INVALIDATE_SCRIPT, keys, [])
+            members: list[Any] = []
+            if left:
+                (members,) = scripts.batch(functools.partial(_sample, dying))
             while members:
                 # delete first, then forget: an interrupted run is finished by the next
-                with client.pipeline(transaction=False) as pipe:
-                    for member in members:  # revoke the loads in flight (cachekit._leases)
-                        queue_mark(pipe, self._mark_key(member.decode()))
-                    pipe.unlink(*members)
-                    pipe.srem(dying, *members)
-                    pipe.srandmember(dying, INVALIDATE_BATCH)
-                    *_, unlinked, _, members = pipe.execute()
+                marks = [self._mark_key(member.decode()) for member in members]
+                fill = functools.partial(_forget_batch, dying, members, marks)
+                *_, unlinked, _, members = scripts.batch(fill)
                 deleted += int(unlinked)
         return deleted

@@ -12,8 +12,6 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import redis.exceptions
-
 from .._strategies import DeadLetter, QueuedWrite
 from .._stream_queue import (
     ENSURE_SCRIPT,
@@ -24,6 +22,7 @@ from .._stream_queue import (
     SETTLE_SHA,
     StreamQueueBase,
 )
+from ..backends import base
 
 __all__ = ["StreamQueue"]
 
@@ -31,15 +30,21 @@ logger = logging.getLogger(__name__)
 
 
 class StreamQueue(StreamQueueBase):
-    def _client(self) -> Any:
-        return self._cache._backend.clients.get()
+    """Over the backend's ``streams()`` and ``scripts()`` capabilities (asked once by the
+    cache; :mod:`cachekit.backends.base`)."""
+
+    def _streams(self) -> base.Streams:
+        streams = self._cache._streams
+        assert streams is not None  # the cache chose this queue because it has them
+        return streams  # type: ignore[no-any-return]
+
+    def _scripts(self) -> base.Scripts:
+        scripts = self._cache._scripts
+        assert scripts is not None
+        return scripts  # type: ignore[no-any-return]
 
     def _eval(self, script: str, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        client = self._client()
-        try:
-            return client.evalsha(sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            return client.eval(script, len(keys), *keys, *args)
+        return self._scripts().run(script, keys, args)
 
     def push(self, item_id: Any, value: Any) -> bool:
         """Queue a write; True when a batch's worth is waiting. If Redis is away the write
@@ -78,12 +83,12 @@ class StreamQueue(StreamQueueBase):
             raise
 
     def _pull(self, count: int, held: set[Any]) -> list[QueuedWrite]:
-        client = self._client()
+        streams = self._streams()
         writes: list[QueuedWrite] = []
         if self._lost_reply:  # this consumer's own pending entries it does not hold
             wanted = count + len(held)
             own = {self.stream: "0"}
-            reply = client.xreadgroup(self.group, self.consumer, own, count=wanted)
+            reply = streams.xreadgroup(self.group, self.consumer, own, count=wanted)
             seen = 0
             for _, entries in reply or ():
                 seen += len(entries)
@@ -94,7 +99,7 @@ class StreamQueue(StreamQueueBase):
         now = time.monotonic()
         if len(writes) < count and now >= self._next_claim:
             self._next_claim = now + self.claim_after / 2
-            reply = client.xautoclaim(
+            reply = streams.xautoclaim(
                 self.stream,
                 self.group,
                 self.consumer,
@@ -105,7 +110,7 @@ class StreamQueue(StreamQueueBase):
             mine = {w.entry for w in writes}
             writes += [w for w in self._writes(reply[1]) if w.entry not in held | mine]
         if len(writes) < count:
-            reply = client.xreadgroup(
+            reply = streams.xreadgroup(
                 self.group, self.consumer, {self.stream: ">"}, count=count - len(writes)
             )
             for _, entries in reply or ():
@@ -115,9 +120,9 @@ class StreamQueue(StreamQueueBase):
     def latest(self, writes: Sequence[QueuedWrite]) -> dict[Any, Any]:
         """The newest entry of each id; also re-claims the entries (resets their idle
         time) so that no other worker takes over a batch this one is still retrying."""
-        client = self._client()
-        with client.pipeline(transaction=False) as pipe:
-            pipe.xclaim(
+
+        def fill(batch: base.CommandBatch) -> None:
+            batch.xclaim(
                 self.stream,
                 self.group,
                 self.consumer,
@@ -125,8 +130,9 @@ class StreamQueue(StreamQueueBase):
                 message_ids=[w.entry for w in writes],
                 justid=True,
             )
-            pipe.hmget(self.latest_key, [self._encode_id(w.item_id) for w in writes])
-            _, newest = pipe.execute()
+            batch.hmget(self.latest_key, [self._encode_id(w.item_id) for w in writes])
+
+        _, newest = self._scripts().batch(fill)
         return {w.item_id: e for w, e in zip(writes, newest) if e is not None}
 
     def ack(self, writes: Sequence[QueuedWrite]) -> None:
@@ -151,7 +157,7 @@ class StreamQueue(StreamQueueBase):
         return [self.stream, self.latest_key, self.dead_key]
 
     def dead_letters(self) -> list[DeadLetter]:
-        return [self._dead_letter(e, f) for e, f in self._client().xrange(self.dead_key)]
+        return [self._dead_letter(e, f) for e, f in self._streams().xrange(self.dead_key)]
 
     def push_raw(self, raw_id: bytes, raw_value: bytes) -> None:
         """Queue a write as the raw fields it had (replaying an undecodable dead letter:
@@ -165,7 +171,7 @@ class StreamQueue(StreamQueueBase):
         chosen = self.dead_letters() if letters is None else list(letters)
         taken: list[DeadLetter] = []
         for letter in chosen:
-            if letter.entries and self._client().xdel(self.dead_key, *letter.entries):
+            if letter.entries and self._streams().xdel(self.dead_key, *letter.entries):
                 taken.append(letter)
         return taken
 
@@ -175,11 +181,13 @@ class StreamQueue(StreamQueueBase):
         if self._token is None or draining or now >= self._next_check:
             self._next_check = now + self._poll
             queued = self._journal_queued()
-            with self._client().pipeline(transaction=False) as pipe:
-                pipe.get(self.epoch_key)
-                pipe.xrange(self.stream, "-", "+", count=1)
-                pipe.xlen(self.stream)
-                token, first, length = pipe.execute()
+
+            def fill(batch: base.CommandBatch) -> None:
+                batch.get(self.epoch_key)
+                batch.xrange(self.stream, "-", "+", count=1)
+                batch.xlen(self.stream)
+
+            token, first, length = self._scripts().batch(fill)
             if token is None or token != self._token:
                 token = self._eval(
                     ENSURE_SCRIPT,
@@ -198,14 +206,16 @@ class StreamQueue(StreamQueueBase):
             self._push_backlog(backlog)
 
     def _push_backlog(self, backlog: Sequence[tuple[Any, Any]]) -> None:
-        client = self._client()
-        client.script_load(PUSH_SCRIPT)
-        with client.pipeline(transaction=False) as pipe:
+        scripts = self._scripts()
+        scripts.load(PUSH_SCRIPT)  # loaded first: this batch must not be repeated
+
+        def fill(batch: base.CommandBatch) -> None:
             for item_id, record in backlog:
                 raw_id = self._encode_id(item_id)
                 args = [raw_id, self._dump(raw_id, record.value)]
-                pipe.evalsha(PUSH_SHA, 2, self.stream, self.latest_key, *args)
-            entries = pipe.execute()
+                batch.evalsha(PUSH_SHA, 2, self.stream, self.latest_key, *args)
+
+        entries = scripts.batch(fill)
         with self._lock:
             for (item_id, pushed), entry in zip(backlog, entries):
                 current = self._journal.get(item_id)

@@ -7,16 +7,58 @@ expiry; the cache never passes a ttl <= 0. A backend raises whatever its client 
 cache translates errors in one place through :meth:`Backend.translate_error`.
 
 The conformance suite in :mod:`cachekit.testing` checks a backend against this contract.
+
+Capabilities: beyond the key/value contract a backend may offer more, each as a method
+returning an object (or absent / ``None``: not offered), dogpile's ``get_mutex`` style. A
+:class:`~cachekit.Cache` asks for them once, at construction (:func:`capabilities_of`),
+and wires its features from the answers; no feature tests the backend's type.
+
+- ``scripts()`` -> :class:`AsyncScripts` / :class:`Scripts`: atomic Lua scripts over keys
+  of one cluster slot, run by SHA (the text is sent once when the server lacks it), and
+  batches of commands in one round trip. Leases (load vs invalidation), cross-process
+  tags and the stampede's lock-and-finish need it. The scripts and the commands of a
+  batch are Redis's (``SET``, ``UNLINK``, ``SRANDMEMBER``, ``XCLAIM``, ...): a backend
+  offering this speaks Redis commands.
+- ``wakeups()`` -> :class:`AsyncWakeups` / :class:`Wakeups`: block until a list has an
+  element (the stampede's done lists), bounded below the connection's read timeout.
+- ``streams()`` -> :class:`AsyncStreams` / :class:`Streams`: consumer-group streams, the
+  durable write-behind queue.
+- ``scan()`` -> :class:`AsyncScan` / :class:`Scan`: the keys matching a glob pattern.
+- ``stats()`` -> a dict of the backend's own facts, merged into ``Cache.stats()``.
+- Locks are part of the key/value contract (:meth:`Backend.lock`): every backend has one.
+
+Errors raised by capability objects are the client's own; the cache translates them at
+its one boundary (:meth:`Backend.translate_error`) like every other backend error. The
+lower layer's control flow stays inside (e.g. Redis's ``NoScriptError`` is handled in
+``scripts()``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from ..exceptions import CacheKitError
 
-__all__ = ["AsyncBackend", "Backend"]
+__all__ = [
+    "AsyncBackend",
+    "AsyncScan",
+    "AsyncScripts",
+    "AsyncStreams",
+    "AsyncWakeups",
+    "Backend",
+    "CommandBatch",
+    "Capabilities",
+    "Scan",
+    "Scripts",
+    "Streams",
+    "Wakeups",
+    "capabilities_of",
+    "script_sha",
+]
 
 
 class Backend(Protocol):
@@ -63,3 +105,143 @@ class AsyncBackend(Protocol):
     def lock(self, key: str, ttl: float) -> Any: ...  # methods are coroutines
     async def close(self) -> None: ...
     def translate_error(self, exc: BaseException) -> CacheKitError: ...
+
+
+# -- capabilities ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def script_sha(script: str) -> str:
+    """The SHA1 a Redis-like server knows ``script`` by (``EVALSHA``)."""
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+class CommandBatch(Protocol):
+    """Commands queued for one round trip (a non-transactional pipeline): Redis command
+    methods (``set``, ``delete``, ``unlink``, ``srem``, ``eval``, ...) queue as they are
+    called; :meth:`script` queues a script by its SHA."""
+
+    def script(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> None: ...
+    def __getattr__(self, command: str) -> Any: ...
+
+
+class Scripts(Protocol):
+    def run(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run ``script`` atomically (by SHA; the text once if the server lacks it)."""
+
+    def load(self, script: str) -> None:
+        """Make sure the server knows ``script`` (before a batch that runs it)."""
+
+    def batch(self, fill: Callable[[CommandBatch], None]) -> list[Any]:
+        """Queue commands with ``fill`` and send them in one round trip; the replies. If
+        a script of the batch was unknown to the server, it is loaded and the whole batch
+        (``fill`` again) is sent once more: a batch with scripts must be safe to repeat.
+        The first failed command's error is raised after the batch ran."""
+
+
+class AsyncScripts(Protocol):
+    async def run(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any: ...
+    async def load(self, script: str) -> None: ...
+    async def batch(self, fill: Callable[[CommandBatch], None]) -> list[Any]: ...
+
+
+class Wakeups(Protocol):
+    def wait(self, list_key: str, timeout: float) -> bytes | None:
+        """The first element of ``list_key`` (left in place, for the next waiter), or
+        None after ``timeout`` seconds."""
+
+    def wait_limit(self) -> float | None:
+        """The longest one wait may block (the connection's read timeout), or None."""
+
+
+class AsyncWakeups(Protocol):
+    async def wait(self, list_key: str, timeout: float) -> bytes | None: ...
+    def wait_limit(self) -> float | None: ...
+
+
+class Streams(Protocol):
+    """Consumer-group streams (Redis ``X*`` semantics, redis-py's signatures)."""
+
+    def xreadgroup(
+        self, groupname: str, consumername: str, streams: Mapping[Any, Any], count: int
+    ) -> Any: ...
+    def xautoclaim(
+        self,
+        name: str,
+        groupname: str,
+        consumername: str,
+        min_idle_time: int,
+        start_id: str,
+        count: int,
+    ) -> Any: ...
+    def xrange(self, name: str) -> Any: ...
+    def xdel(self, name: str, *ids: Any) -> int: ...
+    def identity(self) -> str:
+        """Which server holds the streams (journal file names), e.g. ``host:port/db``."""
+
+
+class AsyncStreams(Protocol):
+    async def xreadgroup(
+        self, groupname: str, consumername: str, streams: Mapping[Any, Any], count: int
+    ) -> Any: ...
+    async def xautoclaim(
+        self,
+        name: str,
+        groupname: str,
+        consumername: str,
+        min_idle_time: int,
+        start_id: str,
+        count: int,
+    ) -> Any: ...
+    async def xrange(self, name: str) -> Any: ...
+    async def xdel(self, name: str, *ids: Any) -> int: ...
+    def identity(self) -> str: ...
+
+
+class Scan(Protocol):
+    def scan(self, pattern: str) -> list[Any]:
+        """Every key matching the glob ``pattern`` (incrementally, never ``KEYS``)."""
+
+
+class AsyncScan(Protocol):
+    async def scan(self, pattern: str) -> list[Any]: ...
+
+
+def _offered(backend: Any, name: str) -> Any:
+    method = getattr(backend, name, None)
+    return None if method is None else method()
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a sync/async backend pair offers beyond the key/value contract (None: not
+    offered), asked once when a cache is made; the ``a``-prefixed ones are the async
+    backend's."""
+
+    local: bool
+    scripts: Scripts | None
+    ascripts: AsyncScripts | None
+    wakeups: Wakeups | None
+    awakeups: AsyncWakeups | None
+    streams: Streams | None
+    astreams: AsyncStreams | None
+    scan: Scan | None
+    ascan: AsyncScan | None
+    stats: Callable[[], dict[str, Any]] | None
+
+
+def capabilities_of(backend: Any, async_backend: Any) -> Capabilities:
+    """Ask a backend pair (the async one may be None) what it can do."""
+    stats = getattr(backend, "stats", None)
+    return Capabilities(
+        local=bool(getattr(backend, "local", False)),
+        scripts=_offered(backend, "scripts"),
+        ascripts=_offered(async_backend, "scripts"),
+        wakeups=_offered(backend, "wakeups"),
+        awakeups=_offered(async_backend, "wakeups"),
+        streams=_offered(backend, "streams"),
+        astreams=_offered(async_backend, "streams"),
+        scan=_offered(backend, "scan"),
+        ascan=_offered(async_backend, "scan"),
+        stats=stats if callable(stats) else None,
+    )

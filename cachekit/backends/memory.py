@@ -220,6 +220,15 @@ class MemoryBackend:
     def __len__(self) -> int:
         return len(self._data)
 
+    def stats(self) -> dict[str, Any]:
+        """This store's facts for ``Cache.stats()`` (a capability, cachekit.backends.base)."""
+        return {
+            "entries": len(self),
+            "max_entries": self.max_entries,
+            "evictions": self.evictions,
+            "eviction": self.eviction,
+        }
+
     def ping(self) -> bool:
         return True
 

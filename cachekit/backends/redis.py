@@ -30,6 +30,8 @@ from ..exceptions import (
     CacheKitError,
     ConfigurationError,
     IncrementError,
+    LockError,
+    LockNotOwnedError,
 )
 
 __all__ = [
@@ -44,6 +46,10 @@ def translate_error(exc: BaseException) -> CacheKitError:
     """The one place where redis-py's errors become cachekit's."""
     if isinstance(exc, CacheKitError):
         return exc
+    if isinstance(exc, redis.exceptions.LockNotOwnedError):
+        return LockNotOwnedError(str(exc))
+    if isinstance(exc, redis.exceptions.LockError):
+        return LockError(str(exc))
     if isinstance(exc, (redis.exceptions.TimeoutError, socket.timeout, asyncio.TimeoutError)):
         return BackendTimeoutError(f"redis did not answer in time: {exc}")
     if isinstance(exc, (redis.exceptions.ConnectionError, ConnectionError, OSError)):

@@ -11,10 +11,10 @@ import redis
 import redis.asyncio
 import redis.connection
 
-from .._async.redis_backend import AsyncRedisBackend
-from .._sync.redis_backend import RedisBackend
 from ..exceptions import ConfigurationError
 from .redis import AsyncClientProvider, SyncClientProvider, client_options
+from .redis_async import AsyncRedisBackend
+from .redis_sync import RedisBackend
 
 __all__ = ["backends_for_client", "backends_for_url"]
 

@@ -1,0 +1,264 @@
+"""Redis backend over redis-py's client, and its capabilities.
+
+This file is the source: ``cachekit/backends/redis_sync.py`` by
+``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
+
+With :mod:`cachekit.backends.redis` (clients, error translation) this is the only code
+that talks to redis-py clients: :class:`RedisBackend` is the key/value contract (the
+hit path: one ``GET``, no extra frame), :class:`RedisAccess` the capabilities of
+:mod:`cachekit.backends.base` (scripts, wake-ups, streams, scan) that leases, tags, the
+stampede and write-behind are built on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import redis.exceptions
+
+from .._sentinel import MISSING
+from .base import CommandBatch, script_sha
+from .redis import SyncClientProvider, translate_error
+
+__all__ = ["RedisAccess", "RedisBackend"]
+
+_SCAN_COUNT = 1000
+_DELETE_BATCH = 500
+_LOCK_POLL = 0.05  # redis-py's Lock polls while blocked in acquire()
+
+
+def _ms(ttl: float) -> int:
+    return max(1, int(ttl * 1000))
+
+
+class RedisBackend:
+    """Entries are plain Redis strings; bulk operations take one round trip."""
+
+    local = False
+    translate_error = staticmethod(translate_error)
+
+    def __init__(self, clients: SyncClientProvider) -> None:
+        self.clients = clients
+        self._access = RedisAccess(clients)
+
+    # -- capabilities (cachekit.backends.base): one object offers them all --------------
+    def scripts(self) -> RedisAccess:
+        return self._access
+
+    def wakeups(self) -> RedisAccess:
+        return self._access
+
+    def streams(self) -> RedisAccess:
+        return self._access
+
+    def scan(self) -> RedisAccess:
+        return self._access
+
+    def get(self, key: str) -> Any:
+        value = self.clients.get().get(key)
+        return MISSING if value is None else value
+
+    def get_many(self, keys: Sequence[str]) -> list[Any]:
+        if not keys:
+            return []
+        values = self.clients.get().mget(keys)
+        return [MISSING if value is None else value for value in values]
+
+    def set(self, key: str, value: Any, ttl: float | None) -> bool:
+        if ttl is None:
+            return bool(self.clients.get().set(key, value))
+        return bool(self.clients.get().set(key, value, px=_ms(ttl)))
+
+    def add(self, key: str, value: Any, ttl: float | None) -> bool:
+        px = None if ttl is None else _ms(ttl)
+        return bool(self.clients.get().set(key, value, px=px, nx=True))
+
+    def set_many(self, items: Mapping[str, Any], ttl: float | None) -> None:
+        if not items:
+            return
+        client = self.clients.get()
+        if ttl is None:
+            client.mset(dict(items))
+            return
+        px = _ms(ttl)
+        with client.pipeline(transaction=False) as pipe:
+            for key, value in items.items():
+                pipe.set(key, value, px=px)
+            pipe.execute()
+
+    def delete(self, key: str) -> bool:
+        return bool(self.clients.get().delete(key))
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        return int(self.clients.get().delete(*keys))
+
+    def exists(self, key: str) -> bool:
+        return bool(self.clients.get().exists(key))
+
+    def ttl(self, key: str) -> Any:
+        millis = self.clients.get().pttl(key)
+        if millis == -2:
+            return MISSING
+        return None if millis == -1 else millis / 1000
+
+    def expire(self, key: str, ttl: float | None) -> bool:
+        client = self.clients.get()
+        if ttl is None:
+            return bool(client.persist(key)) or bool(client.exists(key))
+        return bool(client.pexpire(key, _ms(ttl)))
+
+    def incr(self, key: str, delta: int, ttl: float | None) -> int:
+        client = self.clients.get()
+        if ttl is None:
+            return int(client.incrby(key, delta))
+        # SET NX gives a new counter its expiry; INCRBY keeps whatever expiry the key has.
+        with client.pipeline(transaction=True) as pipe:
+            pipe.set(key, b"0", px=_ms(ttl), nx=True)
+            pipe.incrby(key, delta)
+            _, value = pipe.execute()
+        return int(value)
+
+    def delete_pattern(self, pattern: str) -> int:
+        client = self.clients.get()
+        deleted = 0
+        batch: list[Any] = []
+        for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= _DELETE_BATCH:
+                deleted += int(client.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(client.unlink(*batch))
+        return deleted
+
+    def ping(self) -> bool:
+        return bool(self.clients.get().ping())
+
+    def lock(self, key: str, ttl: float) -> Any:
+        """redis-py's Lock: a token under ``key`` with PX ``ttl``, released by a
+        compare-and-delete script (bound to this thread's / loop's client)."""
+        return self.clients.get().lock(key, timeout=ttl, sleep=_LOCK_POLL, thread_local=False)
+
+    def close(self) -> None:
+        self.clients.close()
+
+
+class _SyncBatch:
+    """A non-transactional pipeline being filled: Redis commands queue as they are
+    called on it; :meth:`script` queues one by SHA and remembers it for a reload."""
+
+    __slots__ = ("_pipe", "scripts")
+
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+        self.scripts: list[str] = []
+
+    def script(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        self.scripts.append(script)
+        self._pipe.evalsha(script_sha(script), len(keys), *keys, *args)
+
+    def __getattr__(self, command: str) -> Any:
+        return getattr(self._pipe, command)
+
+
+class RedisAccess:
+    """The capabilities of a Redis backend (see :mod:`cachekit.backends.base`): atomic
+    scripts and batches, blocking wake-ups, consumer-group streams, scan. Each call takes
+    the client of this thread / event loop from the provider (a Cluster or Sentinel
+    provider later gives the right node's)."""
+
+    def __init__(self, clients: SyncClientProvider) -> None:
+        self._clients = clients
+
+    # -- scripts ----------------------------------------------------------------------
+    def run(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        client = self._clients.get()
+        try:
+            return client.evalsha(script_sha(script), len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # a new or restarted server: the text once
+            return client.eval(script, len(keys), *keys, *args)
+
+    def load(self, script: str) -> None:
+        self._clients.get().script_load(script)
+
+    def batch(self, fill: Callable[[CommandBatch], None]) -> list[Any]:
+        client = self._clients.get()
+        for attempt in (1, 2):
+            with client.pipeline(transaction=False) as pipe:
+                batch = _SyncBatch(pipe)
+                fill(batch)
+                results = list(pipe.execute(raise_on_error=False))
+            forgot = any(isinstance(r, redis.exceptions.NoScriptError) for r in results)
+            if forgot and attempt == 1:  # a new or restarted Redis: load, send again
+                for script in dict.fromkeys(batch.scripts):
+                    client.script_load(script)
+                continue
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return results
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- wake-ups (the stampede's done lists) -------------------------------------------
+    def wait(self, list_key: str, timeout: float) -> bytes | None:
+        # BLMOVE a list onto itself: the element stays, so one element wakes every waiter
+        got = self._clients.get().blmove(list_key, list_key, timeout, "LEFT", "LEFT")
+        return None if got is None else bytes(got)
+
+    def wait_limit(self) -> float | None:
+        timeout = self._connection_kwargs().get("socket_timeout")
+        return None if timeout is None else float(timeout)
+
+    # -- streams (the write-behind queue) -------------------------------------------------
+    def xreadgroup(
+        self, groupname: str, consumername: str, streams: Mapping[Any, Any], count: int
+    ) -> Any:
+        client = self._clients.get()
+        return client.xreadgroup(groupname, consumername, dict(streams), count=count)
+
+    def xautoclaim(
+        self,
+        name: str,
+        groupname: str,
+        consumername: str,
+        min_idle_time: int,
+        start_id: str,
+        count: int,
+    ) -> Any:
+        return self._clients.get().xautoclaim(
+            name,
+            groupname,
+            consumername,
+            min_idle_time=min_idle_time,
+            start_id=start_id,
+            count=count,
+        )
+
+    def xrange(self, name: str) -> Any:
+        return self._clients.get().xrange(name)
+
+    def xdel(self, name: str, *ids: Any) -> int:
+        return int(self._clients.get().xdel(name, *ids))
+
+    def identity(self) -> str:
+        try:
+            kwargs = self._connection_kwargs()
+        except Exception:  # pragma: no cover - a client without a pool
+            kwargs = {}
+        if kwargs.get("server") is not None:  # fakeredis: its server lives in this process
+            return "fakeredis"
+        return "{}:{}/{}{}".format(
+            kwargs.get("host"), kwargs.get("port"), kwargs.get("db", 0), kwargs.get("path", "")
+        )
+
+    # -- scan ---------------------------------------------------------------------------
+    def scan(self, pattern: str) -> list[Any]:
+        client = self._clients.get()
+        return [key for key in client.scan_iter(match=pattern, count=_SCAN_COUNT)]
+
+    def _connection_kwargs(self) -> dict[str, Any]:
+        pool = getattr(self._clients.get(), "connection_pool", None)
+        return dict(getattr(pool, "connection_kwargs", None) or {})

@@ -1,0 +1,152 @@
+"""The backend contract's capabilities (cachekit.backends.base): asked once by the cache,
+and features wired from the answers, never from the backend's type."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from conftest import unique_prefix
+
+from cachekit import Cache
+from cachekit.backends import MemoryBackend
+from cachekit.backends.base import capabilities_of
+from cachekit.backends.redis_factory import backends_for_url
+from cachekit.exceptions import ConfigurationError
+
+
+class RemoteStore:
+    """A third-party remote backend: the key/value contract only (no capabilities),
+    over a memory store standing in for its server."""
+
+    local = False
+
+    def __init__(self) -> None:
+        self._store = MemoryBackend()
+        self.translate_error = self._store.translate_error
+
+    def get(self, key: str) -> Any:
+        return self._store.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> list[Any]:
+        return self._store.get_many(keys)
+
+    def set(self, key: str, value: Any, ttl: float | None) -> bool:
+        return self._store.set(key, value, ttl)
+
+    def add(self, key: str, value: Any, ttl: float | None) -> bool:
+        return self._store.add(key, value, ttl)
+
+    def set_many(self, items: Mapping[str, Any], ttl: float | None) -> None:
+        self._store.set_many(items, ttl)
+
+    def delete(self, key: str) -> bool:
+        return self._store.delete(key)
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        return self._store.delete_many(keys)
+
+    def exists(self, key: str) -> bool:
+        return self._store.exists(key)
+
+    def ttl(self, key: str) -> Any:
+        return self._store.ttl(key)
+
+    def expire(self, key: str, ttl: float | None) -> bool:
+        return self._store.expire(key, ttl)
+
+    def incr(self, key: str, delta: int, ttl: float | None) -> int:
+        return self._store.incr(key, delta, ttl)
+
+    def delete_pattern(self, pattern: str) -> int:
+        return self._store.delete_pattern(pattern)
+
+    def ping(self) -> bool:
+        return True
+
+    def lock(self, key: str, ttl: float) -> Any:
+        return self._store.lock(key, ttl)
+
+    def close(self) -> None:
+        pass
+
+
+class Forwarding:
+    """A third-party backend that is not cachekit's Redis class but offers the same
+    capabilities (here: forwarded to one): the cache must use them."""
+
+    local = False
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.translate_error = inner.translate_error
+        for name in ("get", "get_many", "set", "add", "set_many", "delete", "delete_many"):
+            setattr(self, name, getattr(inner, name))
+        for name in ("exists", "ttl", "expire", "incr", "delete_pattern", "ping", "lock"):
+            setattr(self, name, getattr(inner, name))
+        for name in ("scripts", "wakeups", "streams", "scan", "close"):
+            setattr(self, name, getattr(inner, name))
+
+
+def test_a_remote_backend_without_scripts_refuses_tags() -> None:
+    """Tag sets kept in this process for a remote store would let every other process
+    serve entries invalidated here: a clear error instead (it used to be silent)."""
+    cache = Cache(backend=RemoteStore(), prefix=unique_prefix())
+    assert cache.set("plain", 1) and cache.get("plain") == 1  # the key/value part works
+    with pytest.raises(ConfigurationError, match="tags need a backend"):
+        cache.set("k", 1, tags=["t"])
+    with pytest.raises(ConfigurationError, match="tags need a backend"):
+        cache.invalidate_tags("t")
+
+    @cache.cached(tags=["users"])
+    def load(n: int) -> int:
+        return n
+
+    with pytest.raises(ConfigurationError, match="tags need a backend"):
+        load(1)
+    cache.clear()  # no tags could have been written: clear() still works
+    assert cache.get("plain") is None
+
+
+def test_a_remote_backend_without_scripts_stores_loads_plainly() -> None:
+    """No lease check is possible there: a load stores as a plain set, an invalidation
+    is a plain delete."""
+    cache = Cache(backend=RemoteStore(), prefix=unique_prefix())
+    calls: list[int] = []
+
+    @cache.cached
+    def load(n: int) -> int:
+        calls.append(n)
+        return n * 2
+
+    assert load(2) == 4 and load(2) == 4 and calls == [2]
+    load.invalidate(2)
+    assert load(2) == 4 and calls == [2, 2]
+
+
+def test_capabilities_are_asked_of_the_backend_not_its_type(redis_url: str) -> None:
+    sync, _ = backends_for_url(redis_url, 1.0, 1.0)
+    cache = Cache(backend=Forwarding(sync), prefix=unique_prefix())
+    writer = Cache(redis_url, prefix=cache.namespace.prefix)
+    assert cache.set("k", 1, tags=["t"])
+    assert writer.get("k") == 1
+    assert writer.invalidate_tags("t") == 1  # the tag set lives in Redis, seen by all
+    assert cache.get("k") is None
+    cache.close()
+    writer.close()
+
+
+def test_what_the_built_in_backends_offer(redis_url: str) -> None:
+    memory = MemoryBackend()
+    caps = capabilities_of(memory, None)
+    assert caps.local and caps.scripts is None and caps.streams is None
+    assert caps.wakeups is None and caps.scan is None
+    assert caps.stats is not None and caps.stats()["max_entries"] == memory.max_entries
+    sync, async_ = backends_for_url(redis_url, 1.0, 1.0)
+    caps = capabilities_of(sync, async_)
+    assert not caps.local and caps.stats is None
+    offered = [caps.scripts, caps.ascripts, caps.wakeups, caps.awakeups]
+    offered += [caps.streams, caps.astreams, caps.scan, caps.ascan]
+    assert all(one is not None for one in offered)
+    sync.close()
