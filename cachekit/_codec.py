@@ -23,10 +23,13 @@ Counters cannot be signed: Redis does their arithmetic (INCRBY) on bare digits. 
 secret, a bare integer read back raises :class:`UnsignedCounter`, and the cache returns
 it only if the key carries a *counter mark*: an HMAC of the key alone (another derived
 key), stored beside it by ``incr()`` and by ``set()``/``add()``/``set_many()`` of an int,
-which are then stored bare too (so Django's ``set(k, 41); incr(k)`` works). Anyone who
-can write to Redis can change a counter's count, as they could with INCR; they cannot
-make any other key read as an integer. Integers that ``@cached`` functions return are
-signed entries like any value.
+which are then stored bare too (so Django's ``set(k, 41); incr(k)`` works). Every other
+store under the key (a signed entry: set/add/set_many of a non-int, ``@cached``, the
+write strategies) and every delete drops the mark first, so the mark never outlives its
+counter (an ``incr`` that finds no integer drops the mark it wrote). Anyone who can write
+to Redis can change a counter's count, as they could with INCR, or put back a counter
+and its mark from before (a replay, as above); they cannot make any other key read as an
+integer. Integers that ``@cached`` functions return are signed entries like any value.
 
 Decompression is capped (``max_decompressed_size``, 64 MiB by default): an entry that
 would inflate past it is refused before the memory is spent, and a value that would make
@@ -302,6 +305,22 @@ class BytesCodec(Codec):
             meta = orjson.loads(body[2 : 2 + size])
             return self._payload(first, body[2 + size :]), meta
         raise CorruptEntry(f"unknown entry format (first byte {first:#04x})")
+
+    def payload_of(self, stored: Any) -> bytes | None:
+        """The serializer's payload inside an entry this codec has just made, when it is
+        there as is (not compressed; signed or not, with metadata or not); else None. For
+        the miss path's round trip (see :mod:`cachekit._typed`): the entry is our own, so
+        its MAC needs no check."""
+        if type(stored) is not bytes or not stored:
+            return None
+        first = stored[0]
+        body = stored[1 + MAC_SIZE :] if first & _SIGNED else stored[1:]
+        kind = first & ~_SIGNED
+        if kind == _PLAIN:
+            return body
+        if kind == _META:
+            return body[2 + int.from_bytes(body[:2], "big") :]
+        return None  # compressed (or a bare counter): the caller encodes again
 
     # -- signed entries --------------------------------------------------------------------
     def _mac(self, key: str, first: bytes, rest: bytes) -> bytes:

@@ -135,6 +135,7 @@ SUBS: dict[str, str] = {
     "_alookup_meta": "_lookup_meta",
     "_acounter_marks": "_counter_marks",
     "_amark_counters": "_mark_counters",
+    "_aunmark": "_unmark",
     "_asingle_flight": "_single_flight",
     "_alead": "_lead",
     "_ahold": "_hold",

@@ -8,6 +8,7 @@ decompression is capped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
 import tracemalloc
@@ -20,7 +21,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cachekit import Cache, SerializationError
+from cachekit import Cache, IncrementError, SerializationError
 from cachekit._codec import BytesCodec, CorruptEntry, UnsignedCounter
 from cachekit.serializers import OrjsonSerializer, PickleSerializer
 from cachekit.testing.servers import RedisServer
@@ -88,6 +89,82 @@ def test_counters_work_under_a_secret_and_only_where_marked(
     raw.set(signed._counter_mark_key(signed.make_key("other")), mark)
     raw.set(signed.make_key("other"), b"7")
     assert signed.get("other", "miss") == "miss"
+
+
+def _cached_store(signed: Cache, **options: Any) -> None:
+    @signed.cached(key="n", **options)
+    def load() -> dict[str, str]:
+        return {"now": "a dict"}
+
+    assert load.key() == "n"
+    load()
+
+
+_NOT_A_COUNTER: dict[str, Any] = {
+    "set": lambda c: c.set("n", {"now": "a dict"}),
+    "set-tagged": lambda c: c.set("n", 5, tags=("t",)),  # a tagged int is a signed entry
+    "set-ttl-0": lambda c: c.set("n", "x", ttl=0),
+    "add": lambda c: c.add("n", "x"),
+    "set_many": lambda c: c.set_many({"n": "x", "m": 1}),
+    "get_or_set": lambda c: c.get_or_set("n", lambda: "x"),
+    "get_or_set-lock": lambda c: c.get_or_set("n", lambda: "x", lock=True),
+    "cached": lambda c: _cached_store(c),
+    "cached-lock": lambda c: _cached_store(c, lock=True),
+    "cached-stale": lambda c: _cached_store(c, stale_ttl=30),
+    "write_through": lambda c: c.write_through(
+        key="{}", load=lambda i: "x", store=lambda i, v: None
+    ).set("n", "x"),
+    "delete": lambda c: c.delete("n"),
+    "delete_many": lambda c: c.delete_many(["n"]),
+    "expire-0": lambda c: c.expire("n", 0),
+    "aset": lambda c: asyncio.run(c.aset("n", [1])),
+    "adelete": lambda c: asyncio.run(c.adelete("n")),
+    "aget_or_set": lambda c: asyncio.run(c.aget_or_set("n", lambda: "x")),
+}
+
+
+_ONLY_IF_ABSENT = [
+    store
+    for name, store in _NOT_A_COUNTER.items()
+    if name.startswith(("add", "cached", "get_or", "aget_or"))
+]
+
+
+@pytest.mark.parametrize("store", _NOT_A_COUNTER.values(), ids=_NOT_A_COUNTER.keys())
+def test_a_counter_mark_does_not_outlive_the_counter(
+    signed: Cache, raw: redis.Redis, store: Any
+) -> None:
+    """A key once a counter kept its mark when something else was stored over it (or it
+    was deleted): anyone who can write to Redis could then put b"7" there and read 7.
+    Every store of a non-counter, and every delete, drops the mark."""
+    full, mark_key = signed.make_key("n"), signed._counter_mark_key(signed.make_key("n"))
+    assert signed.incr("n", 5) == 5 and raw.get(mark_key)
+    if store in _ONLY_IF_ABSENT:
+        raw.delete(full)  # the counter expired; its mark (refreshed by each incr) did not
+    store(signed)
+    assert raw.get(mark_key) is None
+    raw.set(full, b"7")
+    assert signed.get("n", "miss") == "miss" and signed.get_many(["n"]) == {}
+    # and a counter made again works as before
+    assert signed.incr("n") == 8 and signed.get("n") == 8
+
+
+def test_an_incr_refused_by_what_the_key_holds_leaves_no_mark(
+    signed: Cache, raw: redis.Redis
+) -> None:
+    signed.set("n", {"a": "dict"})
+    with pytest.raises(IncrementError):
+        signed.incr("n")  # INCRBY on a signed entry: not an integer
+    mark_key = signed._counter_mark_key(signed.make_key("n"))
+    assert raw.get(mark_key) is None
+    raw.set(signed.make_key("n"), b"7")
+    assert signed.get("n", "miss") == "miss"
+
+
+def test_an_add_that_finds_a_counter_keeps_its_mark(signed: Cache) -> None:
+    assert signed.incr("n", 3) == 3
+    assert signed.add("n", "x") is False
+    assert signed.get("n") == 3
 
 
 def test_tampered_metadata_is_refused(signed: Cache, raw: redis.Redis) -> None:

@@ -79,6 +79,14 @@ class AsyncCacheOps(AsyncTagOps):
         marks = {self._counter_mark_key(key): self._codec.counter_mark(key) for key in keys}
         await self._acall("set_many", None, marks, seconds)
 
+    async def _aunmark(self, keys: list[str]) -> None:
+        """With a secret: drop the counter marks of keys about to hold a signed entry (or
+        nothing), so that a bare integer put there later is refused, not served as a
+        counter. Called before the write: while it runs the key holds its old counter,
+        unmarked (a miss), never the new entry beside a valid mark. Callers check
+        ``self._codec.signed`` first: without a secret there are no marks and no cost."""
+        await self._acall("delete_many", 0, [self._counter_mark_key(key) for key in keys])
+
     async def _astore(
         self,
         key: str,
@@ -93,13 +101,57 @@ class AsyncCacheOps(AsyncTagOps):
         passes its ``lease`` (see :mod:`cachekit._leases`): then nothing is stored if the
         entry was invalidated after the load started."""
         seconds = self._seconds(ttl)
-        tags = tag_list(tags)
+        tags = tag_list(tags) if tags else ()
         try:
             stored = self._encode(value, tags, key)
         except SerializationError as exc:
             return (unencodable or self._unencodable)(key, exc)
+        return await self._astore_entry(key, stored, seconds, tags, lease)
+
+    async def _astore_load(
+        self,
+        key: str,
+        value: Any,
+        ttl: Any,
+        tags: Iterable[str] | None,
+        unencodable: Callable[[str, SerializationError], bool],
+        lease: Lease,
+        fresh: Callable[[Any, Any], Any],
+    ) -> Any:
+        """A load's store (as ``_astore``) that returns the value as a hit of it will:
+        ``fresh(value, entry)`` (see :mod:`cachekit._typed`) decodes the entry just
+        encoded, so the value goes through the serializer once, not twice."""
+        seconds = self._seconds(ttl)
+        names = tag_list(tags) if tags else ()
+        try:
+            if names:
+                stored = self._encode(value, names, key)
+            else:
+                stored = self._codec.dumps(value, None, key)
+        except SerializationError as exc:
+            unencodable(key, exc)  # raises under on_error="raise", as _astore does
+            return value  # not storable: the caller gets its own value
+        if names or seconds == 0:
+            await self._astore_entry(key, stored, seconds, names, lease)
+        else:  # the common case, inline: an untagged load's guarded store
+            if self._codec.signed:
+                await self._aunmark([key])
+            self.counters.sets += 1
+            await self._aguarded_set(key, stored, seconds, lease)
+        return fresh(value, stored)
+
+    async def _astore_entry(
+        self,
+        key: str,
+        stored: Any,
+        seconds: float | None,
+        tags: tuple[str, ...],
+        lease: Lease | None,
+    ) -> bool:
         if seconds == 0:
             return False
+        if self._codec.signed:
+            await self._aunmark([key])
         self.counters.sets += 1
         if tags:
             return await self._aset_tagged({key: stored}, seconds, tags, lease)
@@ -123,6 +175,8 @@ class AsyncCacheOps(AsyncTagOps):
             return False
         if self._is_counter(value, tags):
             await self._amark_counters([full], seconds)
+        elif self._codec.signed:
+            await self._aunmark([full])
         self.counters.sets += 1
         if tags:
             done = await self._aset_tagged({full: stored}, seconds, tags)
@@ -140,11 +194,17 @@ class AsyncCacheOps(AsyncTagOps):
         full, seconds, stored = self._prepare(key, value, ttl, tags)
         if seconds == 0:
             return False
-        if self._is_counter(value, tags):
+        counter = self._is_counter(value, tags)
+        if counter:
             await self._amark_counters([full], seconds)
         if tags:
             await self._aregister_tags([full], seconds, tags)
-        return bool(await self._acall("add", False, full, stored, seconds))
+        added = bool(await self._acall("add", False, full, stored, seconds))
+        if added and self._codec.signed and not counter:
+            # after, not before: an add that finds a counter must leave its mark. The key
+            # was absent, so a mark there outlived its counter (which expired first)
+            await self._aunmark([full])
+        return added
 
     async def adelete(self, key: Any) -> bool:
         """Remove an entry; True if it existed. Loads of it in flight will not store what
@@ -183,6 +243,9 @@ class AsyncCacheOps(AsyncTagOps):
         counters = [self._ns.key(k) for k, v in mapping.items() if self._is_counter(v, tags)]
         if counters:
             await self._amark_counters(counters, seconds)
+        if self._codec.signed and len(counters) < len(items):
+            marked = set(counters)
+            await self._aunmark([full for full in items if full not in marked])
         self.counters.sets += len(items)
         if tags:
             done = await self._aset_tagged(items, seconds, tags)
@@ -236,7 +299,15 @@ class AsyncCacheOps(AsyncTagOps):
         try:
             return int(await self._abackend.incr(full, delta, seconds or None))
         except Exception as exc:
-            raise self._counted(exc) from exc
+            error = self._counted(exc)
+            if self._codec.signed and not self._breaker.open:
+                # INCRBY refused what the key holds (not a counter): the mark written above
+                # must not stay beside it (dropping a mark only ever makes a miss)
+                try:
+                    await self._aunmark([full])
+                except Exception:  # on_error="raise": the incr's own error is the one raised
+                    pass
+            raise error from exc
 
     async def adelete_pattern(self, pattern: str) -> int:
         """Remove this cache's entries whose key matches a glob (``user:*``); SCAN, not KEYS."""

@@ -45,7 +45,7 @@ class SyncLeaseOps(CachePolicy):
         def _store(
             self, key: str, value: Any, ttl: Any, tags: Iterable[str] | None
         ) -> bool: ...
-        def _aunmark(self, keys: list[str]) -> None: ...
+        def _unmark(self, keys: list[str]) -> None: ...
 
     def _mark_key(self, key: str) -> str:
         """The invalidation mark of the entry ``key`` (same cluster slot as the entry)."""
@@ -144,7 +144,7 @@ class SyncLeaseOps(CachePolicy):
                 raise error from exc
             return 0
         if self._codec.signed:  # an entry deleted is no counter: a bare int put back is refused
-            self._aunmark(keys)
+            self._unmark(keys)
         return removed
 
     def _revoke_now(self, keys: Sequence[str]) -> int:

@@ -79,6 +79,14 @@ class SyncCacheOps(SyncTagOps):
         marks = {self._counter_mark_key(key): self._codec.counter_mark(key) for key in keys}
         self._call("set_many", None, marks, seconds)
 
+    def _unmark(self, keys: list[str]) -> None:
+        """With a secret: drop the counter marks of keys about to hold a signed entry (or
+        nothing), so that a bare integer put there later is refused, not served as a
+        counter. Called before the write: while it runs the key holds its old counter,
+        unmarked (a miss), never the new entry beside a valid mark. Callers check
+        ``self._codec.signed`` first: without a secret there are no marks and no cost."""
+        self._call("delete_many", 0, [self._counter_mark_key(key) for key in keys])
+
     def _store(
         self,
         key: str,
@@ -93,13 +101,57 @@ class SyncCacheOps(SyncTagOps):
         passes its ``lease`` (see :mod:`cachekit._leases`): then nothing is stored if the
         entry was invalidated after the load started."""
         seconds = self._seconds(ttl)
-        tags = tag_list(tags)
+        tags = tag_list(tags) if tags else ()
         try:
             stored = self._encode(value, tags, key)
         except SerializationError as exc:
             return (unencodable or self._unencodable)(key, exc)
+        return self._store_entry(key, stored, seconds, tags, lease)
+
+    def _store_load(
+        self,
+        key: str,
+        value: Any,
+        ttl: Any,
+        tags: Iterable[str] | None,
+        unencodable: Callable[[str, SerializationError], bool],
+        lease: Lease,
+        fresh: Callable[[Any, Any], Any],
+    ) -> Any:
+        """A load's store (as ``_store``) that returns the value as a hit of it will:
+        ``fresh(value, entry)`` (see :mod:`cachekit._typed`) decodes the entry just
+        encoded, so the value goes through the serializer once, not twice."""
+        seconds = self._seconds(ttl)
+        names = tag_list(tags) if tags else ()
+        try:
+            if names:
+                stored = self._encode(value, names, key)
+            else:
+                stored = self._codec.dumps(value, None, key)
+        except SerializationError as exc:
+            unencodable(key, exc)  # raises under on_error="raise", as _store does
+            return value  # not storable: the caller gets its own value
+        if names or seconds == 0:
+            self._store_entry(key, stored, seconds, names, lease)
+        else:  # the common case, inline: an untagged load's guarded store
+            if self._codec.signed:
+                self._unmark([key])
+            self.counters.sets += 1
+            self._guarded_set(key, stored, seconds, lease)
+        return fresh(value, stored)
+
+    def _store_entry(
+        self,
+        key: str,
+        stored: Any,
+        seconds: float | None,
+        tags: tuple[str, ...],
+        lease: Lease | None,
+    ) -> bool:
         if seconds == 0:
             return False
+        if self._codec.signed:
+            self._unmark([key])
         self.counters.sets += 1
         if tags:
             return self._set_tagged({key: stored}, seconds, tags, lease)
@@ -123,6 +175,8 @@ class SyncCacheOps(SyncTagOps):
             return False
         if self._is_counter(value, tags):
             self._mark_counters([full], seconds)
+        elif self._codec.signed:
+            self._unmark([full])
         self.counters.sets += 1
         if tags:
             done = self._set_tagged({full: stored}, seconds, tags)
@@ -140,11 +194,17 @@ class SyncCacheOps(SyncTagOps):
         full, seconds, stored = self._prepare(key, value, ttl, tags)
         if seconds == 0:
             return False
-        if self._is_counter(value, tags):
+        counter = self._is_counter(value, tags)
+        if counter:
             self._mark_counters([full], seconds)
         if tags:
             self._register_tags([full], seconds, tags)
-        return bool(self._call("add", False, full, stored, seconds))
+        added = bool(self._call("add", False, full, stored, seconds))
+        if added and self._codec.signed and not counter:
+            # after, not before: an add that finds a counter must leave its mark. The key
+            # was absent, so a mark there outlived its counter (which expired first)
+            self._unmark([full])
+        return added
 
     def delete(self, key: Any) -> bool:
         """Remove an entry; True if it existed. Loads of it in flight will not store what
@@ -183,6 +243,9 @@ class SyncCacheOps(SyncTagOps):
         counters = [self._ns.key(k) for k, v in mapping.items() if self._is_counter(v, tags)]
         if counters:
             self._mark_counters(counters, seconds)
+        if self._codec.signed and len(counters) < len(items):
+            marked = set(counters)
+            self._unmark([full for full in items if full not in marked])
         self.counters.sets += len(items)
         if tags:
             done = self._set_tagged(items, seconds, tags)
@@ -236,7 +299,15 @@ class SyncCacheOps(SyncTagOps):
         try:
             return int(self._backend.incr(full, delta, seconds or None))
         except Exception as exc:
-            raise self._counted(exc) from exc
+            error = self._counted(exc)
+            if self._codec.signed and not self._breaker.open:
+                # INCRBY refused what the key holds (not a counter): the mark written above
+                # must not stay beside it (dropping a mark only ever makes a miss)
+                try:
+                    self._unmark([full])
+                except Exception:  # on_error="raise": the incr's own error is the one raised
+                    pass
+            raise error from exc
 
     def delete_pattern(self, pattern: str) -> int:
         """Remove this cache's entries whose key matches a glob (``user:*``); SCAN, not KEYS."""

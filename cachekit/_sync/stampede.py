@@ -294,8 +294,8 @@ class SyncStampede:
             self._finish(key, lease, b"x", b"", False, None)
             return
         store = self.should_store(value) and seconds != 0
-        if store and self.cache._codec.signed:  # see SyncCacheOps._aunmark
-            self.cache._aunmark([key])
+        if store and self.cache._codec.signed:  # see SyncCacheOps._unmark
+            self.cache._unmark([key])
         tags = tag_list(tags)
         outcome = b"v"
         if store and tags:
@@ -376,8 +376,8 @@ class SyncStampede:
         seconds, entry = self._entry(key, value, delta, ttl, tags)
         if entry is None or seconds == 0:
             return
-        if self.cache._codec.signed:  # see SyncCacheOps._aunmark
-            self.cache._aunmark([key])
+        if self.cache._codec.signed:  # see SyncCacheOps._unmark
+            self.cache._unmark([key])
         if tags:
             self._store_tagged(key, value, seconds, tags, entry, lease)
             return
