@@ -56,6 +56,18 @@ def _prefix(value: Any) -> str:
             "a prefix may not start with '!' or '#': they mark framework adapters' "
             "namespaces and cachekit's internal keys"
         )
+    if value != value.strip():
+        # Refused, not stripped: text sources (URL, environment) used to strip and
+        # arguments did not, so " shop" named one namespace here and another there.
+        # Stripping everywhere would silently move the namespace of whoever passes
+        # " shop" today (entries, locks, queues left behind) and make two strings one
+        # namespace; refusing says so at construction and loses nothing.
+        raise ValueError("it may not start or end with whitespace")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: no Redis key could hold it
+            raise ValueError("it must be valid Unicode (it holds a lone surrogate)") from None
     return value
 
 
@@ -169,6 +181,7 @@ class Option:
     check: Callable[[Any], Any]
     doc: str
     parse: Callable[[str], Any] = str
+    strip: bool = True  # text is stripped before parse() (False: the check sees it all)
     in_url: bool = True  # may appear in a cache URL's query string
     in_settings: bool = True  # may come from the environment / app.config / Django OPTIONS
     derivable: bool = True  # with_options() may change it (False: it belongs to the backend)
@@ -179,7 +192,8 @@ OPTIONS: dict[str, Option] = {
     for option in (
         Option("prefix", "str", "cachekit", _prefix,
                "the namespace's name: keys are `prefix:version:key` (no leading `!` or `#`; "
-               "a `:` or `%` in it is escaped, so no namespace holds another)"),
+               "a `:` or `%` in it is escaped, so no namespace holds another; no leading or "
+               "trailing whitespace, from any source)", strip=False),
         Option("version", "int | str", 1, _version,
                "the namespace's version; change it to drop every entry at once"),
         Option("default_ttl", "float | None", None, _default_ttl,
@@ -337,7 +351,7 @@ def check_value(name: str, value: Any, *, text: bool = False, where: str = "argu
 def _checked(option: Option, value: Any, layer: Layer) -> Any:
     if layer.text and isinstance(value, str):
         try:
-            value = option.parse(value.strip())
+            value = option.parse(value.strip() if option.strip else value)
         except ValueError:
             reason = f"not text for {option.type}"
             raise _bad_value(layer.spell(option.name), value, layer.where, reason) from None

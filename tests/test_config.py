@@ -306,6 +306,31 @@ def test_prefixes_reserved_for_adapters_and_internal_keys() -> None:
     assert Cache(prefix="shop", owner="django").make_key("k") == "!django:shop:1:k"
 
 
+@pytest.mark.parametrize("prefix", [" shop", "shop ", "shop\n", "\tshop", "sh\ud800op"])
+def test_a_prefix_is_the_same_namespace_or_refused_from_every_source(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """URL and environment values were stripped, arguments not: " shop" from the URL was
+    namespace "shop", as an argument " shop". Whitespace around a prefix is refused from
+    every source (and a lone surrogate, which no Redis key can hold)."""
+    from urllib.parse import quote
+
+    monkeypatch.setenv("CACHEKIT_URL", "memory://")
+    makers = {
+        "argument": lambda: Cache(prefix=prefix),
+        "with_options": lambda: Cache().with_options(prefix=prefix),
+        "from_env argument": lambda: Cache.from_env(prefix=prefix),
+    }
+    if "\ud800" not in prefix:  # URLs and the environment cannot hold a lone surrogate
+        makers["url"] = lambda: Cache("memory://?prefix=" + quote(prefix))
+        makers["environment"] = lambda: Cache.from_env({"CACHEKIT_PREFIX": prefix})
+    for where, make in makers.items():
+        with pytest.raises(ConfigurationError, match="(?i)prefix"):
+            make()
+            pytest.fail(f"{prefix!r} accepted from the {where}")
+    assert Cache("memory://?prefix=a%20b").prefix == Cache(prefix="a b").prefix == "a b"
+
+
 def test_with_options_keeps_every_other_option() -> None:
     cache = Cache(serializer="json", compress="zlib", compress_threshold=10, default_ttl=5)
     derived = cache.with_options(prefix="other")
