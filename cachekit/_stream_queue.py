@@ -98,6 +98,9 @@ ENSURE_SHA = script_sha(ENSURE_SCRIPT)
 
 
 PUSHING = "pushing"
+# the worker is queueing it again (the backlog: Redis was away): a newer write of the id
+# waits behind it (see _journal_add)
+REPLAYING = "replaying"
 
 
 class _Journaled:
@@ -107,7 +110,8 @@ class _Journaled:
 
     def __init__(self, value: Any) -> None:
         # the stream entry id; PUSHING while set() is sending it; None when it is not in
-        # Redis (Redis was away, or forgot it): the worker queues it again
+        # Redis (Redis was away, or forgot it): the worker queues it again, REPLAYING
+        # while it does
         self.entry: Any = PUSHING
         self.value = value
 
@@ -228,8 +232,20 @@ class StreamQueueBase:
 
     # -- the journal ----------------------------------------------------------------------
     def _journal_add(self, item_id: Any, value: Any) -> _Journaled:
+        """Journal a write; its ``entry`` is None if it must wait for the worker to queue it.
+
+        Writes of one id must reach the stream in the order they were made: the newest
+        entry of an id is the one stored. While an older write of the id is held (Redis was
+        away: it is in the backlog) or being queued again by the worker, this one must not
+        be queued before it, or the stream would hold new-then-old and the old value would
+        win. So it waits behind it, in the backlog (it replaces the older one there: only
+        the newest is queued; if the older one's queueing is in flight, this one is queued
+        after it)."""
         record = _Journaled(value)
         with self._lock:
+            older = self._journal.get(item_id)
+            if older is not None and (older.entry is None or older.entry is REPLAYING):
+                record.entry = None
             self._journal[item_id] = record
         return record
 
@@ -262,8 +278,21 @@ class StreamQueueBase:
                 record.entry = None
 
     def _backlog(self) -> list[tuple[Any, _Journaled]]:
+        """The held writes, to queue now: marked REPLAYING (a newer write of one of these
+        ids, made while they are sent, waits for the next round: see _journal_add)."""
         with self._lock:
-            return [(i, r) for i, r in self._journal.items() if r.entry is None]
+            backlog = [(i, r) for i, r in self._journal.items() if r.entry is None]
+            for _, record in backlog:
+                record.entry = REPLAYING
+            return backlog
+
+    def _backlog_failed(self, backlog: Sequence[tuple[Any, _Journaled]]) -> None:
+        """Queueing the backlog failed: held again (its entries may still have reached the
+        stream, a lost reply; queued again they are newer, so the order holds)."""
+        with self._lock:
+            for _, record in backlog:
+                if record.entry is REPLAYING:
+                    record.entry = None
 
     def _forget_entries(self) -> None:
         """Redis lost the queue: every journaled write must be queued again."""

@@ -18,6 +18,7 @@ from conftest import unique_prefix
 
 from cachekit import Cache
 from cachekit._strategies import encode_id
+from cachekit._stream_queue import PUSH_SCRIPT
 from cachekit.exceptions import BackendUnavailableError
 from cachekit.testing.servers import RedisServer
 
@@ -347,4 +348,85 @@ def test_entries_delivered_by_a_read_whose_reply_was_lost_are_not_stranded(
     monkeypatch.undo()
     assert [(w.item_id, w.value) for w in queue.pull(10)] == [(1, "one")]
     assert queue.pull(10) == []  # seen once: the flag is down again
+    cache.close()
+
+
+def test_a_write_made_while_an_older_one_of_its_id_is_queued_again_is_stored_last(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-id order across an outage: set(1, "old") is held in the journal while Redis is
+    away; when it answers the worker queues the backlog, and set(1, "new") made while it
+    does used to be queued directly, ahead of it: the stream held new-then-old, the
+    newest entry (old) was stored, the newer write lost (1 soak run in 7). A write of an
+    id now waits behind an older held write of that id."""
+    cache = Cache(redis_url, prefix=unique_prefix())
+    rows: dict[Any, Any] = {}
+    items = cache.write_behind("item:{}", store_many=rows.update, flush_interval=0.05)
+    items.flush(timeout=10)  # the worker runs, the stream is made
+    queue = items._queue
+    real_eval, real_backlog = queue._eval, queue._backlog
+
+    def push_refused(script: str, *args: Any) -> Any:
+        if script is PUSH_SCRIPT:  # the outage: set() cannot queue, it holds the write
+            raise redis.exceptions.ConnectionError("Error 111 connecting: refused")
+        return real_eval(script, *args)
+
+    newer_written = threading.Event()
+
+    def backlog_then_a_newer_write() -> Any:
+        held = real_backlog()  # Redis answers again: the worker queues what was held
+        if any(item_id == 1 for item_id, _ in held) and not newer_written.is_set():
+            newer_written.set()
+            items.set(1, "new")  # the id's next write, while the old one is on its way
+        return held
+
+    monkeypatch.setattr(queue, "_backlog", backlog_then_a_newer_write)
+    monkeypatch.setattr(queue, "_eval", push_refused)
+    items.set(1, "old")
+    monkeypatch.setattr(queue, "_eval", real_eval)  # Redis is back
+    items.flush(timeout=10)
+    assert newer_written.is_set()
+    assert rows == {1: "new"}
+    assert items.get(1) == "new"
+    items.close()
+    cache.close()
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+def test_a_retried_batch_never_stores_an_older_write_over_a_newer_one(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """The first store of set(1, "old") fails and its batch waits for a retry; set(1, "new")
+    is stored meanwhile. The retry used to store "old" after it: the newest-entry mark is
+    forgotten once the newest write is acknowledged, so the older write looked current.
+    A stored write now supersedes the older writes of its id that the worker holds."""
+    url = request.getfixturevalue("redis_url") if backend == "redis" else "memory://"
+    cache = Cache(url, prefix=unique_prefix())
+    rows: dict[Any, Any] = {}
+    refused = threading.Event()
+
+    def store_many(batch: dict[Any, Any]) -> None:
+        if not refused.is_set():
+            refused.set()
+            raise ConnectionError("the source is away")  # its first store fails
+        rows.update(batch)
+
+    items = cache.write_behind(
+        "item:{}",
+        store_many=store_many,
+        flush_interval=0.05,
+        retry_backoff=60.0,
+        retry_max_backoff=60.0,
+    )
+    skew = [0.0]
+    items._clock = lambda: time.monotonic() + skew[0]  # the retry is due when we say
+    items.set(1, "old")
+    assert refused.wait(10)  # refused: retried in 60 s
+    items.set(1, "new")
+    items.flush(timeout=10)  # the newer write is stored meanwhile
+    assert rows == {1: "new"}
+    skew[0] = 120.0  # the retry's time has come
+    items.flush(timeout=10, shared=True)  # until the worker holds nothing more
+    assert rows == {1: "new"}
+    items.close()
     cache.close()

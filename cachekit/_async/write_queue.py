@@ -52,6 +52,8 @@ class AsyncStreamQueue(StreamQueueBase):
         encoded_id = self._encode_id(item_id)
         encoded = self._dump(encoded_id, value)
         record = self._journal_add(item_id, value)
+        if record.entry is None:  # behind an older write of this id that is held
+            return False
         if self._cache._breaker.open:  # Redis is known to be away: no timeout per write
             self._push_failed(item_id, record)
             return False
@@ -203,7 +205,11 @@ class AsyncStreamQueue(StreamQueueBase):
             self._resolve_loaded()
         backlog = self._backlog()
         if backlog:
-            await self._apush_backlog(backlog)
+            try:
+                await self._apush_backlog(backlog)
+            except BaseException:
+                self._backlog_failed(backlog)
+                raise
 
     async def _apush_backlog(self, backlog: Sequence[tuple[Any, Any]]) -> None:
         scripts = self._ascripts()

@@ -23,6 +23,7 @@ from .._strategies import (
     after_failure,
     batch_due,
     coalesce,
+    entry_order,
     halves,
     retry_delay,
     split_superseded,
@@ -348,11 +349,42 @@ class SyncWriteBehindOps:
                 error = repr(exc)
                 self._batch_failed(current, superseded, attempts + 1, error, "store_many")
         if stored:
-            self._unacked.extend([*current, *superseded])
+            self._unacked.extend([*current, *superseded, *self._drop_older(current)])
             self._ack()
         if poison:
             error = poison[0].item_id.error
             self._batch_failed(poison, [], attempts + 1, error, "decoding", split=False)
+
+    def _drop_older(self, stored: Sequence[QueuedWrite]) -> list[QueuedWrite]:
+        """The older writes of the ids just stored that this worker still holds (a batch
+        waiting for its retry, writes pulled again), taken out: they are superseded.
+
+        Storing one later would put back an older value: the queue's newest-entry mark of
+        an id is forgotten once its newest write is acknowledged, so a retried older write
+        would then look current (a batch whose store or whose look at the queue failed
+        is retried after a backoff, while the newer write is pulled and stored)."""
+        newest: dict[Any, tuple[int, int]] = {}
+        for write in stored:
+            order = entry_order(write.entry)
+            if newest.get(write.item_id, order) <= order:
+                newest[write.item_id] = order
+
+        def older(write: QueuedWrite) -> bool:
+            if isinstance(write.item_id, Undecodable):
+                return False
+            order = newest.get(write.item_id)
+            return order is not None and entry_order(write.entry) < order
+
+        dropped = [w for w in self._held if older(w)]
+        if dropped:
+            self._held = [w for w in self._held if not older(w)]
+        for retry in self._retries:
+            gone = [w for w in retry.writes if older(w)]
+            if gone:
+                dropped += gone
+                retry.writes = [w for w in retry.writes if not older(w)]
+        self._retries = [r for r in self._retries if r.writes]
+        return dropped
 
     def _batch_failed(
         self,
