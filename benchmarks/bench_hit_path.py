@@ -72,11 +72,13 @@ SECTIONS = (
     "redis-async",
     "typed-memory",
     "typed-redis",
+    "redis-miss",
 )
 MEMORY_SYNC_TARGET = "Target: cachekit faster than cachetools."
 VS_CACHETOOLS_TARGET = "Target: ≤ 0.60x cachetools' cost per hit, with the TTL honoured."
 MEMORY_ASYNC_TARGET = "Target: cachekit ≤ 15x the floor."
 REDIS_TARGET = "Target: cachekit ≤ 1.10x the floor, one GET per hit."
+MISS_TARGET = "Target: cachekit ≤ 1.10x the floor (GET + SET)."
 
 
 def _value() -> dict[str, Any]:
@@ -424,6 +426,60 @@ def typed(url: str, server: RedisProcess | None) -> list[Contender]:
     return out
 
 
+# -- 6. miss + set on Redis, sync --------------------------------------------------------------
+def redis_miss(server: RedisProcess) -> list[Contender]:
+    """A miss and its store: every call a new key. The floor is what any cache must do
+    (``GET``, then ``SET`` of the ``orjson.dumps``'d value with a TTL); the second floor
+    row is the same ``GET`` followed by cachekit's own lease script (``EVALSHA`` of
+    ``GUARDED_SET``, see cachekit._leases) in place of the ``SET``."""
+    import itertools
+
+    import orjson
+    import redis
+
+    from cachekit import Cache
+    from cachekit._async.coordination import GUARDED_SET, GUARDED_SET_SHA
+
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    client.script_load(GUARDED_SET)
+    get, set_, evalsha, dumps = client.get, client.set, client.evalsha, orjson.dumps
+    px = TTL * 1000
+    floor_ids = itertools.count()
+    lease_ids = itertools.count()
+
+    def floor() -> None:
+        key = f"floor:miss:{next(floor_ids)}"
+        if get(key) is None:
+            set_(key, dumps(_value()), px=px)
+
+    def lease_floor() -> None:
+        key = f"floor:lease:{next(lease_ids)}"
+        if get(key) is None:
+            entry = dumps(_value())
+            evalsha(GUARDED_SET_SHA, 3, key, key + ":inv", key, entry, px, 20, 60_000_000, "", "")
+
+    @Cache(server.url, prefix="ck-miss").cached(ttl=TTL)
+    def ck(user_id: int) -> dict[str, Any]:
+        return _value()
+
+    ck_ids = itertools.count()
+
+    def cachekit_miss() -> None:
+        ck(next(ck_ids))
+
+    out = [
+        Contender("redis-py GET + SET(orjson.dumps, px)", sync_loop(floor), floor=True),
+        Contender("redis-py GET + EVALSHA(cachekit's lease script)", sync_loop(lease_floor)),
+        Contender("cachekit Cache(redis).cached, miss + store", sync_loop(cachekit_miss)),
+    ]
+    for c in out:
+        c.run(2)
+        before = server.command_calls()
+        c.run(1000)
+        c.commands = server.commands_since(before) / 1000
+    return out
+
+
 # -- main -----------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -460,7 +516,7 @@ def main() -> None:
 
         cs = asyncio.run(mem_async())
         print(table("Memory backend, async hit", cs, MEMORY_ASYNC_TARGET) + "\n", flush=True)
-    if only & {"redis-sync", "redis-async", "typed-redis"}:
+    if only & {"redis-sync", "redis-async", "typed-redis", "redis-miss"}:
         with RedisProcess() as server:
             if "redis-sync" in only:
                 cs = redis_sync(server)
@@ -479,6 +535,10 @@ def main() -> None:
                 cs = typed(server.url, server)
                 measure(cs, rounds, target)
                 print(table("Typed hits, Redis (sync)", cs) + "\n", flush=True)
+            if "redis-miss" in only:
+                cs = redis_miss(server)
+                measure(cs, rounds, target)
+                print(table("Redis, sync miss + set", cs, MISS_TARGET, True) + "\n", flush=True)
     if "typed-memory" in only:
         cs = typed("memory://", None)
         measure(cs, rounds, target)

@@ -148,6 +148,9 @@ class ResultRules:
     ``hit(value)``: the cached value decoded into the return annotation (may raise: the
     value does not fit, treat it as a miss), or None when a hit is returned as it is.
     ``fresh(value)``: a stored miss's value as a hit will return it, or None.
+    ``fresh_stored(value, entry)``: the same, given the entry the value was just encoded
+    into (the store's own encoding is decoded: the value is not serialized twice); None
+    when ``fresh`` is.
     ``unencodable(key, exc)``: a value that cannot be stored, counted, logged once per
     function and value type (the function's result is still returned).
     """
@@ -160,6 +163,7 @@ class ResultRules:
         self._serializer = serializer
         self.hit: Convert | None = None
         self.fresh: Convert | None = None
+        self.fresh_stored: Callable[[Any, Any], Any] | None = None
         self.faithful: Callable[[Any], bool] | None = None
         if cache._codec.stores_objects or serializer is None:
             return  # objects are stored as they are: a hit is the object itself
@@ -176,8 +180,12 @@ class ResultRules:
                 tp = _return_type(func, localns)
             except _Unresolved:  # defined later (a method returning its class): retry once
                 self.hit, self.fresh = self._deferred(func, localns)  # and self.faithful
+                deferred = self.fresh
+                self.fresh_stored = lambda value, entry: deferred(value)
                 return
         self.hit, self.fresh = self._rules(tp)
+        if self.fresh is not None:
+            self.fresh_stored = self._stored_round_trip(self.fresh)
         if self.hit is not None:
             self.faithful = self._faithful(self.hit)
 
@@ -209,6 +217,29 @@ class ResultRules:
                 return value
 
         return round_trip
+
+    def _stored_round_trip(self, round_trip: Convert) -> Callable[[Any, Any], Any]:
+        """``round_trip`` for a value just encoded into ``entry``: the serializer's payload
+        in the entry, decoded (what a hit of it returns: the same bytes, the same loads),
+        when the codec hands it over; else the round trip itself (a compressed entry)."""
+        payload_of = getattr(self._cache._codec, "payload_of", None)
+        if payload_of is None:
+            return lambda value, entry: round_trip(value)
+        loads = self._serializer.loads  # type: ignore[union-attr]
+        scalars = _SCALARS
+
+        def fresh_stored(value: Any, entry: Any) -> Any:
+            if type(value) in scalars:
+                return value
+            payload = payload_of(entry)
+            if payload is None:
+                return round_trip(value)
+            try:
+                return loads(payload)
+            except Exception:  # a serializer that cannot read its own output: as is
+                return value
+
+        return fresh_stored
 
     def _deferred(
         self, func: Callable[..., Any], localns: dict[str, Any] | None

@@ -15,6 +15,8 @@ import hashlib
 import hmac
 import json
 import pickle
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 from ._json_tags import dumps_tagged, loads_tagged
@@ -60,8 +62,9 @@ class OrjsonSerializer:
 
     name = "orjson"
 
-    def dumps(self, obj: Any) -> bytes:
-        return dumps_tagged(obj, self.name)
+    def __init__(self) -> None:
+        # bound once (a partial calls straight into it): one Python frame less per miss
+        self.dumps: Callable[[Any], bytes] = partial(dumps_tagged, name=self.name)
 
     loads = staticmethod(loads_tagged)
 

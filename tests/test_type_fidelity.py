@@ -567,3 +567,88 @@ def test_msgpack_keeps_the_types_it_can_tag(value: Any) -> None:
     assert_same(value, hit)
     cache.clear()
     cache.close()
+
+
+# The miss's round trip decodes the entry the store just encoded (one encode per miss, not
+# two): what it returns must still be what a hit returns, whatever the entry's envelope.
+ENVELOPES = {
+    "plain": {},
+    "signed": {"secret": "s3cret"},
+    "compressed": {"compress": "zlib", "compress_threshold": 16},
+    "signed-compressed": {"secret": "s3cret", "compress": "zlib", "compress_threshold": 16},
+    "tagged": {},
+    "signed-tagged": {"secret": "s3cret"},
+}
+ROUND_TRIPPED = [
+    ("tuple", (1, "a", (2.5, None))),
+    ("int-keys", {5: "a", "n": [1, 2]}),
+    ("bytes-inside", {"raw": b"\x00\xff", "when": WHEN}),
+    ("plain-json", {"id": 42, "name": "Ada", "roles": ["admin"], "x": 1.5}),
+    ("long", {"text": "x" * 200, "items": list(range(50))}),
+]
+
+
+@pytest.mark.parametrize("envelope", list(ENVELOPES), ids=list(ENVELOPES))
+@pytest.mark.parametrize(("case", "value"), ROUND_TRIPPED, ids=[c for c, _ in ROUND_TRIPPED])
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_unannotated_miss_is_the_hit_in_every_envelope(
+    redis_server: RedisServer, envelope: str, case: str, value: Any, is_async: bool
+) -> None:
+    cache = Cache(redis_server.url, prefix=unique_prefix(), **ENVELOPES[envelope])
+    tags = ("t",) if "tagged" in envelope else None
+    runs: list[int] = []
+    if is_async:
+
+        @cache.cached(ttl=60, tags=tags)
+        async def acompute(n):  # type: ignore[no-untyped-def]
+            runs.append(n)
+            return value
+
+        miss, hit = await acompute(1), await acompute(1)
+    else:
+
+        @cache.cached(ttl=60, tags=tags)
+        def compute(n):  # type: ignore[no-untyped-def]
+            runs.append(n)
+            return value
+
+        miss, hit = compute(1), compute(1)
+    assert runs == [1], "the second call must be a hit"
+    assert_same(miss, hit)
+    serializer = OrjsonSerializer()
+    assert_same(miss, serializer.loads(serializer.dumps(value)))
+    await cache.aclear()
+    await cache.aclose()
+    cache.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "memory-orjson"])
+def test_an_unannotated_miss_serializes_its_value_once(
+    kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The miss's round trip (what a hit will return) is decoded from the entry the store
+    encoded, not from a second encoding of the value."""
+    if kind == "redis":
+        cache = Cache(request.getfixturevalue("redis_server").url, prefix=unique_prefix())
+    else:
+        cache = Cache("memory://", prefix=unique_prefix(), serializer="orjson")
+    codec: Any = cache._codec
+    encodes: list[Any] = []
+    dumps = codec.serializer.dumps
+
+    def counting(value: Any) -> bytes:
+        encodes.append(value)
+        return dumps(value)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(codec.serializer, "dumps", counting)  # what the rules call
+    monkeypatch.setattr(codec, "_dumps", counting)  # what the store calls
+
+    @cache.cached(ttl=60)
+    def compute(n):  # type: ignore[no-untyped-def]
+        return {"n": n, "pair": (n, n)}
+
+    assert compute(1) == {"n": 1, "pair": [1, 1]}
+    assert compute(1) == {"n": 1, "pair": [1, 1]}  # the hit, the same
+    assert len(encodes) == 1
+    cache.clear()
+    cache.close()

@@ -27,11 +27,13 @@ def make_async_wrapper(
     full_key = plan.full_key
     lookup = cache._alookup
     store = cache._astore
+    store_load = cache._astore_load
     should_store = plan.should_store
     ttl = plan.ttl
     tags = plan.tags
     rules = plan.rules  # what hits and misses return: see cachekit._typed
     hit, fresh, unencodable, mismatch = rules.hit, rules.fresh, rules.unencodable, rules.mismatch
+    fresh_stored = rules.fresh_stored  # fresh, from the entry just encoded (one encode)
 
     async def arefresh(*args: Any, **kwargs: Any) -> Any:
         """Call the function now and store its result, whatever is cached."""
@@ -70,9 +72,12 @@ def make_async_wrapper(
         lease = Lease.now()  # see cachekit._leases: an invalidation meanwhile wins
         value = await func(*args, **kwargs)
         if should_store(value):
-            await store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
-            if fresh is not None:  # what a hit will return (the serializer's round trip)
-                value = fresh(value)
+            if fresh_stored is None:
+                await store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
+            else:  # what a hit will return: the serializer's round trip of the entry
+                value = await store_load(
+                    key, value, ttl, tags(args, kwargs), unencodable, lease, fresh_stored
+                )
         return value
 
     return converting_wrapper, arefresh

@@ -27,11 +27,13 @@ def make_sync_wrapper(
     full_key = plan.full_key
     lookup = cache._lookup
     store = cache._store
+    store_load = cache._store_load
     should_store = plan.should_store
     ttl = plan.ttl
     tags = plan.tags
     rules = plan.rules  # what hits and misses return: see cachekit._typed
     hit, fresh, unencodable, mismatch = rules.hit, rules.fresh, rules.unencodable, rules.mismatch
+    fresh_stored = rules.fresh_stored  # fresh, from the entry just encoded (one encode)
 
     def refresh(*args: Any, **kwargs: Any) -> Any:
         """Call the function now and store its result, whatever is cached."""
@@ -70,9 +72,12 @@ def make_sync_wrapper(
         lease = Lease.now()  # see cachekit._leases: an invalidation meanwhile wins
         value = func(*args, **kwargs)
         if should_store(value):
-            store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
-            if fresh is not None:  # what a hit will return (the serializer's round trip)
-                value = fresh(value)
+            if fresh_stored is None:
+                store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
+            else:  # what a hit will return: the serializer's round trip of the entry
+                value = store_load(
+                    key, value, ttl, tags(args, kwargs), unencodable, lease, fresh_stored
+                )
         return value
 
     return converting_wrapper, refresh
