@@ -21,8 +21,9 @@ from ._sentinel import MISSING
 from ._sync.ops import SyncCacheOps
 from ._typing import CachedDecorator, CachedFunction
 from ._write import WriteStrategies
+from .backends import backends_for
 from .backends.base import capabilities_of
-from .backends.memory import AsyncMemoryBackend, MemoryBackend
+from .backends.memory import AsyncMemoryBackend
 from .exceptions import ConfigurationError
 from .serializers import Serializer, get_serializer
 
@@ -210,17 +211,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
             if async_backend is None and backend.local:
                 async_backend = AsyncMemoryBackend(backend)
             return backend, async_backend
-        if client is not None:
-            from .backends.redis_factory import backends_for_client
-
-            return backends_for_client(client, timeout, connect_timeout)
-        scheme = urlsplit(url).scheme
-        if scheme == "memory":
-            memory = MemoryBackend(max_entries, eviction=eviction)
-            return memory, AsyncMemoryBackend(memory)
-        from .backends.redis_factory import backends_for_url
-
-        return backends_for_url(url, timeout, connect_timeout)
+        return backends_for(url, client, timeout, connect_timeout, max_entries, eviction)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **arguments: Any) -> Cache:
@@ -327,6 +318,12 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
     def options(self) -> Mapping[str, Any]:
         """Every option's value for this cache (read-only; see the options table)."""
         return MappingProxyType(self._options)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the entries live outside this process (a remote backend, seen by other
+        processes: cross-process locks pay off) rather than in it (memory)."""
+        return not self._is_local
 
     def with_options(self, **changes: Any) -> Cache:
         """A cache over the same backend (same connections, same store) with some options

@@ -99,8 +99,7 @@ class HttpCache:
         self.cache = bytes_cache(cache)
         self.policy = policy
         has_lock = callable(getattr(self.cache, "lock", None))
-        remote = self.cache.stats().get("backend") != "memory"
-        self.use_lock = has_lock and remote if lock is None else bool(lock) and has_lock
+        self.use_lock = has_lock and self.cache.shared if lock is None else bool(lock) and has_lock
         self.use_lock = self.use_lock and coalesce
         self.coalesce = coalesce
         self.lock_ttl = lock_ttl

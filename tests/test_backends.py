@@ -150,3 +150,29 @@ def test_what_the_built_in_backends_offer(redis_url: str) -> None:
     offered += [caps.streams, caps.astreams, caps.scan, caps.ascan]
     assert all(one is not None for one in offered)
     sync.close()
+
+
+def test_shared_tells_a_remote_backend_from_an_in_process_one(redis_url: str) -> None:
+    """What the HTTP drivers ask to decide on cross-process locks (they used to compare
+    the stats' backend name with "memory": an in-process third-party store counted as
+    remote)."""
+    assert not Cache().shared
+    assert not Cache(backend=MemoryBackend()).shared  # described as "local backend"
+    assert Cache(backend=RemoteStore()).shared
+    remote = Cache(redis_url)
+    assert remote.shared
+    remote.close()
+
+
+def test_the_http_driver_takes_cross_process_locks_only_on_a_shared_backend(
+    redis_url: str,
+) -> None:
+    from cachekit._sync.http_driver import SyncHttpCache
+    from cachekit.http import HttpCachePolicy
+
+    policy = HttpCachePolicy()
+    assert not SyncHttpCache(Cache(backend=MemoryBackend()), policy).use_lock
+    assert not SyncHttpCache(Cache(), policy).use_lock
+    remote = Cache(redis_url)
+    assert SyncHttpCache(remote, policy).use_lock
+    remote.close()

@@ -1,27 +1,23 @@
-"""What the sync and async Redis backends share: clients, error translation, probing.
+"""What the sync and async Redis backends share: client providers, error translation.
 
-Clients are made lazily from a URL (building a cache makes no network call) with short
-timeouts and at most one immediate retry on a dropped connection, never on a timeout: a
-Redis that does not answer must cost one timeout, not four with backoff in between.
-An asyncio client is bound to the event loop it first ran on, so the async side keeps
-one client per running loop (``asyncio.run`` twice, or one loop per test, just works).
+A provider holds the client of this process (sync) or of each running event loop
+(async: an asyncio client is bound to the loop it first ran on, so ``asyncio.run``
+twice, or one loop per test, just works), made lazily (building a cache makes no
+network call) by the ``factory`` it was given. Which client class, pool and retry
+policy a factory uses (the topology: standalone today, Sentinel and Cluster next) is
+decided in one place, :mod:`cachekit.backends.redis_factory`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import socket
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-import redis
-import redis.asyncio
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+import redis.exceptions
 
 from ..exceptions import (
     BackendError,
@@ -68,14 +64,6 @@ def client_options(socket_timeout: float | None, connect_timeout: float | None) 
     }
 
 
-def _retry() -> Retry:
-    return Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
-
-
-def _async_retry() -> AsyncRetry:
-    return AsyncRetry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
-
-
 def _check_bytes(client: Any) -> None:
     pool = getattr(client, "connection_pool", None)
     kwargs = getattr(pool, "connection_kwargs", {}) or {}
@@ -85,61 +73,20 @@ def _check_bytes(client: Any) -> None:
         )
 
 
-def _accepted(cls: type) -> set[str]:
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is not None:
-            names.update(
-                p.name
-                for p in inspect.signature(init).parameters.values()
-                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-            )
-    return names - {"self"}
-
-
-def _twin_pool(client: Any, want_async: bool) -> Any:
-    """A connection pool of the other flavour (sync/async) with ``client``'s settings."""
-    import redis.asyncio.connection as aconn
-    import redis.connection as sconn
-
-    pool = client.connection_pool
-    source = pool.connection_class
-    name = source.__name__
-    target_module = aconn if want_async else sconn
-    target = getattr(target_module, name, None)
-    if not isinstance(target, type):
-        raise ConfigurationError(
-            f"cannot derive a {'asyncio' if want_async else 'sync'} client from {name}; "
-            "pass both client= and a URL, or use Cache(url)"
-        )
-    accepted = _accepted(target)
-    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in accepted}
-    kwargs["retry"] = _async_retry() if want_async else _retry()
-    pool_class = redis.asyncio.ConnectionPool if want_async else redis.ConnectionPool
-    return pool_class(connection_class=target, max_connections=pool.max_connections, **kwargs)
-
-
 class SyncClientProvider:
-    def __init__(
-        self,
-        url: str | None = None,
-        options: dict[str, Any] | None = None,
-        client: Any = None,
-        twin: Any = None,
-    ) -> None:
-        self._url = url
-        self._options = options or {}
+    """The sync client: the user's own (``client``), or one ``factory`` makes on first use
+    (and :meth:`close` closes)."""
+
+    def __init__(self, client: Any = None, factory: Callable[[], Any] | None = None) -> None:
         self._client = client
-        self._twin = twin  # an async client to copy settings from
+        self._factory = factory
         self._lock = threading.Lock()
         if client is not None:
             _check_bytes(client)
 
     def _make(self) -> Any:
-        if self._url is not None:
-            return redis.Redis.from_url(self._url, retry=_retry(), **self._options)
-        return redis.Redis(connection_pool=_twin_pool(self._twin, want_async=False))
+        assert self._factory is not None
+        return self._factory()
 
     def get(self) -> Any:
         client = self._client
@@ -152,24 +99,17 @@ class SyncClientProvider:
 
     def close(self) -> None:
         client, self._client = self._client, None
-        if client is not None and (self._url is not None or self._twin is not None):
+        if client is not None and self._factory is not None:
             client.close()
             client.connection_pool.disconnect()  # a pool we passed in is not closed by close()
 
 
 class AsyncClientProvider:
-    def __init__(
-        self,
-        url: str | None = None,
-        options: dict[str, Any] | None = None,
-        client: Any = None,
-        twin: Any = None,
-        factory: Callable[[], Any] | None = None,
-    ) -> None:
-        self._url = url
-        self._options = options or {}
+    """An asyncio client per running event loop: the user's own (``client``) serves the
+    first loop; ``factory`` makes one for each other loop, closed with its loop."""
+
+    def __init__(self, client: Any = None, factory: Callable[[], Any] | None = None) -> None:
         self._given = client
-        self._twin = twin  # a sync client to copy settings from
         self._factory = factory
         self._loop: Any = None
         self._client: Any = None
@@ -179,12 +119,8 @@ class AsyncClientProvider:
             _check_bytes(client)
 
     def _make(self) -> Any:
-        if self._factory is not None:
-            return self._factory()
-        if self._url is not None:
-            return redis.asyncio.Redis.from_url(self._url, retry=_async_retry(), **self._options)
-        source = self._twin if self._twin is not None else self._given
-        return redis.asyncio.Redis(connection_pool=_twin_pool(source, want_async=True))
+        assert self._factory is not None
+        return self._factory()
 
     def get(self) -> Any:
         loop = asyncio.get_running_loop()
