@@ -141,7 +141,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         )
         # A store keeping the objects themselves in this process may offer a lock-free
         # reader: asked for once, here; @cached serves its hits with it (cachekit._fastpath)
-        reader = getattr(backend, "reader", None)
+        reader = caps.reader
         self._reader: Callable[[str], Any] | None = (
             reader() if reader is not None and isinstance(self._codec, ObjectCodec) else None
         )

@@ -25,6 +25,8 @@ and wires its features from the answers; no feature tests the backend's type.
   durable write-behind queue.
 - ``scan()`` -> :class:`AsyncScan` / :class:`Scan`: the keys matching a glob pattern.
 - ``stats()`` -> a dict of the backend's own facts, merged into ``Cache.stats()``.
+- ``reader()`` -> ``read(key)``: a lock-free lookup of an in-process store keeping the
+  objects themselves (the memory hit path, :mod:`cachekit._fastpath`).
 - Locks are part of the key/value contract (:meth:`Backend.lock`): every backend has one.
 
 Errors raised by capability objects are the client's own; the cache translates them at
@@ -228,11 +230,13 @@ class Capabilities:
     scan: Scan | None
     ascan: AsyncScan | None
     stats: Callable[[], dict[str, Any]] | None
+    reader: Callable[[], Callable[[str], Any]] | None
 
 
 def capabilities_of(backend: Any, async_backend: Any) -> Capabilities:
     """Ask a backend pair (the async one may be None) what it can do."""
     stats = getattr(backend, "stats", None)
+    reader = getattr(backend, "reader", None)
     return Capabilities(
         local=bool(getattr(backend, "local", False)),
         scripts=_offered(backend, "scripts"),
@@ -244,4 +248,5 @@ def capabilities_of(backend: Any, async_backend: Any) -> Capabilities:
         scan=_offered(backend, "scan"),
         ascan=_offered(async_backend, "scan"),
         stats=stats if callable(stats) else None,
+        reader=reader if callable(reader) else None,
     )
