@@ -63,11 +63,7 @@ def _prefix(value: Any) -> str:
         # " shop" today (entries, locks, queues left behind) and make two strings one
         # namespace; refusing says so at construction and loses nothing.
         raise ValueError("it may not start or end with whitespace")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: no Redis key could hold it
-            raise ValueError("it must be valid Unicode (it holds a lone surrogate)") from None
+    _refuse_lone_surrogates(value)
     return value
 
 
@@ -77,7 +73,18 @@ _RESERVED_MARKS = ("!", "#")
 def _version(value: Any) -> int | str:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError("it must be an int or a string")
+    if isinstance(value, str):
+        _refuse_lone_surrogates(value)
     return value
+
+
+def _refuse_lone_surrogates(text: str) -> None:
+    """A namespace part must have a UTF-8 form: no Redis key can hold a lone surrogate."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("it must be valid Unicode (it holds a lone surrogate)") from None
 
 
 def _ttl(value: Any) -> float | None:

@@ -66,7 +66,8 @@ Encoder = Callable[[Any], str]
 def _name(kind: type) -> str:
     """``module.qualname``, JSON-quoted if it holds characters the grammar uses."""
     name = f"{kind.__module__}.{kind.__qualname__}"
-    return name if _PLAIN_NAME.fullmatch(name) else _dumps(name).decode()
+    # _str, not orjson alone: a __qualname__ set by hand may hold a lone surrogate
+    return name if _PLAIN_NAME.fullmatch(name) else _str(name)
 
 
 def _int(value: int) -> str:

@@ -39,10 +39,27 @@ _SHORTENED = re.compile(r"(?s).{0,64}…#[0-9a-f]{64}")
 _TAGGED = re.compile(r"…#b(?:[0-9a-f]{2})+")
 
 
+def _is_utf8(text: str) -> bool:
+    """Whether ``text`` has a UTF-8 form: no lone surrogate (``"\\ud800"``), which redis-py
+    (any Redis client) cannot send in a key, while the memory backend would take it."""
+    if text.isascii():  # O(1) in CPython: the common case costs nothing more
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _shorten(key: str) -> str:
-    """A readable head and the BLAKE2b-256 of the whole text (collision-free in practice)."""
+    """A readable head and the BLAKE2b-256 of the whole text (collision-free in practice).
+    The digest is over the text's surrogatepass bytes (injective for every str); a lone
+    surrogate in the head is written as its escape (the head is only for reading)."""
     digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=32).hexdigest()
-    return f"{key[:64]}{_MARK}{digest}"
+    head = key[:64]
+    if not _is_utf8(head):
+        head = head.encode("utf-8", "backslashreplace").decode()[:64]
+    return f"{head}{_MARK}{digest}"
 
 
 def _fit(key: str) -> str:
@@ -52,7 +69,14 @@ def _fit(key: str) -> str:
     pose as another key's shortened form; a key that *is* a shortened form (from
     ``f.key()``), or the tagged form of bytes, is taken as given, so normalising is
     idempotent and ``cache.get(f.key(...))`` finds the entry.
+
+    Text with a lone surrogate has no UTF-8 form, so no Redis key: it becomes the tagged
+    form of its surrogatepass bytes (``"\\ud800"`` is ``"…#beda080"``, the key of
+    ``b"\\xed\\xa0\\x80"``), distinct for distinct texts, on every backend alike.
     """
+    if not _is_utf8(key):
+        key = f"{_MARK}b{key.encode('utf-8', 'surrogatepass').hex()}"
+        return key if len(key) <= MAX_KEY_LENGTH else _shorten(key)
     if len(key) <= MAX_KEY_LENGTH and (
         _MARK not in key or _SHORTENED.fullmatch(key) or _TAGGED.fullmatch(key)
     ):
@@ -70,13 +94,18 @@ def normalize_key(key: Any) -> str:
     ``:``, each part's ``%`` and ``:`` escaped as ``%25`` and ``%3A`` (``("user", 42)`` is
     ``"user:42"``, ``("a:b", "c")`` is ``"a%3Ab:c"``, never ``("a", "b:c")``). Bytes that
     are not UTF-8 are the same key as ``"…#b"`` and their hex (``b"\\x80"`` is ``"…#b80"``,
-    not ``"\\\\x80"``). A normalised key is the same key as the key it came from
+    not ``"\\\\x80"``); a str with a lone surrogate is the same key as its bytes as
+    ``surrogatepass`` writes them (``"\\ud800"`` and ``b"\\xed\\xa0\\x80"``), since a Redis
+    key must be UTF-8. A normalised key is the same key as the key it came from
     (``cache.get(f.key(...))``). Redis keys are binary-safe, so spaces, newlines and unicode
     are kept; keys longer than :data:`MAX_KEY_LENGTH` are hashed. Anything else, and an
     empty tuple, is an :class:`InvalidKeyError`.
     """
     if type(key) is str:
-        return key if len(key) <= MAX_KEY_LENGTH and _MARK not in key else _fit(key)
+        # an ASCII key (isascii is O(1)) can hold neither the mark nor a lone surrogate
+        if len(key) <= MAX_KEY_LENGTH and (key.isascii() or (_MARK not in key and _is_utf8(key))):
+            return key
+        return _fit(key)
     return _fit(_text(key))
 
 
@@ -323,7 +352,11 @@ class KeyTemplate:
         form (as a user key from f.key() is): the digest is public, so an argument of head
         + mark + digest would otherwise read another argument's entry. Any mark: hash it."""
         text = self.render(values)
-        return text if len(text) <= MAX_KEY_LENGTH and _MARK not in text else _shorten(text)
+        if len(text) <= MAX_KEY_LENGTH and (
+            text.isascii() or (_MARK not in text and _is_utf8(text))
+        ):
+            return text
+        return _shorten(text)  # a lone surrogate in a value, too: no Redis key could hold it
 
 
 class KeyBuilder:
@@ -375,7 +408,12 @@ class KeyBuilder:
             raise ConfigurationError(f"name must be a non-empty string, not {name!r}")
         if name is not None and key is not None:
             raise ConfigurationError("name= names the default key: give name= or key=, not both")
-        self.base = (self.func_name if name is None else name) + ":"
+        if name is not None and not _is_utf8(name):
+            raise ConfigurationError(f"name must be valid Unicode (a lone surrogate in {name!r})")
+        base = self.func_name if name is None else name
+        if not _is_utf8(base):  # a __qualname__ set by hand: every key would be refused
+            base = base.encode("utf-8", "backslashreplace").decode()
+        self.base = base + ":"
         self.text = self._text_encoder()
         """The injective text of the arguments (a tuple in signature order)."""
         self.template: KeyTemplate | None = None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import math
 import pathlib
 import uuid
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from cachekit import Cache, CacheKitError, ConfigurationError, InvalidKeyError
 from cachekit._keys import MAX_KEY_LENGTH, KeyBuilder, Namespace, escape_glob, normalize_key
+from conftest import unique_prefix
 
 
 def test_normalize_key() -> None:
@@ -68,7 +70,9 @@ def _documented_text(key: Any) -> str:
 
 
 # small alphabets, so that separators, escapes and tags meet often
-_chars = st.sampled_from(["a", "b", "8", "0", "2", "5", "3", "A", ":", "%", "\\", "x", "…", "#"])
+_chars = st.sampled_from(
+    ["a", "b", "8", "0", "2", "5", "3", "A", ":", "%", "\\", "x", "…", "#", "\ud800", "\udc00"]
+)
 _leaves = (
     st.text(_chars, max_size=6)
     | st.binary(max_size=3).map(lambda b: b.replace(b"\x00", b"\x80"))
@@ -83,9 +87,71 @@ _user_keys = st.recursive(
 @given(_user_keys, _user_keys)
 def test_user_keys_are_injective(one: Any, other: Any) -> None:
     # equal normalised keys exactly when the documented texts are equal
-    same = _documented_text(one) == _documented_text(other)
+    same = _documented(one) == _documented(other)
     assert (normalize_key(one) == normalize_key(other)) is same
     assert normalize_key(normalize_key(one)) == normalize_key(one)  # f.key() round trips
+    normalize_key(one).encode("utf-8")  # every key is one a Redis client can send
+
+
+def _documented(key: Any) -> str:
+    """A text with a lone surrogate is the same key as its surrogatepass bytes."""
+    text = _documented_text(key)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _documented_text(text.encode("utf-8", "surrogatepass"))
+    return text
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_lone_surrogates_in_keys_work_alike_on_memory_and_redis(
+    kind: str, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py encodes keys as strict UTF-8: a user key or a template value with a lone
+    surrogate was a miss and a "redis error" log line per call on Redis (BackendError with
+    on_error="raise"), while memory took it. Keys are UTF-8 for every str now."""
+    url = "memory://" if kind == "memory" else request.getfixturevalue("redis_url")
+    cache = Cache(url, prefix=unique_prefix(), on_error="raise")
+    keys: list[Any] = ["\ud800", "\udc00", "a\udfffb", ("u", "\ud800"), "x\ud800" * 100]
+    try:
+        with caplog.at_level(logging.WARNING, logger="cachekit"):
+            for index, key in enumerate(keys):
+                assert cache.set(key, index) and cache.get(key) == index
+                assert cache.get_many([key]) == {key: index}
+            assert len({cache.make_key(key) for key in keys}) == len(keys)
+            assert cache.get(b"\xed\xa0\x80") == 0  # documented: its surrogatepass bytes
+            assert cache.get("\ud801", "miss") == "miss"
+
+            calls: list[str] = []
+
+            @cache.cached(key="user:{}:x")
+            def by_template(name: str) -> int:
+                calls.append(name)
+                return len(name)
+
+            @cache.cached()
+            def by_default(name: str) -> int:
+                calls.append(name)
+                return len(name)
+
+            for func in (by_template, by_default):
+                for value in ("\ud800", "\udc00", "\ud800" * 300):
+                    assert func(value) == len(value) and func(value) == len(value)
+            assert len(calls) == 6  # one computation each, then hits
+            assert cache.delete("\ud800") and cache.get("\ud800", "miss") == "miss"
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert cache.counters.errors == 0
+    finally:
+        cache.clear()
+        cache.close()
+
+
+def test_a_name_with_a_lone_surrogate_is_refused() -> None:
+    cache = Cache("memory://")
+    with pytest.raises(ConfigurationError, match="name"):
+        cache.cached(name="f\ud800")(lambda: 1)
+    with pytest.raises(ConfigurationError, match="version"):
+        Cache(version="v\ud800")
 
 
 @settings(max_examples=200, deadline=None)
