@@ -193,12 +193,11 @@ class StoreCheck:
     __slots__ = ("measured_at", "since_us", "start")
 
     def __init__(self, lease: Lease) -> None:
-        self.measured_at = time.monotonic()
-        self.start = lease.start or b""  # a lease begun on the server: compared exactly
+        self.measured_at = now = time.monotonic()
+        self.start = start = lease.start or b""  # a lease begun on the server: exact
         # a load's age, plus a margin for its request's delay (so that a store is rarely
         # doubtful, i.e. rarely made and undone): a mark younger than that wins
-        margin = 0 if self.start else DOUBT_MARGIN_US
-        self.since_us = elapsed_us(lease.since, self.measured_at) + margin
+        self.since_us = elapsed_us(lease.since, now) + (0 if start else DOUBT_MARGIN_US)
 
     def doubtful(self, age: int) -> bool:
         """Whether a store made while the mark was ``age`` us old may be from a load that
@@ -217,6 +216,9 @@ def _ms(seconds: float) -> int:
 
 def _us(seconds: float) -> int:
     return int(seconds * 1_000_000)
+
+
+_LIFETIME_US = _us(MARK_LIFETIME)
 
 
 class RedisCoordinator:
@@ -291,9 +293,8 @@ def store_args(
     """``EVAL`` arguments of :data:`GUARDED_SET` (numkeys, keys, args; also sent
     inside batches)."""
     px = "" if ttl is None else _ms(ttl)
-    lifetime = _us(MARK_LIFETIME)
     since, start = check.since_us, check.start
-    return (3, key, mark_key, lock_key, entry, px, since, lifetime, token or b"", start)
+    return (3, key, mark_key, lock_key, entry, px, since, _LIFETIME_US, token or b"", start)
 
 
 def tag_check_args(tag_mark: str, check: StoreCheck) -> tuple[Any, ...]:
@@ -318,9 +319,12 @@ def guarded_set(
 ) -> bool:
     """A load's store through :data:`GUARDED_SET`; whether it was stored (and stays)."""
     check = StoreCheck(lease)
-    args = store_args(key, mark_key, lock_key, entry, ttl, check, lease.token)
-    numkeys = args[0]
-    stored, age = scripts.run(GUARDED_SET, args[1 : 1 + numkeys], args[1 + numkeys :])
+    px = "" if ttl is None else _ms(ttl)
+    stored, age = scripts.run(
+        GUARDED_SET,
+        (key, mark_key, lock_key),
+        (entry, px, check.since_us, _LIFETIME_US, lease.token or b"", check.start),
+    )  # the arguments of store_args, without the tuple to slice
     if stored and check.doubtful(int(age)):
         undo(scripts, key, entry)
         return False
