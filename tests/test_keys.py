@@ -146,6 +146,22 @@ def test_lone_surrogates_in_keys_work_alike_on_memory_and_redis(
         cache.close()
 
 
+def test_a_type_name_with_a_lone_surrogate_keys_its_values() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Point:
+        x: int
+
+    Point.__qualname__ = "Point\ud800"  # orjson refused the name: a TypeError escaped
+    cache = Cache("memory://")
+
+    @cache.cached()
+    def f(p: Point) -> int:
+        return p.x
+
+    assert f(Point(1)) == 1 and f(Point(2)) == 2
+    assert cache.make_key(f.key(Point(1))).encode("utf-8")
+
+
 def test_a_name_with_a_lone_surrogate_is_refused() -> None:
     cache = Cache("memory://")
     with pytest.raises(ConfigurationError, match="name"):
