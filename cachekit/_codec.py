@@ -68,6 +68,7 @@ _ZLIB = 0x10
 _ZSTD = 0x20
 _SIGNED = 0x40
 _KIND_MASK = 0x0F
+_PLAIN_BYTE = bytes((_PLAIN,))
 _DIGITS = frozenset(b"-0123456789")
 DEFAULT_MAX_DECOMPRESSED_SIZE = 64 * 1024 * 1024
 _INFLATE_STEP = 1 << 20
@@ -265,7 +266,10 @@ class BytesCodec(Codec):
     def dumps(self, value: Any, meta: dict[str, Any] | None = None, key: str = "") -> Any:
         if meta is None and type(value) is int:
             return str(value).encode()
-        flag, payload = self._compress(self._dumps(value))
+        payload = self._dumps(value)
+        if meta is None and not self._compress_flag:  # the common case, inline
+            return _PLAIN_BYTE + payload
+        flag, payload = self._compress(payload)
         if meta is None:
             return bytes((_PLAIN | flag,)) + payload
         return bytes((_META | flag,)) + _meta_header(meta) + payload

@@ -26,6 +26,7 @@ invalidations go through :func:`arevoke` (mark, then delete, in one round trip).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -195,9 +196,10 @@ class StoreCheck:
     def __init__(self, lease: Lease) -> None:
         self.measured_at = now = time.monotonic()
         self.start = start = lease.start or b""  # a lease begun on the server: exact
-        # a load's age, plus a margin for its request's delay (so that a store is rarely
-        # doubtful, i.e. rarely made and undone): a mark younger than that wins
-        self.since_us = elapsed_us(lease.since, now) + (0 if start else DOUBT_MARGIN_US)
+        # a load's age (elapsed_us, inline), plus a margin for its request's delay (so that
+        # a store is rarely doubtful, i.e. rarely made and undone): a younger mark wins
+        age = max(0, math.ceil((now - lease.since) * 1_000_000))
+        self.since_us = age + (0 if start else DOUBT_MARGIN_US)
 
     def doubtful(self, age: int) -> bool:
         """Whether a store made while the mark was ``age`` us old may be from a load that
@@ -325,7 +327,7 @@ async def aguarded_set(
         (key, mark_key, lock_key),
         (entry, px, check.since_us, _LIFETIME_US, lease.token or b"", check.start),
     )  # the arguments of store_args, without the tuple to slice
-    if stored and check.doubtful(int(age)):
+    if stored and int(age) >= 0 and check.doubtful(int(age)):  # age -1: nothing to doubt
         await aundo(scripts, key, entry)
         return False
     return bool(stored)
