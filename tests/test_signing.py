@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import time
 import tracemalloc
 import zlib
 from collections.abc import Iterator
@@ -159,6 +160,33 @@ def test_an_incr_refused_by_what_the_key_holds_leaves_no_mark(
     assert raw.get(mark_key) is None
     raw.set(signed.make_key("n"), b"7")
     assert signed.get("n", "miss") == "miss"
+
+
+def test_a_delete_replayed_after_an_outage_drops_the_counter_mark(
+    private_redis: RedisServer,
+) -> None:
+    cache = Cache(
+        private_redis.url, prefix=unique_prefix(), secret=SECRET, timeout=0.2, retry_interval=0.05
+    )
+    raw = redis.Redis.from_url(private_redis.url)
+    try:
+        assert cache.incr("n", 5) == 5
+        private_redis.freeze()
+        try:
+            cache.delete("n")  # times out: the circuit opens, the delete is kept
+            assert cache._breaker.pending == 1
+        finally:
+            private_redis.thaw()
+        deadline = time.monotonic() + 5
+        while cache.stats()["circuit"] != "closed" or cache._breaker.pending:  # Redis is back
+            assert time.monotonic() < deadline, "the breaker did not close"
+            time.sleep(0.01)
+        assert raw.get(cache._counter_mark_key(cache.make_key("n"))) is None
+        raw.set(cache.make_key("n"), b"7")
+        assert cache.get("n", "miss") == "miss"
+    finally:
+        raw.close()
+        cache.close()
 
 
 def test_an_add_that_finds_a_counter_keeps_its_mark(signed: Cache) -> None:

@@ -201,4 +201,7 @@ class AsyncLeaseOps(CachePolicy):
             await self._ainvalidate_tags_now(sorted(pending.tags))
         keys = sorted(pending.keys)
         for start in range(0, len(keys), _REPLAY_BATCH):
-            await self._arevoke_now(keys[start : start + _REPLAY_BATCH])
+            batch = keys[start : start + _REPLAY_BATCH]
+            await self._arevoke_now(batch)
+            if self._codec.signed:  # as _arevoke: a deleted entry keeps no counter mark
+                await self._abackend.delete_many([self._counter_mark_key(k) for k in batch])

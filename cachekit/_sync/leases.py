@@ -201,4 +201,7 @@ class SyncLeaseOps(CachePolicy):
             self._invalidate_tags_now(sorted(pending.tags))
         keys = sorted(pending.keys)
         for start in range(0, len(keys), _REPLAY_BATCH):
-            self._revoke_now(keys[start : start + _REPLAY_BATCH])
+            batch = keys[start : start + _REPLAY_BATCH]
+            self._revoke_now(batch)
+            if self._codec.signed:  # as _revoke: a deleted entry keeps no counter mark
+                self._backend.delete_many([self._counter_mark_key(k) for k in batch])
