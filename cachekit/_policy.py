@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from ._codec import Codec, CorruptEntry, UnsignedCounter
-from ._keys import Namespace
+from ._keys import Namespace, escape_glob
 from ._sentinel import MISSING
 from .exceptions import (
     BackendError,
@@ -142,6 +142,11 @@ class CachePolicy:
 
     def _counter_mark_key(self, full: str) -> str:
         return self._ns.internal("counter") + self._ns.strip(full)
+
+    def _counter_marks_pattern(self, pattern: str) -> str:
+        """The glob over the counter marks of the entries ``self._ns.pattern(pattern)``
+        matches (marks are internal keys: outside the namespace's own patterns)."""
+        return escape_glob(self._ns.internal("counter")) + pattern
 
     def _prepare_many(
         self, mapping: Mapping[Any, Any], ttl: Any, tags: Iterable[str] | None

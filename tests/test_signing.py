@@ -118,6 +118,8 @@ _NOT_A_COUNTER: dict[str, Any] = {
     "delete": lambda c: c.delete("n"),
     "delete_many": lambda c: c.delete_many(["n"]),
     "expire-0": lambda c: c.expire("n", 0),
+    "delete_pattern": lambda c: c.delete_pattern("n*"),
+    "clear": lambda c: c.clear(),
     "aset": lambda c: asyncio.run(c.aset("n", [1])),
     "adelete": lambda c: asyncio.run(c.adelete("n")),
     "aget_or_set": lambda c: asyncio.run(c.aget_or_set("n", lambda: "x")),

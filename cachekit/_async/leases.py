@@ -190,6 +190,8 @@ class AsyncLeaseOps(CachePolicy):
             # too many to remember: every entry of the namespace goes, and loads of this
             # process that started before now do not store
             self._breaker.lease_floor = time.monotonic()
+            if self._codec.signed:  # and every counter mark (see _arevoke)
+                await self._abackend.delete_pattern(self._counter_marks_pattern("*"))
             await self._abackend.delete_pattern(self._ns.pattern("*"))
             logger.warning(
                 "more invalidations than could be remembered during the outage: "

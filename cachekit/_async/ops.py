@@ -311,6 +311,8 @@ class AsyncCacheOps(AsyncTagOps):
 
     async def adelete_pattern(self, pattern: str) -> int:
         """Remove this cache's entries whose key matches a glob (``user:*``); SCAN, not KEYS."""
+        if self._codec.signed:  # their counter marks first (see _aunmark), clear() included
+            await self._acall("delete_pattern", 0, self._counter_marks_pattern(pattern))
         return int(await self._acall("delete_pattern", 0, self._ns.pattern(pattern)))
 
     async def aclear(self) -> int:

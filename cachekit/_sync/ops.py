@@ -311,6 +311,8 @@ class SyncCacheOps(SyncTagOps):
 
     def delete_pattern(self, pattern: str) -> int:
         """Remove this cache's entries whose key matches a glob (``user:*``); SCAN, not KEYS."""
+        if self._codec.signed:  # their counter marks first (see _unmark), clear() included
+            self._call("delete_pattern", 0, self._counter_marks_pattern(pattern))
         return int(self._call("delete_pattern", 0, self._ns.pattern(pattern)))
 
     def clear(self) -> int:
