@@ -22,6 +22,9 @@ Sections (each a markdown table; "vs floor" is the median ns/op over the floor's
    the function's return annotation (``-> datetime``, ``-> tuple[int, int]``, a
    dataclass, a pydantic model) or reads a tagged payload (``-> bytes``), next to the
    plain JSON hit (unannotated, and ``-> dict[str, Any]``, which is not converted).
+6. Redis, sync miss + set (``redis-miss``): every call a new key; the floor is redis-py
+   ``GET`` then ``SET(orjson.dumps(v), px=...)``, next to the same ``GET`` then ``EVALSHA``
+   of cachekit's lease script (what a load's store is, see cachekit._leases).
 
 The script starts its own redis-server on a free port and pins itself and that server to
 one CPU (``--cpu``, default 1; ``--cpu -1`` to not pin). Every contender is warmed up and
