@@ -22,8 +22,8 @@ TARGET = ROOT / "cachekit" / "_sync"
 # integrations/, so Django's page flow is generated beside its adapter
 PAIRS = [
     (
-        ROOT / "cachekit" / "backends" / "redis_async.py",
-        ROOT / "cachekit" / "backends" / "redis_sync.py",
+        ROOT / "cachekit" / "backends" / "redis" / "_async_backend.py",
+        ROOT / "cachekit" / "backends" / "redis" / "_sync_backend.py",
     ),
     (
         ROOT / "integrations" / "_django_page_async.py",

@@ -12,7 +12,7 @@ from conftest import unique_prefix
 from cachekit import Cache
 from cachekit.backends import MemoryBackend
 from cachekit.backends.base import capabilities_of
-from cachekit.backends.redis_factory import backends_for_url
+from cachekit.backends.redis import backends_for_url
 from cachekit.exceptions import ConfigurationError
 
 

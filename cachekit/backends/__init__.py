@@ -22,8 +22,8 @@ def backends_for(
     if client is None and urlsplit(url).scheme == "memory":
         memory = MemoryBackend(max_entries, eviction=eviction)
         return memory, AsyncMemoryBackend(memory)
-    from . import redis_factory  # redis-py is imported only for a Redis cache
+    from .redis import topology  # redis-py is imported only for a Redis cache
 
     if client is not None:
-        return redis_factory.backends_for_client(client, timeout, connect_timeout)
-    return redis_factory.backends_for_url(url, timeout, connect_timeout)
+        return topology.backends_for_client(client, timeout, connect_timeout)
+    return topology.backends_for_url(url, timeout, connect_timeout)

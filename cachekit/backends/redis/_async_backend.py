@@ -1,9 +1,9 @@
 """Redis backend over redis-py's asyncio client, and its capabilities.
 
-This file is the source: ``cachekit/backends/redis_sync.py`` is generated from it by
+This file is the source: ``cachekit/backends/redis/_sync_backend.py`` is generated from it by
 ``scripts/unasync.py`` (CI fails when they drift). Edit here, then run the script.
 
-With :mod:`cachekit.backends.redis` (clients, error translation) this is the only code
+With :mod:`cachekit.backends.redis.clients` (clients, error translation) this is the only code
 that talks to redis-py clients: :class:`AsyncRedisBackend` is the key/value contract (the
 hit path: one ``GET``, no extra frame), :class:`AsyncRedisAccess` the capabilities of
 :mod:`cachekit.backends.base` (scripts, wake-ups, streams, scan) that leases, tags, the
@@ -17,9 +17,9 @@ from typing import Any
 
 import redis.exceptions
 
-from .._sentinel import MISSING
-from .base import CommandBatch, script_sha
-from .redis import AsyncClientProvider, translate_error
+from ..._sentinel import MISSING
+from ..base import CommandBatch, script_sha
+from .clients import AsyncClientProvider, translate_error
 
 __all__ = ["AsyncRedisAccess", "AsyncRedisBackend"]
 

@@ -1,9 +1,9 @@
 """Redis backend over redis-py's client, and its capabilities.
 
-This file is the source: ``cachekit/backends/redis_sync.py`` by
+This file is the source: ``cachekit/backends/redis/_sync_backend.py`` by
 ``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
 
-With :mod:`cachekit.backends.redis` (clients, error translation) this is the only code
+With :mod:`cachekit.backends.redis.clients` (clients, error translation) this is the only code
 that talks to redis-py clients: :class:`RedisBackend` is the key/value contract (the
 hit path: one ``GET``, no extra frame), :class:`RedisAccess` the capabilities of
 :mod:`cachekit.backends.base` (scripts, wake-ups, streams, scan) that leases, tags, the
@@ -17,9 +17,9 @@ from typing import Any
 
 import redis.exceptions
 
-from .._sentinel import MISSING
-from .base import CommandBatch, script_sha
-from .redis import SyncClientProvider, translate_error
+from ..._sentinel import MISSING
+from ..base import CommandBatch, script_sha
+from .clients import SyncClientProvider, translate_error
 
 __all__ = ["RedisAccess", "RedisBackend"]
 

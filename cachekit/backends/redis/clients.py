@@ -5,7 +5,7 @@ A provider holds the client of this process (sync) or of each running event loop
 twice, or one loop per test, just works), made lazily (building a cache makes no
 network call) by the ``factory`` it was given. Which client class, pool and retry
 policy a factory uses (the topology: standalone today, Sentinel and Cluster next) is
-decided in one place, :mod:`cachekit.backends.redis_factory`.
+decided in one place, :mod:`cachekit.backends.redis.topology`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import redis.exceptions
 
-from ..exceptions import (
+from ...exceptions import (
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,

@@ -3,7 +3,7 @@
 It builds the sync/async Redis backend pair from a URL or an existing client: standalone
 ``redis://``, ``rediss://``, ``unix://`` and in-process ``fakeredis://`` today; Sentinel
 and Cluster (issue 9) are one more branch here, giving the providers of
-:mod:`cachekit.backends.redis` their factories (features never see a client class).
+:mod:`cachekit.backends.redis.clients` their factories (features never see a client class).
 
 Clients get short timeouts and at most one immediate retry on a dropped connection,
 never on a timeout: a Redis that does not answer must cost one timeout, not four with
@@ -26,10 +26,10 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..exceptions import ConfigurationError
-from .redis import AsyncClientProvider, SyncClientProvider, client_options
-from .redis_async import AsyncRedisBackend
-from .redis_sync import RedisBackend
+from ...exceptions import ConfigurationError
+from ._async_backend import AsyncRedisBackend
+from ._sync_backend import RedisBackend
+from .clients import AsyncClientProvider, SyncClientProvider, client_options
 
 __all__ = ["backends_for_client", "backends_for_url"]
 
