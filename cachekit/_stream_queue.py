@@ -3,7 +3,7 @@
 Layout (``{name}`` is the cluster hash tag, so every script touches one slot)::
 
     #{prefix}:{version}:wb:{name}          a stream; consumer group "cachekit"
-    #{prefix}:{version}:wb:{name}:latest   hash: encoded item id -> newest entry id
+    #{prefix}:{version}:wb:{name}:latest   hash: encoded item id -> "newest entry id n"
     #{prefix}:{version}:wb:{name}:dead     a stream of dead-lettered batches
     #{prefix}:{version}:wb:{name}:epoch    a token, made with the consumer group
 
@@ -11,8 +11,9 @@ These are internal keys (:func:`cachekit._keys.internal_head`), outside the name
 pattern: ``clear()`` and ``delete_pattern()`` never drop a queued write or a dead letter.
 
 ``set()`` adds an entry and records it as the id's newest (one script). A worker reads
-with ``XREADGROUP`` (so a batch is in its pending list, not lost, if it dies), stores,
-then acknowledges, deletes the entries and clears ``latest`` in one script; entries a
+with ``XREADGROUP`` (so a batch is in its pending list, not lost, if it dies), stores the
+writes no newer entry of their id supersedes, then acknowledges and deletes the entries
+in one script, which forgets an id's mark with its last entry in the stream; entries a
 dead consumer left pending are taken over with ``XAUTOCLAIM`` after ``claim_after``.
 Delivery is therefore **at least once**: a worker that dies after ``store_many``
 returned and before the acknowledgement has its batch stored again by another one.
@@ -55,26 +56,45 @@ __all__ = ["StreamQueueBase"]
 
 logger = logging.getLogger(__name__)
 
+# The newest-entry mark of an id, in ``latest``: "<entry id> <n>", n the id's entries in
+# the stream. It is kept until the last of them is settled, not only until the newest is:
+# an older write of the id still pending (a batch retried, or taken over from a worker
+# that died) must still find itself superseded after the newest was stored, or it would be
+# stored over it. (A mark without " <n>", from an older cachekit, is dropped with its
+# entry, as it was then.)
 # KEYS: stream, latest. ARGV: encoded id, encoded value. -> the entry id
 PUSH_SCRIPT = """
 local entry = redis.call('XADD', KEYS[1], '*', 'i', ARGV[1], 'v', ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], entry)
+local mark = redis.call('HGET', KEYS[2], ARGV[1])
+local n = 0
+if mark then n = tonumber(string.match(mark, ' (%d+)$')) or 1 end
+redis.call('HSET', KEYS[2], ARGV[1], entry .. ' ' .. (n + 1))
 return entry
 """
 
 # KEYS: stream, latest, dead. ARGV: group, dead payload (see _dead_payload) or '', error,
 # attempts, then
-# (entry id, encoded item id) pairs: acknowledge, delete, and forget the newest marker
-# when it is this entry.
+# (entry id, encoded item id) pairs: acknowledge, delete, and count the entry out of its
+# id's mark (forgotten with the id's last entry). An entry already deleted (settled twice:
+# a reply lost) is not counted again.
 SETTLE_SCRIPT = """
 if ARGV[2] ~= '' then
   redis.call('XADD', KEYS[3], '*', 'items', ARGV[2], 'error', ARGV[3], 'attempts', ARGV[4])
 end
 for i = 5, #ARGV, 2 do
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-  redis.call('XDEL', KEYS[1], ARGV[i])
-  if redis.call('HGET', KEYS[2], ARGV[i + 1]) == ARGV[i] then
-    redis.call('HDEL', KEYS[2], ARGV[i + 1])
+  if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then
+    local mark = redis.call('HGET', KEYS[2], ARGV[i + 1])
+    if mark then
+      local newest, n = string.match(mark, '^(%S+) (%d+)$')
+      if not newest then
+        if mark == ARGV[i] then redis.call('HDEL', KEYS[2], ARGV[i + 1]) end
+      elseif tonumber(n) <= 1 then
+        redis.call('HDEL', KEYS[2], ARGV[i + 1])
+      else
+        redis.call('HSET', KEYS[2], ARGV[i + 1], newest .. ' ' .. (tonumber(n) - 1))
+      end
+    end
   end
 end
 return 1

@@ -371,11 +371,12 @@ def test_a_write_made_while_an_older_one_of_its_id_is_queued_again_is_stored_las
             raise redis.exceptions.ConnectionError("Error 111 connecting: refused")
         return real_eval(script, *args)
 
-    newer_written = threading.Event()
+    old_written, newer_written = threading.Event(), threading.Event()
 
     def backlog_then_a_newer_write() -> Any:
         held = real_backlog()  # Redis answers again: the worker queues what was held
         if any(item_id == 1 for item_id, _ in held) and not newer_written.is_set():
+            assert old_written.wait(10)  # set(1, "old") has returned (the cache has it)
             newer_written.set()
             items.set(1, "new")  # the id's next write, while the old one is on its way
         return held
@@ -384,6 +385,7 @@ def test_a_write_made_while_an_older_one_of_its_id_is_queued_again_is_stored_las
     monkeypatch.setattr(queue, "_eval", push_refused)
     items.set(1, "old")
     monkeypatch.setattr(queue, "_eval", real_eval)  # Redis is back
+    old_written.set()
     items.flush(timeout=10)
     assert newer_written.is_set()
     assert rows == {1: "new"}
@@ -430,3 +432,35 @@ def test_a_retried_batch_never_stores_an_older_write_over_a_newer_one(
     assert rows == {1: "new"}
     items.close()
     cache.close()
+
+
+def test_a_batch_taken_over_from_a_dead_worker_never_stores_over_a_newer_write(
+    redis_url: str,
+) -> None:
+    """Worker A took set(1, "old") and died holding it; set(1, "new") was stored by worker
+    B. When B takes A's batch over, "old" must be superseded: the id's newest-entry mark
+    used to be forgotten once "new" was acknowledged, and the taken-over write was stored
+    over it. The mark now lasts until the id's last entry leaves the stream."""
+    prefix = unique_prefix()
+    dead_cache, cache = Cache(redis_url, prefix=prefix), Cache(redis_url, prefix=prefix)
+    dead = dead_cache.write_behind("item:{}", store_many=lambda batch: None, consume=False)
+    dead_queue = dead._queue
+    dead_queue.maintain(time.monotonic(), False)  # the stream and its group
+    dead_queue.push(1, "old")
+    assert [w.value for w in dead_queue.pull(10)] == ["old"]  # pending with A, never acked
+    rows: dict[Any, Any] = {}
+    items = cache.write_behind("item:{}", store_many=rows.update, flush_interval=0.05)
+    items.set(1, "new")
+    items.flush(timeout=10)
+    assert rows == {1: "new"}
+    items._queue.claim_after = 0.0  # A's batch is taken over now
+    items._queue._next_claim = 0.0
+    items.flush(timeout=10, shared=True)  # until the stream is empty: "old" settled
+    assert rows == {1: "new"}
+    client = redis.Redis.from_url(redis_url)
+    assert client.xlen(items._queue.stream) == 0
+    assert client.hlen(items._queue.latest_key) == 0  # the mark went with its last entry
+    client.close()
+    items.close()
+    cache.close()
+    dead_cache.close()

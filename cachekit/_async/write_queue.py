@@ -135,7 +135,8 @@ class AsyncStreamQueue(StreamQueueBase):
             batch.hmget(self.latest_key, [self._encode_id(w.item_id) for w in writes])
 
         _, newest = await self._ascripts().batch(fill)
-        return {w.item_id: e for w, e in zip(writes, newest) if e is not None}
+        # a mark is "<entry> <entries of the id in the stream>" (cachekit._stream_queue)
+        return {w.item_id: e.split(b" ", 1)[0] for w, e in zip(writes, newest) if e is not None}
 
     async def aack(self, writes: Sequence[QueuedWrite]) -> None:
         if writes:
