@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
+import redis
 from conftest import unique_prefix
 
 from cachekit import Cache
@@ -14,6 +15,7 @@ from cachekit.backends import MemoryBackend
 from cachekit.backends.base import capabilities_of
 from cachekit.backends.redis import backends_for_url
 from cachekit.exceptions import ConfigurationError
+from cachekit.testing.servers import RedisServer
 
 
 class RemoteStore:
@@ -176,3 +178,51 @@ def test_the_http_driver_takes_cross_process_locks_only_on_a_shared_backend(
     remote = Cache(redis_url)
     assert SyncHttpCache(remote, policy).use_lock
     remote.close()
+
+
+def test_scripts_survive_a_server_that_forgot_them(private_redis: RedisServer) -> None:
+    """A restarted (or SCRIPT FLUSHed) Redis answers EVALSHA with NOSCRIPT: scripts()
+    sends the text (run) or loads it and sends the batch again (batch), every time."""
+    sync, _ = backends_for_url(private_redis.url, 1.0, 1.0)
+    scripts = sync.scripts()
+    admin = redis.Redis.from_url(private_redis.url)
+    echo = "return ARGV[1]"
+    for _ in range(2):
+        admin.script_flush()
+        assert scripts.run(echo, [], [b"x"]) == b"x"
+        admin.script_flush()
+        replies = scripts.batch(lambda b: (b.set("k", b"1"), b.script(echo, [], [b"y"])))
+        assert replies == [True, b"y"]
+    admin.set("text", b"a")
+
+    def failing(batch: Any) -> None:
+        batch.incr("text")
+        batch.set("after", b"1")
+
+    with pytest.raises(redis.exceptions.ResponseError):  # the first error, raised...
+        scripts.batch(failing)
+    assert admin.get("after") == b"1"  # ...after the whole batch ran
+    sync.close()
+    admin.close()
+
+
+def test_features_survive_a_server_that_forgot_their_scripts(private_redis: RedisServer) -> None:
+    cache = Cache(private_redis.url, prefix=unique_prefix())
+    admin = redis.Redis.from_url(private_redis.url)
+    calls: list[int] = []
+
+    @cache.cached(tags=["t"], lock=True)
+    def load(n: int) -> int:
+        calls.append(n)
+        return n
+
+    admin.script_flush()
+    assert cache.set("k", 1, tags=["t"])  # the tag registration batch
+    admin.script_flush()
+    assert load(1) == 1 and load(1) == 1 and calls == [1]  # the stampede's BEGIN/FINISH
+    admin.script_flush()
+    assert cache.invalidate_tags("t") == 2  # INVALIDATE by run(), the marks by text
+    assert cache.get("k") is None and load(1) == 1 and calls == [1, 1]
+    assert cache.stats()["errors"] == 0
+    cache.close()
+    admin.close()
