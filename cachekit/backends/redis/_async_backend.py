@@ -191,8 +191,10 @@ class AsyncRedisAccess:
                 batch = _AsyncBatch(pipe)
                 fill(batch)
                 results = list(await pipe.execute(raise_on_error=False))
+            # only a batch that queued script() calls is sent again (the caller said it
+            # is safe to repeat); any other one raises what it got
             forgot = any(isinstance(r, redis.exceptions.NoScriptError) for r in results)
-            if forgot and attempt == 1:  # a new or restarted Redis: load, send again
+            if forgot and attempt == 1 and batch.scripts:  # a new or restarted Redis
                 for script in dict.fromkeys(batch.scripts):
                     await client.script_load(script)
                 continue
