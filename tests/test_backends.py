@@ -80,7 +80,7 @@ class Forwarding:
 
     local = False
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, without: tuple[str, ...] = ()) -> None:
         self._inner = inner
         self.translate_error = inner.translate_error
         for name in ("get", "get_many", "set", "add", "set_many", "delete", "delete_many"):
@@ -88,7 +88,8 @@ class Forwarding:
         for name in ("exists", "ttl", "expire", "incr", "delete_pattern", "ping", "lock"):
             setattr(self, name, getattr(inner, name))
         for name in ("scripts", "wakeups", "streams", "scan", "close"):
-            setattr(self, name, getattr(inner, name))
+            if name not in without:
+                setattr(self, name, getattr(inner, name))
 
 
 def test_a_remote_backend_without_scripts_refuses_tags() -> None:
@@ -226,3 +227,23 @@ def test_features_survive_a_server_that_forgot_their_scripts(private_redis: Redi
     assert cache.stats()["errors"] == 0
     cache.close()
     admin.close()
+
+
+def test_tags_need_scan_as_well_as_scripts(redis_url: str) -> None:
+    """clear() finds a namespace's tag sets by scanning: without scan() a remote backend
+    gets no tags (and clear() still works); its other capabilities are still used."""
+    sync, _ = backends_for_url(redis_url, 1.0, 1.0)
+    cache = Cache(backend=Forwarding(sync, without=("scan",)), prefix=unique_prefix())
+    with pytest.raises(ConfigurationError, match="scan"):
+        cache.set("k", 1, tags=["t"])
+    calls: list[int] = []
+
+    @cache.cached(lock=True)
+    def load(n: int) -> int:
+        calls.append(n)
+        return n
+
+    assert load(1) == 1 and load(1) == 1 and calls == [1]
+    cache.clear()
+    assert load(1) == 1 and calls == [1, 1]
+    cache.close()

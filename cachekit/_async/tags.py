@@ -61,18 +61,19 @@ class AsyncTagOps(AsyncLeaseOps):
     _ascan: base.AsyncScan | None  # the backend's capabilities, asked once (Cache.__init__)
 
     def _tags_in_redis(self) -> bool:
-        """Where the tag sets live: with the entries when the backend runs scripts (the
-        capability asked once, Cache.__init__), else next to an in-process store. A remote
-        backend without scripts has no place for them that every process sees: tags
-        kept in this process would let other processes serve invalidated entries."""
-        if self._ascripts is not None:
+        """Where the tag sets live: with the entries when the backend runs scripts and
+        scans (``clear()`` finds the sets) (capabilities asked once, Cache.__init__), else
+        next to an in-process store. A remote backend without them has no place for tags
+        that every process sees: tags kept in this process would let other processes
+        serve invalidated entries."""
+        if self._ascripts is not None and self._ascan is not None:
             return True
         if self._is_local:
             return False
         raise ConfigurationError(
-            f"tags need a backend that runs atomic scripts (Redis) or an in-process one; "
-            f"{type(self._abackend).__qualname__} offers neither (see "
-            "cachekit.backends.base: scripts())"
+            "tags need a backend that offers scripts() and scan() (Redis) or an "
+            f"in-process one; {type(self._abackend).__qualname__} does not (see "
+            "cachekit.backends.base)"
         )
 
     async def _aset_tagged(
@@ -210,13 +211,11 @@ class AsyncTagOps(AsyncLeaseOps):
         """For ``clear()``: invalidate every tag of the namespace (members deleted, sets
         gone; a tagged write racing this lands in a fresh set); the entries removed."""
         head = self._ns.internal(TAG_KIND)
-        if self._ascripts is None:
+        if self._ascripts is None or self._ascan is None:
             if not self._is_local:
                 return 0  # no tags could be written there (_tags_in_redis)
             keys = memory_index(self._abackend).take_under(head)
             return int(await self._abackend.delete_many(list(keys))) if keys else 0
-        if self._ascan is None:
-            raise ConfigurationError("tags on a backend with scripts need scan() too")
         found = await self._ascan.scan(escape_glob(head) + "*")
         return await self._ainvalidate_sets(tag_set_pairs(found))
 
