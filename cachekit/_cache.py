@@ -21,6 +21,7 @@ from ._sentinel import MISSING
 from ._sync.ops import SyncCacheOps
 from ._typing import CachedDecorator, CachedFunction
 from ._write import WriteStrategies
+from ._write_behind import WriteBehindQueues
 from .backends import backends_for
 from .backends.base import capabilities_of
 from .backends.memory import AsyncMemoryBackend
@@ -102,6 +103,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         self.default_ttl: float | None = options["default_ttl"]
         self._raise_errors = options["on_error"] == "raise"
         self.counters = Counters()
+        self._write_behinds = WriteBehindQueues()  # closed (flushed) first by close()
 
         backend, async_backend = self._make_backends(
             url, client, backend, async_backend, options["timeout"],

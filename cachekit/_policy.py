@@ -28,6 +28,7 @@ from .exceptions import (
 
 if TYPE_CHECKING:
     from ._breaker import CircuitBreaker
+    from ._write_behind import WriteBehindQueues
 
 __all__ = ["DEFAULT", "FOREVER", "CachePolicy", "Counters", "incr_delta", "ttl_seconds"]
 
@@ -112,6 +113,7 @@ class CachePolicy:
     if TYPE_CHECKING:
         _backend: Any
         _abackend: Any
+        _write_behinds: WriteBehindQueues
 
     # -- TTL and encoding -------------------------------------------------------------
     def _seconds(self, ttl: Any) -> float | None:

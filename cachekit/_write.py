@@ -59,7 +59,7 @@ from ._sync.write import (
 )
 from ._sync.write_queue import StreamQueue
 from ._tags import tag_list
-from ._write_behind import MemoryWriteQueue, TaskSignal, ThreadSignal, register_queue
+from ._write_behind import MemoryWriteQueue, TaskSignal, ThreadSignal, WriteBehindQueues
 from .exceptions import BackendError, ConfigurationError
 
 __all__ = ["WriteBehind", "WriteStrategies", "WriteThrough"]
@@ -107,6 +107,8 @@ def _wrap(func: Any, build: Callable[[Callable[..., Any]], Callable[..., Any]]) 
 
 class WriteStrategies:
     """Mixin of :class:`cachekit.Cache`."""
+
+    _write_behinds: WriteBehindQueues  # provided by Cache
 
     def updates(
         self,
@@ -229,7 +231,7 @@ class WriteStrategies:
             exit_timeout=exit_timeout,
             journal_dir=journal_dir,
         )
-        register_queue(self, queue)  # cache.close() flushes it first
+        self._write_behinds.add(queue)  # cache.close() flushes it first
         return queue
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "MemoryWriteQueue",
     "TaskSignal",
     "ThreadSignal",
+    "WriteBehindQueues",
     "acall_store",
     "acall_user",
     "call_store",
@@ -271,23 +272,25 @@ class MemoryWriteQueue:
 
 
 # -- a cache closes its write-behind queues first -----------------------------------------
-def register_queue(cache: Any, queue: Any) -> None:
-    """Remember ``queue`` so that closing ``cache`` flushes and stops it first."""
-    queues = cache.__dict__.get("_write_behinds")
-    if queues is None:
-        queues = cache.__dict__["_write_behinds"] = weakref.WeakSet()
-    queues.add(queue)
+class WriteBehindQueues:
+    """The write-behind queues of one cache (a feature object ``Cache`` holds), so that
+    closing the cache flushes and stops them first. Queues are held weakly: one that its
+    user dropped is closed at interpreter exit instead."""
 
+    def __init__(self) -> None:
+        self._queues: weakref.WeakSet[Any] = weakref.WeakSet()
 
-def _close_queues(cache: Any) -> None:
-    """Flush and stop the thread-driven queues (a task-driven one needs ``aclose``)."""
-    for queue in list(cache.__dict__.get("_write_behinds", ())):
-        queue.close()
+    def add(self, queue: Any) -> None:
+        self._queues.add(queue)
 
+    def close(self) -> None:
+        """Flush and stop the thread-driven queues (a task-driven one needs ``aclose``)."""
+        for queue in list(self._queues):
+            queue.close()
 
-async def _aclose_queues(cache: Any) -> None:
-    """Flush and stop every queue: tasks here, threads without blocking the loop."""
-    for queue in list(cache.__dict__.get("_write_behinds", ())):
-        await queue.aclose()
-        if queue._thread is not None:
-            await asyncio.to_thread(queue.close)
+    async def aclose(self) -> None:
+        """Flush and stop every queue: tasks here, threads without blocking the loop."""
+        for queue in list(self._queues):
+            await queue.aclose()
+            if queue._thread is not None:
+                await asyncio.to_thread(queue.close)

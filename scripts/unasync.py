@@ -49,7 +49,6 @@ SUBS: dict[str, str] = {
     "_astore": "_store",
     "_acall": "_call",
     "_aresolve": "_resolve",
-    "_aclose_queues": "_close_queues",
     "aget": "get",
     "aset": "set",
     "aadd": "add",

@@ -18,7 +18,6 @@ from .._policy import DEFAULT, incr_delta
 from .._sentinel import MISSING
 from .._stampede import StampedeOptions
 from .._tags import tag_list
-from .._write_behind import _aclose_queues
 from ..exceptions import InvalidArgumentError, SerializationError
 from .stampede import AsyncStampede
 from .tags import AsyncTagOps
@@ -396,7 +395,7 @@ class AsyncCacheOps(AsyncTagOps):
 
     async def aclose(self) -> None:
         """Flush and stop this cache's write-behind queues, then close the connections."""
-        await _aclose_queues(self)
+        await self._write_behinds.aclose()
         self._breaker.close()
         if "_abackend" in self.__dict__:  # only if it was ever used
             await self._abackend.close()

@@ -18,7 +18,6 @@ from .._policy import DEFAULT, incr_delta
 from .._sentinel import MISSING
 from .._stampede import StampedeOptions
 from .._tags import tag_list
-from .._write_behind import _close_queues
 from ..exceptions import InvalidArgumentError, SerializationError
 from .stampede import SyncStampede
 from .tags import SyncTagOps
@@ -396,7 +395,7 @@ class SyncCacheOps(SyncTagOps):
 
     def close(self) -> None:
         """Flush and stop this cache's write-behind queues, then close the connections."""
-        _close_queues(self)
+        self._write_behinds.close()
         self._breaker.close()
         if "_backend" in self.__dict__:  # only if it was ever used
             self._backend.close()
