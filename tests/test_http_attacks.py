@@ -260,3 +260,128 @@ def test_flask_authorization_header_is_not_shared(cache: Cache) -> None:
     client = app.test_client()
     assert client.get("/p", headers={"Authorization": "Bearer a"}).text == "hello Bearer a"
     assert client.get("/p").text == "hello guest"
+
+
+# --- Django ------------------------------------------------------------------------------
+# Django's settings are configured once per process (tests/django_settings.py); each test
+# routes to this module's urlpatterns with override_settings.
+
+try:
+    import django_settings
+
+    django_settings.configure("test_django")
+    from cachekit.integrations.django import cache_page, close_shared_caches
+    from django.http import HttpRequest, HttpResponse
+    from django.middleware.csrf import get_token
+    from django.test import Client, override_settings
+    from django.urls import path
+    from django.utils.translation import get_language
+
+    @cache_page(60)
+    def dj_cookie_view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(f"hello {request.COOKIES.get('uid', 'guest')}")
+
+    @cache_page(60)
+    def dj_csrf_view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(f"<input name=csrfmiddlewaretoken value={get_token(request)}>")
+
+    @cache_page(60)
+    def dj_locale_view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(f"lang {get_language()}")
+
+    @cache_page(60)
+    def dj_session_view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(f"hello {request.session.get('user', 'guest')}")
+
+    def dj_login(request: HttpRequest, name: str) -> HttpResponse:
+        request.session["user"] = name
+        return HttpResponse("ok")
+
+    @cache_page(60)
+    def dj_auth_view(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(f"hello {request.headers.get('Authorization', 'guest')}")
+
+    urlpatterns = [
+        path("cookie/", dj_cookie_view),
+        path("csrf/", dj_csrf_view),
+        path("locale/", dj_locale_view),
+        path("session/", dj_session_view),
+        path("login/<str:name>/", dj_login),
+        path("auth/", dj_auth_view),
+    ]
+    HAVE_DJANGO = True
+except ModuleNotFoundError:  # pragma: no cover
+    HAVE_DJANGO = False
+
+needs_django = pytest.mark.skipif(not HAVE_DJANGO, reason="django not installed")
+
+
+@pytest.fixture(params=["memory", "redis"])
+def dj(request: pytest.FixtureRequest) -> Iterator[None]:
+    location = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+    caches = {
+        "default": {
+            "BACKEND": "cachekit.integrations.django.CachekitCache",
+            "LOCATION": location,
+            "KEY_PREFIX": unique_prefix(),
+        }
+    }
+    with override_settings(ROOT_URLCONF=__name__, CACHES=caches):
+        yield
+    close_shared_caches()
+
+
+@needs_django
+@pytest.mark.usefixtures("dj")
+def test_django_csrf_token_page_is_not_shared() -> None:
+    middleware = ["django.middleware.csrf.CsrfViewMiddleware"]
+    with override_settings(MIDDLEWARE=middleware):
+        first, second = Client().get("/csrf/"), Client().get("/csrf/")
+        assert first.content != second.content  # each a token of its own
+        assert first.cookies["csrftoken"].value != second.cookies["csrftoken"].value
+
+
+@needs_django
+@pytest.mark.usefixtures("dj")
+def test_django_locale_middleware_varies_on_accept_language() -> None:
+    middleware = ["django.middleware.locale.LocaleMiddleware"]
+    with override_settings(
+        MIDDLEWARE=middleware, USE_I18N=True, LANGUAGES=[("en", "English"), ("fr", "French")]
+    ):
+        client = Client()
+        assert client.get("/locale/", HTTP_ACCEPT_LANGUAGE="fr").content == b"lang fr"
+        assert client.get("/locale/", HTTP_ACCEPT_LANGUAGE="en").content == b"lang en"
+
+
+@needs_django
+@pytest.mark.usefixtures("dj")
+def test_django_session_user_is_not_shared() -> None:
+    middleware = ["django.contrib.sessions.middleware.SessionMiddleware"]
+    with override_settings(MIDDLEWARE=middleware):
+        alice, guest = Client(), Client()
+        alice.get("/login/alice/")
+        assert alice.get("/session/").content == b"hello alice"
+        assert guest.get("/session/").content == b"hello guest"
+        assert alice.get("/session/").content == b"hello alice"
+
+
+@needs_django
+@pytest.mark.usefixtures("dj")
+def test_django_authorization_is_not_shared() -> None:
+    client = Client()
+    assert client.get("/auth/", HTTP_AUTHORIZATION="Bearer a").content == b"hello Bearer a"
+    assert client.get("/auth/").content == b"hello guest"
+
+
+@needs_django
+@pytest.mark.xfail(
+    strict=True,
+    reason="Django: a view reading request.COOKIES directly (no session, no Vary) is not "
+    "detected: the first visitor's page is stored and served to everyone",
+)
+@pytest.mark.usefixtures("dj")
+def test_django_view_reading_request_cookies_directly() -> None:
+    alice, guest = Client(), Client()
+    alice.cookies["uid"] = "alice"
+    assert alice.get("/cookie/").content == b"hello alice"
+    assert guest.get("/cookie/").content == b"hello guest"
