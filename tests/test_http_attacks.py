@@ -385,3 +385,46 @@ def test_django_view_reading_request_cookies_directly() -> None:
     alice.cookies["uid"] = "alice"
     assert alice.get("/cookie/").content == b"hello alice"
     assert guest.get("/cookie/").content == b"hello guest"
+
+
+# --- more Starlette ----------------------------------------------------------------------
+
+
+def test_vary_cookie_variant_gives_no_304_to_another_cookie(cache: Cache) -> None:
+    async def page(request: Request) -> Response:
+        who = request.cookies.get("uid", "guest")
+        return PlainTextResponse(f"page of {who}", headers={"Vary": "Cookie", "ETag": f'"{who}"'})
+
+    client = _starlette(cache, page)
+    assert client.get("/p", headers={"Cookie": "uid=alice"}).text == "page of alice"
+    r = client.get("/p", headers={"Cookie": "uid=bob", "If-None-Match": '"alice"'})
+    assert r.status_code == 200 and r.text == "page of bob"
+
+
+def test_head_with_authorization_does_not_fill_the_get_entry(cache: Cache) -> None:
+    async def page(request: Request) -> Response:
+        return PlainTextResponse(f"hi {request.headers.get('authorization', 'guest')}")
+
+    client = _starlette(cache, page)
+    assert client.head("/p", headers={"Authorization": "Bearer alice"}).status_code == 200
+    assert client.get("/p").text == "hi guest"
+
+
+def test_state_user_set_by_outer_middleware_from_authorization(cache: Cache) -> None:
+    from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+    async def page(request: Request) -> Response:
+        return PlainTextResponse(f"hi {getattr(request.state, 'user', 'guest')}")
+
+    class Auth(BaseHTTPMiddleware):
+        async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+            if "authorization" in request.headers:
+                request.state.user = request.headers["authorization"]
+            return await call_next(request)
+
+    app = Starlette(routes=[Route("/p", page)])
+    app.add_middleware(CacheMiddleware, cache=cache, ttl=60)
+    app.add_middleware(Auth)  # outside the cache
+    client = TestClient(app)
+    assert client.get("/p", headers={"Authorization": "Bearer alice"}).text == "hi Bearer alice"
+    assert client.get("/p").text == "hi guest"
