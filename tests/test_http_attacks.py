@@ -428,3 +428,28 @@ def test_state_user_set_by_outer_middleware_from_authorization(cache: Cache) -> 
     client = TestClient(app)
     assert client.get("/p", headers={"Authorization": "Bearer alice"}).text == "hi Bearer alice"
     assert client.get("/p").text == "hi guest"
+
+
+@pytest.mark.parametrize("vary", ["accept-language ,X-TENANT", "Accept-Language,\tx-tenant", "*"])
+def test_vary_lists_in_odd_spelling_are_honoured(cache: Cache, vary: str) -> None:
+    async def page(request: Request) -> Response:
+        return PlainTextResponse(f"t={request.headers.get('x-tenant')}", headers={"Vary": vary})
+
+    client = _starlette(cache, page)
+    assert client.get("/p", headers={"X-Tenant": "a"}).text == "t=a"
+    assert client.get("/p", headers={"X-Tenant": "b"}).text == "t=b"
+
+
+def test_public_response_that_sets_a_cookie_is_still_not_stored(cache: Cache) -> None:
+    async def page(request: Request) -> Response:
+        who = request.query_params.get("as", "guest")
+        response = PlainTextResponse("welcome", headers={"Cache-Control": "public, max-age=60"})
+        response.set_cookie("sid", who)
+        return response
+
+    client = _starlette(cache, page)
+    assert client.get("/p?as=alice").headers["set-cookie"].startswith("sid=alice")
+    client.cookies.clear()
+    second = client.get("/p?as=alice")
+    assert second.headers["set-cookie"].startswith("sid=alice")
+    assert "hit" not in second.headers.get("cache-status", "")
