@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from ._async.ops import AsyncCacheOps
 from ._breaker import CircuitBreaker
 from ._codec import Boxed, BytesCodec, Codec, ObjectCodec
+from ._concurrency import AsyncRefreshPool, RefreshPool
 from ._config import OPTIONS, Layer, accepted_names, merge, redis_url_arguments, unknown_option
 from ._decorator import decorate
 from ._keys import Namespace
@@ -104,6 +105,9 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         self._raise_errors = options["on_error"] == "raise"
         self.counters = Counters()
         self._write_behinds = WriteBehindQueues()  # closed (flushed) first by close()
+        # background refreshes (stale_ttl, early_refresh): a few workers, made on first use
+        self._refresh_pool = RefreshPool()
+        self._arefresh_pool = AsyncRefreshPool()
 
         backend, async_backend = self._make_backends(
             url, client, backend, async_backend, options["timeout"],

@@ -37,9 +37,7 @@ __all__ = [
     "Notifier",
     "RefreshPool",
     "AsyncRefreshPool",
-    "arefresh_pool",
     "forget_flights",
-    "refresh_pool",
     "_aresolve",
     "_asleep",
     "_resolve",
@@ -356,33 +354,6 @@ class AsyncRefreshPool:
                     logger.exception("background refresh failed")
         finally:
             state.running -= 1
-
-
-_pools: weakref.WeakKeyDictionary[Any, RefreshPool] = weakref.WeakKeyDictionary()
-_apools: weakref.WeakKeyDictionary[Any, AsyncRefreshPool] = weakref.WeakKeyDictionary()
-_pools_lock = threading.Lock()
-
-
-def refresh_pool(owner: Any) -> RefreshPool:
-    """The refresh pool of ``owner`` (a cache), made on first use."""
-    pool = _pools.get(owner)
-    if pool is None:
-        with _pools_lock:
-            pool = _pools.get(owner)
-            if pool is None:
-                pool = _pools[owner] = RefreshPool()
-    return pool
-
-
-def arefresh_pool(owner: Any) -> AsyncRefreshPool:
-    """The async refresh pool of ``owner`` (a cache), made on first use."""
-    pool = _apools.get(owner)
-    if pool is None:
-        with _pools_lock:
-            pool = _apools.get(owner)
-            if pool is None:
-                pool = _apools[owner] = AsyncRefreshPool()
-    return pool
 
 
 # -- waking waiters -------------------------------------------------------------------

@@ -118,7 +118,7 @@ SUBS: dict[str, str] = {
     "_arefreshing": "_refreshing",
     "aresult": "result",
     "_asleep": "_sleep",
-    "arefresh_pool": "refresh_pool",
+    "_arefresh_pool": "_refresh_pool",
     "AsyncLeaseOps": "SyncLeaseOps",
     "_aguarded_set": "_guarded_set",
     "_aguarded_set_tagged": "_guarded_set_tagged",

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .._concurrency import ABANDONED, AsyncFlights, _aresolve, _asleep, arefresh_pool
+from .._concurrency import ABANDONED, AsyncFlights, _aresolve, _asleep
 from .._leases import Lease, local_marks
 from .._sentinel import MISSING
 from .._stampede import (
@@ -406,7 +406,7 @@ class AsyncStampede:
         if not leader:  # exactly one refresh per key in this process, queued or running
             return
         # one bounded pool per cache: 300 stale keys are a queue, not 300 threads
-        if not arefresh_pool(self.cache).submit(self._arefresh, key, call, flight):
+        if not self.cache._arefresh_pool.submit(self._arefresh, key, call, flight):
             flight.finish(None)  # the queue is full: skip (the next hit asks again)
             self.refreshing.leave(key, flight)
 
