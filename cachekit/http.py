@@ -41,6 +41,8 @@ from urllib.parse import quote
 
 import orjson
 
+from ._keys import escape_glob
+
 __all__ = [
     "DEFAULT_POLICY",
     "CachedResponse",
@@ -503,10 +505,6 @@ def path_purge_tag(pattern: str, host: str | None = None, prefix: str = "") -> s
     return f"{prefix}http-path:{where}{part}"
 
 
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
-
-
 def path_globs(pattern: str, host: str | None = None, prefix: str = "") -> list[str]:
     """Globs over the (unhashed) keys of the responses whose path matches `pattern`.
 
@@ -515,9 +513,9 @@ def path_globs(pattern: str, host: str | None = None, prefix: str = "") -> list[
     """
     if not pattern.startswith("/"):
         raise ValueError(f"a path pattern starts with '/', not {pattern!r}")
-    path = "*".join(_glob_escape(_normal_path_piece(piece)) for piece in pattern[1:].split("*"))
-    host_glob = "*" if host is None else _glob_escape(_given_host(host))
-    glob = f"{_glob_escape(prefix)}http:GET:*://{host_glob}/{path}"
+    path = "*".join(escape_glob(_normal_path_piece(piece)) for piece in pattern[1:].split("*"))
+    host_glob = "*" if host is None else escape_glob(_given_host(host))
+    glob = f"{escape_glob(prefix)}http:GET:*://{host_glob}/{path}"
     if glob.endswith("*"):
         return [glob]
     return [glob, glob + "[?#]*"]  # the exact path, then with a query or a variant
