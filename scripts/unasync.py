@@ -26,8 +26,8 @@ PAIRS = [
         ROOT / "cachekit" / "backends" / "redis" / "_sync_backend.py",
     ),
     (
-        ROOT / "integrations" / "_django_page_async.py",
-        ROOT / "integrations" / "_django_page_sync.py",
+        ROOT / "integrations" / "django" / "_page_async.py",
+        ROOT / "integrations" / "django" / "_page_sync.py",
     ),
 ]
 
@@ -172,13 +172,13 @@ SUBS: dict[str, str] = {
     "ainvalidate_path": "invalidate_path",
     "asettle": "settle",
     "ainvalidate_unsafe": "invalidate_unsafe",
-    # Django's cache_page (integrations/_django_page_async.py)
+    # Django's cache_page (integrations/django/_page_async.py)
     "make_async_page": "make_sync_page",
     "make_async_fallback": "make_sync_fallback",
     "_asettle": "_settle",
     "_adeferred_settle": "_deferred_settle",
-    "This file is the source: ``integrations/_django_page_sync.py``": (
-        "GENERATED from ``integrations/_django_page_async.py``"
+    "This file is the source: ``integrations/django/_page_sync.py``": (
+        "GENERATED from ``integrations/django/_page_async.py``"
     ),
     "async views": "sync views",
     "This file is the source: ``cachekit/_sync/": "GENERATED from ``cachekit/_async/",

@@ -80,7 +80,7 @@ def _logger_calls(path: pathlib.Path) -> list[ast.Call]:
 
 @pytest.mark.parametrize(
     "path",
-    sorted((ROOT / "cachekit").rglob("*.py")) + sorted((ROOT / "integrations").glob("*.py")),
+    sorted((ROOT / "cachekit").rglob("*.py")) + sorted((ROOT / "integrations").rglob("*.py")),
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_every_module_logs_under_its_own_name_without_a_prefix(path: pathlib.Path) -> None:

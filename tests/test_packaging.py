@@ -20,5 +20,8 @@ def test_every_package_is_listed() -> None:
     found = {
         ".".join(init.parent.relative_to(ROOT).parts)
         for init in (ROOT / "cachekit").rglob("__init__.py")
-    } | {"cachekit.integrations"}
+    } | {
+        "cachekit." + ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "integrations").rglob("__init__.py")
+    }
     assert set(setuptools["packages"]) == found

@@ -78,7 +78,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from . import missing_extra
+from .. import missing_extra
 
 try:
     from flask import Flask, current_app, has_app_context, has_request_context, request
@@ -106,7 +106,7 @@ from cachekit.http import (
     store_precheck,
 )
 
-from ._httpcache import Probe, SyncHttpCache, caching_headers_from, decode_path, make_policy
+from .._httpcache import Probe, SyncHttpCache, caching_headers_from, decode_path, make_policy
 
 __all__ = ["FlaskCache"]
 

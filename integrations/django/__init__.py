@@ -59,7 +59,7 @@ from functools import wraps
 from inspect import iscoroutinefunction
 from typing import Any, TypeVar
 
-from . import missing_extra
+from .. import missing_extra
 
 try:
     from django.conf import settings
@@ -97,7 +97,7 @@ from cachekit.http import (
     store_precheck,
 )
 
-from ._httpcache import AsyncHttpCache, SyncHttpCache, caching_headers_from, make_policy
+from .._httpcache import AsyncHttpCache, SyncHttpCache, caching_headers_from, make_policy
 
 __all__ = [
     "CachekitCache",
@@ -666,9 +666,9 @@ class _PageCache:
         self._engines_lock = threading.Lock()
         # generated from one source; they import this module: imported when first needed
         if self.is_async:
-            from ._django_page_async import make_async_fallback as make_fallback
+            from ._page_async import make_async_fallback as make_fallback
         else:
-            from ._django_page_sync import make_sync_fallback as make_fallback
+            from ._page_sync import make_sync_fallback as make_fallback
         self.fallback: Callable[..., Any] = make_fallback(self, view)
 
     # -- where and how ---------------------------------------------------------------------
@@ -826,9 +826,9 @@ def cache_page(
             view, timeout, cache, key_prefix, lock, lock_ttl, lock_timeout, dict(options)
         )
         if page.is_async:
-            from ._django_page_async import make_async_page as make_page
+            from ._page_async import make_async_page as make_page
         else:
-            from ._django_page_sync import make_sync_page as make_page
+            from ._page_sync import make_sync_page as make_page
         wrapper = make_page(page, view)
         wrapper.page_cache = page  # type: ignore[attr-defined]
         return wraps(view)(wrapper)  # type: ignore[return-value]
@@ -840,7 +840,7 @@ def _deferred_settle(
     engine: _Engine, request: Any, response: Any, pending: _PendingPage, decided: Decided
 ) -> None:
     """A sync page is decided when Django closes the response (or abandoned unclosed)."""
-    from ._django_page_sync import _settle
+    from ._page_sync import _settle
 
     http = engine.http
     _on_close(response, lambda final: _settle(http, pending, decided, final), _abandon(decided))
@@ -851,8 +851,8 @@ async def _adeferred_settle(
 ) -> None:
     """An async page is decided when Django closes the response, which may happen where
     its event loop is not (or is gone)."""
-    from ._django_page_async import _asettle
-    from ._django_page_sync import _settle
+    from ._page_async import _asettle
+    from ._page_sync import _settle
 
     if isinstance(request, ASGIRequest):
         # closed from a worker thread while the server's loop runs: back to it

@@ -1,6 +1,6 @@
 """Django's ``cache_page`` for async views: the request flow, over the HTTP driver.
 
-This file is the source: ``integrations/_django_page_sync.py`` is generated from it by
+This file is the source: ``integrations/django/_page_sync.py`` is generated from it by
 ``scripts/unasync.py`` (CI fails when they drift). Edit here, then run the script.
 The decisions and what genuinely differs between the two (when a deferred page is
 settled) are in :mod:`cachekit.integrations.django`, which imports this at decoration.
@@ -17,7 +17,7 @@ from cachekit._concurrency import AsyncFlights
 from cachekit._http_shared import ADecided
 from cachekit.http import Forward, Response
 
-from .django import (
+from . import (
     _adeferred_settle,
     _middleware_follows,
     _PageCache,

@@ -31,7 +31,7 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from . import missing_extra
+from .. import missing_extra
 
 try:
     from starlette.concurrency import run_in_threadpool
@@ -54,7 +54,7 @@ from cachekit.http import (
     store_precheck,
 )
 
-from ._httpcache import AsyncHttpCache, Handoff, decode_path, header_pairs, make_policy
+from .._httpcache import AsyncHttpCache, Handoff, decode_path, header_pairs, make_policy
 
 __all__ = ["CacheMiddleware", "cache_response"]
 
