@@ -36,6 +36,7 @@ from .exceptions import (
     LockError,
     LockNotOwnedError,
     LockTimeoutError,
+    RateLimited,
     SerializationError,
 )
 from .serializers import Serializer
@@ -58,6 +59,7 @@ __all__ = [
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "RateLimited",
     "SerializationError",
     "Serializer",
     "cached",

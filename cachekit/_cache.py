@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ._async.ops import AsyncCacheOps
@@ -28,6 +28,9 @@ from .backends.base import capabilities_of
 from .backends.memory import AsyncMemoryBackend
 from .exceptions import ConfigurationError
 from .serializers import Serializer, get_serializer
+
+if TYPE_CHECKING:
+    from .ratelimit import RateLimiter
 
 __all__ = ["Cache"]
 
@@ -433,6 +436,24 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         if func is not None:
             return decorate(self, func, **options)
         return lambda f: decorate(self, f, **options)
+
+    def rate_limiter(
+        self, name: str, rate: Any = "100/minute", *, burst: int | None = None,
+        algorithm: str = "gcra", on_error: str = "allow",
+    ) -> RateLimiter:  # fmt: skip
+        """A named rate limit in this cache's backend (see :mod:`cachekit.ratelimit`)."""
+        from .ratelimit import RateLimiter
+
+        return RateLimiter(self, name, rate, burst=burst, algorithm=algorithm, on_error=on_error)
+
+    def rate_limit(
+        self, rate: Any, **options: Any
+    ) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+        """Limit calls of a function, raising :class:`~cachekit.RateLimited` (key=, name=,
+        cost=, burst=, algorithm=, on_error=: :func:`cachekit.ratelimit.rate_limit`)."""
+        from .ratelimit import rate_limit
+
+        return rate_limit(self, rate, **options)
 
     def stats(self) -> dict[str, Any]:
         """Counters since the cache was made, the circuit state, and backend facts."""

@@ -10,9 +10,10 @@
     ├── BackendError                         the backend failed (only with on_error="raise")
     │   ├── BackendUnavailableError (ConnectionError)
     │   └── BackendTimeoutError (TimeoutError)
-    └── LockError
-        ├── LockNotOwnedError                release/extend of a lock this caller does not hold
-        └── LockTimeoutError (TimeoutError)  the lock could not be acquired in time
+    ├── LockError
+    │   ├── LockNotOwnedError                release/extend of a lock this caller does not hold
+    │   └── LockTimeoutError (TimeoutError)  the lock could not be acquired in time
+    └── RateLimited                          a @cache.rate_limit call refused (has .decision)
 
 Errors of lower layers (redis-py, sockets, serializers) are translated in exactly one
 place per layer and chained with ``raise ... from exc``, so ``__cause__`` keeps the
@@ -20,6 +21,8 @@ original.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "BackendError",
@@ -33,6 +36,7 @@ __all__ = [
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "RateLimited",
     "SerializationError",
 ]
 
@@ -86,3 +90,22 @@ class LockNotOwnedError(LockError):
 
 class LockTimeoutError(LockError, TimeoutError):
     """The lock was not acquired within the timeout."""
+
+
+class RateLimited(CacheKitError):
+    """A call refused by a rate limit (``@cache.rate_limit``): ``decision`` is the
+    limiter's :class:`~cachekit.ratelimit.Decision` (``retry_after`` seconds, ...)."""
+
+    def __init__(self, name: str, decision: Any) -> None:
+        super().__init__(
+            f"rate limit {name!r} exceeded: retry after {decision.retry_after:.3f} s"
+        )
+        self.name = name
+        self.decision = decision
+
+    @property
+    def retry_after(self) -> float:
+        return float(self.decision.retry_after)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (across processes) with its decision
+        return (type(self), (self.name, self.decision))

@@ -29,6 +29,12 @@ PAIRS = [
         ROOT / "integrations" / "django" / "_page_async.py",
         ROOT / "integrations" / "django" / "_page_sync.py",
     ),
+    # rate limiting (engineer D). Named by the coming convention (_async_<name>.py, AsyncX,
+    # async def a...): this row and the ratelimit SUBS rows go once the script discovers them
+    (
+        ROOT / "cachekit" / "ratelimit" / "_async_limiter.py",
+        ROOT / "cachekit" / "ratelimit" / "_sync_limiter.py",
+    ),
 ]
 
 SUBS: dict[str, str] = {
@@ -188,6 +194,15 @@ SUBS: dict[str, str] = {
     ),
     "redis-py's asyncio client": "redis-py's client",
     "async callers": "sync callers",
+    # rate limiting (cachekit/ratelimit/_async_limiter.py; see PAIRS)
+    "AsyncRateLimiterOps": "RateLimiterOps",
+    "ahit": "hit",
+    "apeek": "peek",
+    "areset": "reset",
+    "_adecide": "_decide",
+    "This file is the source: ``cachekit/ratelimit/_sync_limiter.py``": (
+        "GENERATED from ``cachekit/ratelimit/_async_limiter.py``"
+    ),
 }
 
 _PATTERN = re.compile(

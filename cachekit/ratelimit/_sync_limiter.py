@@ -1,0 +1,61 @@
+"""Rate-limit decisions for sync callers.
+
+GENERATED from ``cachekit/ratelimit/_async_limiter.py`` by
+``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._core import LimiterCore
+from .rules import RESET_SCRIPT, Decision
+
+__all__ = ["RateLimiterOps"]
+
+
+class RateLimiterOps(LimiterCore):
+    def hit(self, identity: Any, cost: int = 1) -> Decision:
+        """Take ``cost`` units from ``identity``'s allowance if it has them (one round trip
+        on Redis); the decision either way."""
+        return self._decide(identity, cost, True)
+
+    def peek(self, identity: Any, cost: int = 1) -> Decision:
+        """The decision a hit of ``cost`` would get now, taking nothing."""
+        return self._decide(identity, cost, False)
+
+    def reset(self, identity: Any) -> bool:
+        """Forget ``identity``'s usage (a full allowance again); whether it had any. False
+        when the backend cannot be reached."""
+        key = self.key(identity)
+        if self._buckets is not None:
+            return self._buckets.reset(key)
+        if self._fallback is not None:
+            self._fallback.reset(key)
+        if self._breaker.open:
+            self._breaker.resume()
+            return False
+        scripts = self._scripts
+        if scripts is None:
+            raise self._no_scripts("async")
+        try:
+            return bool(scripts.run(RESET_SCRIPT, [key], []))
+        except Exception as exc:
+            self._failed(exc, key, 1, False)
+            return False
+
+    def _decide(self, identity: Any, cost: int, record: bool) -> Decision:
+        cost = self.rule.check_cost(cost)
+        key = self.key(identity)
+        if self._buckets is not None:
+            return self._local(key, cost, record)
+        if self._breaker.open:  # Redis is known to be down: decided now, no waiting
+            return self._open(key, cost, record)
+        scripts = self._scripts
+        if scripts is None:
+            raise self._no_scripts("async")
+        try:
+            reply = scripts.run(self._script, [key], self.rule.args(cost, int(record)))
+        except Exception as exc:
+            return self._failed(exc, key, cost, record)
+        return self._reply(reply)
