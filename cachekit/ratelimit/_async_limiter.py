@@ -21,7 +21,8 @@ class AsyncRateLimiterOps(LimiterCore):
         return await self._adecide(identity, cost, True)
 
     async def apeek(self, identity: Any, cost: int = 1) -> Decision:
-        """The decision a hit of ``cost`` would get now, taking nothing."""
+        """Whether a hit of ``cost`` would be admitted now, taking nothing: ``remaining``
+        is what ``identity`` has now (a hit's decision says what is left after it)."""
         return await self._adecide(identity, cost, False)
 
     async def areset(self, identity: Any) -> bool:

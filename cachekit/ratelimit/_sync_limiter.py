@@ -21,7 +21,8 @@ class RateLimiterOps(LimiterCore):
         return self._decide(identity, cost, True)
 
     def peek(self, identity: Any, cost: int = 1) -> Decision:
-        """The decision a hit of ``cost`` would get now, taking nothing."""
+        """Whether a hit of ``cost`` would be admitted now, taking nothing: ``remaining``
+        is what ``identity`` has now (a hit's decision says what is left after it)."""
         return self._decide(identity, cost, False)
 
     def reset(self, identity: Any) -> bool:

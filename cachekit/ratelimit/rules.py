@@ -193,8 +193,9 @@ def _gcra(state: tuple[int, ...] | None, now: int, cost: int, record: bool, rule
     new_tat = tat + cost * step
     if new_tat - now <= tolerance:
         remaining = (tolerance - (new_tat - now)) // step
-        kept = (new_tat,) if record else None
-        return kept, new_tat - now, True, remaining, new_tat - now, 0
+        if not record:  # a peek: what is left now, and when it is full again from now
+            return None, 0, True, remaining + cost, tat - now, 0
+        return (new_tat,), new_tat - now, True, remaining, new_tat - now, 0
     remaining = (tolerance - (tat - now)) // step
     return None, 0, False, remaining, tat - now, new_tat - tolerance - now
 
@@ -216,8 +217,9 @@ def _sliding(
         current += cost
         remaining = math.floor(limit - used - cost)
         reset = 2 * period - elapsed
-        kept = (start, current, previous) if record else None
-        return kept, reset, True, remaining, reset, 0
+        if not record:  # a peek: what is left now
+            return None, 0, True, remaining + cost, reset, 0
+        return (start, current, previous), reset, True, remaining, reset, 0
     remaining = max(0, math.floor(limit - used))
     if current + cost > limit:  # not before the next window, when `current` is weighted
         retry = period - elapsed + math.ceil(period * (1 - (limit - cost) / current))
@@ -234,8 +236,9 @@ def _fixed(state: tuple[int, ...] | None, now: int, cost: int, record: bool, rul
         start, count = now, 0
     left = start + period - now
     if count + cost <= limit:
-        kept = (start, count + cost) if record else None
-        return kept, left, True, limit - count - cost, left, 0
+        if not record:  # a peek: what is left now
+            return None, 0, True, limit - count, left, 0
+        return (start, count + cost), left, True, limit - count - cost, left, 0
     return None, 0, False, limit - count, left, left
 
 
@@ -278,8 +281,10 @@ local tat = now
 if raw then tat = math.max(tonumber(raw), now) end
 local new_tat = tat + cost * step
 if new_tat - now <= tolerance then
-  if record then keep(string.format('%.0f', new_tat), new_tat - now) end
-  return {1, math.floor((tolerance - (new_tat - now)) / step), new_tat - now, 0}
+  local remaining = math.floor((tolerance - (new_tat - now)) / step)
+  if not record then return {1, remaining + cost, tat - now, 0} end
+  keep(string.format('%.0f', new_tat), new_tat - now)
+  return {1, remaining, new_tat - now, 0}
 end
 return {0, math.floor((tolerance - (tat - now)) / step), tat - now, new_tat - tolerance - now}
 """
@@ -305,11 +310,11 @@ if elapsed >= period then
 end
 local used = previous * (period - elapsed) / period + current
 if used + cost <= limit then
+  local remaining = math.floor(limit - used - cost)
+  if not record then return {1, remaining + cost, 2 * period - elapsed, 0} end
   current = current + cost
-  if record then
-    keep(string.format('%.0f %.0f %.0f', start, current, previous), 2 * period - elapsed)
-  end
-  return {1, math.floor(limit - used - cost), 2 * period - elapsed, 0}
+  keep(string.format('%.0f %.0f %.0f', start, current, previous), 2 * period - elapsed)
+  return {1, remaining, 2 * period - elapsed, 0}
 end
 local retry
 if current + cost > limit then
@@ -336,7 +341,8 @@ end
 if now - start >= period then start, count = now, 0 end
 local left = start + period - now
 if count + cost <= limit then
-  if record then keep(string.format('%.0f %.0f', start, count + cost), left) end
+  if not record then return {1, limit - count, left, 0} end
+  keep(string.format('%.0f %.0f', start, count + cost), left)
   return {1, limit - count - cost, left, 0}
 end
 return {0, limit - count, left, left}
