@@ -589,3 +589,7 @@ class _Reentry(StarletteResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # a copy: the handler runs again under it and sets FastAPI's keys of its own
         await self._app(dict(scope), receive, send)
+
+
+# rate limits (429, RateLimit headers): in their own module, re-exported here
+from .ratelimit import *  # noqa: E402, F403  (RateLimitMiddleware, RateLimit, rate_limit)
