@@ -136,6 +136,7 @@ _DEFAULTS: dict[str, Any] = {
     "lock": None,
 }
 _OWN_KEYS = tuple("CACHEKIT_" + name.upper() for name in _DEFAULTS)
+    "ratelimit": {},  # rate limits: a default rate and options (see ratelimit.py)
 _DEFAULT_TTL = 300.0  # entries, and responses that state no freshness of their own
 
 
@@ -448,6 +449,9 @@ class FlaskCache:
                 raise ConfigurationError(
                     "CACHEKIT_CACHE_ALL: app.wsgi_app is already wrapped by WSGI middleware; "
                     "call init_app before installing middleware, so that the middleware "
+        from .ratelimit import init_rate_limits  # CACHEKIT_RATELIMIT (ratelimit.py)
+
+        init_rate_limits(app, self)
                     "runs on hits too and keys are made from the request Flask sees"
                 )
             app.wsgi_app = _FrontCache(app.wsgi_app, state)  # type: ignore[method-assign]
@@ -515,6 +519,13 @@ class FlaskCache:
         def decorate(func: F) -> F:
             view = self._view(func, ttl, options)
             wrapper = functools.wraps(func)(view)
+    def rate_limit(self, rate: Any, **options: Any) -> Callable[[F], F]:
+        """A view decorator limiting requests to ``rate`` (429 when refused; options and
+        ``CACHEKIT_RATELIMIT``: :mod:`cachekit.integrations.flask.ratelimit`)."""
+        from .ratelimit import view_rate_limit
+
+        return view_rate_limit(self, rate, **options)
+
             self._mark(wrapper, view)
             return wrapper  # type: ignore[return-value]
 
