@@ -134,9 +134,9 @@ _DEFAULTS: dict[str, Any] = {
     "http": {},
     "cache_all": False,
     "lock": None,
+    "ratelimit": {},  # rate limits: a default rate and options (see ratelimit.py)
 }
 _OWN_KEYS = tuple("CACHEKIT_" + name.upper() for name in _DEFAULTS)
-    "ratelimit": {},  # rate limits: a default rate and options (see ratelimit.py)
 _DEFAULT_TTL = 300.0  # entries, and responses that state no freshness of their own
 
 
@@ -443,15 +443,15 @@ class FlaskCache:
         # after_request hooks and the session); teardown settles it if that never came.
         request_finished.connect(_on_request_finished, app)
         request_tearing_down.connect(_on_request_tearing_down, app)
+        from .ratelimit import init_rate_limits  # CACHEKIT_RATELIMIT (ratelimit.py)
+
+        init_rate_limits(app, self)
         innermost = _is_flasks_own(app)
         if config["CACHEKIT_CACHE_ALL"]:
             if not innermost:
                 raise ConfigurationError(
                     "CACHEKIT_CACHE_ALL: app.wsgi_app is already wrapped by WSGI middleware; "
                     "call init_app before installing middleware, so that the middleware "
-        from .ratelimit import init_rate_limits  # CACHEKIT_RATELIMIT (ratelimit.py)
-
-        init_rate_limits(app, self)
                     "runs on hits too and keys are made from the request Flask sees"
                 )
             app.wsgi_app = _FrontCache(app.wsgi_app, state)  # type: ignore[method-assign]
@@ -513,12 +513,6 @@ class FlaskCache:
 
         return decorate
 
-    def cached_view(self, ttl: Any = DEFAULT, **options: Any) -> Callable[[F], F]:
-        """Cache a view's HTTP response (always; see :meth:`cached`)."""
-
-        def decorate(func: F) -> F:
-            view = self._view(func, ttl, options)
-            wrapper = functools.wraps(func)(view)
     def rate_limit(self, rate: Any, **options: Any) -> Callable[[F], F]:
         """A view decorator limiting requests to ``rate`` (429 when refused; options and
         ``CACHEKIT_RATELIMIT``: :mod:`cachekit.integrations.flask.ratelimit`)."""
@@ -526,6 +520,12 @@ class FlaskCache:
 
         return view_rate_limit(self, rate, **options)
 
+    def cached_view(self, ttl: Any = DEFAULT, **options: Any) -> Callable[[F], F]:
+        """Cache a view's HTTP response (always; see :meth:`cached`)."""
+
+        def decorate(func: F) -> F:
+            view = self._view(func, ttl, options)
+            wrapper = functools.wraps(func)(view)
             self._mark(wrapper, view)
             return wrapper  # type: ignore[return-value]
 
