@@ -39,7 +39,7 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _T = TypeVar("_T")
 
-_SCHEMES = ("memory", "redis", "rediss", "unix", "fakeredis")
+_SCHEMES = ("memory", "redis", "rediss", "unix", "fakeredis", "redis+cluster", "redis+sentinel")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 _NOT_OPTIONS = ("url", "client", "backend", "async_backend")  # constructor arguments only
 # CACHEKIT_* variables that are not options of a cache: the URL, the tests' redis-server,

@@ -44,6 +44,7 @@ SUBS: dict[str, str] = {
     "await ": "",
     "AsyncRedisBackend": "RedisBackend",
     "AsyncRedisAccess": "RedisAccess",
+    "AsyncRedisClusterBackend": "RedisClusterBackend",
     "_AsyncBatch": "_SyncBatch",
     "AsyncClientProvider": "SyncClientProvider",
     "AsyncCacheOps": "SyncCacheOps",

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from cachekit import Cache
-from cachekit.testing.servers import RedisServer
+from cachekit.testing.servers import ClusterServers, RedisServer, SentinelServers, find_redis_cli
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -73,3 +73,21 @@ def any_cache(request: pytest.FixtureRequest) -> Iterator[Cache]:
     yield cache
     cache.clear()
     cache.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterServers]:
+    """A 3-primary Redis Cluster for the session (no replicas), started here."""
+    if find_redis_cli() is None:
+        pytest.skip("a Redis Cluster needs redis-cli (apt install redis-tools)")
+    servers = ClusterServers()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelServers]:
+    """A primary, its replica and a sentinel watching them for the session."""
+    servers = SentinelServers()
+    yield servers
+    servers.stop()

@@ -19,9 +19,9 @@ import redis.exceptions
 
 from ..._sentinel import MISSING
 from ..base import CommandBatch, script_sha
-from .clients import AsyncClientProvider, translate_error
+from .clients import AsyncClientProvider, connection_kwargs, translate_error
 
-__all__ = ["AsyncRedisAccess", "AsyncRedisBackend"]
+__all__ = ["AsyncRedisAccess", "AsyncRedisBackend", "AsyncRedisClusterBackend"]
 
 _SCAN_COUNT = 1000
 _DELETE_BATCH = 500
@@ -146,22 +146,75 @@ class AsyncRedisBackend:
         await self.clients.close()
 
 
+# commands on many keys that a cluster batch splits by slot (their replies are counts)
+_SPLIT_BY_SLOT = {"delete": "DEL", "unlink": "UNLINK", "exists": "EXISTS", "touch": "TOUCH"}
+
+
 class _AsyncBatch:
     """A non-transactional pipeline being filled: Redis commands queue as they are
-    called on it; :meth:`script` queues one by SHA and remembers it for a reload."""
+    called on it; :meth:`script` queues one by SHA and remembers it for a reload.
 
-    __slots__ = ("_pipe", "scripts")
+    On a cluster (``keyslot`` given) a command on many keys (``delete(*keys)``, ...) is
+    queued once per slot and its replies summed, so the caller still gets one reply per
+    call and no command spans two slots; redis-py sends the queue as one round trip per
+    node."""
 
-    def __init__(self, pipe: Any) -> None:
+    __slots__ = ("_keyslot", "_pipe", "_sizes", "scripts")
+
+    def __init__(self, pipe: Any, keyslot: Callable[[Any], int] | None = None) -> None:
         self._pipe = pipe
+        self._keyslot = keyslot
+        self._sizes: list[int] = []  # cluster: commands queued per call
         self.scripts: list[str] = []
 
     def script(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> None:
         self.scripts.append(script)
         self._pipe.evalsha(script_sha(script), len(keys), *keys, *args)
+        self._sizes.append(1)
+
+    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> None:
+        # by command: a cluster pipeline's eval() is not EVAL (it routes by the keys)
+        self._pipe.execute_command("EVAL", script, numkeys, *keys_and_args)
+        self._sizes.append(1)
 
     def __getattr__(self, command: str) -> Any:
-        return getattr(self._pipe, command)
+        method = getattr(self._pipe, command)
+        if self._keyslot is None:
+            return method
+        if command in _SPLIT_BY_SLOT:
+            return lambda *keys: self._split(_SPLIT_BY_SLOT[command], keys)
+
+        def queue(*args: Any, **kwargs: Any) -> None:
+            method(*args, **kwargs)
+            self._sizes.append(1)
+
+        return queue
+
+    def _split(self, command: str, keys: Sequence[Any]) -> None:
+        # by command: an asyncio cluster pipeline's unlink() etc. are coroutines of their own
+        assert self._keyslot is not None
+        groups: dict[int, list[Any]] = {}
+        for key in keys:
+            groups.setdefault(self._keyslot(key), []).append(key)
+        for group in groups.values():
+            self._pipe.execute_command(command, *group)
+        self._sizes.append(len(groups))
+
+    def replies(self, raw: list[Any]) -> list[Any]:
+        """One reply per call (a split command's: the sum, or its first error)."""
+        if self._keyslot is None:
+            return raw
+        replies: list[Any] = []
+        start = 0
+        for size in self._sizes:
+            part = raw[start : start + size]
+            start += size
+            if size == 1:
+                replies.append(part[0])
+                continue
+            error = next((r for r in part if isinstance(r, Exception)), None)
+            replies.append(error if error is not None else sum(int(r) for r in part))
+        return replies
 
 
 class AsyncRedisAccess:
@@ -170,8 +223,9 @@ class AsyncRedisAccess:
     the client of this thread / event loop from the provider (a Cluster or Sentinel
     provider later gives the right node's)."""
 
-    def __init__(self, clients: AsyncClientProvider) -> None:
+    def __init__(self, clients: AsyncClientProvider, cluster: bool = False) -> None:
         self._clients = clients
+        self._cluster = cluster  # batches split many-key commands by slot
 
     # -- scripts ----------------------------------------------------------------------
     async def run(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -188,9 +242,9 @@ class AsyncRedisAccess:
         client = self._clients.get()
         for attempt in (1, 2):
             async with client.pipeline(transaction=False) as pipe:
-                batch = _AsyncBatch(pipe)
+                batch = _AsyncBatch(pipe, client.keyslot if self._cluster else None)
                 fill(batch)
-                results = list(await pipe.execute(raise_on_error=False))
+                results = batch.replies(list(await pipe.execute(raise_on_error=False)))
             # only a batch that queued script() calls is sent again (the caller said it
             # is safe to repeat); any other one raises what it got
             forgot = any(isinstance(r, redis.exceptions.NoScriptError) for r in results)
@@ -246,6 +300,8 @@ class AsyncRedisAccess:
         return int(await self._clients.get().xdel(name, *ids))
 
     def identity(self) -> str:
+        if self._clients.name:  # a Cluster or Sentinel: the addresses it was configured with
+            return self._clients.name
         try:
             kwargs = self._connection_kwargs()
         except Exception:  # pragma: no cover - a client without a pool
@@ -262,5 +318,67 @@ class AsyncRedisAccess:
         return [key async for key in client.scan_iter(match=pattern, count=_SCAN_COUNT)]
 
     def _connection_kwargs(self) -> dict[str, Any]:
-        pool = getattr(self._clients.get(), "connection_pool", None)
-        return dict(getattr(pool, "connection_kwargs", None) or {})
+        return connection_kwargs(self._clients.get())
+
+
+def _by_slot(client: Any, keys: Sequence[Any]) -> list[list[Any]]:
+    """``keys`` grouped by cluster slot (redis-py's ``keyslot``), first-seen order."""
+    groups: dict[int, list[Any]] = {}
+    for key in keys:
+        groups.setdefault(client.keyslot(key), []).append(key)
+    return list(groups.values())
+
+
+class AsyncRedisClusterBackend(AsyncRedisBackend):
+    """The backend over redis-py's ``RedisCluster``: a command on one key goes to the node
+    owning its slot (redis-py routes it, and follows ``MOVED``/``ASK``); a command on many
+    keys is split by slot and the parts are sent as one pipeline, which redis-py sends as
+    one round trip per node (``mget_nonatomic`` for reads). No command spans two slots.
+
+    The capabilities are the standalone ones: each script and blocking wait of the
+    features names keys of one slot (their hash-tagged key layout), which redis-py routes
+    to that slot's node."""
+
+    def __init__(self, clients: AsyncClientProvider) -> None:
+        self.clients = clients
+        self._access = AsyncRedisAccess(clients, cluster=True)
+
+    async def get_many(self, keys: Sequence[str]) -> list[Any]:
+        if not keys:
+            return []
+        values = await self.clients.get().mget_nonatomic(list(keys))
+        return [MISSING if value is None else value for value in values]
+
+    async def set_many(self, items: Mapping[str, Any], ttl: float | None) -> None:
+        if not items:
+            return
+        px = None if ttl is None else _ms(ttl)
+        async with self.clients.get().pipeline(transaction=False) as pipe:
+            for key, value in items.items():
+                pipe.set(key, value, px=px)
+            await pipe.execute()
+
+    async def _unlink(self, client: Any, keys: Sequence[Any]) -> int:
+        async with client.pipeline(transaction=False) as pipe:
+            for group in _by_slot(client, keys):
+                pipe.execute_command("UNLINK", *group)  # one slot each
+            return sum(int(n) for n in await pipe.execute())
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        if not keys:
+            return 0
+        return await self._unlink(self.clients.get(), keys)
+
+    async def delete_pattern(self, pattern: str) -> int:
+        # redis-py's cluster scan_iter walks every primary's keyspace
+        client = self.clients.get()
+        deleted = 0
+        batch: list[Any] = []
+        async for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= _DELETE_BATCH:
+                deleted += await self._unlink(client, batch)
+                batch = []
+        if batch:
+            deleted += await self._unlink(client, batch)
+        return deleted

@@ -34,8 +34,19 @@ __all__ = [
     "AsyncClientProvider",
     "SyncClientProvider",
     "client_options",
+    "connection_kwargs",
     "translate_error",
 ]
+
+
+# what a Redis Cluster answers while a primary is down or its slots move (redis-py retries
+# MOVED/ASK itself): the backend is unavailable for now, like a dropped connection
+_MOVING = (
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.MasterDownError,
+)
 
 
 def translate_error(exc: BaseException) -> CacheKitError:
@@ -46,6 +57,8 @@ def translate_error(exc: BaseException) -> CacheKitError:
         return LockNotOwnedError(str(exc))
     if isinstance(exc, redis.exceptions.LockError):
         return LockError(str(exc))
+    if isinstance(exc, _MOVING):  # a cluster or sentinel failover in progress
+        return BackendUnavailableError(f"redis is failing over: {type(exc).__name__}: {exc}")
     if isinstance(exc, (redis.exceptions.TimeoutError, socket.timeout, asyncio.TimeoutError)):
         return BackendTimeoutError(f"redis did not answer in time: {exc}")
     if isinstance(exc, (redis.exceptions.ConnectionError, ConnectionError, OSError)):
@@ -64,10 +77,21 @@ def client_options(socket_timeout: float | None, connect_timeout: float | None) 
     }
 
 
-def _check_bytes(client: Any) -> None:
+def connection_kwargs(client: Any) -> dict[str, Any]:
+    """The settings ``client``'s connections are made with: a standalone or Sentinel
+    client's pool's, a cluster client's (sync: its nodes manager's; asyncio: its own)."""
     pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", {}) or {}
-    if kwargs.get("decode_responses"):
+    if pool is not None:
+        return dict(getattr(pool, "connection_kwargs", None) or {})
+    manager = getattr(client, "nodes_manager", None)
+    kwargs = getattr(manager, "connection_kwargs", None) or getattr(
+        client, "connection_kwargs", None
+    )
+    return dict(kwargs or {})
+
+
+def _check_bytes(client: Any) -> None:
+    if connection_kwargs(client).get("decode_responses"):
         raise ConfigurationError(
             "cachekit stores bytes: pass a redis client built with decode_responses=False"
         )
@@ -77,7 +101,10 @@ class SyncClientProvider:
     """The sync client: the user's own (``client``), or one ``factory`` makes on first use
     (and :meth:`close` closes)."""
 
-    def __init__(self, client: Any = None, factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, client: Any = None, factory: Callable[[], Any] | None = None, name: str = ""
+    ) -> None:
+        self.name = name  # where the clients connect, when the topology says (Cluster, Sentinel)
         self._client = client
         self._factory = factory
         self._lock = threading.Lock()
@@ -101,14 +128,22 @@ class SyncClientProvider:
         client, self._client = self._client, None
         if client is not None and self._factory is not None:
             client.close()
-            client.connection_pool.disconnect()  # a pool we passed in is not closed by close()
+            pool = getattr(client, "connection_pool", None)  # a cluster client has none
+            if pool is not None:
+                pool.disconnect()  # a pool we passed in is not closed by close()
+            for sentinel in _sentinels(client):
+                sentinel.close()
+                sentinel.connection_pool.disconnect()
 
 
 class AsyncClientProvider:
     """An asyncio client per running event loop: the user's own (``client``) serves the
     first loop; ``factory`` makes one for each other loop, closed with its loop."""
 
-    def __init__(self, client: Any = None, factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, client: Any = None, factory: Callable[[], Any] | None = None, name: str = ""
+    ) -> None:
+        self.name = name  # where the clients connect, when the topology says (Cluster, Sentinel)
         self._given = client
         self._factory = factory
         self._loop: Any = None
@@ -159,7 +194,7 @@ class AsyncClientProvider:
                     del self._others[loop]
                 if self._client is client:
                     self._loop = self._client = None
-                await client.aclose(close_connection_pool=True)
+                await _aclose(client)
 
         generator = closer()
         try:
@@ -175,6 +210,21 @@ class AsyncClientProvider:
             loop = None
         client = self._others.pop(loop, None) if loop is not None else None
         if client is not None and client is not self._given:
-            await client.aclose(close_connection_pool=True)
+            await _aclose(client)
         if loop is self._loop:
             self._loop = self._client = None
+
+
+def _sentinels(client: Any) -> list[Any]:
+    """The clients of the sentinels a Sentinel-managed ``client`` asks (made with it)."""
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    return list(getattr(manager, "sentinels", None) or ())
+
+
+async def _aclose(client: Any) -> None:
+    if hasattr(client, "connection_pool"):
+        await client.aclose(close_connection_pool=True)
+        for sentinel in _sentinels(client):
+            await sentinel.aclose(close_connection_pool=True)
+    else:  # an asyncio RedisCluster closes its nodes' connections itself
+        await client.aclose()

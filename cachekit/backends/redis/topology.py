@@ -1,9 +1,12 @@
 """Redis topology: the one place that chooses client classes, pools and retry policy.
 
 It builds the sync/async Redis backend pair from a URL or an existing client: standalone
-``redis://``, ``rediss://``, ``unix://`` and in-process ``fakeredis://`` today; Sentinel
-and Cluster (issue 9) are one more branch here, giving the providers of
-:mod:`cachekit.backends.redis.clients` their factories (features never see a client class).
+``redis://``, ``rediss://``, ``unix://``, in-process ``fakeredis://``, Redis Cluster
+(``redis+cluster://h:p,h:p/``, or a ``RedisCluster`` client: redis-py's, sync or asyncio)
+and Sentinel (``redis+sentinel://h:p[,h:p]/service/db``, or a ``Sentinel.master_for()``
+client), giving the providers of :mod:`cachekit.backends.redis.clients` their factories
+(features never see a client class). The topology itself (slots, ``MOVED``, failover
+discovery) is redis-py's: cachekit only chooses and wires its clients.
 
 Clients get short timeouts and at most one immediate retry on a dropped connection,
 never on a timeout: a Redis that does not answer must cost one timeout, not four with
@@ -17,7 +20,7 @@ import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
@@ -27,11 +30,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ...exceptions import ConfigurationError
-from ._async_backend import AsyncRedisBackend
-from ._sync_backend import RedisBackend
-from .clients import AsyncClientProvider, SyncClientProvider, client_options
+from ._async_backend import AsyncRedisBackend, AsyncRedisClusterBackend
+from ._sync_backend import RedisBackend, RedisClusterBackend
+from .clients import AsyncClientProvider, SyncClientProvider, client_options, connection_kwargs
 
-__all__ = ["backends_for_client", "backends_for_url"]
+__all__ = ["CLUSTER_SCHEME", "SENTINEL_SCHEME", "backends_for_client", "backends_for_url"]
+
+CLUSTER_SCHEME = "redis+cluster"
+SENTINEL_SCHEME = "redis+sentinel"
 
 _fake_servers: dict[str, Any] = {}
 _fake_lock = threading.Lock()
@@ -117,10 +123,126 @@ def _fakeredis_has_lua() -> bool:
     return hasattr(ScriptingCommandsMixin, "eval")
 
 
+def _addresses(url: str, netloc: str) -> tuple[dict[str, str], list[tuple[str, int]]]:
+    """``user:password@h:p,h:p`` as credentials and (host, port) pairs."""
+    credentials: dict[str, str] = {}
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, _, password = userinfo.partition(":")
+        if user:
+            credentials["username"] = unquote(user)
+        if password:
+            credentials["password"] = unquote(password)
+    addresses: list[tuple[str, int]] = []
+    for part in netloc.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigurationError(f"bad redis URL {url!r}: {part!r} is not host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return credentials, addresses
+
+
+def _name(kind: str, addresses: list[tuple[str, int]], tail: str = "") -> str:
+    return f"{kind}:" + ",".join(sorted(f"{h}:{p}" for h, p in addresses)) + tail
+
+
+def _cluster_pair(
+    addresses: list[tuple[str, int]], options: dict[str, Any]
+) -> tuple[RedisBackend, AsyncRedisBackend]:
+    acluster: Any = importlib.import_module("redis.asyncio.cluster")
+    cluster: Any = importlib.import_module("redis.cluster")
+
+    accepted = _accepted(acluster.RedisCluster)
+    async_options = {k: v for k, v in options.items() if k in accepted}
+    name = _name("cluster", addresses)
+    return (
+        RedisClusterBackend(
+            SyncClientProvider(
+                factory=lambda: cluster.RedisCluster(
+                    startup_nodes=[cluster.ClusterNode(h, p) for h, p in addresses],
+                    retry=_retry(),
+                    **options,
+                ),
+                name=name,
+            )
+        ),
+        AsyncRedisClusterBackend(
+            AsyncClientProvider(
+                factory=lambda: acluster.RedisCluster(
+                    startup_nodes=[acluster.ClusterNode(h, p) for h, p in addresses],
+                    retry=_async_retry(),
+                    **async_options,
+                ),
+                name=name,
+            )
+        ),
+    )
+
+
+def _sentinel_pair(
+    addresses: list[tuple[str, int]], service: str, options: dict[str, Any]
+) -> tuple[RedisBackend, AsyncRedisBackend]:
+    asentinel: Any = importlib.import_module("redis.asyncio.sentinel")
+    sentinel: Any = importlib.import_module("redis.sentinel")
+
+    # the sentinels are asked with the same short timeouts (no credentials: a sentinel's
+    # password is not the primary's)
+    asking = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout") if k in options}
+    name = _name("sentinel", addresses, f"/{service}/{options.get('db', 0)}")
+
+    def make_sync() -> Any:
+        return sentinel.Sentinel(addresses, sentinel_kwargs=dict(asking)).master_for(
+            service, retry=_retry(), **options
+        )
+
+    def make_async() -> Any:
+        return asentinel.Sentinel(addresses, sentinel_kwargs=dict(asking)).master_for(
+            service, retry=_async_retry(), **options
+        )
+
+    return (
+        RedisBackend(SyncClientProvider(factory=make_sync, name=name)),
+        AsyncRedisBackend(AsyncClientProvider(factory=make_async, name=name)),
+    )
+
+
+def _topology_url(
+    url: str, timeout: float | None, connect_timeout: float | None
+) -> tuple[RedisBackend, AsyncRedisBackend]:
+    """A ``redis+cluster://`` or ``redis+sentinel://`` URL's backends."""
+    parts = urlsplit(url)
+    if parts.query:
+        raise ConfigurationError(
+            f"bad redis URL {url!r}: {parts.scheme}:// takes only cachekit's options "
+            "in its query string"
+        )
+    credentials, addresses = _addresses(url, parts.netloc)
+    options = {
+        **client_options(timeout, connect_timeout if connect_timeout is not None else timeout),
+        **credentials,
+    }
+    path = [p for p in parts.path.split("/") if p]
+    if parts.scheme == CLUSTER_SCHEME:
+        if path:
+            raise ConfigurationError(
+                f"bad redis URL {url!r}: a cluster has one database (no /db in the URL)"
+            )
+        return _cluster_pair(addresses, options)
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ConfigurationError(
+            f"bad redis URL {url!r}: {SENTINEL_SCHEME}://host:port[,host:port]/service[/db]"
+        )
+    if len(path) == 2:
+        options["db"] = int(path[1])
+    return _sentinel_pair(addresses, unquote(path[0]), options)
+
+
 def backends_for_url(
     url: str, timeout: float | None, connect_timeout: float | None
 ) -> tuple[RedisBackend, AsyncRedisBackend]:
     parts = urlsplit(url)
+    if parts.scheme in (CLUSTER_SCHEME, SENTINEL_SCHEME):
+        return _topology_url(url, timeout, connect_timeout)
     if parts.scheme == "fakeredis":
         fakeredis = _fakeredis()
         name = parts.netloc + parts.path
@@ -186,6 +308,9 @@ def backends_for_client(
                 AsyncClientProvider(factory=lambda: fakeredis.FakeAsyncRedis(**where))
             ),
         )
+    topology = _topology_client(client)
+    if topology is not None:
+        return topology
     if isinstance(client, redis.asyncio.Redis):
         return (
             RedisBackend(SyncClientProvider(factory=_sync_twin(client))),
@@ -197,6 +322,89 @@ def backends_for_client(
             AsyncRedisBackend(AsyncClientProvider(factory=_async_twin(client))),
         )
     raise ConfigurationError(
-        "client= takes a redis.Redis or redis.asyncio.Redis client, "
-        f"not {type(client).__qualname__}"
+        "client= takes a redis.Redis, redis.asyncio.Redis, RedisCluster or "
+        f"redis.asyncio.RedisCluster client, not {type(client).__qualname__}"
+    )
+
+
+def _twin_options(client: Any, target: type) -> dict[str, Any]:
+    """``client``'s connection settings that ``target`` (the other flavour) takes."""
+    accepted = _accepted(target) | _accepted(redis.connection.Connection)
+    kwargs = connection_kwargs(client)
+    drop = {"host", "port", "retry", "connection_pool", "connection_class", "redis_connect_func"}
+    return {k: v for k, v in kwargs.items() if k in accepted and k not in drop}
+
+
+def _topology_client(client: Any) -> tuple[RedisBackend, AsyncRedisBackend] | None:
+    """The backends of a user's ``RedisCluster`` or Sentinel-managed client, or None. The
+    user's client serves its own flavour (sync, or the first event loop); the other
+    flavour, and other event loops, get clients of the same startup nodes / sentinels and
+    connection settings."""
+    acluster: Any = importlib.import_module("redis.asyncio.cluster")
+    asentinel: Any = importlib.import_module("redis.asyncio.sentinel")
+    cluster: Any = importlib.import_module("redis.cluster")
+    sentinel: Any = importlib.import_module("redis.sentinel")
+
+    is_async = isinstance(client, (redis.asyncio.Redis, acluster.RedisCluster))
+    sync_options = _twin_options(client, redis.Redis)
+    async_options = _twin_options(client, redis.asyncio.Redis)
+    if isinstance(client, (cluster.RedisCluster, acluster.RedisCluster)):
+        addresses = [(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()]
+        name = _name("cluster", addresses)
+        async_options = {
+            k: v for k, v in async_options.items() if k in _accepted(acluster.RedisCluster)
+        }
+
+        def make_sync() -> Any:
+            return cluster.RedisCluster(
+                startup_nodes=[cluster.ClusterNode(h, p) for h, p in addresses],
+                retry=_retry(),
+                **sync_options,
+            )
+
+        def make_async() -> Any:
+            return acluster.RedisCluster(
+                startup_nodes=[acluster.ClusterNode(h, p) for h, p in addresses],
+                retry=_async_retry(),
+                **async_options,
+            )
+
+        sync_class: Any = RedisClusterBackend
+        async_class: Any = AsyncRedisClusterBackend
+    else:
+        pool = getattr(client, "connection_pool", None)
+        if not isinstance(
+            pool, (sentinel.SentinelConnectionPool, asentinel.SentinelConnectionPool)
+        ):
+            return None
+        service = pool.service_name
+        addresses = [
+            (
+                s.connection_pool.connection_kwargs["host"],
+                s.connection_pool.connection_kwargs["port"],
+            )
+            for s in pool.sentinel_manager.sentinels
+        ]
+        asking = dict(pool.sentinel_manager.sentinel_kwargs or {})
+        name = _name("sentinel", addresses, f"/{service}/{pool.connection_kwargs.get('db', 0)}")
+
+        def make_sync() -> Any:
+            return sentinel.Sentinel(addresses, sentinel_kwargs=dict(asking)).master_for(
+                service, retry=_retry(), **sync_options
+            )
+
+        def make_async() -> Any:
+            return asentinel.Sentinel(addresses, sentinel_kwargs=dict(asking)).master_for(
+                service, retry=_async_retry(), **async_options
+            )
+
+        sync_class, async_class = RedisBackend, AsyncRedisBackend
+    if is_async:
+        return (
+            sync_class(SyncClientProvider(factory=make_sync, name=name)),
+            async_class(AsyncClientProvider(client=client, factory=make_async, name=name)),
+        )
+    return (
+        sync_class(SyncClientProvider(client=client, name=name)),
+        async_class(AsyncClientProvider(factory=make_async, name=name)),
     )
