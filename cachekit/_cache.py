@@ -84,6 +84,8 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         retry_interval: float | None = None,
         max_entries: int | None = None,
         eviction: str | None = None,
+        ignore_cookies: Iterable[str] | None = None,
+        vary_cookies: Iterable[str] | None = None,
         owner: str | None = None,
     ) -> None:
         """Options (see :data:`cachekit._config.OPTIONS`, the README's table): ``None``
@@ -95,7 +97,8 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
             "max_decompressed_size": max_decompressed_size, "timeout": timeout,
             "connect_timeout": connect_timeout, "on_error": on_error,
             "retry_interval": retry_interval, "max_entries": max_entries,
-            "eviction": eviction, "owner": owner,
+            "eviction": eviction, "ignore_cookies": ignore_cookies,
+            "vary_cookies": vary_cookies, "owner": owner,
         }  # fmt: skip
         url, query = self._split_url(url)
         options = merge([Layer("arguments", arguments), Layer("the cache URL", query, True, "url")])

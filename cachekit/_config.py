@@ -160,6 +160,16 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return check
 
 
+def _cookie_names(value: Any) -> tuple[str, ...]:
+    from .http import cookie_globs  # imported here: cachekit.http imports this module
+
+    return cookie_globs(() if value is None else value)
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def _owner(value: Any) -> str | None:
     if value is not None and not (isinstance(value, str) and value.isidentifier()):
         raise ValueError("it must be an identifier such as 'django'")
@@ -238,6 +248,13 @@ OPTIONS: dict[str, Option] = {
         Option("eviction", "str", "lru", _choice("lru", "tinylfu"),
                'memory backend: `"lru"`, or `"tinylfu"` (W-TinyLFU admission: higher hit '
                "ratio under scans, about twice the cost per hit)", derivable=False),
+        Option("ignore_cookies", "list[str]", (), _cookie_names,
+               "HTTP caching: cookie name globs that tell no users apart (`_ga*`, `consent`); "
+               "a request with any other cookie gets no shared page unless it is `public` "
+               "(text: comma-separated)", _name_list),
+        Option("vary_cookies", "list[str]", (), _cookie_names,
+               "HTTP caching: cookie name globs that select a variant (`lang`): pages are "
+               "stored per value of these (text: comma-separated)", _name_list),
         Option("owner", "str | None", None, _owner,
                "for framework adapters: the namespace becomes `!owner:prefix:...`, which no "
                "plain prefix can produce", in_url=False, in_settings=False, derivable=False),

@@ -23,11 +23,20 @@ key and the entry under `cache_key(request, names)`, so only responses that vary
 a second read. Streaming adapters may call `store_precheck` on the status and headers
 before buffering a body. Keys too long to stay readable are hashed; their entries carry
 `url_tags`, so a path purge (`path_globs` plus `path_purge_tag`) still reaches them.
+
+Who the requester is: a request with `Authorization` is served and stored only responses
+RFC 9111 3.5 allows; one with a cookie that may identify its sender
+(`identifying_cookies`: any but the policy's `ignore_cookies` and `vary_cookies`) only
+responses that say ``public`` or vary on ``Cookie``, whatever the handler read: nothing
+outside a handler can see every way it reads a cookie. `vary_cookies` key variants by
+those cookies' values (the vary name ``cookie=<glob>``, through the same Vary marker).
+What the adapters do see the application read (a session, a user) is an `Identity`.
 """
 
 from __future__ import annotations
 
 import calendar
+import fnmatch
 import hashlib
 import math
 import re
@@ -42,6 +51,7 @@ from urllib.parse import quote
 import orjson
 
 from ._keys import escape_glob
+from .exceptions import ConfigurationError
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -61,6 +71,8 @@ __all__ = [
     "apply_identity",
     "begin",
     "cache_key",
+    "cookie_globs",
+    "identifying_cookies",
     "invalidation_key",
     "is_hashed",
     "load",
@@ -118,6 +130,23 @@ _SF_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~:/0-9A-Za-z]*")
 
 # --------------------------------------------------------------------------- types
 
+_COOKIE_NAME_BAD = re.compile(r"[\s;,=\"]")
+
+
+def cookie_globs(value: Iterable[str]) -> tuple[str, ...]:
+    """``ignore_cookies`` / ``vary_cookies`` checked: cookie name globs (fnmatch syntax,
+    case-sensitive) as a tuple. Raises :class:`ConfigurationError` for a string (a list of
+    names is wanted), an empty name, or one with whitespace, ``;``, ``,``, ``=`` or ``"``."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ConfigurationError(
+            f"cookie names are a list of globs (e.g. ['_ga*', 'consent']), not {value!r}"
+        )
+    globs = tuple(value)
+    for glob in globs:
+        if not isinstance(glob, str) or not glob or _COOKIE_NAME_BAD.search(glob):
+            raise ConfigurationError(f"not a cookie name glob: {glob!r}")
+    return tuple(dict.fromkeys(globs))
+
 
 def _header_index(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Lower-cased names to values, repeated fields joined with ", " (RFC 9110 5.3)."""
@@ -172,10 +201,19 @@ class HttpCachePolicy:
     tag_header: str = "Cache-Tag"
     private_ok: bool = False
     cache_name: str = "cachekit"
+    # Cookie name globs (fnmatch, case-sensitive) that tell no users apart (analytics,
+    # consent): a request carrying only these is served shared pages. Any other cookie
+    # makes the request private unless the page says `public` (see `identifying_cookies`).
+    ignore_cookies: tuple[str, ...] = ()
+    # Cookie name globs whose values select a variant: pages are stored per value of these
+    # (a language, a theme), and they don't make a request private.
+    vary_cookies: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cacheable_statuses", frozenset(self.cacheable_statuses))
         object.__setattr__(self, "methods", frozenset(m.upper() for m in self.methods))
+        object.__setattr__(self, "ignore_cookies", cookie_globs(self.ignore_cookies))
+        object.__setattr__(self, "vary_cookies", cookie_globs(self.vary_cookies))
 
 
 DEFAULT_POLICY = HttpCachePolicy()
@@ -368,6 +406,55 @@ def _sf_string_or_token(name: str) -> str:
     return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# ----------------------------------------------------------------------- cookies
+
+_COOKIE_VARY = "cookie="  # a vary name "cookie=<glob>": the values of the cookies it matches
+
+
+def _cookies(req: Request, *, commas: bool = False) -> list[tuple[str, str]]:
+    """The request's cookies as (name, value), in order (RFC 6265 5.4; lenient).
+
+    Several Cookie fields (HTTP/2) reach us joined by ", ": `commas` splits there too, so
+    that no cookie hides inside another's value when names are what counts; values (for
+    a variant's key) keep the commas, so distinct headers keep distinct values."""
+    header = req.header("cookie")
+    if not header:
+        return []
+    pairs = []
+    for piece in (header.replace(",", ";") if commas else header).split(";"):
+        name, _, value = piece.partition("=")
+        name = name.strip()
+        if name or value.strip():
+            pairs.append((name, value.strip()))
+    return pairs
+
+
+def _matches(name: str, globs: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, glob) for glob in globs)
+
+
+def identifying_cookies(req: Request, policy: HttpCachePolicy) -> tuple[str, ...]:
+    """The names of the request's cookies that may tell its sender apart: all but those
+    matching `policy.ignore_cookies` or `policy.vary_cookies`.
+
+    A request carrying one is neither served nor stored a shared page unless that page
+    says ``Cache-Control: public`` or varies on the whole ``Cookie`` header (as Varnish
+    does by default): a handler may read any cookie, or the raw header, and nothing
+    outside it can see which it read.
+    """
+    skip = policy.ignore_cookies + policy.vary_cookies
+    return tuple(name for name, _ in _cookies(req, commas=True) if not _matches(name, skip))
+
+
+def _cookie_vary_names(policy: HttpCachePolicy) -> tuple[str, ...]:
+    return tuple(_COOKIE_VARY + glob for glob in policy.vary_cookies)
+
+
+def _shared_with_cookies(directives: Mapping[str, str | None], vary: Iterable[str]) -> bool:
+    # public: the page says it is everyone's; Vary: Cookie: keyed by the whole header
+    return "public" in directives or "cookie" in vary
+
+
 # -------------------------------------------------------------------------- keys
 
 
@@ -392,16 +479,28 @@ def _normalise_query(query: str) -> str:
     return "&".join(name + rest for name, rest in params)
 
 
+def _vary_name(name: str) -> str:
+    stripped = name.strip()
+    # header names are case-insensitive; cookie names (in "cookie=<glob>") are not
+    return stripped if stripped.startswith(_COOKIE_VARY) else stripped.lower()
+
+
 def _vary_names(names: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted({stripped for name in names if (stripped := name.strip().lower())}))
+    return tuple(sorted({vary for name in names if (vary := _vary_name(name))}))
+
+
+def _vary_value(req: Request, name: str) -> str | None:
+    if name.startswith(_COOKIE_VARY):
+        glob = name[len(_COOKIE_VARY) :]
+        found = sorted(f"{n}={v}" for n, v in _cookies(req) if fnmatch.fnmatchcase(n, glob))
+        return "; ".join(found) if found else None
+    value = req.header(name)
+    # Whitespace around list commas carries no meaning (RFC 9111 4.1 allows normalising).
+    return None if value is None else ", ".join(_split_list(value))
 
 
 def _vary_values(req: Request, names: Iterable[str]) -> tuple[str | None, ...]:
-    # Whitespace around list commas carries no meaning (RFC 9111 4.1 allows normalising).
-    return tuple(
-        None if (value := req.header(name)) is None else ", ".join(_split_list(value))
-        for name in names
-    )
+    return tuple(_vary_value(req, name) for name in names)
 
 
 def cache_key(req: Request, vary_names: Iterable[str] = (), prefix: str = "") -> str:
@@ -566,10 +665,16 @@ def _allows_authorized(directives: Mapping[str, str | None]) -> bool:
     return any(name in directives for name in ("public", "s-maxage", "must-revalidate"))
 
 
-def miss_reason(entry: CachedResponse, req: Request, now: float) -> Fwd | None:
+def miss_reason(
+    entry: CachedResponse, req: Request, now: float, policy: HttpCachePolicy = DEFAULT_POLICY
+) -> Fwd | None:
     """None when `entry` may answer `req`; else the RFC 9211 fwd value to report."""
     if entry.vary_names and _vary_values(req, entry.vary_names) != entry.vary_values:
         return "vary-miss"
+    if identifying_cookies(req, policy):
+        stored_directives = parse_cache_control(_header_index(entry.headers).get("cache-control"))
+        if not _shared_with_cookies(stored_directives, entry.vary_names):
+            return "bypass"  # a private request: only a page for everyone may answer it
     age = entry.age(now)
     remaining = entry.lifetime - age
     if remaining <= 0:
@@ -671,6 +776,10 @@ def _header_problem(
         return "set-cookie"
     if req.header("authorization") is not None and not _allows_authorized(directives):
         return "authorization"
+    if identifying_cookies(req, policy):
+        vary = _vary_names(_split_list(index.get("vary", "")))
+        if not _shared_with_cookies(directives, vary):
+            return "cookie"  # the handler may have read it: not shared unless said so
     length = _delta_seconds(index.get("content-length"))
     if length is not None and length > policy.max_body_size:
         return "too large"
@@ -757,7 +866,7 @@ def storable(
         etag = '"' + hashlib.blake2b(resp.body, digest_size=16).hexdigest() + '"'
         headers.append(("ETag", etag))
     tags = dict.fromkeys(_split_list(index.get(policy.tag_header.lower(), "")))
-    names = _vary_names(_split_list(index.get("vary", "")))
+    names = _vary_names([*_split_list(index.get("vary", "")), *_cookie_vary_names(policy)])
     entry = CachedResponse(
         resp.status,
         tuple(headers),
@@ -906,7 +1015,7 @@ class Read:
         if not isinstance(found, CachedResponse):
             fwd: Fwd = "vary-miss" if self.variant else "uri-miss"
             return Forward(self.request, self.policy, fwd, self.may_store)
-        reason = miss_reason(found, self.request, now)
+        reason = miss_reason(found, self.request, now, self.policy)
         if reason is not None:
             return Forward(self.request, self.policy, reason, self.may_store)
         return Hit(serve(found, self.request, now, self.policy.cache_name), found)

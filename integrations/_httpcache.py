@@ -10,7 +10,7 @@ imported here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cachekit import ConfigurationError
@@ -30,13 +30,24 @@ __all__ = [
 ]
 
 
+# the policy fields that are also cache options (the options table): a cache's own value
+# applies where the adapter's options and policy leave them empty
+_CACHE_OPTION_FIELDS = ("ignore_cookies", "vary_cookies")
+
+
 def make_policy(
-    policy: HttpCachePolicy | None = None, ttl: float | object | None = ..., **options: Any
+    policy: HttpCachePolicy | None = None,
+    ttl: float | object | None = ...,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> HttpCachePolicy:
     """An :class:`HttpCachePolicy` from a base (default: the module's) and overrides.
 
     ``ttl`` is the policy's ``default_ttl``: the lifetime of a response that states no
-    freshness of its own (None: store only responses that do).
+    freshness of its own (None: store only responses that do). ``defaults``: a cache's
+    options (``cache.options``, or framework settings): ``ignore_cookies`` and
+    ``vary_cookies`` come from there unless ``options`` or ``policy`` set them.
     """
     base = policy or HttpCachePolicy()
     fields = {name: getattr(base, name) for name in base.__dataclass_fields__}
@@ -45,6 +56,9 @@ def make_policy(
     unknown = set(options) - set(fields)
     if unknown:
         raise ConfigurationError(f"unknown HTTP cache option(s): {', '.join(sorted(unknown))}")
+    for name in _CACHE_OPTION_FIELDS:
+        if defaults and not fields[name] and defaults.get(name):
+            fields[name] = defaults[name]
     fields.update(options)
     return HttpCachePolicy(**fields)
 

@@ -108,6 +108,8 @@ SAMPLES: dict[str, tuple[object, str, object]] = {
     "retry_interval": (0.5, "0.5", 0.5),
     "max_entries": (5, "5", 5),
     "eviction": ("tinylfu", "tinylfu", "tinylfu"),
+    "ignore_cookies": (["_ga*", "consent"], "_ga*, consent", ("_ga*", "consent")),
+    "vary_cookies": (("lang",), "lang", ("lang",)),
     "owner": ("app", "app", "app"),
 }
 # one bad value per source kind, and the option it names

@@ -6,6 +6,7 @@ from email.utils import formatdate
 
 import pytest
 
+from cachekit import ConfigurationError
 from cachekit.http import (
     DEFAULT_POLICY,
     CachedResponse,
@@ -19,6 +20,8 @@ from cachekit.http import (
     VaryMarker,
     begin,
     cache_key,
+    cookie_globs,
+    identifying_cookies,
     invalidation_key,
     is_hashed,
     load,
@@ -646,6 +649,80 @@ def test_vary_mismatch_is_a_vary_miss() -> None:
     assert miss_reason(entry, req, NOW) is None
     assert miss_reason(entry, get(headers={"Accept-Language": "de"}), NOW) == "vary-miss"
     assert miss_reason(entry, get(), NOW) == "vary-miss"
+
+
+# ------------------------------------------------------------------------ cookies
+
+
+def test_identifying_cookies_are_all_but_the_ignored_and_varied() -> None:
+    policy = HttpCachePolicy(ignore_cookies=("_ga*", "consent"), vary_cookies=("lang",))
+    req = get(headers={"Cookie": "_ga=1; _ga_X=2;consent=yes; lang=fr; sid=abc; Lang=x"})
+    assert identifying_cookies(req, policy) == ("sid", "Lang")  # names are case-sensitive
+    assert identifying_cookies(get(headers={"Cookie": "_ga=1"}), policy) == ()
+    assert identifying_cookies(get(), policy) == ()
+    # joined Cookie fields (HTTP/2) and a nameless piece still count
+    assert identifying_cookies(get(headers={"Cookie": "_ga=1, sid=2"}), policy) == ("sid",)
+    assert identifying_cookies(get(headers={"Cookie": "secret"}), policy) == ("secret",)
+
+
+def test_a_request_with_a_cookie_is_served_only_public_or_cookie_keyed_entries() -> None:
+    with_cookie = get(headers={"Cookie": "sid=alice"})
+    assert miss_reason(entry_for(("Cache-Control", "max-age=60")), with_cookie, NOW) == "bypass"
+    assert miss_reason(entry_for(("Cache-Control", "public")), with_cookie, NOW) is None
+    keyed = entry_for(("Vary", "Cookie"), req=with_cookie)
+    assert miss_reason(keyed, with_cookie, NOW) is None
+    ignoring = HttpCachePolicy(ignore_cookies=("sid",))
+    assert miss_reason(entry_for(), with_cookie, NOW, ignoring) is None
+
+
+def test_a_response_to_a_request_with_a_cookie_is_stored_only_if_shared() -> None:
+    with_cookie = get(headers={"Cookie": "sid=alice"})
+    assert storable(with_cookie, ok(), DEFAULT_POLICY, NOW) == "cookie"
+    assert store_precheck(with_cookie, 200, []) == "cookie"
+    assert isinstance(storable(with_cookie, ok(("Cache-Control", "public")), DEFAULT_POLICY, NOW),
+                      StoreDecision)  # fmt: skip
+    assert isinstance(storable(with_cookie, ok(("Vary", "cookie")), DEFAULT_POLICY, NOW),
+                      StoreDecision)  # fmt: skip
+    ignoring = HttpCachePolicy(ignore_cookies=("s*",))
+    assert isinstance(storable(with_cookie, ok(), ignoring, NOW), StoreDecision)
+
+
+def test_vary_cookies_give_each_value_its_own_key_and_keep_other_cookies_out() -> None:
+    policy = HttpCachePolicy(vary_cookies=("lang", "pref_*"), ignore_cookies=("_ga",))
+    fr = store(get(headers={"Cookie": "lang=fr; _ga=1"}), ok(), policy)
+    assert fr.marker is not None and "cookie=lang" in fr.marker.names
+    assert fr.marker.names == ("cookie=lang", "cookie=pref_*")
+    keys = {
+        store(get(headers={"Cookie": cookie}), ok(), policy).key
+        for cookie in ("lang=fr", "lang=de", "", "lang=", "pref_a=1", "pref_a=1; pref_b=2")
+    }
+    assert len(keys) == 6
+    assert store(get(headers={"Cookie": "_ga=2; lang=fr"}), ok(), policy).key == fr.key
+    # the lookup: marker, then the variant of this request's values
+    step = begin(get(headers={"Cookie": "_ga=9; lang=fr"}), policy)
+    assert isinstance(step, Read)
+    variant = step.feed(fr.marker.to_bytes(), NOW)
+    assert isinstance(variant, Read) and variant.key == fr.key
+    assert isinstance(variant.feed(fr.data, NOW), Hit)
+    other = begin(get(headers={"Cookie": "lang=de"}), policy)
+    assert isinstance(other, Read)
+    other_variant = other.feed(fr.marker.to_bytes(), NOW)
+    assert isinstance(other_variant, Read) and other_variant.key != fr.key
+
+
+@pytest.mark.parametrize(
+    "bad", ["_ga", b"x", 3, [""], ["a b"], ["a;b"], ["a=b"], ["a,b"], [None], ['a"']]
+)
+def test_cookie_globs_refuse_what_is_not_a_list_of_names(bad: object) -> None:
+    with pytest.raises(ConfigurationError):
+        cookie_globs(bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        HttpCachePolicy(ignore_cookies=bad)  # type: ignore[arg-type]
+
+
+def test_cookie_globs_normalise_to_a_tuple() -> None:
+    assert cookie_globs(["a", "b*", "a"]) == ("a", "b*")
+    assert HttpCachePolicy(vary_cookies=["lang"]).vary_cookies == ("lang",)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- mark_miss

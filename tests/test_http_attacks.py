@@ -118,26 +118,52 @@ def test_304_is_not_answered_for_an_etag_of_another_users_private_page(cache: Ca
     assert r.status_code == 200 and r.text == "page of bob"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Starlette handler reading request.cookies / a header directly (not the session "
-    "or user) is not detected: the page is stored and served to every requester",
-)
-def test_starlette_handler_reading_a_cookie_directly(cache: Cache) -> None:
-    async def page(request: Request) -> Response:
-        return PlainTextResponse(f"hello {request.cookies.get('user', 'guest')}")
-
-    client = _starlette(cache, page)
-    assert client.get("/p", cookies={"user": "alice"}).text == "hello alice"
-    client.cookies.clear()
-    assert client.get("/p").text == "hello guest"
+def _visits(page: Any, alice: Any, guest: Any, who: str = "alice") -> None:
+    """Guest first (stored), then the cookie's owner, then both again: each sees only
+    their own page, whichever of them came first. `page(client)` returns the text."""
+    for _ in range(2):
+        assert who not in page(guest)
+        assert who in page(alice)
+    assert who in page(alice)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FastAPI Cookie() parameters read the Cookie header directly: not detected",
-)
-def test_fastapi_cookie_dependency(cache: Cache) -> None:
+def _client(app: Any, **cookies: str) -> TestClient:
+    client = TestClient(app)
+    for name, value in cookies.items():
+        client.cookies.set(name, value)
+    return client
+
+
+def _cookie_app(cache: Cache, endpoint: object, **options: Any) -> Starlette:
+    app = Starlette(routes=[Route("/p", endpoint)])  # type: ignore[arg-type]
+    app.add_middleware(CacheMiddleware, cache=cache, ttl=60, **options)
+    return app
+
+
+async def _reads_cookie(request: Request) -> Response:
+    return PlainTextResponse(f"hello {request.cookies.get('user', 'guest')}")
+
+
+async def _reads_raw_header(request: Request) -> Response:
+    # no cookie parsing at all: the raw field, as a hand-written auth check would
+    raw = request.headers.get("cookie", "")
+    return PlainTextResponse(f"hello {raw.partition('user=')[2] or 'guest'}")
+
+
+@pytest.mark.parametrize("endpoint", [_reads_cookie, _reads_raw_header], ids=["cookies", "raw"])
+def test_starlette_handler_reading_a_cookie_directly(cache: Cache, endpoint: object) -> None:
+    """A request carrying a cookie is neither served nor stored a shared page: whatever
+    the handler read (request.cookies or the raw header), nobody else gets its page."""
+    app = _cookie_app(cache, endpoint)
+    alice, guest = _client(app, user="alice"), _client(app)
+    _visits(lambda c: c.get("/p").text, alice, guest)
+    # the guest's page is stored; alice's requests go to the app and are reported so
+    assert "hit" in guest.get("/p").headers["cache-status"]
+    assert alice.get("/p").headers["cache-status"] == "cachekit; fwd=bypass"
+
+
+@pytest.mark.parametrize("order", ["owner-first", "guest-first"])
+def test_fastapi_cookie_dependency(cache: Cache, order: str) -> None:
     app = FastAPI()
 
     @app.get("/p")
@@ -145,10 +171,93 @@ def test_fastapi_cookie_dependency(cache: Cache) -> None:
         return {"user": user}
 
     app.add_middleware(CacheMiddleware, cache=cache, ttl=60)
-    client = TestClient(app)
-    assert client.get("/p", cookies={"user": "alice"}).json() == {"user": "alice"}
-    client.cookies.clear()
-    assert client.get("/p").json() == {"user": None}
+    alice, guest = _client(app, user="alice"), _client(app)
+    if order == "owner-first":
+        assert alice.get("/p").json() == {"user": "alice"}
+    _visits(lambda c: str(c.get("/p").json()), alice, guest)
+
+
+def test_fastapi_cookie_dependency_under_cache_response(cache: Cache) -> None:
+    from cachekit.integrations.starlette import cache_response
+
+    app = FastAPI()
+
+    @app.get("/p")
+    @cache_response(cache, ttl=60)
+    async def page(user: str | None = Cookie(default=None)) -> dict[str, str | None]:
+        return {"user": user}
+
+    alice, guest = _client(app, user="alice"), _client(app)
+    assert alice.get("/p").json() == {"user": "alice"}
+    _visits(lambda c: str(c.get("/p").json()), alice, guest)
+
+
+def test_a_public_page_is_served_to_a_request_with_cookies(cache: Cache) -> None:
+    calls: list[str] = []
+
+    async def page(request: Request) -> Response:
+        calls.append(request.cookies.get("user", "guest"))
+        return PlainTextResponse("for everyone", headers={"Cache-Control": "public"})
+
+    app = _cookie_app(cache, page)
+    alice, guest = _client(app, user="alice"), _client(app)
+    assert alice.get("/p").text == "for everyone"  # stored from alice's request: public
+    assert guest.get("/p").text == alice.get("/p").text == "for everyone"
+    assert calls == ["alice"]
+
+
+def test_ignored_cookies_tell_nobody_apart_but_other_cookies_still_do(cache: Cache) -> None:
+    app = _cookie_app(cache, _reads_cookie, ignore_cookies=["_ga*", "consent"])
+    tracked = _client(app, _ga="GA1.2.3", _ga_XY="x", consent="yes")
+    guest = _client(app)
+    assert guest.get("/p").text == "hello guest"
+    hit = tracked.get("/p")  # analytics cookies only: the shared page
+    assert hit.text == "hello guest" and "hit" in hit.headers["cache-status"]
+    alice = _client(app, _ga="GA1.2.3", user="alice")  # and one that is not ignored
+    _visits(lambda c: c.get("/p").text, alice, guest)
+    # a cookie hidden after a comma (HTTP/2 Cookie fields joined) still counts
+    r = guest.get("/p", headers={"Cookie": "_ga=1, user=alice"})
+    assert "hit" not in r.headers["cache-status"]
+
+
+def test_vary_cookies_key_pages_by_those_values_only(cache: Cache) -> None:
+    calls: list[str] = []
+
+    async def page(request: Request) -> Response:
+        lang = request.cookies.get("lang", "en")
+        calls.append(lang)
+        return PlainTextResponse(f"lang {lang} user {request.cookies.get('user', '-')}")
+
+    app = _cookie_app(cache, page, vary_cookies=["lang"], ignore_cookies=["_ga"])
+    fr, fr2, de = _client(app, lang="fr"), _client(app, lang="fr", _ga="1"), _client(app, lang="de")
+    guest = _client(app)
+    for _ in range(2):
+        assert fr.get("/p").text == fr2.get("/p").text == "lang fr user -"
+        assert de.get("/p").text == "lang de user -"
+        assert guest.get("/p").text == "lang en user -"
+    assert sorted(calls) == ["de", "en", "fr"]
+    alice = _client(app, lang="fr", user="alice")  # lang varies, user is identifying
+    _visits(lambda c: c.get("/p").text, alice, fr)
+    assert fr.get("/p").headers["cache-status"].startswith("cachekit; hit")
+    assert sorted(calls) == ["de", "en", "fr", "fr", "fr", "fr"]  # alice's 3 never stored
+
+
+def test_cookie_options_come_from_the_cache_and_are_checked(cache: Cache) -> None:
+    from cachekit import ConfigurationError
+
+    derived = cache.with_options(ignore_cookies=["_ga*"])
+    app = _cookie_app(derived, _reads_cookie)
+    assert _client(app).get("/p").text == "hello guest"
+    assert "hit" in _client(app, _ga="1").get("/p").headers["cache-status"]
+    assert "hit" not in _client(app, sid="1").get("/p").headers["cache-status"]
+    with pytest.raises(ConfigurationError, match="list of globs"):
+        Cache("memory://", ignore_cookies="_ga")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="cookie name glob"):
+        CacheMiddleware(_reads_cookie, cache=cache, vary_cookies=["a;b"])
+    assert Cache("memory://?vary_cookies=lang,theme").options["vary_cookies"] == (
+        "lang",
+        "theme",
+    )
 
 
 # --- Flask -------------------------------------------------------------------------------
@@ -222,20 +331,19 @@ def test_flask_make_response_with_a_cookie_and_a_tuple_with_headers(
     assert client.get("/t", headers={"X-User": "bob"}).text == "for bob"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Flask: g.user set by a before_request hook from a cookie (the flask_login "
-    "pattern without flask.session) is not detected: the first user's page is shared",
-)
 @pytest.mark.parametrize("mode", ["view", "all"])
-def test_flask_g_user_from_a_cookie_in_before_request(cache: Cache, mode: str) -> None:
+@pytest.mark.parametrize("read", ["cookies", "raw"])
+def test_flask_g_user_from_a_cookie_in_before_request(cache: Cache, mode: str, read: str) -> None:
     from flask import g, request
 
     app, view = _flask(cache, mode)
 
     @app.before_request
     def load_user() -> None:
-        g.user = request.cookies.get("uid", "guest")
+        if read == "cookies":
+            g.user = request.cookies.get("uid", "guest")
+        else:
+            g.user = request.headers.get("Cookie", "").partition("uid=")[2] or "guest"
 
     @app.get("/p")
     @view
@@ -245,7 +353,33 @@ def test_flask_g_user_from_a_cookie_in_before_request(cache: Cache, mode: str) -
     alice, guest = app.test_client(), app.test_client()
     alice.set_cookie("uid", "alice")
     assert alice.get("/p").text == "hello alice"
-    assert guest.get("/p").text == "hello guest"
+    _visits(lambda c: c.get("/p").text, alice, guest)
+
+
+@pytest.mark.parametrize("mode", ["view", "all"])
+def test_flask_ignore_cookies_from_app_config(cache: Cache, mode: str) -> None:
+    from cachekit.integrations.flask import FlaskCache
+    from flask import Flask, request
+
+    app = Flask(__name__)
+    app.config["CACHEKIT_CACHE_ALL"] = mode == "all"
+    app.config["CACHEKIT_IGNORE_COOKIES"] = "_ga*, consent"  # text, as from the environment
+    fcache = FlaskCache(app, cache=cache)
+    calls: list[str] = []
+
+    @app.get("/p")
+    def page() -> str:
+        calls.append(request.cookies.get("uid", "guest"))
+        return f"hello {calls[-1]}"
+
+    if mode == "view":
+        app.view_functions["page"] = fcache.cached(ttl=30)(page)
+    tracked, alice = app.test_client(), app.test_client()
+    tracked.set_cookie("_ga", "1")
+    alice.set_cookie("uid", "alice")
+    assert tracked.get("/p").text == tracked.get("/p").text == "hello guest"
+    assert alice.get("/p").text == "hello alice"
+    assert calls == ["guest", "alice"]
 
 
 def test_flask_authorization_header_is_not_shared(cache: Cache) -> None:
@@ -282,6 +416,11 @@ try:
         return HttpResponse(f"hello {request.COOKIES.get('uid', 'guest')}")
 
     @cache_page(60)
+    def dj_raw_cookie_view(request: HttpRequest) -> HttpResponse:
+        raw = request.META.get("HTTP_COOKIE", "")
+        return HttpResponse(f"hello {raw.partition('uid=')[2] or 'guest'}")
+
+    @cache_page(60)
     def dj_csrf_view(request: HttpRequest) -> HttpResponse:
         return HttpResponse(f"<input name=csrfmiddlewaretoken value={get_token(request)}>")
 
@@ -303,6 +442,7 @@ try:
 
     urlpatterns = [
         path("cookie/", dj_cookie_view),
+        path("raw-cookie/", dj_raw_cookie_view),
         path("csrf/", dj_csrf_view),
         path("locale/", dj_locale_view),
         path("session/", dj_session_view),
@@ -374,17 +514,35 @@ def test_django_authorization_is_not_shared() -> None:
 
 
 @needs_django
-@pytest.mark.xfail(
-    strict=True,
-    reason="Django: a view reading request.COOKIES directly (no session, no Vary) is not "
-    "detected: the first visitor's page is stored and served to everyone",
-)
+@needs_django
 @pytest.mark.usefixtures("dj")
-def test_django_view_reading_request_cookies_directly() -> None:
+@pytest.mark.parametrize("url", ["/cookie/", "/raw-cookie/"])
+def test_django_view_reading_request_cookies_directly(url: str) -> None:
     alice, guest = Client(), Client()
     alice.cookies["uid"] = "alice"
-    assert alice.get("/cookie/").content == b"hello alice"
-    assert guest.get("/cookie/").content == b"hello guest"
+    assert alice.get(url).content == b"hello alice"
+    _visits(lambda c: c.get(url).content.decode(), alice, guest)
+
+
+@needs_django
+def test_django_ignore_cookies_in_cache_options(request: pytest.FixtureRequest) -> None:
+    caches = {
+        "default": {
+            "BACKEND": "cachekit.integrations.django.CachekitCache",
+            "LOCATION": "memory://",
+            "KEY_PREFIX": unique_prefix(),
+            "OPTIONS": {"ignore_cookies": ["_ga*"]},
+        }
+    }
+    with override_settings(ROOT_URLCONF=__name__, CACHES=caches):
+        tracked, alice = Client(), Client()
+        tracked.cookies["_ga"] = "1"
+        alice.cookies["uid"] = "alice"
+        assert Client().get("/cookie/").content == b"hello guest"
+        hit = tracked.get("/cookie/")
+        assert hit.content == b"hello guest" and "hit" in hit["Cache-Status"]
+        assert alice.get("/cookie/").content == b"hello alice"
+    close_shared_caches()
 
 
 # --- more Starlette ----------------------------------------------------------------------

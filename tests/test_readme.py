@@ -163,6 +163,25 @@ def exercise_starlette_fastapi(ns: dict[str, Any]) -> None:
             assert max(timings) < 5.0, timings  # no layer waits on another's lock (was 10 s)
 
 
+def exercise_integrations(ns: dict[str, Any]) -> None:
+    """Cookies: ignored ones share pages, varied ones select one, any other bypasses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    def get(**cookies: str) -> Any:
+        client = TestClient(ns["app"])
+        for name, value in cookies.items():
+            client.cookies.set(name, value)
+        return client.get("/")
+
+    assert get().text == "hello in en"
+    assert "hit" in get(_ga="1").headers["cache-status"]
+    assert get(lang="fr").text == "hello in fr" and get(lang="fr", _ga="2").text == "hello in fr"
+    assert "hit" in get(lang="fr").headers["cache-status"]
+    assert get(sid="x").headers["cache-status"] == "cachekit; fwd=bypass"
+
+
 def exercise_flask(ns: dict[str, Any]) -> None:
     client = ns["app"].test_client()
     first, second = client.get("/products/1"), client.get("/products/1")
@@ -206,6 +225,7 @@ EXERCISES: dict[str, Callable[[dict[str, Any]], None]] = {
     "use": exercise_use,
     "testing-your-own-backend": exercise_testing_your_own_backend,
     "strategies": exercise_strategies,
+    "integrations": exercise_integrations,
     "starlette-fastapi": exercise_starlette_fastapi,
     "flask": exercise_flask,
     "django": exercise_django,

@@ -806,6 +806,7 @@ def test_served_by_uvicorn(served: tuple[str, Counter, CacheMiddleware]) -> None
         path = "/caf%C3%A9 x/" + "z" * 3000 + "?a=1&a=2"
         assert client.get(path).text == client.get(path).text
         assert client.get("/cookie").text != client.get("/cookie").text
+        client.cookies.clear()  # a request carrying the cookie it set gets no shared page
         assert client.post("/items/1").text == "written"
         assert middleware.invalidate_url(f"{url}/real?x=1")
         assert client.get("/real?x=1").headers["cache-status"].endswith("stored")
@@ -852,7 +853,7 @@ def _session_routes(calls: Counter) -> list[Route]:
     ]
 
 
-def _session_app(cache: Cache, layout: str, calls: Counter) -> Any:
+def _session_app(cache: Cache, layout: str, calls: Counter, **options: Any) -> Any:
     from starlette.middleware import Middleware
     from starlette.middleware.sessions import SessionMiddleware
 
@@ -860,15 +861,15 @@ def _session_app(cache: Cache, layout: str, calls: Counter) -> Any:
     if layout == "middleware-inside-session":  # the cache never sees the Set-Cookie
         return Starlette(
             routes=_session_routes(calls),
-            middleware=[session, Middleware(CacheMiddleware, cache=cache, ttl=30)],
+            middleware=[session, Middleware(CacheMiddleware, cache=cache, ttl=30, **options)],
         )
     if layout == "middleware-outside-session":
         return Starlette(
             routes=_session_routes(calls),
-            middleware=[Middleware(CacheMiddleware, cache=cache, ttl=30), session],
+            middleware=[Middleware(CacheMiddleware, cache=cache, ttl=30, **options), session],
         )
     if layout == "cache_response":
-        decorator = cache_response(cache, ttl=30)
+        decorator = cache_response(cache, ttl=30, **options)
         routes = [
             Route(r.path, decorator(r.endpoint)) if r.path != "/login" else r
             for r in _session_routes(calls)
@@ -879,7 +880,7 @@ def _session_app(cache: Cache, layout: str, calls: Counter) -> Any:
     app.add_middleware(SessionMiddleware, secret_key="test-secret")
 
     @app.get("/greet")
-    @cache_response(cache, ttl=30)
+    @cache_response(cache, ttl=30, **options)
     async def greet(request: Request) -> dict[str, str]:
         calls.hit("greet")
         return {"hello": request.session.get("user", "guest")}
@@ -890,14 +891,14 @@ def _session_app(cache: Cache, layout: str, calls: Counter) -> Any:
         return "ok"
 
     @app.get("/public")
-    @cache_response(cache, ttl=30)
+    @cache_response(cache, ttl=30, **options)
     async def public(request: Request) -> Response:
         calls.hit("public")
         request.session.get("user")
         return PlainTextResponse("same for all", headers={"Cache-Control": "public"})
 
     @app.get("/plain")
-    @cache_response(cache, ttl=30)
+    @cache_response(cache, ttl=30, **options)
     async def plain() -> str:
         calls.hit("plain")
         return "no session read"
@@ -905,13 +906,20 @@ def _session_app(cache: Cache, layout: str, calls: Counter) -> Any:
     return app
 
 
+@pytest.mark.parametrize("ignored", [False, True], ids=["default", "session-cookie-ignored"])
 @pytest.mark.parametrize(
     "layout",
     ["middleware-inside-session", "middleware-outside-session", "cache_response", "fastapi"],
 )
-def test_two_users_and_a_guest_never_see_each_others_page(cache: Cache, layout: str) -> None:
+def test_two_users_and_a_guest_never_see_each_others_page(
+    cache: Cache, layout: str, ignored: bool
+) -> None:
+    """By default a request carrying a cookie gets no shared page (unless public); with the
+    session cookie declared in ``ignore_cookies``, what tells users apart is the session
+    the app reads, which the cache watches."""
     calls = Counter()
-    app = _session_app(cache, layout, calls)
+    options = {"ignore_cookies": ["session"]} if ignored else {}
+    app = _session_app(cache, layout, calls, **options)
     alice, bob, guest = TestClient(app), TestClient(app), TestClient(app)
     assert alice.get("/login?u=alice").text.strip('"') == "ok"
     assert bob.get("/login?u=bob").text.strip('"') == "ok"
@@ -934,7 +942,10 @@ def test_two_users_and_a_guest_never_see_each_others_page(cache: Cache, layout: 
     # with a session): those responses are never stored, only the guest's is; and there
     # SessionMiddleware itself reads the session, so every page varies on Cookie
     outside = layout == "middleware-outside-session"
-    assert (calls["public"], calls["plain"]) == ((3, 4) if outside else (1, 1))
+    if not ignored:  # the users' cookies: only the public page is shared with them
+        assert (calls["public"], calls["plain"]) == ((3, 4) if outside else (1, 4))
+    else:
+        assert (calls["public"], calls["plain"]) == ((3, 4) if outside else (1, 1))
 
 
 def test_a_user_read_through_authentication_is_never_stored(cache: Cache) -> None:

@@ -203,7 +203,7 @@ class AsyncHttpCache(HttpCache):
         flight, leader = flights.join(key)
         if not leader:
             entry, now = await flight.aresult(self.wait_timeout), time.time()
-            if isinstance(entry, CachedResponse) and miss_reason(entry, req, now) is None:
+            if isinstance(entry, CachedResponse) and miss_reason(entry, req, now, policy) is None:
                 return await on_hit(serve(entry, req, now, policy.cache_name))
             return await forward(step, _aignore)
         # a flight finished since our read: it may have stored what we missed

@@ -203,7 +203,7 @@ class SyncHttpCache(HttpCache):
         flight, leader = flights.join(key)
         if not leader:
             entry, now = flight.result(self.wait_timeout), time.time()
-            if isinstance(entry, CachedResponse) and miss_reason(entry, req, now) is None:
+            if isinstance(entry, CachedResponse) and miss_reason(entry, req, now, policy) is None:
                 return on_hit(serve(entry, req, now, policy.cache_name))
             return forward(step, _ignore)
         # a flight finished since our read: it may have stored what we missed

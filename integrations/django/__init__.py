@@ -631,6 +631,8 @@ class _Engine:
     # async pages: stores made where no event loop is left (see _adeferred_settle)
     blocking: SyncHttpCache | None = None
     policies: dict[tuple[Any, ...], HttpCachePolicy] = field(default_factory=dict)
+    # the decorator's policy with the cache's ignore_cookies / vary_cookies (Django OPTIONS)
+    policy: HttpCachePolicy | None = None
 
 
 class _PageCache:
@@ -692,17 +694,18 @@ class _PageCache:
     def _new_engine(self, cache: Cache) -> _Engine:
         # Entries are CachedResponse.to_bytes() as they are: no pickle, no signature
         raw = cache if cache.serializer is None else cache.with_options(serializer="raw")
+        policy = make_policy(self.policy, defaults=cache.options)
         driver = AsyncHttpCache if self.is_async else SyncHttpCache
         http = driver(
             raw,
-            self.policy,
+            policy,
             lock=self.lock,
             lock_ttl=self.lock_ttl,
             wait_timeout=self.lock_timeout,
             coalesce=self.lock,  # lock=False: no coalescing at all
         )
-        blocking = SyncHttpCache(raw, self.policy, lock=False) if self.is_async else None
-        return _Engine(cache, http, blocking)
+        blocking = SyncHttpCache(raw, policy, lock=False) if self.is_async else None
+        return _Engine(cache, http, blocking, policy=policy)
 
     def policy_for(self, engine: _Engine, backend: Any, request: Any) -> HttpCachePolicy:
         """The policy with this request's key prefix: Django's version, the decorator's
@@ -717,7 +720,8 @@ class _PageCache:
         if policy is None:
             name = f"cache_page.{self.middleware.key_prefix}{suffix}"
             prefix = backend.make_key(name) + ":"
-            policy = engine.policies[index] = make_policy(self.policy, key_prefix=prefix)
+            base = engine.policy or self.policy
+            policy = engine.policies[index] = make_policy(base, key_prefix=prefix)
         return policy
 
     # -- the response ----------------------------------------------------------------------
@@ -787,7 +791,9 @@ def cache_page(
     ``If-Modified-Since`` are answered with 304 from the entry, ``HEAD`` from the ``GET``
     entry, and the RFC 9111 rules apply: responses with ``Set-Cookie`` (or a session or
     CSRF cookie about to be set), ``private``, ``no-store``, ``no-cache`` or ``Vary: *``
-    are not stored, requests with ``Authorization`` are not served shared pages, a
+    are not stored, requests with ``Authorization`` or a cookie (other than those of the
+    ``ignore_cookies`` / ``vary_cookies`` options: ``cache_page`` keywords, or the
+    cache's ``OPTIONS``) are not served or stored shared pages unless ``public``, a
     ``Cache-Tag`` header is stripped and becomes the entry's tags
     (``caches[alias].cachekit.invalidate_tags(...)``), a successful POST/PUT/DELETE to
     the URL drops its page. As Django does, the view's response gets ``Expires`` and
@@ -877,3 +883,7 @@ def _abandon(decided: Decided) -> Callable[[], None]:
 
 def _nothing() -> None:
     return None
+
+
+# rate limits (429, RateLimit headers): in their own module, re-exported here
+from .ratelimit import *  # noqa: E402, F403  (ratelimit, RateLimitMiddleware)

@@ -22,7 +22,9 @@ and responses that state no freshness of their own), ``CACHEKIT_OPTIONS`` (the s
 options as a dict, lower-case); an unknown ``CACHEKIT_*`` key is a
 :class:`~cachekit.ConfigurationError`, and the URL's query string wins over these keys;
 ``CACHEKIT_HTTP`` (:class:`cachekit.http.HttpCachePolicy` fields: ``max_body_size``,
-``cacheable_statuses``, ``etag_from_body``, ``tag_header``, ...), ``CACHEKIT_CACHE_ALL``
+``cacheable_statuses``, ``etag_from_body``, ``tag_header``, ...; ``ignore_cookies`` and
+``vary_cookies`` default to ``CACHEKIT_IGNORE_COOKIES`` / ``CACHEKIT_VARY_COOKIES``,
+options of the table), ``CACHEKIT_CACHE_ALL``
 (False), ``CACHEKIT_LOCK`` (None: cross-process coalescing when the backend is remote).
 Or give a ready :class:`cachekit.Cache` as ``FlaskCache(app, cache=cache)``.
 
@@ -432,11 +434,15 @@ class FlaskCache:
                 spelling="CACHEKIT_{NAME}", also=_OWN_KEYS,
             )  # fmt: skip
             default_ttl = cache.default_ttl
+            defaults = dict(cache.options)
         else:
-            default_ttl = Cache.check_options(
+            checked = Cache.check_options(
                 settings, where="app.config", spelling="CACHEKIT_{NAME}", also=_OWN_KEYS
-            )["default_ttl"]
-        policy = make_policy(None, default_ttl, **config["CACHEKIT_HTTP"])
+            )
+            default_ttl = checked["default_ttl"]
+            defaults = {**cache.options, **checked}
+        # CACHEKIT_IGNORE_COOKIES / CACHEKIT_VARY_COOKIES unless CACHEKIT_HTTP sets them
+        policy = make_policy(None, default_ttl, defaults=defaults, **config["CACHEKIT_HTTP"])
         state = _State(cache, SyncHttpCache(cache, policy, lock=config["CACHEKIT_LOCK"]), policy)
         app.extensions[EXTENSION] = state
         # A cached view's miss is stored once Flask has finished the response (after the

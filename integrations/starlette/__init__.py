@@ -274,9 +274,11 @@ class _Engine:
         wait_timeout: float,
         options: dict[str, Any],
     ) -> None:
-        self.policy = make_policy(policy, ttl, **options)
+        cache = cache if cache is not None else Cache()
+        # ignore_cookies / vary_cookies: the cache's options unless given here
+        self.policy = make_policy(policy, ttl, defaults=cache.options, **options)
         self.http = AsyncHttpCache(
-            cache if cache is not None else Cache(),
+            cache,
             self.policy,
             lock=lock,
             lock_ttl=lock_ttl,
@@ -362,7 +364,8 @@ class CacheMiddleware(_Invalidation):
     for responses that state no freshness (``Cache-Control: max-age``, ``s-maxage``,
     ``Expires`` win; None: store only those). ``policy``: an :class:`HttpCachePolicy`,
     or its fields as keywords (``cacheable_statuses``, ``max_body_size``, ``key_prefix``,
-    ``etag_from_body``, ``tag_header``, ``private_ok``, ``cache_name``, ``methods``).
+    ``etag_from_body``, ``tag_header``, ``private_ok``, ``cache_name``, ``methods``,
+    ``ignore_cookies``, ``vary_cookies``: default, the cache's options of those names).
     ``invalidate_unsafe``: a successful POST/PUT/DELETE/... drops the URL's entry (RFC
     9111 4.4). ``lock`` / ``lock_ttl`` / ``wait_timeout``: see
     :class:`~cachekit.integrations._httpcache.HttpCache`.
