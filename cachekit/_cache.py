@@ -87,6 +87,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         ignore_cookies: Iterable[str] | None = None,
         vary_cookies: Iterable[str] | None = None,
         owner: str | None = None,
+        near: bool | Mapping[str, Any] | None = None,
     ) -> None:
         """Options (see :data:`cachekit._config.OPTIONS`, the README's table): ``None``
         means "not given"; then the URL's query string, then the option's default."""
@@ -100,6 +101,7 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
             "eviction": eviction, "ignore_cookies": ignore_cookies,
             "vary_cookies": vary_cookies, "owner": owner,
         }  # fmt: skip
+        arguments["near"] = near
         url, query = self._split_url(url)
         options = merge([Layer("arguments", arguments), Layer("the cache URL", query, True, "url")])
         self._options = options
@@ -119,6 +121,12 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
             url, client, backend, async_backend, options["timeout"],
             options["connect_timeout"], options["max_entries"], options["eviction"],
         )  # fmt: skip
+        if options["near"] is not None:  # an L1 in this process in front of Redis
+            from .near import near_backends
+
+            backend, async_backend = near_backends(
+                backend, async_backend, options["near"], self._ns.text
+            )
         # What the backend can do, asked once: the features are wired from these (None:
         # not offered), never from the backend's type (cachekit.backends.base)
         caps = capabilities_of(backend, async_backend)
@@ -157,6 +165,8 @@ class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         self._reader: Callable[[str], Any] | None = (
             reader() if reader is not None and isinstance(self._codec, ObjectCodec) else None
         )
+        if self._reader is None and caps.decoding_reader is not None:  # the near cache's L1
+            self._reader = caps.decoding_reader(self._codec.loads_meta)
 
     def _lookup(self, key: str) -> Any:
         """The value under a full key, or MISSING. From an in-process store's reader when

@@ -170,6 +170,18 @@ def _name_list(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def _near(value: Any) -> Any:
+    from .near._store import near_option  # no import cycle: near imports the backends
+
+    return near_option(value)
+
+
+def _near_text(text: str) -> Any:
+    from .near._store import parse_near
+
+    return parse_near(text)
+
+
 def _owner(value: Any) -> str | None:
     if value is not None and not (isinstance(value, str) and value.isidentifier()):
         raise ValueError("it must be an identifier such as 'django'")
@@ -255,6 +267,10 @@ OPTIONS: dict[str, Option] = {
         Option("vary_cookies", "list[str]", (), _cookie_names,
                "HTTP caching: cookie name globs that select a variant (`lang`): pages are "
                "stored per value of these (text: comma-separated)", _name_list),
+        Option("near", "bool | dict", None, _near,
+               "Redis: an in-process L1 in front of it, kept coherent across processes "
+               '(`True`, or `{"max_entries": 10_000, "max_stale": 1.0}`: see Near cache)',
+               _near_text, in_settings=True, derivable=False),
         Option("owner", "str | None", None, _owner,
                "for framework adapters: the namespace becomes `!owner:prefix:...`, which no "
                "plain prefix can produce", in_url=False, in_settings=False, derivable=False),

@@ -110,6 +110,7 @@ SAMPLES: dict[str, tuple[object, str, object]] = {
     "eviction": ("tinylfu", "tinylfu", "tinylfu"),
     "ignore_cookies": (["_ga*", "consent"], "_ga*, consent", ("_ga*", "consent")),
     "vary_cookies": (("lang",), "lang", ("lang",)),
+    "near": (False, "false", None),  # on needs Redis: tests/near
     "owner": ("app", "app", "app"),
 }
 # one bad value per source kind, and the option it names

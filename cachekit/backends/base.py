@@ -27,6 +27,10 @@ and wires its features from the answers; no feature tests the backend's type.
 - ``stats()`` -> a dict of the backend's own facts, merged into ``Cache.stats()``.
 - ``reader()`` -> ``read(key)``: a lock-free lookup of an in-process store keeping the
   objects themselves (the memory hit path, :mod:`cachekit._fastpath`).
+- ``decoding_reader(loads_meta)`` -> ``read(key)``: the same for an in-process store
+  keeping the encoded forms (the near cache's L1, :mod:`cachekit.near`): it decodes an
+  entry with the cache codec's ``loads_meta`` once and serves the value (a ``Boxed``
+  with metadata) from then on; MISSING when the entry cannot be decoded.
 - Locks are part of the key/value contract (:meth:`Backend.lock`): every backend has one.
 
 Errors raised by capability objects are the client's own; the cache translates them at
@@ -231,6 +235,7 @@ class Capabilities:
     ascan: AsyncScan | None
     stats: Callable[[], dict[str, Any]] | None
     reader: Callable[[], Callable[[str], Any]] | None
+    decoding_reader: Callable[[Callable[[Any, str], Any]], Callable[[str], Any]] | None = None
 
 
 def capabilities_of(backend: Any, async_backend: Any) -> Capabilities:
@@ -249,4 +254,5 @@ def capabilities_of(backend: Any, async_backend: Any) -> Capabilities:
         ascan=_offered(async_backend, "scan"),
         stats=stats if callable(stats) else None,
         reader=reader if callable(reader) else None,
+        decoding_reader=getattr(backend, "decoding_reader", None),
     )

@@ -1,0 +1,52 @@
+"""The near cache: an in-process L1 in front of Redis, coherent across processes.
+
+``Cache(url, near=True)`` or ``near={"max_entries": 10_000, "max_stale": 1.0}``. The
+:class:`~cachekit.Cache` wires it once (:func:`near_backends`): its Redis backends are
+wrapped by :class:`NearBackend` / :class:`AsyncNearBackend` (the backend contract, the
+inner backend's capabilities passed through, plus a ``decoding_reader`` the ``@cached``
+hit path serves L1 hits with); no feature knows about it.
+
+- :mod:`._store`: the L1 and its rules (fills, serving window, fences), no I/O.
+- :mod:`._link`: the invalidation link (Redis client tracking, broadcast mode on the
+  namespace prefix, redirected to a RESP2 connection subscribed to
+  ``__redis__:invalidate``), one thread.
+- :mod:`._layer`: what the sync and async wrappers share.
+
+The guarantee: a read returns a value no older than ``max_stale`` seconds behind Redis
+(a value replaced by a write that completed more than ``max_stale`` ago is never served),
+whatever happens to the link or the server; this process's own writes of named keys are
+seen at once (read your writes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._async_backend import AsyncNearBackend
+from ._layer import NearLayer
+from ._store import NearOptions, check_near_backend, near_option, parse_near
+from ._sync_backend import NearBackend
+
+__all__ = [
+    "AsyncNearBackend",
+    "NearBackend",
+    "NearLayer",
+    "NearOptions",
+    "near_backends",
+    "near_option",
+    "parse_near",
+]
+
+
+def near_backends(
+    backend: Any, async_backend: Any, options: NearOptions, prefix: str
+) -> tuple[Any, Any]:
+    """The backend pair wrapped by one near layer tracking the namespace ``prefix`` (a
+    pair already wrapped, as :meth:`Cache.with_options` passes it, is returned as is)."""
+    if isinstance(backend, NearBackend):
+        return backend, async_backend
+    clients = check_near_backend(backend)
+    layer = NearLayer(options, clients.get, prefix)
+    wrapped = NearBackend(backend, layer)
+    awrapped = None if async_backend is None else AsyncNearBackend(async_backend, layer)
+    return wrapped, awrapped

@@ -1,0 +1,110 @@
+"""The near layer one cache wires once: the L1 store, the invalidation link, the rules
+shared by the sync and async backend wrappers (:mod:`._async_backend`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .._sentinel import MISSING
+from ._link import InvalidationLink, connection_factory
+from ._store import NearOptions, NearStore
+
+__all__ = ["NearLayer", "RecordingBatch", "ttl_left"]
+
+_KEY_BYTES = 4096  # bytes arguments longer than this are values, not keys
+
+
+class NearLayer:
+    def __init__(
+        self,
+        options: NearOptions,
+        client_of: Callable[[], Any],
+        prefix: str,
+        *,
+        connect: Callable[[], Any] | None = None,
+    ) -> None:
+        self.options = options
+        self.store = NearStore(options)
+        self.prefixes: tuple[str, ...] = (prefix,)
+        self._client_of = client_of
+        self.link = InvalidationLink(self.store, connect or self._connect, self.prefixes)
+        self.closed = False
+
+    def _connect(self) -> Any:
+        return connection_factory(self._client_of())()
+
+    def tracked(self, key: str) -> bool:
+        """Whether ``key`` is under a prefix the link tracks (others bypass the L1:
+        nothing would tell this process when they change)."""
+        return not self.closed and key.startswith(self.prefixes)
+
+    def started(self) -> None:
+        self.link.ensure_started()
+
+    def fence(self) -> None:
+        """After a write whose keys this process does not know: see NearStore.fence."""
+        self.store.fence()
+        self.link.ping()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.link.close()
+
+    def stats(self) -> dict[str, Any]:
+        store, link = self.store, self.link
+        return {
+            "near_entries": len(store),
+            "near_max_entries": self.options.max_entries,
+            "near_max_stale": self.options.max_stale,
+            "near_serving": store.serving(),
+            "near_link": "up" if link.connected else "down",
+            "near_link_failures": link.failures,
+            "near_flushes": store.flushes,
+            "near_invalidations": store.invalidations,
+            "near_evictions": store.evictions,
+        }
+
+
+def ttl_left(millis: Any) -> Any:
+    """A ``PTTL`` reply as the store wants it: seconds, None (no expiry), MISSING (gone)."""
+    millis = int(millis)
+    if millis == -2:
+        return MISSING
+    return None if millis == -1 else millis / 1000
+
+
+def key_like(values: Any) -> list[Any]:
+    """The arguments of a command that may be keys (text, short bytes): dropped from the
+    L1 after the command ran. Dropping a value that was no key costs nothing."""
+    return [
+        value
+        for value in values
+        if type(value) is str or (type(value) is bytes and len(value) <= _KEY_BYTES)
+    ]
+
+
+class RecordingBatch:
+    """A command batch being filled (cachekit.backends.base.CommandBatch) that remembers
+    every argument that may be a key, for the L1 to drop once the batch ran."""
+
+    __slots__ = ("_batch", "keys")
+
+    def __init__(self, batch: Any, keys: list[Any]) -> None:
+        self._batch = batch
+        self.keys = keys
+
+    def script(self, script: str, keys: Any, args: Any) -> None:
+        self.keys.extend(key_like(keys))
+        self._batch.script(script, keys, args)
+
+    def __getattr__(self, command: str) -> Any:
+        queue = getattr(self._batch, command)
+        keys = self.keys
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            keys.extend(key_like(args))
+            return queue(*args, **kwargs)
+
+        return recorded

@@ -1,0 +1,262 @@
+"""The near cache's rules, without I/O: the in-process L1, its fills and when it may serve.
+
+One :class:`NearStore` per near layer (shared by the sync and async backends of a cache).
+
+- **Serving window.** An entry is served only while ``clock() < serve_until``, which the
+  invalidation link (:mod:`._link`) moves forward: when the answer to a ``PING`` sent at
+  time ``s`` comes back on the link, every invalidation Redis generated before ``s`` has
+  been applied (one connection, in order), so serving until ``s + max_stale`` never returns
+  a value overwritten more than ``max_stale`` ago. A silent link (Redis frozen, a cut
+  cable) stops the window by itself; a link that drops flushes the L1 (invalidations may
+  have been lost) and serves nothing until it is confirmed again.
+- **Fills.** A miss installs a :class:`Filling` placeholder before it sends its read; an
+  invalidation of the key (or a flush) removes it; the reply is stored only if the same
+  placeholder is still there. So an invalidation that arrives before the reply it
+  invalidates is never undone by storing that (stale) reply.
+- **Fences.** A write of this process whose keys are not known here (``delete_pattern``,
+  ``clear``) sets a barrier: the L1 serves nothing until a ``PING`` sent after it is
+  answered (all the write's invalidations applied), about one round trip.
+
+Reads take no lock (one dict read, one clock read, the LRU touch), as the memory backend's
+:func:`~cachekit.backends.memory.MemoryBackend.reader`; changes take one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from sys import intern
+from typing import Any
+
+from .._codec import Boxed
+from .._sentinel import MISSING
+from ..exceptions import ConfigurationError
+
+__all__ = ["Entry", "Filling", "NearOptions", "NearStore", "near_option"]
+
+_FOREVER = float("inf")
+_UNSET: Any = object()  # an entry not decoded yet
+
+
+@dataclass(frozen=True)
+class NearOptions:
+    """``near={"max_entries": ..., "max_stale": ...}``: how many entries the L1 keeps, and
+    the longest a value may be served after the write that replaced it (seconds)."""
+
+    max_entries: int = 10_000
+    max_stale: float = 1.0
+
+
+def near_option(value: Any) -> NearOptions | None:
+    """The ``near`` option's check: False/None (off), True (defaults), a mapping of
+    ``max_entries`` / ``max_stale``, or :class:`NearOptions`."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return NearOptions()
+    if isinstance(value, NearOptions):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError('it must be True, False or a dict of "max_entries" / "max_stale"')
+    unknown = set(value) - {"max_entries", "max_stale"}
+    if unknown:
+        raise ValueError(
+            f"unknown near option(s) {sorted(unknown)}: it takes max_entries and max_stale"
+        )
+    entries = value.get("max_entries", NearOptions.max_entries)
+    stale = value.get("max_stale", NearOptions.max_stale)
+    if isinstance(entries, bool) or not isinstance(entries, int) or entries < 1:
+        raise ValueError("near max_entries must be an integer >= 1")
+    if isinstance(stale, bool) or not isinstance(stale, (int, float)) or not 0 < stale < 3600:
+        raise ValueError("near max_stale must be a number of seconds > 0 (and < 3600)")
+    return NearOptions(entries, float(stale))
+
+
+def parse_near(text: str) -> Any:
+    """``?near=true`` / ``CACHEKIT_NEAR=1`` (text sources: on or off, the defaults)."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off", "none"):
+        return False
+    raise ValueError("it must be true or false")
+
+
+class Filling:
+    """A fill in flight for one key (identity is what counts)."""
+
+    __slots__ = ()
+
+
+class Entry:
+    """A stored form (as the backend returned it), its deadline, and the decoded value
+    once a reader decoded it (each entry is decoded at most once per process)."""
+
+    __slots__ = ("deadline", "decoded", "stored")
+
+    def __init__(self, stored: Any, deadline: float) -> None:
+        self.stored = stored
+        self.deadline = deadline
+        self.decoded: Any = _UNSET
+
+
+class NearStore:
+    def __init__(self, options: NearOptions, clock: Callable[[], float] = time.monotonic) -> None:
+        self.options = options
+        self.max_stale = options.max_stale
+        self._clock = clock
+        self._data: OrderedDict[str, Entry | Filling] = OrderedDict()
+        self._lock = threading.Lock()
+        self.serve_until = 0.0  # entries are served while clock() < serve_until
+        self._barrier = -_FOREVER  # a confirmation must be of a PING sent after this
+        self.flushes = 0
+        self.invalidations = 0
+        self.evictions = 0
+
+    # -- serving (lock-free) ------------------------------------------------------------
+    def lookup(self, key: str) -> Any:
+        """The stored form under ``key`` while the L1 may serve it, else MISSING."""
+        entry = self._data.get(key)
+        if type(entry) is not Entry:
+            return MISSING
+        now = self._clock()
+        if now >= self.serve_until or now >= entry.deadline:
+            return MISSING
+        try:
+            self._data.move_to_end(key)
+        except KeyError:  # invalidated since the read: it was valid when read
+            pass
+        return entry.stored
+
+    def reader(self, loads_meta: Callable[[Any, str], Any]) -> Callable[[str], Any]:
+        """``read(key)``: the decoded value (by the codec's ``loads_meta(stored, key)``,
+        once per entry; a :class:`~cachekit._codec.Boxed` when it has metadata) while the
+        L1 may serve the key, else MISSING (also when it cannot be decoded: the general
+        path then reads it and reports it). The memory fast path's shape
+        (:mod:`cachekit._fastpath`)."""
+        entry_of = self._data.get
+        touch = self._data.move_to_end
+        clock = self._clock
+        store = self
+        missing, entry_type, unset, boxed = MISSING, Entry, _UNSET, Boxed
+
+        def read(key: str) -> Any:
+            entry = entry_of(key)
+            if type(entry) is not entry_type:
+                return missing
+            now = clock()
+            if now >= store.serve_until or now >= entry.deadline:
+                return missing
+            try:
+                touch(key)
+            except KeyError:
+                pass
+            value = entry.decoded
+            if value is unset:
+                try:
+                    value, meta = loads_meta(entry.stored, key)
+                except Exception:
+                    return missing
+                if meta is not None:
+                    value = boxed(value, meta)
+                entry.decoded = value
+            return value
+
+        return read
+
+    # -- fills ------------------------------------------------------------------------
+    def begin(self, key: str) -> Filling:
+        """Mark ``key`` as being filled (before its read is sent); the token to finish."""
+        token = Filling()
+        with self._lock:
+            if type(self._data.get(key)) is not Entry:
+                self._data[key] = token
+                self._evict()
+        return token
+
+    def finish(self, key: str, token: Filling, stored: Any, ttl_left: float | None) -> None:
+        """Store a fill's reply if nothing invalidated the key since :meth:`begin`;
+        ``ttl_left`` is the entry's remaining life in Redis (None: no expiry). A miss
+        (``stored`` MISSING) just ends the fill."""
+        with self._lock:
+            if self._data.get(key) is not token:
+                return
+            if stored is MISSING or (ttl_left is not None and ttl_left <= 0):
+                del self._data[key]
+                return
+            deadline = _FOREVER if ttl_left is None else self._clock() + ttl_left
+            if type(key) is str:
+                key = intern(key)  # found by identity by a hot path holding the interned key
+            self._data[key] = Entry(stored, deadline)
+
+    def abandon(self, key: str, token: Filling) -> None:
+        with self._lock:
+            if self._data.get(key) is token:
+                del self._data[key]
+
+    def _evict(self) -> None:  # caller holds the lock
+        data = self._data
+        while len(data) > self.options.max_entries:
+            data.popitem(last=False)
+            self.evictions += 1
+
+    # -- invalidation -------------------------------------------------------------------
+    def invalidate(self, keys: Iterable[Any]) -> None:
+        """Drop entries and fills in flight (keys as text or bytes)."""
+        data = self._data
+        with self._lock:
+            for key in keys:
+                if type(key) is bytes:
+                    key = key.decode("utf-8", "surrogateescape")
+                elif type(key) is not str:
+                    continue
+                if data.pop(key, None) is not None:
+                    self.invalidations += 1
+
+    def flush(self) -> None:
+        """Drop everything, fills in flight included (a link lost, a FLUSHDB)."""
+        with self._lock:
+            self._data.clear()
+            self.flushes += 1
+
+    def stop_serving(self) -> None:
+        """The link is gone: serve nothing, drop everything."""
+        with self._lock:
+            self.serve_until = 0.0
+            self._data.clear()
+            self.flushes += 1
+
+    def fence(self) -> float:
+        """A write with keys unknown here just finished: serve nothing until a PING sent
+        from now on is answered. The barrier's time."""
+        with self._lock:
+            self._barrier = now = self._clock()
+            self.serve_until = 0.0
+        return now
+
+    def confirm(self, sent_at: float) -> None:
+        """The answer to a PING sent at ``sent_at`` arrived, after every invalidation
+        Redis sent before it (the link applied them in order)."""
+        with self._lock:
+            if sent_at >= self._barrier:
+                self.serve_until = max(self.serve_until, sent_at + self.max_stale)
+
+    def serving(self) -> bool:
+        return self._clock() < self.serve_until
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def check_near_backend(backend: Any) -> Any:
+    """The redis-py client a near layer listens with (the sync Redis backend's)."""
+    clients = getattr(backend, "clients", None)
+    if clients is None or getattr(backend, "local", True):
+        raise ConfigurationError(
+            "near=... needs a Redis backend (a URL redis://, rediss://, unix:// or a "
+            f"redis-py client), not {type(backend).__qualname__}"
+        )
+    return clients

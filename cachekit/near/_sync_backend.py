@@ -1,0 +1,206 @@
+"""The near cache as a backend wrapper, for sync callers.
+
+GENERATED from ``cachekit/near/_async_backend.py`` by
+``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
+
+:class:`NearBackend` implements the backend contract (cachekit.backends.base) around
+a Redis backend and passes its capabilities through: reads are served from the L1 of
+:class:`~cachekit.near._layer.NearLayer` while it may serve them, misses fill it (one
+round trip: ``GET`` and ``PTTL``, so an L1 entry dies when its Redis key does); every
+write drops the keys it names from the L1 once it ran (a script's or a batch's arguments
+included: tags, leases, revokes), and a write whose keys are not known here
+(``delete_pattern``, ``clear``) fences the L1 until the link has caught up. What other
+processes (and scripts) change reaches the L1 through the invalidation link.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .._sentinel import MISSING
+from ..backends import base
+from ._layer import NearLayer, RecordingBatch, key_like, ttl_left
+
+__all__ = ["NearBackend", "NearScripts"]
+
+
+def _get_ttl(key: str, batch: base.CommandBatch) -> None:
+    batch.get(key)
+    batch.pttl(key)
+
+
+class NearScripts:
+    """The inner backend's scripts and batches; the keys they name leave the L1 after."""
+
+    def __init__(self, inner: base.Scripts, layer: NearLayer) -> None:
+        self._inner = inner
+        self._store = layer.store
+
+    def run(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        try:
+            return self._inner.run(script, keys, args)
+        finally:
+            self._store.invalidate(key_like(keys))
+
+    def load(self, script: str) -> None:
+        self._inner.load(script)
+
+    def batch(self, fill: Callable[[base.CommandBatch], None]) -> list[Any]:
+        keys: list[Any] = []
+
+        def recorded(batch: base.CommandBatch) -> None:
+            fill(RecordingBatch(batch, keys))
+
+        try:
+            return self._inner.batch(recorded)
+        finally:
+            self._store.invalidate(keys)
+
+
+class NearBackend:
+    local = False
+
+    def __init__(self, inner: Any, layer: NearLayer) -> None:
+        self.inner = inner
+        self.layer = layer
+        self.translate_error = inner.translate_error
+        self._store = layer.store
+        scripts = inner.scripts()
+        self._inner_scripts: base.Scripts = scripts
+        self._scripts = NearScripts(scripts, layer)
+
+    # -- capabilities (cachekit.backends.base): the inner backend's, scripts wrapped ----
+    def scripts(self) -> NearScripts:
+        return self._scripts
+
+    def wakeups(self) -> Any:
+        return self.inner.wakeups()
+
+    def streams(self) -> Any:
+        return self.inner.streams()
+
+    def scan(self) -> Any:
+        return self.inner.scan()
+
+    def stats(self) -> dict[str, Any]:
+        return self.layer.stats()
+
+    def decoding_reader(self, loads_meta: Callable[[Any, str], Any]) -> Callable[[str], Any]:
+        return self._store.reader(loads_meta)
+
+    # -- reads ------------------------------------------------------------------------
+    def get(self, key: str) -> Any:
+        store = self._store
+        stored = store.lookup(key)
+        if stored is not MISSING:
+            return stored
+        if not self.layer.tracked(key):
+            return self.inner.get(key)
+        self.layer.started()
+        token = store.begin(key)
+        try:
+            value, millis = self._inner_scripts.batch(functools.partial(_get_ttl, key))
+        except BaseException:
+            store.abandon(key, token)
+            raise
+        stored = MISSING if value is None else value
+        store.finish(key, token, stored, ttl_left(millis))
+        return stored
+
+    def get_many(self, keys: Sequence[str]) -> list[Any]:
+        store, layer = self._store, self.layer
+        found = [store.lookup(key) for key in keys]
+        missed = [i for i, value in enumerate(found) if value is MISSING]
+        wanted = [i for i in missed if layer.tracked(keys[i])]
+        others = [i for i in missed if not layer.tracked(keys[i])]
+        if wanted:
+            layer.started()
+            names = [keys[i] for i in wanted]
+            tokens = [store.begin(key) for key in names]
+
+            def fill(batch: base.CommandBatch) -> None:
+                batch.mget(names)
+                for name in names:
+                    batch.pttl(name)
+
+            try:
+                values, *ttls = self._inner_scripts.batch(fill)
+            except BaseException:
+                for key, token in zip(names, tokens):
+                    store.abandon(key, token)
+                raise
+            for i, key, token, value, millis in zip(wanted, names, tokens, values, ttls):
+                found[i] = MISSING if value is None else value
+                store.finish(key, token, found[i], ttl_left(millis))
+        if others:
+            values = self.inner.get_many([keys[i] for i in others])
+            for i, value in zip(others, values):
+                found[i] = value
+        return found
+
+    def exists(self, key: str) -> bool:
+        return bool(self.inner.exists(key))
+
+    def ttl(self, key: str) -> Any:
+        return self.inner.ttl(key)
+
+    # -- writes: the keys named leave the L1 once the write ran (or failed) --------------
+    def set(self, key: str, value: Any, ttl: float | None) -> bool:
+        try:
+            return bool(self.inner.set(key, value, ttl))
+        finally:
+            self._store.invalidate((key,))
+
+    def add(self, key: str, value: Any, ttl: float | None) -> bool:
+        try:
+            return bool(self.inner.add(key, value, ttl))
+        finally:
+            self._store.invalidate((key,))
+
+    def set_many(self, items: Mapping[str, Any], ttl: float | None) -> None:
+        try:
+            self.inner.set_many(items, ttl)
+        finally:
+            self._store.invalidate(list(items))
+
+    def delete(self, key: str) -> bool:
+        try:
+            return bool(self.inner.delete(key))
+        finally:
+            self._store.invalidate((key,))
+
+    def delete_many(self, keys: Sequence[str]) -> int:
+        try:
+            return int(self.inner.delete_many(keys))
+        finally:
+            self._store.invalidate(keys)
+
+    def expire(self, key: str, ttl: float | None) -> bool:
+        try:
+            return bool(self.inner.expire(key, ttl))
+        finally:
+            self._store.invalidate((key,))
+
+    def incr(self, key: str, delta: int, ttl: float | None) -> int:
+        try:
+            return int(self.inner.incr(key, delta, ttl))
+        finally:
+            self._store.invalidate((key,))
+
+    def delete_pattern(self, pattern: str) -> int:
+        try:
+            return int(self.inner.delete_pattern(pattern))
+        finally:
+            self.layer.fence()
+
+    def ping(self) -> bool:
+        return bool(self.inner.ping())
+
+    def lock(self, key: str, ttl: float) -> Any:
+        return self.inner.lock(key, ttl)
+
+    def close(self) -> None:
+        self.layer.close()
+        self.inner.close()

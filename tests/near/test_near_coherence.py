@@ -1,0 +1,491 @@
+"""The near cache's coherence rules, each against a real redis-server.
+
+Two ``Cache`` objects are two near layers (two L1s, two invalidation links): what one
+writes, the other must stop serving; tests that need a second process start one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from conftest import unique_prefix
+
+from cachekit import MISSING, Cache, ConfigurationError
+from cachekit.near import NearBackend, NearOptions, near_option
+from cachekit.near._layer import NearLayer
+from cachekit.near._store import NearStore
+from cachekit.testing.servers import RedisServer
+
+
+def layer_of(cache: Cache) -> NearLayer:
+    backend = cache._backend
+    assert isinstance(backend, NearBackend)
+    return backend.layer
+
+
+def caught_up(*caches: Cache) -> None:
+    """Every invalidation sent so far has reached these caches' L1s."""
+    for cache in caches:
+        assert layer_of(cache).link.caught_up(5.0), "the invalidation link did not answer"
+
+
+def in_l1(cache: Cache, key: str) -> bool:
+    return layer_of(cache).store.lookup(cache.make_key(key)) is not MISSING
+
+
+@pytest.fixture
+def pair(redis_server: RedisServer) -> Iterator[tuple[Cache, Cache]]:
+    prefix = unique_prefix()
+    a = Cache(redis_server.url, prefix=prefix, near=True)
+    b = Cache(redis_server.url, prefix=prefix, near=True)
+    yield a, b
+    a.clear()
+    a.close()
+    b.close()
+
+
+def warm(cache: Cache, key: str) -> Any:
+    """Read ``key`` until it is served from the L1 (a fill right after a write can be
+    dropped by that write's own invalidation arriving: then the next read fills again)."""
+    caught_up(cache)
+    value = cache.get(key)
+    caught_up(cache)
+    value = cache.get(key)
+    assert in_l1(cache, key)
+    return value
+
+
+# -- configuration ---------------------------------------------------------------------
+def test_near_needs_redis() -> None:
+    with pytest.raises(ConfigurationError, match="near"):
+        Cache("memory://", near=True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"max_entries": 0}, {"max_stale": 0}, {"max_stale": "1"}, {"size": 3}, "yes", 3],
+)
+def test_bad_near_options_are_refused(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="near"):
+        Cache("redis://127.0.0.1:1/0", near=value)
+
+
+def test_near_options_forms(redis_url: str) -> None:
+    assert near_option(True) == NearOptions()
+    assert near_option(False) is None
+    cache = Cache(redis_url + "?near=true")
+    assert isinstance(cache._backend, NearBackend)
+    cache = Cache(redis_url, near={"max_entries": 5, "max_stale": 0.5})
+    assert layer_of(cache).options == NearOptions(5, 0.5)
+    assert not isinstance(Cache(redis_url)._backend, NearBackend)
+
+
+# -- serving ---------------------------------------------------------------------------
+def test_hits_are_served_from_the_l1(pair: tuple[Cache, Cache]) -> None:
+    a, _ = pair
+    a.set("k", {"v": 1})
+    assert warm(a, "k") == {"v": 1}
+    calls = 0
+    inner_get = a._backend.inner.get
+
+    def counting(key: str) -> Any:
+        nonlocal calls
+        calls += 1
+        return inner_get(key)
+
+    a._backend.inner.get = counting  # type: ignore[method-assign]
+    assert [a.get("k") for _ in range(50)] == [{"v": 1}] * 50
+    assert calls == 0
+    assert a._reader is not None  # the @cached fast path reads the L1
+
+
+def test_cached_function_hits_the_l1_without_redis(pair: tuple[Cache, Cache]) -> None:
+    a, b = pair
+    calls: list[int] = []
+
+    @a.cached(ttl=60, name="f")
+    def f(x: int) -> dict[str, int]:
+        calls.append(x)
+        return {"x": x, "n": len(calls)}
+
+    @b.cached(ttl=60, name="f")
+    def g(x: int) -> dict[str, int]:
+        calls.append(-x)
+        return {"x": x, "n": -len(calls)}
+
+    first = f(1)
+    caught_up(a)
+    assert f(1) == first
+    caught_up(a)
+    batch = a._backend.inner.scripts()
+    before = a.stats()["hits"]
+    for _ in range(20):
+        assert f(1) == first
+    assert a.stats()["hits"] - before == 20
+    assert calls == [1]
+    assert batch is a._backend.inner.scripts()
+    assert g(1) == first  # b reads a's entry from Redis
+    g.invalidate(1)  # b's invalidation reaches a's L1
+    caught_up(a)
+    assert f(1)["n"] == 2
+
+
+def test_entries_die_with_their_redis_ttl(pair: tuple[Cache, Cache]) -> None:
+    a, _ = pair
+    a.set("short", 1, ttl=0.4)
+    warm(a, "short")
+    key = a.make_key("short")
+    entry = layer_of(a).store._data[key]
+    assert entry.deadline - time.monotonic() <= 0.4  # type: ignore[union-attr]
+    layer_of(a).store._clock = lambda: time.monotonic() + 0.5  # past the TTL
+    assert layer_of(a).store.lookup(key) is MISSING
+
+
+# -- other processes' writes -------------------------------------------------------------
+def test_another_cache_write_invalidates(pair: tuple[Cache, Cache]) -> None:
+    a, b = pair
+    a.set("k", 1)
+    warm(a, "k")
+    b.set("k", 2)
+    caught_up(a)
+    assert not in_l1(a, "k")
+    assert a.get("k") == 2
+    b.delete("k")
+    caught_up(a)
+    assert a.get("k") is None
+
+
+def test_every_write_path_of_another_cache_invalidates(pair: tuple[Cache, Cache]) -> None:
+    a, b = pair
+    writes = [
+        lambda: b.set("k", 2),
+        lambda: b.set_many({"k": 3}),
+        lambda: b.delete_many(["k"]),
+        lambda: b.incr("k", 5),
+        lambda: b.expire("k", 100),
+        lambda: b.delete_pattern("k*"),
+        lambda: b.clear(),
+        lambda: redis.Redis.from_url(b.url).flushdb(),
+    ]
+    for write in writes:
+        a.set("k", 1)
+        warm(a, "k")
+        write()
+        caught_up(a)
+        assert not in_l1(a, "k"), write
+
+
+def test_lua_scripts_and_tags_invalidate(pair: tuple[Cache, Cache]) -> None:
+    a, b = pair
+
+    @a.cached(ttl=60, tags=["users"], name="tagged")
+    def f(x: int) -> int:
+        return x * 10
+
+    assert f(1) == 10
+    caught_up(a)
+    assert f(1) == 10
+    key = a.make_key(f.key(1))
+    assert layer_of(a).store.lookup(key) is not MISSING
+    b.invalidate_tags("users")  # a script and a batch run by b: seen through tracking
+    caught_up(a)
+    assert layer_of(a).store.lookup(key) is MISSING
+
+
+def test_a_second_process_sees_writes(redis_server: RedisServer) -> None:
+    """A process that starts mid-stream (after entries exist) serves the newest value,
+    and keeps up with writes made after it started."""
+    prefix = unique_prefix()
+    cache = Cache(redis_server.url, prefix=prefix, near=True)
+    cache.set("k", "before")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, redis_server.url, prefix],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "before"  # read, then served from its L1
+        for n in range(5):
+            cache.set("k", f"v{n}")
+            child.stdin.write("read\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == f"v{n}"
+    finally:
+        child.stdin.close()
+        child.wait(10)
+        child.stdout.close()
+        cache.clear()
+        cache.close()
+    assert child.returncode == 0
+
+
+_CHILD = """
+import sys
+from cachekit import Cache
+cache = Cache(sys.argv[1], prefix=sys.argv[2], near=True)
+layer = cache._backend.layer
+layer.link.caught_up(5.0)
+cache.get("k"); layer.link.caught_up(5.0)
+assert layer.store.lookup(cache.make_key("k")) is not None
+print(cache.get("k"), flush=True)
+for line in sys.stdin:
+    # the parent's write returned before it asked: once caught up, no L1 entry is older
+    assert layer.link.caught_up(5.0)
+    print(cache.get("k"), flush=True)
+"""
+
+
+def _forked_reader(cache: Cache, queue: Any) -> None:
+    caught_up(cache)
+    queue.put(cache.get("k"))
+
+
+def test_a_forked_child_does_not_serve_the_parents_l1(pair: tuple[Cache, Cache]) -> None:
+    a, b = pair
+    a.set("k", "old")
+    warm(a, "k")
+    b.set("k", "new")  # the parent's link would apply it: the child has no such link yet
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_forked_reader, args=(a, queue))
+    child.start()
+    assert queue.get(timeout=10) == "new"
+    child.join(10)
+
+
+# -- our own writes ----------------------------------------------------------------------
+def test_own_writes_are_read_at_once(pair: tuple[Cache, Cache]) -> None:
+    """Read your writes: no wait for the link, for every write path naming its keys."""
+    a, _ = pair
+    writes: list[tuple[Any, Any]] = [
+        (lambda: a.set("k", 2), 2),
+        (lambda: a.set_many({"k": 3}), 3),
+        (lambda: a.delete("k"), None),
+        (lambda: a.delete_many(["k"]), None),
+        (lambda: a.incr("k", 7), 8),
+        (lambda: a.delete_pattern("*"), None),
+        (lambda: a.clear(), None),
+    ]
+    for write, expected in writes:
+        a.set("k", 1)
+        warm(a, "k")
+        write()
+        assert a.get("k") == expected, write
+
+
+def test_own_tag_invalidation_is_read_at_once(pair: tuple[Cache, Cache]) -> None:
+    a, _ = pair
+    source = {"v": 1}
+
+    @a.cached(ttl=60, tags=["t"], name="own_tagged")
+    def f() -> int:
+        return source["v"]
+
+    assert f() == 1
+    caught_up(a)
+    assert f() == 1
+    source["v"] = 2
+    a.invalidate_tags("t")
+    assert f() == 2
+    source["v"] = 3
+    f.invalidate()
+    assert f() == 3
+
+
+# -- the race: an invalidation before the reply it invalidates ---------------------------
+def test_store_never_keeps_a_fill_invalidated_in_flight() -> None:
+    store = NearStore(NearOptions())
+    token = store.begin("k")
+    store.invalidate([b"k"])
+    store.finish("k", token, b"stale", None)
+    assert "k" not in store._data
+    token = store.begin("k")
+    store.flush()
+    store.finish("k", token, b"stale", None)
+    assert "k" not in store._data
+    token = store.begin("k")
+    store.finish("k", token, b"fresh", None)
+    assert store._data["k"].stored == b"fresh"  # type: ignore[union-attr]
+
+
+def test_invalidation_arriving_before_the_reply(pair: tuple[Cache, Cache]) -> None:
+    """a reads k; Redis answers the old value; b overwrites k and a's link applies the
+    invalidation; only then does a's read get its reply: a must not keep it."""
+    a, b = pair
+    a.set("k", "old")
+    caught_up(a)
+    backend = a._backend
+    real_batch = backend._inner_scripts.batch
+
+    def slow_batch(fill: Any) -> Any:
+        reply = real_batch(fill)  # the old value, read from Redis
+        b.set("k", "new")
+        caught_up(a)  # the invalidation of k has been applied to a's L1 by now
+        return reply
+
+    backend._inner_scripts.batch = slow_batch  # type: ignore[method-assign]
+    assert a.get("k") == "old"  # what Redis answered when asked
+    backend._inner_scripts.batch = real_batch  # type: ignore[method-assign]
+    assert not in_l1(a, "k")
+    assert a.get("k") == "new"
+
+
+# -- the link dropping, Redis restarting or freezing ------------------------------------
+@pytest.fixture
+def private_pair(private_redis: RedisServer) -> Iterator[tuple[Cache, Cache, RedisServer]]:
+    prefix = unique_prefix()
+    a = Cache(private_redis.url, prefix=prefix, near={"max_stale": 0.5}, timeout=0.2)
+    b = Cache(private_redis.url, prefix=prefix, timeout=0.2)
+    yield a, b, private_redis
+    a.close()
+    b.close()
+
+
+def _kill_link(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    return int(client.client_kill_filter(_type="pubsub"))
+
+
+def test_link_cut_flushes_and_writes_meanwhile_are_seen(
+    private_pair: tuple[Cache, Cache, RedisServer],
+) -> None:
+    a, b, server = private_pair
+    a.set("k", 1)
+    warm(a, "k")
+    link = layer_of(a).link
+    connects = link.connects
+    assert _kill_link(server.url) == 1
+    b.set("k", 2)  # while a's link is gone: this invalidation never reaches a
+    assert a.get("k") == 2  # the L1 was flushed when the link dropped, or is not served
+    caught_up(a)  # reconnected (and flushed again) by now
+    assert link.connects == connects + 1
+    assert a.get("k") == 2
+
+
+def test_redis_restart_never_serves_the_old_l1(
+    private_pair: tuple[Cache, Cache, RedisServer],
+) -> None:
+    a, _, server = private_pair
+    a.set("k", "before restart")
+    warm(a, "k")
+    server.restart()  # no persistence: the new server is empty
+    assert a.get("k") is None
+    caught_up(a)
+    a.set("k", "after")
+    assert warm(a, "k") == "after"
+
+
+def test_frozen_redis_l1_stops_within_max_stale(
+    private_pair: tuple[Cache, Cache, RedisServer],
+) -> None:
+    """A link that goes silent (frozen server: no error, no invalidations) stops the L1
+    by itself, max_stale after its last confirmation."""
+    a, _, server = private_pair
+    a.set("k", 1)
+    warm(a, "k")
+    store = layer_of(a).store
+    server.freeze()
+    try:
+        frozen_at = time.monotonic()
+        assert store.serve_until <= frozen_at + 0.5 + 0.01
+        served = 0
+        while store.serving():
+            assert time.monotonic() < frozen_at + 0.5 + 0.05
+            served += a.get("k") == 1  # from the L1 while it may (Redis cannot answer)
+        assert served > 0
+        assert a.get("k") is None  # not from the L1; Redis is frozen: a fail-open miss
+    finally:
+        server.thaw()
+    caught_up(a)  # the link comes back by itself
+    assert store.serving()
+
+
+# -- keys outside the namespace, async -------------------------------------------------
+def test_keys_outside_the_tracked_namespace_bypass_the_l1(pair: tuple[Cache, Cache]) -> None:
+    a, _ = pair
+    other = a.with_options(prefix=unique_prefix())
+    other.set("k", 1)
+    assert other.get("k") == 1
+    caught_up(a)
+    assert other.get("k") == 1
+    assert layer_of(a).store.lookup(other.make_key("k")) is MISSING
+    other.clear()
+
+
+async def test_async_coherence(pair: tuple[Cache, Cache]) -> None:
+    a, b = pair
+    await a.aset("k", 1)
+    caught_up(a)
+    assert await a.aget("k") == 1
+    caught_up(a)
+    assert in_l1(a, "k")
+    await b.aset("k", 2)
+    await asyncio.to_thread(caught_up, a)
+    assert await a.aget("k") == 2
+    await a.aset("k", 3)  # our own write: at once
+    assert await a.aget("k") == 3
+    assert await a.aget_many(["k", "nope"]) == {"k": 3}
+
+    calls: list[int] = []
+
+    @a.cached(ttl=60, name="af")
+    async def f(x: int) -> int:
+        calls.append(x)
+        return x + len(calls)
+
+    assert await f(1) == 2
+    caught_up(a)
+    assert await f(1) == 2
+    caught_up(a)
+    assert await f(1) == 2
+    assert calls == [1]
+    await f.ainvalidate(1)
+    assert await f(1) == 3
+
+
+def test_get_many_fills_and_serves(pair: tuple[Cache, Cache]) -> None:
+    a, b = pair
+    a.set_many({"x": 1, "y": 2})
+    caught_up(a)
+    assert a.get_many(["x", "y", "z"]) == {"x": 1, "y": 2}
+    caught_up(a)
+    assert in_l1(a, "x") and in_l1(a, "y")
+    b.set("y", 20)
+    caught_up(a)
+    assert a.get_many(["x", "y"]) == {"x": 1, "y": 20}
+
+
+def test_threads_share_one_l1(pair: tuple[Cache, Cache]) -> None:
+    a, b = pair
+    a.set("k", 0)
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            value = a.get("k")
+            if not isinstance(value, int):
+                errors.append(repr(value))
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for n in range(1, 50):
+        b.set("k", n)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    caught_up(a)
+    assert a.get("k") == 49
+    assert errors == []
