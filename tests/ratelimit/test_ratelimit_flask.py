@@ -7,10 +7,10 @@ import uuid
 from typing import Any
 
 import pytest
+from cachekit.integrations.flask import FlaskCache
 from flask import Flask, request
 
 from cachekit.exceptions import ConfigurationError
-from cachekit.integrations.flask import FlaskCache
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -91,7 +91,7 @@ def test_app_wide_default_exempt_and_own_limits(url: str) -> None:
 
 
 def test_forwarded_for_needs_a_trusted_proxy(url: str) -> None:
-    app, fcache = make_app(url, default="1/minute")
+    app, _ = make_app(url, default="1/minute")
 
     @app.get("/")
     def index() -> str:
@@ -101,7 +101,7 @@ def test_forwarded_for_needs_a_trusted_proxy(url: str) -> None:
     assert client.get("/", headers={"X-Forwarded-For": "1.1.1.1"}).status_code == 200
     assert client.get("/", headers={"X-Forwarded-For": "2.2.2.2"}).status_code == 429
 
-    app2, fcache2 = make_app(url, default="1/minute", trusted_proxies="127.0.0.1")
+    app2, _ = make_app(url, default="1/minute", trusted_proxies="127.0.0.1")
 
     @app2.get("/")
     def index2() -> str:
