@@ -35,6 +35,11 @@ PAIRS = [
         ROOT / "cachekit" / "ratelimit" / "_async_limiter.py",
         ROOT / "cachekit" / "ratelimit" / "_sync_limiter.py",
     ),
+    # the near cache (engineer C), named by the same convention: goes with the row above
+    (
+        ROOT / "cachekit" / "near" / "_async_backend.py",
+        ROOT / "cachekit" / "near" / "_sync_backend.py",
+    ),
 ]
 
 SUBS: dict[str, str] = {
@@ -203,6 +208,12 @@ SUBS: dict[str, str] = {
     "_adecide": "_decide",
     "This file is the source: ``cachekit/ratelimit/_sync_limiter.py``": (
         "GENERATED from ``cachekit/ratelimit/_async_limiter.py``"
+    ),
+    # the near cache (cachekit/near/_async_backend.py; see PAIRS)
+    "AsyncNearBackend": "NearBackend",
+    "AsyncNearScripts": "NearScripts",
+    "This file is the source: ``cachekit/near/_sync_backend.py``": (
+        "GENERATED from ``cachekit/near/_async_backend.py``"
     ),
 }
 
