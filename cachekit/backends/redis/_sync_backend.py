@@ -169,7 +169,8 @@ class _SyncBatch:
 
     def script(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> None:
         self.scripts.append(script)
-        self._pipe.evalsha(script_sha(script), len(keys), *keys, *args)
+        # by command: a sync cluster pipeline refuses evalsha() (it routes EVALSHA by keys)
+        self._pipe.execute_command("EVALSHA", script_sha(script), len(keys), *keys, *args)
         self._sizes.append(1)
 
     def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> None:

@@ -1,0 +1,225 @@
+"""Every feature's main flow on a 3-primary Redis Cluster and behind Sentinel, sync and
+async, with ``on_error="raise"`` (a CROSSSLOT or any other backend error fails the test
+instead of failing open) and no warning logged by cachekit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cachekit import Cache
+from cachekit.exceptions import LockError
+from cachekit.testing.servers import ClusterServers, SentinelServers
+
+
+@pytest.fixture(params=["cluster", "sentinel"])
+def url(request: pytest.FixtureRequest) -> str:
+    servers: ClusterServers | SentinelServers = request.getfixturevalue(
+        "redis_cluster" if request.param == "cluster" else "redis_sentinel"
+    )
+    return servers.url
+
+
+@pytest.fixture
+def cache(url: str, caplog: pytest.LogCaptureFixture) -> Iterator[Cache]:
+    cache = Cache(url, prefix=f"f{uuid.uuid4().hex[:10]}", on_error="raise")
+    with caplog.at_level(logging.WARNING, logger="cachekit"):
+        yield cache
+    cache.clear()
+    cache.close()
+    problems = [r.getMessage() for r in caplog.records if r.name.startswith("cachekit")]
+    assert problems == []
+
+
+def test_many_keys_across_slots(cache: Cache) -> None:
+    items = {f"user:{i}": {"id": i} for i in range(200)}  # spread over every primary
+    assert cache.set_many(items, ttl=60)
+    assert cache.get_many(list(items)) == items
+    assert cache.delete_many([f"user:{i}" for i in range(0, 200, 2)] + ["absent"]) == 100
+    odd_ones = [i for i in range(1, 200, 2) if str(i).startswith("1")]
+    assert cache.delete_pattern("user:1*") == len(odd_ones)
+    left = cache.get_many(list(items))
+    assert set(left) == {f"user:{i}" for i in range(1, 200, 2) if not str(i).startswith("1")}
+    assert cache.clear() == len(left)
+    assert cache.get_many(list(items)) == {}
+
+
+def test_cached_miss_then_hit_and_invalidate(cache: Cache) -> None:
+    calls: list[int] = []
+
+    @cache.cached(ttl=60, key="user:{user_id}")
+    def user(user_id: int) -> dict[str, int]:
+        calls.append(user_id)
+        return {"id": user_id}
+
+    assert [user(i) for i in range(20)] == [{"id": i} for i in range(20)]
+    assert [user(i) for i in range(20)] == [{"id": i} for i in range(20)]
+    assert calls == list(range(20))
+    assert user.invalidate(3) is True
+    assert user(3) == {"id": 3}
+    assert calls[-1] == 3 and len(calls) == 21
+
+
+def test_tags_spanning_slots_invalidate(cache: Cache) -> None:
+    for i in range(50):
+        cache.set(f"item:{i}", i, tags=("items", f"group:{i % 3}"))
+    cache.set("other", 1, tags=("others",))
+    assert cache.invalidate_tags("group:1") == len(range(1, 50, 3))
+    assert cache.get("item:1") is None and cache.get("item:0") == 0
+    assert cache.invalidate_tags("items") == 50 - len(range(1, 50, 3))
+    assert cache.get_many([f"item:{i}" for i in range(50)]) == {}
+    assert cache.get("other") == 1
+
+    calls: list[int] = []
+
+    @cache.cached(ttl=60, key="product:{pid}", tags=("products",))
+    def product(pid: int) -> int:
+        calls.append(pid)
+        return pid * 10
+
+    assert [product(i) for i in range(10)] == [i * 10 for i in range(10)]
+    assert cache.invalidate_tags("products") == 10
+    assert product(4) == 40
+    assert calls == [*range(10), 4]
+
+
+def test_invalidates_and_write_through(cache: Cache) -> None:
+    rows = {1: "one", 2: "two"}
+    users = cache.write_through(key="user:{}", load=rows.get, store=rows.__setitem__)
+    assert users.get(1) == "one"
+    users.set(1, "uno")
+    assert rows[1] == "uno" and users.get(1) == "uno"
+
+    @cache.invalidates(key="user:{user_id}")
+    def delete_user(user_id: int) -> None:
+        rows.pop(user_id)
+
+    delete_user(1)
+    assert cache.get("user:1") is None
+
+
+def test_lock_excludes_and_expires(cache: Cache) -> None:
+    with cache.lock("order:1", ttl=10, timeout=1):
+        got: list[bool] = []
+        other = threading.Thread(
+            target=lambda: got.append(cache.lock("order:1", ttl=10).acquire(blocking=False))
+        )
+        other.start()
+        other.join()
+        assert got == [False]
+    lock = cache.lock("order:1", ttl=10)
+    assert lock.acquire(blocking=False)
+    lock.release()
+    with pytest.raises(LockError):
+        lock.release()
+
+
+def test_get_or_set_with_lock_computes_once(cache: Cache, url: str) -> None:
+    # another "process": its own Cache and clients, coordinated through Redis only
+    other = Cache(url, prefix=cache.prefix, on_error="raise")
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+    results: list[Any] = []
+
+    def load() -> str:
+        calls.append(1)
+        started.set()
+        assert release.wait(10)
+        return "computed"
+
+    leader = threading.Thread(
+        target=lambda: results.append(cache.get_or_set("hot", load, ttl=60, lock=True))
+    )
+    leader.start()
+    assert started.wait(10)
+    waiters = [
+        threading.Thread(
+            target=lambda c=c: results.append(c.get_or_set("hot", load, ttl=60, lock=True))
+        )
+        for c in (cache, other, other, cache)
+    ]
+    for waiter in waiters:
+        waiter.start()
+    release.set()
+    for thread in (leader, *waiters):
+        thread.join(10)
+    assert results == ["computed"] * 5
+    assert calls == [1]
+    other.close()
+
+
+def test_stale_while_revalidate_and_early_refresh(cache: Cache) -> None:
+    calls: list[int] = []
+
+    @cache.cached(ttl=60, stale_ttl=30, early_refresh=True)
+    def value() -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert value() == 1
+    assert value() == 1  # a hit through the entry's metadata (logical expiry, delta)
+    assert len(calls) == 1
+    assert value.refresh() == 2  # recompute and store now
+    assert value() == 2
+    assert len(calls) == 2
+
+
+def test_write_behind_flushes(cache: Cache) -> None:
+    stored: dict[Any, Any] = {}
+    lock = threading.Lock()
+
+    def store_many(batch: dict[Any, Any]) -> None:
+        with lock:
+            stored.update(batch)
+
+    users = cache.write_behind(key="user:{}", store_many=store_many, batch_size=20)
+    for i in range(100):
+        users.set(i, {"id": i})
+    users.flush(timeout=20)
+    assert stored == {i: {"id": i} for i in range(100)}
+    assert users.get(7) == {"id": 7}
+    assert users.dead_letters() == []
+    users.close()
+
+
+def test_async_flows(cache: Cache) -> None:
+    calls: list[int] = []
+
+    @cache.cached(ttl=60, key="a:{x}", tags=("as",))
+    async def double(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(0)
+        return 2 * x
+
+    async def scenario() -> None:
+        assert [await double(i) for i in range(10)] == [2 * i for i in range(10)]
+        assert [await double(i) for i in range(10)] == [2 * i for i in range(10)]
+        assert calls == list(range(10))
+        assert await cache.ainvalidate_tags("as") == 10
+        await cache.aset_many({f"m{i}": i for i in range(30)})
+        assert await cache.aget_many([f"m{i}" for i in range(30)]) == {
+            f"m{i}": i for i in range(30)
+        }
+        assert await cache.adelete_pattern("m1*") == 11
+        async with cache.lock("alock", ttl=5):
+            assert not await cache.lock("alock", ttl=5).aacquire(blocking=False)
+
+        loads: list[int] = []
+
+        async def load() -> str:
+            loads.append(1)
+            await asyncio.sleep(0.05)
+            return "v"
+
+        got = await asyncio.gather(
+            *(cache.aget_or_set("g", load, ttl=60, lock=True) for _ in range(5))
+        )
+        assert got == ["v"] * 5 and loads == [1]
+
+    asyncio.run(scenario())
