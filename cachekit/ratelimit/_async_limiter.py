@@ -56,7 +56,7 @@ class AsyncRateLimiterOps(LimiterCore):
         if scripts is None:
             raise self._no_scripts("async")
         try:
-            reply = await scripts.run(self._script, [key], self.rule.args(cost, int(record)))
+            reply = await scripts.run(self._script, [key], self._args(cost, record))
         except Exception as exc:
             return self._failed(exc, key, cost, record)
         return self._reply(reply)

@@ -9,7 +9,7 @@ from .._keys import internal_head, normalize_key
 from ..backends import base
 from ..exceptions import BackendError, ConfigurationError
 from ._local import LocalBuckets, buckets_of
-from .rules import Decision, Rate, Rule, decision
+from .rules import US, Decision, Rate, Rule
 
 if TYPE_CHECKING:
     from .._cache import Cache
@@ -69,6 +69,8 @@ class LimiterCore:
         head = internal_head(cache.namespace.text, "rl")
         self._head = f"{head}{self.rule.algorithm}:{{{_part(name)}:"
         self._script = self.rule.script()
+        self._params = self.rule.args(1, 1)[2:]  # the script's ARGV after cost and record
+        self._limit = self.rule.limit
         self._buckets: LocalBuckets | None = buckets_of(cache._backend) if cache._is_local else None
         self._scripts: base.Scripts | None = cache._scripts
         self._ascripts: base.AsyncScripts | None = cache._ascripts
@@ -94,9 +96,12 @@ class LimiterCore:
         assert self._buckets is not None
         return self._buckets.decide(key, cost, record, self.rule)
 
+    def _args(self, cost: int, record: bool) -> list[int]:
+        return [cost, 1 if record else 0, *self._params]
+
     def _reply(self, reply: Any) -> Decision:
         allowed, remaining, reset, retry = reply
-        return decision(self.rule, allowed, remaining, reset, retry)
+        return Decision(allowed == 1, self._limit, remaining, reset / US, retry / US)
 
     def _unavailable(self, key: str, cost: int, record: bool) -> Decision:
         """Redis cannot be asked: ``on_error`` decides, at once."""

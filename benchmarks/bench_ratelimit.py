@@ -1,0 +1,240 @@
+"""Rate-limit decisions: cachekit's limiter beside one raw EVALSHA round trip and `limits`.
+
+    taskset -c 1 python benchmarks/bench_ratelimit.py [--rounds 15] [--target 0.1] [--quick]
+
+Starts its own redis-server on a free port (pinned with this process to one CPU: the
+client and the server share it, as in the other benchmarks). Every contender decides on
+one identity whose allowance is never exhausted (the admitted path, which is the common
+one; a refusal costs the same script). Sections:
+
+- ``redis-sync``: the floor is redis-py's ``evalsha`` of cachekit's own GCRA script (one
+  raw round trip of the same Lua); beside it ``EVALSHA "return 1"`` (the round trip with
+  no work), cachekit's ``limiter.hit()`` for each algorithm, and `limits` (moving window,
+  sliding-window counter, fixed window) on its RedisStorage. Commands per decision are
+  counted by the server.
+- ``redis-async``: ``await limiter.ahit()`` vs redis-py asyncio's ``evalsha``.
+- ``memory``: cachekit's in-process limiter vs `limits`' MemoryStorage.
+- ``asgi``: a Starlette app called directly (no HTTP server, no client) with and without
+  ``RateLimitMiddleware`` on Redis: what the middleware adds per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import logging
+import time
+import warnings
+from typing import Any
+
+import redis
+import redis.asyncio
+from _util import (
+    Contender,
+    RedisProcess,
+    ameasure,
+    async_loop,
+    default_cpu,
+    machine_line,
+    measure,
+    pin,
+    sync_loop,
+    table,
+)
+
+from cachekit import Cache
+from cachekit.ratelimit.rules import Rule
+
+SECTIONS = ("redis-sync", "redis-async", "memory", "asgi")
+RATE = "100000000/hour"  # never exhausted while the benchmark runs
+TARGET = (
+    "Target: a decision within 1.10x of one raw EVALSHA round trip of the same script, and "
+    "at least the throughput of `limits`."
+)
+
+
+def _limits_contenders(url: str | None) -> list[Contender]:
+    try:
+        from limits import RateLimitItemPerHour, storage, strategies
+    except ImportError:
+        return []
+    item = RateLimitItemPerHour(100_000_000)
+    store: Any = storage.RedisStorage(url) if url else storage.MemoryStorage()
+    rows = []
+    for label, strategy in (
+        ("limits moving window", strategies.MovingWindowRateLimiter),
+        ("limits sliding window counter", strategies.SlidingWindowCounterRateLimiter),
+        ("limits fixed window", strategies.FixedWindowRateLimiter),
+    ):
+        limiter = strategy(store)
+        key = f"bench-{time.time_ns()}"
+        if label == "limits moving window":
+            # its state is one list entry per hit (up to the limit): a smaller limit keeps
+            # the list bounded without ever refusing within a round
+            item = RateLimitItemPerHour(100_000)
+            counter = itertools.count()
+
+            def hit(
+                limiter: Any = limiter, item: Any = item, key: str = key, counter: Any = counter
+            ) -> None:
+                # a fresh key every 50 000 hits, so the list stays below the limit
+                limiter.hit(item, f"{key}-{next(counter) // 50_000}")
+
+            rows.append(Contender(label, sync_loop(hit)))
+        else:
+            rows.append(Contender(label, sync_loop(limiter.hit, item, key)))
+    return rows
+
+
+def redis_sync(server: RedisProcess) -> list[Contender]:
+    client = redis.Redis.from_url(server.url)
+    cache = Cache(server.url, prefix=f"bench{time.time_ns()}")
+    gcra = cache.rate_limiter("bench", rate=RATE)
+    key = gcra.key("user:1")
+    script = gcra.rule.script()
+    sha = client.script_load(script)
+    noop = client.script_load("return 1")
+    args = gcra.rule.args(1, 1)
+    rows = [
+        Contender(
+            "redis-py evalsha, the same GCRA script",
+            sync_loop(client.evalsha, sha, 1, key + "raw", *args),
+            floor=True,
+        ),
+        Contender("redis-py evalsha 'return 1'", sync_loop(client.evalsha, noop, 1, key)),
+    ]
+    for algorithm in ("gcra", "sliding", "fixed"):
+        limiter = cache.rate_limiter("bench", rate=RATE, algorithm=algorithm)
+        limiter.hit("user:1")
+        rows.append(
+            Contender(f"cachekit limiter.hit() {algorithm}", sync_loop(limiter.hit, "user:1"))
+        )
+    rows += _limits_contenders(server.url)
+    for c in rows:  # Redis commands per decision
+        before = server.command_calls()
+        c.run(200)
+        c.commands = server.commands_since(before) / 200
+    return rows
+
+
+async def redis_async(server: RedisProcess) -> list[Contender]:
+    client = redis.asyncio.Redis.from_url(server.url)
+    cache = Cache(server.url, prefix=f"bench{time.time_ns()}")
+    limiter = cache.rate_limiter("bench", rate=RATE)
+    await limiter.ahit("user:1")
+    sha = await client.script_load(limiter.rule.script())
+    args = limiter.rule.args(1, 1)
+    return [
+        Contender(
+            "redis-py asyncio evalsha, the same GCRA script",
+            async_loop(client.evalsha, sha, 1, limiter.key("user:1") + "raw", *args),
+            floor=True,
+        ),
+        Contender("cachekit await limiter.ahit() gcra", async_loop(limiter.ahit, "user:1")),
+    ]
+
+
+def memory() -> list[Contender]:
+    cache = Cache("memory://")
+    rows = []
+    for algorithm in ("gcra", "sliding", "fixed"):
+        limiter = cache.rate_limiter("bench", rate=RATE, algorithm=algorithm)
+        rows.append(
+            Contender(
+                f"cachekit memory {algorithm}",
+                sync_loop(limiter.hit, "user:1"),
+                floor=algorithm == "gcra",
+            )
+        )
+    return rows + _limits_contenders(None)
+
+
+def asgi(server: RedisProcess) -> list[Contender]:
+    from cachekit.integrations.starlette import RateLimitMiddleware
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    plain = Starlette(routes=[Route("/", hello)])
+    limited = Starlette(routes=[Route("/", hello)])
+    cache = Cache(server.url, prefix=f"bench{time.time_ns()}")
+    limited.add_middleware(RateLimitMiddleware, cache=cache, rate=RATE)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/", "raw_path": b"/", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"bench")], "client": ("127.0.0.1", 5000), "server": ("bench", 80),
+    }  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    loop = asyncio.new_event_loop()
+
+    def call(app: Any) -> Any:
+        def run(n: int) -> int:
+            async def many() -> None:
+                for _ in range(n):
+                    await app(dict(scope), receive, send)
+
+            start = time.perf_counter_ns()
+            loop.run_until_complete(many())
+            return time.perf_counter_ns() - start
+
+        return run
+
+    return [
+        Contender("Starlette app, no limit", call(plain), floor=True),
+        Contender("cachekit RateLimitMiddleware (Redis)", call(limited)),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu", type=int, default=default_cpu(), help="CPU to pin to (-1: none)")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--target", type=float, default=0.1, help="seconds per contender per round")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 0.05 s")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.target = 3, 0.05
+    only = set(args.only.split(","))
+    warnings.simplefilter("ignore")
+    logging.basicConfig(level=logging.ERROR)
+    pinned = pin(args.cpu)
+    print(f"<!-- {machine_line()}; {pinned}; {args.rounds} rounds x ~{args.target} s -->\n")
+    rule = Rule.make(RATE, None, "gcra")
+    print(f"<!-- rate {RATE} (interval {rule.interval_us} µs), one identity -->\n")
+    with RedisProcess() as server:
+        if "redis-sync" in only:
+            cs = redis_sync(server)
+            measure(cs, args.rounds, args.target)
+            print(table("Redis, sync decision", cs, TARGET, True) + "\n", flush=True)
+        if "redis-async" in only:
+
+            async def run_async() -> list[Contender]:
+                cs = await redis_async(server)
+                await ameasure(cs, args.rounds, args.target)
+                return cs
+
+            cs = asyncio.run(run_async())
+            print(table("Redis, async decision", cs, TARGET) + "\n", flush=True)
+        if "memory" in only:
+            cs = memory()
+            measure(cs, args.rounds, args.target)
+            print(table("Memory backend (in process)", cs) + "\n", flush=True)
+        if "asgi" in only:
+            cs = asgi(server)
+            measure(cs, args.rounds, args.target)
+            print(table("Starlette, one request through the ASGI app", cs) + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
