@@ -28,7 +28,9 @@ lock). When the entry key has a hash tag of its own (``user:{42}``), that tag is
 
 from __future__ import annotations
 
+import binascii
 import enum
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -203,7 +205,27 @@ def companion_key(ns_text: str, kind: str, full_key: str) -> str:
     head = internal_head(ns_text, kind)  # outside the namespace: clear() leaves locks alone
     if tag is not None:
         return f"{head}{{{tag}}}:{full_key[len(ns_text):]}"
-    if "}" not in full_key and "{" not in ns_text:
-        return f"{head}{{{full_key}}}"
-    # A brace but no valid tag: no way to name the same slot; only matters on a cluster.
+    if "{" not in ns_text:
+        if "}" not in full_key:
+            return f"{head}{{{full_key}}}"
+        # a '}' but no valid tag ("a}b", an empty dict argument's "{}"): Redis hashes the
+        # whole key; a short tag of the same slot puts the companion next to it
+        return f"{head}{{{slot_tag(_slot(full_key))}}}:{full_key[len(ns_text):]}"
+    # A brace in the namespace but no valid tag: no way to name the same slot; only
+    # matters on a cluster.
     return head + full_key[len(ns_text) :]
+
+
+def _slot(key: str) -> int:
+    """The Redis Cluster slot of ``key`` as a whole (CRC16/XMODEM mod 16384)."""
+    return binascii.crc_hqx(key.encode("utf-8", "surrogatepass"), 0) % 16384
+
+
+@functools.lru_cache(maxsize=16384)  # one per slot at most
+def slot_tag(slot: int) -> str:
+    """A short hash tag whose keys land in ``slot`` (found by trying numbers in order:
+    about 10 ms the first time a slot is asked for, then cached)."""
+    number = 0
+    while _slot(f"s{number}") != slot:
+        number += 1
+    return f"s{number}"

@@ -223,3 +223,35 @@ def test_async_flows(cache: Cache) -> None:
         assert got == ["v"] * 5 and loads == [1]
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("key", ["a}b", "{}x", "}{", "x{y}z", "{", "{shop}:cart"])
+def test_companion_keys_share_the_entry_slot(key: str) -> None:
+    """A lock, wake-up list or invalidation mark lands in its entry's cluster slot, also
+    for a key with a brace but no valid hash tag (an empty dict argument renders "{}")."""
+    from redis.crc import key_slot
+
+    from cachekit._stampede import companion_key
+
+    for ns in ("p:1:", "shop%3Aeu:v2:"):
+        entry = ns + key
+        for kind in ("lock", "inv", "done:abc"):
+            companion = companion_key(ns, kind, entry)
+            assert companion != entry
+            assert key_slot(companion.encode()) == key_slot(entry.encode()), companion
+
+
+@pytest.mark.parametrize("key", ["a}b", "{}x", "}{", "x{y}z"])
+def test_braces_in_keys_with_lock_and_tags(cache: Cache, key: str) -> None:
+    assert cache.get_or_set(key, lambda: "v", ttl=30, lock=True) == "v"
+    cache.set(key + "t", 1, tags=("t}", "{t"))
+    assert cache.invalidate_tags("t}") == 1
+    with cache.lock(key, ttl=5, timeout=1):
+        pass
+
+    @cache.cached(ttl=30, lock=True)
+    def size(d: dict[str, int]) -> int:
+        return len(d)
+
+    assert size({}) == 0 and size({}) == 0
+    assert cache.delete(key) is True
