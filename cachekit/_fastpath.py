@@ -39,8 +39,10 @@ def memory_hit_wrapper(
     """A wrapper serving hits through the cache's reader and everything else through
     ``general``; or None when this function/cache pair does not qualify."""
     read: Callable[[str], Any] | None = cache._reader
-    if read is None or plan.rules.hit is not None or plan.rules.fresh is not None:
-        return None  # not a store of objects, or hits converted into the return type
+    if read is None or plan.rules.hit is not None:
+        return None  # no in-process store, or hits converted into the return type
+    # (``rules.fresh``, a miss's value round-tripped as a hit returns it, is the general
+    # wrapper's business: a decoding reader, the near cache's L1, returns the decoded hit)
     keys = plan.keys
     if keys.key_func is not None:
         return None  # the user's key function, called once per call: the general path

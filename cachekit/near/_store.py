@@ -9,7 +9,7 @@ One :class:`NearStore` per near layer (shared by the sync and async backends of 
   a value overwritten more than ``max_stale`` ago. A silent link (Redis frozen, a cut
   cable) stops the window by itself; a link that drops flushes the L1 (invalidations may
   have been lost) and serves nothing until it is confirmed again.
-- **Fills.** A miss installs a :class:`Filling` placeholder before it sends its read; an
+- **Fills.** A miss installs a placeholder (a "filling" entry) before it sends its read; an
   invalidation of the key (or a flush) removes it; the reply is stored only if the same
   placeholder is still there. So an invalidation that arrives before the reply it
   invalidates is never undone by storing that (stale) reply.
@@ -35,7 +35,7 @@ from .._codec import Boxed
 from .._sentinel import MISSING
 from ..exceptions import ConfigurationError
 
-__all__ = ["Entry", "Filling", "NearOptions", "NearStore", "near_option"]
+__all__ = ["NearOptions", "NearStore", "near_option"]
 
 _FOREVER = float("inf")
 _UNSET: Any = object()  # an entry not decoded yet
@@ -85,22 +85,16 @@ def parse_near(text: str) -> Any:
     raise ValueError("it must be true or false")
 
 
-class Filling:
-    """A fill in flight for one key (identity is what counts)."""
+# An L1 entry is a list ``[decoded, deadline, stored]``: the stored form (as the backend
+# returned it), when it dies (monotonic), and the decoded value once a reader decoded it
+# (each entry is decoded at most once per process; _UNSET before). A fill in flight is
+# the same shape with deadline -inf, so a read rejects it by its deadline alone; its
+# identity is the fill's token. Lists, not objects: the hit path indexes them.
+DECODED, DEADLINE, STORED = 0, 1, 2
 
-    __slots__ = ()
 
-
-class Entry:
-    """A stored form (as the backend returned it), its deadline, and the decoded value
-    once a reader decoded it (each entry is decoded at most once per process)."""
-
-    __slots__ = ("deadline", "decoded", "stored")
-
-    def __init__(self, stored: Any, deadline: float) -> None:
-        self.stored = stored
-        self.deadline = deadline
-        self.decoded: Any = _UNSET
+def _filling() -> list[Any]:
+    return [_UNSET, -_FOREVER, None]
 
 
 class NearStore:
@@ -108,7 +102,7 @@ class NearStore:
         self.options = options
         self.max_stale = options.max_stale
         self._clock = clock
-        self._data: OrderedDict[str, Entry | Filling] = OrderedDict()
+        self._data: OrderedDict[str, list[Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.serve_until = 0.0  # entries are served while clock() < serve_until
         self._barrier = -_FOREVER  # a confirmation must be of a PING sent after this
@@ -120,16 +114,16 @@ class NearStore:
     def lookup(self, key: str) -> Any:
         """The stored form under ``key`` while the L1 may serve it, else MISSING."""
         entry = self._data.get(key)
-        if type(entry) is not Entry:
+        if entry is None:
             return MISSING
         now = self._clock()
-        if now >= self.serve_until or now >= entry.deadline:
+        if now >= entry[DEADLINE] or now >= self.serve_until:  # a fill's is -inf
             return MISSING
         try:
             self._data.move_to_end(key)
         except KeyError:  # invalidated since the read: it was valid when read
             pass
-        return entry.stored
+        return entry[STORED]
 
     def reader(self, loads_meta: Callable[[Any, str], Any]) -> Callable[[str], Any]:
         """``read(key)``: the decoded value (by the codec's ``loads_meta(stored, key)``,
@@ -141,43 +135,44 @@ class NearStore:
         touch = self._data.move_to_end
         clock = self._clock
         store = self
-        missing, entry_type, unset, boxed = MISSING, Entry, _UNSET, Boxed
+        missing, unset, boxed = MISSING, _UNSET, Boxed
 
         def read(key: str) -> Any:
             entry = entry_of(key)
-            if type(entry) is not entry_type:
+            if entry is None:
                 return missing
             now = clock()
-            if now >= store.serve_until or now >= entry.deadline:
+            if now >= entry[1] or now >= store.serve_until:  # a fill's deadline is -inf
                 return missing
             try:
                 touch(key)
             except KeyError:
                 pass
-            value = entry.decoded
+            value = entry[0]
             if value is unset:
                 try:
-                    value, meta = loads_meta(entry.stored, key)
+                    value, meta = loads_meta(entry[2], key)
                 except Exception:
                     return missing
                 if meta is not None:
                     value = boxed(value, meta)
-                entry.decoded = value
+                entry[0] = value
             return value
 
         return read
 
     # -- fills ------------------------------------------------------------------------
-    def begin(self, key: str) -> Filling:
+    def begin(self, key: str) -> list[Any]:
         """Mark ``key`` as being filled (before its read is sent); the token to finish."""
-        token = Filling()
+        token = _filling()
         with self._lock:
-            if type(self._data.get(key)) is not Entry:
+            entry = self._data.get(key)
+            if entry is None or entry[DEADLINE] == -_FOREVER:
                 self._data[key] = token
                 self._evict()
         return token
 
-    def finish(self, key: str, token: Filling, stored: Any, ttl_left: float | None) -> None:
+    def finish(self, key: str, token: list[Any], stored: Any, ttl_left: float | None) -> None:
         """Store a fill's reply if nothing invalidated the key since :meth:`begin`;
         ``ttl_left`` is the entry's remaining life in Redis (None: no expiry). A miss
         (``stored`` MISSING) just ends the fill."""
@@ -190,9 +185,9 @@ class NearStore:
             deadline = _FOREVER if ttl_left is None else self._clock() + ttl_left
             if type(key) is str:
                 key = intern(key)  # found by identity by a hot path holding the interned key
-            self._data[key] = Entry(stored, deadline)
+            self._data[key] = [_UNSET, deadline, stored]
 
-    def abandon(self, key: str, token: Filling) -> None:
+    def abandon(self, key: str, token: list[Any]) -> None:
         with self._lock:
             if self._data.get(key) is token:
                 del self._data[key]

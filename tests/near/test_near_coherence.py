@@ -22,7 +22,7 @@ from conftest import unique_prefix
 from cachekit import MISSING, Cache, ConfigurationError
 from cachekit.near import NearBackend, NearOptions, near_option
 from cachekit.near._layer import NearLayer
-from cachekit.near._store import NearStore
+from cachekit.near._store import DEADLINE, STORED, NearStore
 from cachekit.testing.servers import RedisServer
 
 
@@ -145,7 +145,7 @@ def test_entries_die_with_their_redis_ttl(pair: tuple[Cache, Cache]) -> None:
     warm(a, "short")
     key = a.make_key("short")
     entry = layer_of(a).store._data[key]
-    assert entry.deadline - time.monotonic() <= 0.4  # type: ignore[union-attr]
+    assert entry[DEADLINE] - time.monotonic() <= 0.4
     layer_of(a).store._clock = lambda: time.monotonic() + 0.5  # past the TTL
     assert layer_of(a).store.lookup(key) is MISSING
 
@@ -316,7 +316,7 @@ def test_store_never_keeps_a_fill_invalidated_in_flight() -> None:
     assert "k" not in store._data
     token = store.begin("k")
     store.finish("k", token, b"fresh", None)
-    assert store._data["k"].stored == b"fresh"  # type: ignore[union-attr]
+    assert store._data["k"][STORED] == b"fresh"
 
 
 def test_invalidation_arriving_before_the_reply(pair: tuple[Cache, Cache]) -> None:
