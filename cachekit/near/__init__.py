@@ -41,9 +41,11 @@ __all__ = [
 def near_backends(
     backend: Any, async_backend: Any, options: NearOptions, prefix: str
 ) -> tuple[Any, Any]:
-    """The backend pair wrapped by one near layer tracking the namespace ``prefix`` (a
-    pair already wrapped, as :meth:`Cache.with_options` passes it, is returned as is)."""
-    if isinstance(backend, NearBackend):
+    """The backend pair wrapped by one near layer tracking the namespace ``prefix``. A
+    pair already wrapped (as :meth:`Cache.with_options` passes it) and an in-process
+    backend (``memory://`` already is the near tier: one configuration serves a memory
+    development set-up and a Redis production one) are returned as they are."""
+    if isinstance(backend, NearBackend) or getattr(backend, "local", False):
         return backend, async_backend
     clients = check_near_backend(backend)
     layer = NearLayer(options, clients.get, prefix)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from sys import intern
 from typing import Any
@@ -59,7 +59,7 @@ def near_option(value: Any) -> NearOptions | None:
         return NearOptions()
     if isinstance(value, NearOptions):
         return value
-    if not isinstance(value, dict):
+    if not isinstance(value, Mapping):
         raise ValueError('it must be True, False or a dict of "max_entries" / "max_stale"')
     unknown = set(value) - {"max_entries", "max_stale"}
     if unknown:
@@ -247,11 +247,16 @@ class NearStore:
 
 
 def check_near_backend(backend: Any) -> Any:
-    """The redis-py client a near layer listens with (the sync Redis backend's)."""
-    clients = getattr(backend, "clients", None)
-    if clients is None or getattr(backend, "local", True):
+    """The client provider a near layer listens with (the sync Redis backend's)."""
+    from ..backends.redis import RedisBackend
+
+    if type(backend).__name__ == "RedisClusterBackend":
+        # one tracking connection sees one node's keys: a cluster needs one per primary,
+        # followed across resharding and failover (not done yet)
+        raise ConfigurationError("near=... is not available on Redis Cluster yet")
+    if not isinstance(backend, RedisBackend):
         raise ConfigurationError(
-            "near=... needs a Redis backend (a URL redis://, rediss://, unix:// or a "
-            f"redis-py client), not {type(backend).__qualname__}"
+            "near=... needs a Redis backend (a URL redis://, rediss://, unix://, "
+            f"redis+sentinel:// or a redis-py client), not {type(backend).__qualname__}"
         )
-    return clients
+    return backend.clients

@@ -65,9 +65,19 @@ def warm(cache: Cache, key: str) -> Any:
 
 
 # -- configuration ---------------------------------------------------------------------
-def test_near_needs_redis() -> None:
+def test_near_on_memory_is_memory_and_other_backends_are_refused() -> None:
+    """memory:// already is in process: one configuration serves development on memory
+    and production on Redis. A remote backend that is not Redis has no tracking."""
+    from cachekit.backends.memory import MemoryBackend
+
+    cache = Cache("memory://", near=True)
+    assert isinstance(cache._backend, MemoryBackend)
+
+    class Remote(MemoryBackend):
+        local = False
+
     with pytest.raises(ConfigurationError, match="near"):
-        Cache("memory://", near=True)
+        Cache(backend=Remote(), async_backend=object(), near=True)
 
 
 @pytest.mark.parametrize(
@@ -489,3 +499,43 @@ def test_threads_share_one_l1(pair: tuple[Cache, Cache]) -> None:
     caught_up(a)
     assert a.get("k") == 49
     assert errors == []
+
+
+# -- topologies ----------------------------------------------------------------------------
+def test_near_behind_sentinel(redis_sentinel: Any) -> None:
+    prefix = unique_prefix()
+    a = Cache(redis_sentinel.url, prefix=prefix, near=True)
+    b = Cache(redis_sentinel.url, prefix=prefix, near=True)
+    try:
+        a.set("k", 1)
+        assert warm(a, "k") == 1
+        b.set("k", 2)
+        caught_up(a)
+        assert not in_l1(a, "k")
+        assert a.get("k") == 2
+    finally:
+        a.clear()
+        a.close()
+        b.close()
+
+
+def test_near_on_cluster_is_refused_clearly() -> None:
+    with pytest.raises(ConfigurationError, match="Cluster"):
+        Cache("redis+cluster://127.0.0.1:1,127.0.0.1:2/", near=True)
+
+
+def test_corrupt_and_tampered_entries_are_not_served_from_the_l1(redis_url: str) -> None:
+    prefix = unique_prefix()
+    cache = Cache(redis_url, prefix=prefix, near=True, secret="s3cret")
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        cache.set("k", {"user": 1})
+        assert warm(cache, "k") == {"user": 1}
+        raw.set(cache.make_key("k"), b'\x01{"user": 2}')  # unsigned: another writer's forgery
+        caught_up(cache)
+        assert cache.get("k") is None
+        assert cache.get("k") is None  # the L1 may hold it, never serves it
+        assert cache.stats()["corrupt"] >= 1
+    finally:
+        cache.clear()
+        cache.close()
