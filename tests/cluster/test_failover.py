@@ -1,0 +1,276 @@
+"""Failovers on a real Redis Cluster (3 primaries, a replica each) and behind Sentinel:
+reads fail open while a primary is away, hit again once its replica took over; a lock
+whose key a failover lost is reported lost to its holder (``extend``/``release`` raise),
+while another owner may take it: never two holders that both believe they hold it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from cachekit import Cache
+from cachekit.exceptions import BackendError, LockNotOwnedError
+from cachekit.testing.servers import ClusterServers, RedisServer, SentinelServers, find_redis_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster() -> Iterator[ClusterServers]:
+    """A cluster of the test's own (it kills and promotes nodes): 1 s node timeout."""
+    if find_redis_cli() is None:
+        pytest.skip("a Redis Cluster needs redis-cli (apt install redis-tools)")
+    servers = ClusterServers(masters=3, replicas=1, node_timeout=1000)
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture
+def sentinel() -> Iterator[SentinelServers]:
+    servers = SentinelServers(down_after=500)
+    yield servers
+    servers.stop()
+
+
+def _eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out: {what}")
+        time.sleep(0.05)  # polling a failover in other processes: no event to wait on
+
+
+def _replicated(primary: RedisServer, replica: RedisServer) -> bool:
+    a = redis.Redis(port=primary.port)
+    b = redis.Redis(port=replica.port)
+    try:
+        offset = int(a.info("replication")["master_repl_offset"])
+        return int(b.info("replication")["slave_repl_offset"]) >= offset
+    finally:
+        a.close()
+        b.close()
+
+
+def _role(server: RedisServer) -> str:
+    client = redis.Redis(port=server.port)
+    try:
+        return str(client.info("replication")["role"])
+    finally:
+        client.close()
+
+
+def _cache(url: str) -> Cache:
+    return Cache(url, prefix=f"fo{uuid.uuid4().hex[:8]}", timeout=1.0, retry_interval=0.05)
+
+
+def test_cluster_primary_killed_reads_fail_open_then_hit(cluster: ClusterServers) -> None:
+    cache = _cache(cluster.url)
+    keys = [f"k{i}" for i in range(60)]  # on every primary
+    cache.set_many({k: k for k in keys}, ttl=300)
+    victim = cluster.primaries()[0]
+    (replica,) = cluster.replicas_of(victim)
+    _eventually(lambda: _replicated(victim, replica), "replication")
+    victim.kill()
+    during = cache.get_many(keys)  # no exception: the cache fails open
+    assert len(during) < len(keys)
+    _eventually(lambda: cache.get_many(keys) == {k: k for k in keys}, "hits after failover")
+    assert replica.port in [n.port for n in cluster.primaries()]
+    cache.set("after", 1)
+    assert cache.get("after") == 1
+    cache.close()
+
+
+def test_cluster_failover_command_keeps_hitting(cluster: ClusterServers) -> None:
+    cache = _cache(cluster.url)
+    keys = [f"k{i}" for i in range(60)]
+    cache.set_many({k: k for k in keys}, ttl=300)
+    assert cache.get_many(keys) == {k: k for k in keys}
+    for primary in cluster.primaries():
+        (replica,) = cluster.replicas_of(primary)
+        cluster.failover(replica)  # a manual failover: no write is lost
+    # redis-py follows MOVED to the promoted replicas
+    assert cache.get_many(keys) == {k: k for k in keys}
+    assert cache.stats()["errors"] == 0
+    cache.close()
+
+
+def test_sentinel_failover_reads_fail_open_then_hit(sentinel: SentinelServers) -> None:
+    cache = _cache(sentinel.url)
+    cache.set_many({f"k{i}": i for i in range(20)}, ttl=300)
+    old = sentinel.primary()
+    (replica,) = [s for s in sentinel.servers if s is not old]
+    _eventually(lambda: _replicated(old, replica), "replication")
+    old.kill()
+    assert cache.get("k1", "default") == "default"  # fails open while the primary is down
+    _eventually(lambda: cache.get("k1") == 1, "hits after the sentinel failover")
+    assert sentinel.primary_port() == replica.port
+    cache.set("after", 1)
+    assert cache.get("after") == 1
+    cache.close()
+
+
+def test_sentinel_graceful_failover_keeps_working(sentinel: SentinelServers) -> None:
+    cache = _cache(sentinel.url)
+    cache.set("k", "v", ttl=300)
+    old = sentinel.primary_port()
+    sentinel.failover()
+    assert sentinel.primary_port() != old
+    # the old primary is a replica now: a write there is refused (READONLY) and redis-py
+    # asks the sentinel again
+    _eventually(lambda: cache.set("k2", "v2") and cache.get("k2") == "v2", "writes")
+    assert cache.get("k") == "v"
+    cache.close()
+
+
+def test_lock_lost_in_a_cluster_failover_is_reported_to_its_holder(
+    cluster: ClusterServers,
+) -> None:
+    """The lock's write never reached the replica (frozen), the primary dies, the replica
+    is promoted without it: another owner takes the lock; the first holder's ``extend``
+    and ``release`` raise instead of silently going on."""
+    holder = _cache(cluster.url)
+    rival = Cache(cluster.url, prefix=holder.prefix, timeout=1.0, retry_interval=0.05)
+    lock = holder.lock("order:1", ttl=30)
+    probe = RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+    assert lock.acquire(blocking=False)
+    key = next(iter(probe.scan_iter(match=f"#{holder.prefix}*", target_nodes=probe.ALL_NODES)))
+    lock.release()
+    primary_port = probe.get_node_from_key(key).port
+    primary = cluster.node(primary_port)
+    (replica,) = cluster.replicas_of(primary)
+    probe.close()
+
+    replica.freeze()
+    assert lock.acquire(blocking=False)  # on the primary only
+    primary.kill()
+    replica.thaw()
+    promote = redis.Redis(port=replica.port)
+    promote.execute_command("CLUSTER", "FAILOVER", "TAKEOVER")  # no agreement needed
+    promote.close()
+    _eventually(lambda: _role(replica) == "master", "the takeover")
+    cluster.wait_ok()
+    # replication is asynchronous: the lost case for certain (see the sentinel test)
+    _lose_lock_writes(replica, holder.prefix)
+
+    def rival_takes_it() -> bool:
+        try:
+            return bool(rival.lock("order:1", ttl=30).acquire(blocking=False))
+        except BackendError:  # the move is not finished for this client yet
+            return False
+
+    _eventually(rival_takes_it, "the rival to take the lost lock")
+    # while the holder's client has not reached the new primary, a lock call raises
+    # BackendUnavailableError (locks never fail open); then: not owned
+    _eventually(lambda: _reported_lost(lambda: lock.extend(10)), "extend to report the loss")
+    _eventually(lambda: _reported_lost(lock.release), "release to report the loss")
+    holder.close()
+    rival.close()
+
+
+def test_lock_kept_across_a_manual_cluster_failover(cluster: ClusterServers) -> None:
+    holder = _cache(cluster.url)
+    rival = Cache(cluster.url, prefix=holder.prefix, timeout=1.0)
+    lock = holder.lock("order:2", ttl=30)
+    assert lock.acquire(blocking=False)
+    for primary in cluster.primaries():
+        (replica,) = cluster.replicas_of(primary)
+        cluster.failover(replica)
+    assert not rival.lock("order:2", ttl=30).acquire(blocking=False)  # held once
+    assert lock.extend(10)
+    lock.release()
+    assert rival.lock("order:2", ttl=30).acquire(blocking=False)
+    holder.close()
+    rival.close()
+
+
+def test_lock_lost_in_a_sentinel_failover_is_reported_to_its_holder(
+    sentinel: SentinelServers,
+) -> None:
+    holder = _cache(sentinel.url)
+    rival = Cache(sentinel.url, prefix=holder.prefix, timeout=1.0, retry_interval=0.05)
+    old = sentinel.primary()
+    (replica,) = [s for s in sentinel.servers if s is not old]
+    lock = holder.lock("order:3", ttl=60)
+    replica.freeze()
+    assert lock.acquire(blocking=False)  # on the primary; the replica is not reading
+    old.kill()
+    replica.thaw()
+    _eventually(lambda: sentinel.primary_port() == replica.port, "the sentinel failover")
+    # Replication is asynchronous: the lock's write may have reached the frozen replica's
+    # socket before the primary died, or not. The lost case, for certain:
+    _lose_lock_writes(replica, holder.prefix)
+
+    def rival_takes_it() -> bool:
+        try:
+            return bool(rival.lock("order:3", ttl=60).acquire(blocking=False))
+        except BackendError:  # not moved over for this client yet
+            return False
+
+    _eventually(rival_takes_it, "the rival to take the lost lock after the failover")
+    # while the holder's client has not reached the new primary, a lock call raises
+    # BackendUnavailableError (locks never fail open); then: not owned
+    _eventually(lambda: _reported_lost(lambda: lock.extend(10)), "extend to report the loss")
+    _eventually(lambda: _reported_lost(lock.release), "release to report the loss")
+    assert not holder.lock("order:3", ttl=60).acquire(blocking=False)  # the rival holds it
+    holder.close()
+    rival.close()
+
+
+def test_lock_kept_across_a_sentinel_failover_is_held_once(sentinel: SentinelServers) -> None:
+    """A lock the failover carried over (replicated before the move) stays its holder's."""
+    holder = _cache(sentinel.url)
+    rival = Cache(sentinel.url, prefix=holder.prefix, timeout=1.0, retry_interval=0.05)
+    old = sentinel.primary()
+    (replica,) = [s for s in sentinel.servers if s is not old]
+    lock = holder.lock("order:4", ttl=60)
+    assert lock.acquire(blocking=False)
+    _eventually(lambda: _replicated(old, replica), "replication")
+    sentinel.failover()
+
+    def rival_tries() -> bool:
+        try:
+            return not rival.lock("order:4", ttl=60).acquire(blocking=False)
+        except BackendError:
+            return False
+
+    _eventually(rival_tries, "the rival to reach the new primary")  # and be refused
+    _eventually(lambda: _extends(lock), "the holder to reach the new primary")
+    lock.release()
+    assert rival.lock("order:4", ttl=60).acquire(blocking=False)
+    holder.close()
+    rival.close()
+
+
+def _reported_lost(call: Callable[[], Any]) -> bool:
+    """True once ``call`` raises LockNotOwnedError; False while Redis is out of reach."""
+    try:
+        call()
+    except LockNotOwnedError:
+        return True
+    except BackendError:
+        return False
+    raise AssertionError("a lost lock was extended or released as if still held")
+
+
+def _extends(lock: Any) -> bool:
+    try:
+        return bool(lock.extend(10))
+    except LockNotOwnedError:
+        raise
+    except BackendError:
+        return False
+
+
+def _lose_lock_writes(server: RedisServer, prefix: str) -> None:
+    client = redis.Redis(port=server.port)
+    try:
+        for key in client.scan_iter(match=f"#{prefix}*"):
+            client.delete(key)
+    finally:
+        client.close()
