@@ -3,6 +3,7 @@ shared by the sync and async backend wrappers (:mod:`._async_backend`)."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -27,12 +28,15 @@ class NearLayer:
         self.options = options
         self.store = NearStore(options)
         self.prefixes: tuple[str, ...] = (prefix,)
-        self._client_of = client_of
-        self.link = InvalidationLink(self.store, connect or self._connect, self.prefixes)
-        self.closed = False
+        if connect is None:  # not a method of this layer: the link's thread must not keep it
 
-    def _connect(self) -> Any:
-        return connection_factory(self._client_of())()
+            def connect() -> Any:
+                return connection_factory(client_of())()
+
+        self.link = InvalidationLink(self.store, connect, self.prefixes)
+        self.closed = False
+        # a cache dropped without close(): its link's thread and connection go with it
+        weakref.finalize(self, self.link.close)
 
     def tracked(self, key: str) -> bool:
         """Whether ``key`` is under a prefix the link tracks (others bypass the L1:

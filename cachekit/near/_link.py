@@ -106,7 +106,9 @@ class InvalidationLink:
         """Send a PING now (its answer confirms the L1 up to now); no wait."""
         with self._lock:
             conn = self._conn
-            if conn is None:
+            # a connection redis-py closed after an error would reconnect in send_command:
+            # a socket without tracking; the thread is about to drop it anyway
+            if conn is None or getattr(conn, "_sock", True) is None:
                 return
             try:
                 self._pings.append(self._clock())

@@ -70,8 +70,9 @@ def near_option(value: Any) -> NearOptions | None:
     stale = value.get("max_stale", NearOptions.max_stale)
     if isinstance(entries, bool) or not isinstance(entries, int) or entries < 1:
         raise ValueError("near max_entries must be an integer >= 1")
-    if isinstance(stale, bool) or not isinstance(stale, (int, float)) or not 0 < stale < 3600:
-        raise ValueError("near max_stale must be a number of seconds > 0 (and < 3600)")
+    if isinstance(stale, bool) or not isinstance(stale, (int, float)) or not 0.05 <= stale < 3600:
+        # the link PINGs every max_stale / 4: below 50 ms that is hundreds a second
+        raise ValueError("near max_stale must be a number of seconds from 0.05 (below 3600)")
     return NearOptions(entries, float(stale))
 
 

@@ -539,3 +539,31 @@ def test_corrupt_and_tampered_entries_are_not_served_from_the_l1(redis_url: str)
     finally:
         cache.clear()
         cache.close()
+
+
+def test_a_cache_dropped_without_close_stops_its_link(redis_url: str) -> None:
+    import gc
+
+    cache = Cache(redis_url, prefix=unique_prefix(), near=True)
+    link = layer_of(cache).link
+    caught_up(cache)
+    thread = link._thread
+    assert thread is not None and thread.is_alive()
+    del cache
+    gc.collect()
+    thread.join(5.0)
+    assert not thread.is_alive()
+
+
+def test_max_stale_below_50_ms_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="max_stale"):
+        Cache("redis://127.0.0.1:1/0", near={"max_stale": 0.01})
+
+
+def test_near_from_framework_settings(redis_url: str) -> None:
+    cache = Cache.from_env({"CACHEKIT_URL": redis_url, "CACHEKIT_NEAR": "1"})
+    assert isinstance(cache._backend, NearBackend)
+    cache = Cache.from_settings({"near": {"max_stale": 2}}, redis_url)
+    assert layer_of(cache).options.max_stale == 2.0
+    with pytest.raises(ConfigurationError, match="CACHEKIT_NEAR"):
+        Cache.from_env({"CACHEKIT_URL": redis_url, "CACHEKIT_NEAR": "sometimes"})
