@@ -19,7 +19,7 @@ from ._keys import Namespace
 from ._lock import LockMixin
 from ._policy import DEFAULT, Counters
 from ._sentinel import MISSING
-from ._sync.ops import SyncCacheOps
+from ._sync.ops import CacheOps
 from ._typing import CachedDecorator, CachedFunction
 from ._write import WriteStrategies
 from ._write_behind import WriteBehindQueues
@@ -47,7 +47,7 @@ _NOT_OPTIONS = ("url", "client", "backend", "async_backend")  # constructor argu
 _OTHER_ENV = frozenset({"CACHEKIT_URL", "CACHEKIT_REDIS_SERVER", "CACHEKIT_JOURNAL_DIR"})
 
 
-class Cache(SyncCacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
+class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
     """A cache: a namespace in a backend, with a sync and an async API.
 
     ``Cache()`` is in-process memory. ``Cache("redis://host:6379/0")``, ``rediss://``,

@@ -239,7 +239,7 @@ class AsyncFlights:
             self.landed += 1
 
 
-FLIGHT_TABLES = ("_flights", "_aflights")  # where the stampede keeps a cache's flights
+FLIGHT_TABLES = ("_sync_flights", "_async_flights")  # where the stampede keeps a cache's flights
 
 
 def forget_flights(cache: Any, keys: Iterable[str]) -> None:

@@ -32,11 +32,11 @@ __all__ = ["HttpCache", "bytes_cache"]
 
 T = TypeVar("T")
 Decided = Callable[[CachedResponse | None], None]
-ADecided = Callable[[CachedResponse | None], Awaitable[None]]
+AsyncDecided = Callable[[CachedResponse | None], Awaitable[None]]
 HitHandler = Callable[[Response], T]
-AHitHandler = Callable[[Response], Awaitable[T]]
+AsyncHitHandler = Callable[[Response], Awaitable[T]]
 Forwarder = Callable[[Forward, Decided], T]
-AForwarder = Callable[[Forward, ADecided], Awaitable[T]]
+AsyncForwarder = Callable[[Forward, AsyncDecided], Awaitable[T]]
 Probe = tuple[Hit | Forward, str | None, int]  # probe(): step, key read, flights landed
 _PROBE = b"\x00\xffcachekit" * 64
 

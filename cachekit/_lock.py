@@ -19,13 +19,13 @@ from typing import Any
 
 from ._async.lock import AsyncLockOps
 from ._stampede import companion_key, valid_lock_ttl
-from ._sync.lock import SyncLockOps
+from ._sync.lock import LockOps
 from .exceptions import InvalidArgumentError, LockError, LockNotOwnedError, LockTimeoutError
 
 __all__ = ["CacheLock", "LockMixin"]
 
 
-class CacheLock(SyncLockOps, AsyncLockOps):
+class CacheLock(LockOps, AsyncLockOps):
     """A named lock: ``acquire``/``release``/``extend``/``locked``/``owned`` and their
     ``a``-prefixed coroutine twins; a context manager for ``with`` and ``async with``."""
 

@@ -1,6 +1,6 @@
 """The decisions shared by the sync and async key/value API (no I/O here).
 
-:class:`CachePolicy` is the base of the generated ``SyncCacheOps`` and of
+:class:`CachePolicy` is the base of the generated ``CacheOps`` and of
 ``AsyncCacheOps``; it owns what both need: key namespacing, TTL rules, encoding, and the
 error policy (fail open and count, or raise; trip the circuit breaker on outages).
 """

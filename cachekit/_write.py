@@ -52,8 +52,8 @@ from ._keys import KeyBuilder
 from ._policy import DEFAULT
 from ._strategies import item_key_builder
 from ._sync.write import (
-    SyncWriteBehindOps,
-    SyncWriteThroughOps,
+    WriteBehindOps,
+    WriteThroughOps,
     make_sync_invalidates,
     make_sync_updates,
 )
@@ -235,7 +235,7 @@ class WriteStrategies:
         return queue
 
 
-class WriteThrough(SyncWriteThroughOps, AsyncWriteThroughOps):
+class WriteThrough(WriteThroughOps, AsyncWriteThroughOps):
     """``get/set/delete(id)`` and ``aget/aset/adelete(id)`` over a cache and a source."""
 
     def __init__(
@@ -274,7 +274,7 @@ def _close_at_exit(ref: weakref.ref[WriteBehind]) -> None:
         queue._close_at_exit()
 
 
-class WriteBehind(SyncWriteBehindOps, AsyncWriteBehindOps):
+class WriteBehind(WriteBehindOps, AsyncWriteBehindOps):
     """A write-behind queue over a cache (made by :meth:`Cache.write_behind`).
 
     ``set(id, value)`` / ``await aset(...)``, ``get(id)``, ``flush()``, ``close()``,

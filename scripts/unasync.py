@@ -1,254 +1,144 @@
 #!/usr/bin/env python
-"""Generate cachekit/_sync/*.py from cachekit/_async/*.py (the httpcore way), and the
-sync twins of the async sources listed in PAIRS.
+"""Generate the sync twin of every async source, by naming convention and a few rules.
 
     python scripts/unasync.py           rewrite the generated files
     python scripts/unasync.py --check   exit 1 if a generated file is stale, or if a
-                                        substitution below is no longer used anywhere
+                                        rule or table row below is no longer used
 
-Only whole words are replaced, so ``aget`` becomes ``get`` but ``target`` stays.
+Which files (found, not listed):
+  * ``cachekit/_async/<name>.py``                  -> ``cachekit/_sync/<name>.py``
+  * ``_async_<name>.py`` anywhere under cachekit/ or integrations/ -> ``_sync_<name>.py``
+    beside it.
+
+How names change (whole identifiers only, so ``target`` stays ``target``):
+  1. keywords: ``async def/with/for`` -> ``def/with/for``; ``await x`` -> ``x``;
+     ``__aenter__ __aexit__ __aiter__ __anext__`` -> ``__enter__`` ...
+  2. classes: ``AsyncX`` -> ``X`` (also ``_AsyncX`` -> ``_X``), except the few in RENAMED.
+  3. ``async_`` inside an identifier -> ``sync_`` (``make_async_page``, ``_async_flights``,
+     ``from ._async_backend import``).
+  4. every name defined anywhere in cachekit/ or integrations/ (sources and the modules
+     they import) by ``async def a<name>`` or ``async def _a<name>`` loses the ``a``
+     (harvested with ast: a new ``async def aping`` needs no row), except KEEP (names that
+     merely start with an a). A plain ``def`` twin is named by rule 3 (``_async_x``).
+  5. an attribute ``_a<name>`` assigned in a module that also assigns ``_<name>`` is its
+     async twin (``self._scan, self._ascan = ...``) and loses the ``a``.
+  6. the source's header sentence "This file is the source: ``<sync path>`` is generated
+     from it by ``scripts/unasync.py`` (CI fails when they drift). Edit here, then run
+     the script." becomes "GENERATED from ``<async path>`` by ... -- do not edit; ...".
+  7. (applied before 6) prose: ``async <word>`` -> ``sync <word>`` (``async callers``),
+     ``asyncio client`` -> ``client``.
+So name new async code ``AsyncX`` / ``async def a<name>`` / ``_a<attr>`` beside ``_<attr>``
+and it needs no new row here.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "cachekit" / "_async"
-TARGET = ROOT / "cachekit" / "_sync"
-# (async source, generated sync twin) outside cachekit/_async: the core never imports
-# integrations/, so Django's page flow is generated beside its adapter
-PAIRS = [
-    (
-        ROOT / "cachekit" / "backends" / "redis" / "_async_backend.py",
-        ROOT / "cachekit" / "backends" / "redis" / "_sync_backend.py",
-    ),
-    (
-        ROOT / "integrations" / "django" / "_page_async.py",
-        ROOT / "integrations" / "django" / "_page_sync.py",
-    ),
-    # rate limiting (engineer D). Named by the coming convention (_async_<name>.py, AsyncX,
-    # async def a...): this row and the ratelimit SUBS rows go once the script discovers them
-    (
-        ROOT / "cachekit" / "ratelimit" / "_async_limiter.py",
-        ROOT / "cachekit" / "ratelimit" / "_sync_limiter.py",
-    ),
-    # the near cache (engineer C), named by the same convention: goes with the row above
-    (
-        ROOT / "cachekit" / "near" / "_async_backend.py",
-        ROOT / "cachekit" / "near" / "_sync_backend.py",
-    ),
-]
-
-SUBS: dict[str, str] = {
-    "async def": "def",
-    "async with": "with",
-    "async for": "for",
-    "await ": "",
-    "AsyncRedisBackend": "RedisBackend",
-    "AsyncRedisAccess": "RedisAccess",
-    "AsyncRedisClusterBackend": "RedisClusterBackend",
-    "_AsyncBatch": "_SyncBatch",
-    "AsyncClientProvider": "SyncClientProvider",
-    "AsyncCacheOps": "SyncCacheOps",
-    "make_async_wrapper": "make_sync_wrapper",
-    "make_async_stampede_wrapper": "make_sync_stampede_wrapper",
-    "_abackend": "_backend",
-    "_alookup": "_lookup",
-    "_afetch": "_fetch",
-    "_astore": "_store",
-    "_acall": "_call",
-    "_aresolve": "_resolve",
-    "aget": "get",
-    "aset": "set",
-    "aadd": "add",
-    "adelete": "delete",
-    "aget_many": "get_many",
-    "aset_many": "set_many",
-    "adelete_many": "delete_many",
-    "aexists": "exists",
-    "attl": "ttl",
-    "aexpire": "expire",
-    "aincr": "incr",
-    "aclear": "clear",
-    "adelete_pattern": "delete_pattern",
-    "aget_or_set": "get_or_set",
-    "aping": "ping",
-    "aclose": "close",
-    "arefresh": "refresh",
-    # tags and write strategies
-    "AsyncTagOps": "SyncTagOps",
-    "_aset_tagged": "_set_tagged",
-    "_aregister_tags": "_register_tags",
-    "_aredis_write": "_redis_write",
-    "ainvalidate_tags": "invalidate_tags",
-    "_ainvalidate_in_redis": "_invalidate_in_redis",
-    "_ainvalidate_sets": "_invalidate_sets",
-    "_aclear_tags": "_clear_tags",
-    "AsyncWriteThroughOps": "SyncWriteThroughOps",
-    "AsyncWriteBehindOps": "SyncWriteBehindOps",
-    "AsyncStreamQueue": "StreamQueue",
-    "make_async_updates": "make_sync_updates",
-    "make_async_invalidates": "make_sync_invalidates",
-    "acall_store": "call_store",
-    "acall_user": "call_user",
-    "aflush": "flush",
-    "adead_letters": "dead_letters",
-    "areplay": "replay",
-    "apush": "push",
-    "apull": "pull",
-    "_apull": "_pull",
-    "alatest": "latest",
-    "aack": "ack",
-    "adead": "dead",
-    "atake_dead": "take_dead",
-    "amaintain": "maintain",
-    "_arun": "_run",
-    "_astep": "_step",
-    "_astore_batch": "_store_batch",
-    "_abatch_failed": "_batch_failed",
-    "apush_raw": "push_raw",
-    "_aack": "_ack",
-    "_astart_worker": "_start_worker",
-    "AsyncScripts": "Scripts",
-    "AsyncWakeups": "Wakeups",
-    "AsyncStreams": "Streams",
-    "AsyncScan": "Scan",
-    "_ascripts": "_scripts",
-    "_awakeups": "_wakeups",
-    "_astreams": "_streams",
-    "_ascan": "_scan",
-    "_aeval": "_eval",
-    "_apush_backlog": "_push_backlog",
-    "AsyncLockOps": "SyncLockOps",
-    "AsyncStampede": "SyncStampede",
-    "AsyncRedisCoordinator": "RedisCoordinator",
-    "AsyncFlights": "Flights",
-    "_aflights": "_flights",
-    "_arefreshing": "_refreshing",
-    "aresult": "result",
-    "_asleep": "_sleep",
-    "_arefresh_pool": "_refresh_pool",
-    "AsyncLeaseOps": "SyncLeaseOps",
-    "_aguarded_set": "_guarded_set",
-    "_aguarded_set_tagged": "_guarded_set_tagged",
-    "aundo": "undo",
-    "aguarded_set": "guarded_set",
-    "_arevoke": "_revoke",
-    "_arevoke_now": "_revoke_now",
-    "arevoke": "revoke",
-    "_alost_write": "_lost_write",
-    "_awrite_over": "_write_over",
-    "_areplay_pending": "_replay_pending",
-    "_ainvalidate_tags_now": "_invalidate_tags_now",
-    "_alookup_meta": "_lookup_meta",
-    "_acounter_marks": "_counter_marks",
-    "_amark_counters": "_mark_counters",
-    "_aunmark": "_unmark",
-    "_asingle_flight": "_single_flight",
-    "_alead": "_lead",
-    "_ahold": "_hold",
-    "_afinish": "_finish",
-    "_astore_and_finish": "_store_and_finish",
-    "_astore_tagged": "_store_tagged",
-    "_atimed": "_timed",
-    "_acompute_and_store": "_compute_and_store",
-    "_arefresh": "_refresh",
-    "_astampede": "_stampede",
-    "abegin": "begin",
-    "afinish": "finish",
-    "await_done": "wait_done",
-    "aacquire": "acquire",
-    "arelease": "release",
-    "aextend": "extend",
-    "alocked": "locked",
-    "aowned": "owned",
-    "__aenter__": "__enter__",
-    "__aexit__": "__exit__",
-    # the HTTP driver (http_driver.py)
-    "AsyncHttpCache": "SyncHttpCache",
-    "ADecided": "Decided",
-    "AHitHandler": "HitHandler",
-    "AForwarder": "Forwarder",
-    "_aignore": "_ignore",
-    "_aget": "_get",
-    "alookup": "lookup",
-    "aprobe": "probe",
-    "astore": "store",
-    "arun": "run",
-    "_alock": "_lock",
-    "_arelease": "_release",
-    "ainvalidate_url": "invalidate_url",
-    "ainvalidate_path": "invalidate_path",
-    "asettle": "settle",
-    "ainvalidate_unsafe": "invalidate_unsafe",
-    # Django's cache_page (integrations/django/_page_async.py)
-    "make_async_page": "make_sync_page",
-    "make_async_fallback": "make_sync_fallback",
-    "_asettle": "_settle",
-    "_adeferred_settle": "_deferred_settle",
-    "This file is the source: ``integrations/django/_page_sync.py``": (
-        "GENERATED from ``integrations/django/_page_async.py``"
-    ),
-    "async views": "sync views",
-    "This file is the source: ``cachekit/_sync/": "GENERATED from ``cachekit/_async/",
-    "is generated from it by": "by",
-    "(CI fails when they drift). Edit here, then run the script.": (
-        "-- do not edit; edit the async source and run the script."
-    ),
-    "redis-py's asyncio client": "redis-py's client",
-    "async callers": "sync callers",
-    # rate limiting (cachekit/ratelimit/_async_limiter.py; see PAIRS)
-    "AsyncRateLimiterOps": "RateLimiterOps",
-    "ahit": "hit",
-    "apeek": "peek",
-    "areset": "reset",
-    "_adecide": "_decide",
-    "This file is the source: ``cachekit/ratelimit/_sync_limiter.py``": (
-        "GENERATED from ``cachekit/ratelimit/_async_limiter.py``"
-    ),
-    # the near cache (cachekit/near/_async_backend.py; see PAIRS)
-    "AsyncNearBackend": "NearBackend",
-    "AsyncNearScripts": "NearScripts",
-    "This file is the source: ``cachekit/near/_sync_backend.py``": (
-        "GENERATED from ``cachekit/near/_async_backend.py``"
-    ),
+TREES = [ROOT / "cachekit", ROOT / "integrations"]
+# sync names that are not the async name minus "Async" (the plain name is taken)
+RENAMED = {
+    "AsyncHttpCache": "SyncHttpCache",  # HttpCache is the public class both build on
+    "AsyncClientProvider": "SyncClientProvider",  # public in cachekit.backends.redis
 }
+KEEP = {"add", "acquire"}  # async defs whose name merely starts with an "a"
 
-_PATTERN = re.compile(
-    "|".join(
-        (re.escape(k) if not k[0].isalnum() or " " in k else rf"\b{re.escape(k)}\b")
-        for k in sorted(SUBS, key=len, reverse=True)
+
+def _generated(path: Path) -> bool:
+    return "_sync" in path.parts or path.name.startswith("_sync_")
+
+
+def pairs() -> list[tuple[Path, Path]]:
+    found = [
+        (s, ROOT / "cachekit" / "_sync" / s.name)
+        for s in (ROOT / "cachekit" / "_async").glob("*.py")
+    ]
+    for tree in TREES:
+        found += [(s, s.with_name("_sync_" + s.name[7:])) for s in tree.rglob("_async_*.py")]
+    return sorted(found)
+
+
+def harvest() -> dict[str, str]:
+    """Rules 4 and 5: the ``a``-prefixed names the code defines, each without its ``a``."""
+    names: dict[str, str] = {}
+    for path in (p for tree in TREES for p in tree.rglob("*.py") if not _generated(p)):
+        attrs: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.AsyncFunctionDef):
+                match = re.fullmatch(r"(_?)a((?!sync)[a-z_]\w*)", node.name)
+                if match and node.name not in KEEP:
+                    names[node.name] = match[1] + match[2]
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else targets
+            for target in targets:
+                for item in target.elts if isinstance(target, ast.Tuple) else [target]:
+                    if isinstance(item, ast.Attribute):
+                        attrs.add(item.attr)
+                    elif isinstance(item, ast.Name):
+                        attrs.add(item.id)
+        names.update({a: "_" + a[2:] for a in attrs if a.startswith("_a") and "_" + a[2:] in attrs})
+    return names
+
+
+def rules(names: dict[str, str]) -> list[tuple[str, str | Callable[[re.Match[str]], str]]]:
+    def ident(match: re.Match[str]) -> str:
+        word = match[0]
+        if word in RENAMED:
+            return RENAMED[word]
+        return names.get(word) or re.sub(r"^(_*)Async(?=[A-Z])", r"\1", word)
+
+    header = (
+        r"This file is the source: ``(\S+?)``(\s+)is generated from it by(\s+)"
+        r"(``scripts/unasync.py``\s+)\(CI fails when they drift\). Edit here, then run the script."
     )
-)
-
-
-def unasync(text: str, used: set[str]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        used.add(match.group(0))
-        return SUBS[match.group(0)]
-
-    return _PATTERN.sub(replace, text)
+    generated = "-- do not edit; edit the async source and run the script."
+    return [
+        (r"\basync (def|with|for)\b", r"\1"),
+        (r"\bawait ", ""),
+        (r"\b__a(enter|exit|iter|next)__\b", r"__\1__"),
+        (r"(?<![A-Za-z0-9])async_(?=\w)", "sync_"),
+        (r"\b(_*Async[A-Z]\w*|" + "|".join(sorted(names, key=len, reverse=True)) + r")\b", ident),
+        (r"\basync (?=[a-z])", "sync "),
+        (r"\basyncio client\b", "client"),
+        (
+            header,
+            lambda m: (
+                "GENERATED from ``"
+                + m[1].replace("_sync", "_async")
+                + f"``{m[2]}by{m[3]}{m[4]}{generated}"
+            ),
+        ),
+    ]
 
 
 def main(check: bool) -> int:
+    names = harvest()
+    table = rules(names)
     used: set[str] = set()
     stale: list[str] = []
-    pairs = [(source, TARGET / source.name) for source in sorted(SOURCE.glob("*.py"))]
-    for source, target in pairs + PAIRS:
-        generated = unasync(source.read_text(), used)
-        if check:
-            if not target.exists() or target.read_text() != generated:
-                stale.append(str(target.relative_to(ROOT)))
-        else:
-            target.write_text(generated)
-    unused = sorted(set(SUBS) - used)
+    for source, target in pairs():
+        text = source.read_text()
+        for pattern, replacement in table:
+            text, count = re.subn(pattern, replacement, text)
+            if count:
+                used.add(pattern)
+        if not check:
+            target.write_text(text)
+        elif not target.exists() or target.read_text() != text:
+            stale.append(str(target.relative_to(ROOT)))
+        used.update(
+            w for w in RENAMED | dict.fromkeys(KEEP) if re.search(rf"\b{w}\b", source.read_text())
+        )
+    unused = [p for p, _ in table if p not in used] + sorted((set(RENAMED) | KEEP) - used)
     for name in stale:
         print(f"stale: {name} (run python scripts/unasync.py)")
-    for sub in unused:
-        print(f"unused substitution: {sub!r}")
+    for rule in unused:
+        print(f"unused rule: {rule!r}")
     return 1 if (stale or unused) else 0
 
 

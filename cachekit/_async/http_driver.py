@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .._cache import Cache
 from .._concurrency import AsyncFlights
-from .._http_shared import ADecided, AForwarder, AHitHandler, HttpCache, Probe, _aignore
+from .._http_shared import AsyncDecided, AsyncForwarder, AsyncHitHandler, HttpCache, Probe, _aignore
 from ..exceptions import CacheKitError
 from ..http import (
     CachedResponse,
@@ -56,11 +56,11 @@ class Handoff:
 
     __slots__ = ("claimed", "decided")
 
-    def __init__(self, decided: ADecided) -> None:
+    def __init__(self, decided: AsyncDecided) -> None:
         self.decided = decided
         self.claimed = False
 
-    def claim(self) -> ADecided:
+    def claim(self) -> AsyncDecided:
         self.claimed = True
         return self.decided
 
@@ -73,10 +73,10 @@ class AsyncHttpCache(HttpCache):
         # in flight by key; ``landed`` counts the flights finished so far: a request whose
         # read missed may reach the table after the leader stored the entry and left, and
         # a changed count sends it back to the cache before it runs the app again
-        self._aflights = AsyncFlights()
+        self._flights = AsyncFlights()
 
     def _all_flights(self) -> list[Any]:
-        return self._aflights.in_progress()
+        return self._flights.in_progress()
 
     async def _aget(self, key: str) -> bytes | None:
         try:
@@ -97,7 +97,7 @@ class AsyncHttpCache(HttpCache):
 
     async def aprobe(self, req: Request, policy: HttpCachePolicy) -> Probe:
         """:meth:`alookup`, remembering what :meth:`arun` needs to pick it up later."""
-        landed = self._aflights.landed
+        landed = self._flights.landed
         step, key = await self.alookup(req, policy)
         return step, key, landed
 
@@ -114,7 +114,7 @@ class AsyncHttpCache(HttpCache):
         except CacheKitError as exc:
             logger.warning("HTTP cache write failed: %s", exc)
 
-    async def asettle(self, store: StoreDecision | None, decided: ADecided) -> None:
+    async def asettle(self, store: StoreDecision | None, decided: AsyncDecided) -> None:
         """Store what ``store`` says (nothing if None), then release the flight with the
         entry stored (``decided``, as :meth:`arun` hands it to ``forward``)."""
         if store is not None:
@@ -164,12 +164,12 @@ class AsyncHttpCache(HttpCache):
         self,
         req: Request,
         policy: HttpCachePolicy,
-        on_hit: AHitHandler[T],
-        forward: AForwarder[T],
+        on_hit: AsyncHitHandler[T],
+        forward: AsyncForwarder[T],
         probed: Probe | None = None,
         *,
         deferred: bool = False,
-        joined: ADecided | None = None,
+        joined: AsyncDecided | None = None,
     ) -> T:
         """Answer ``req`` from the cache (``on_hit``) or the app (``forward``).
 
@@ -199,7 +199,7 @@ class AsyncHttpCache(HttpCache):
             return await on_hit(step.response)
         if key is None or not step.may_store or not self.coalesce or req.method.upper() != "GET":
             return await forward(step, _aignore)
-        flights = self._aflights
+        flights = self._flights
         flight, leader = flights.join(key)
         if not leader:
             entry, now = await flight.aresult(self.wait_timeout), time.time()

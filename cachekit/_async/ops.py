@@ -356,7 +356,7 @@ class AsyncCacheOps(AsyncTagOps):
                 stale_if_error=stale_if_error, ttl=self._seconds(ttl) or None,
             )  # fmt: skip
             fixed_tags = tag_list(tags)
-            return await self._astampede(options).aget(
+            return await self._async_stampede(options).aget(
                 full, loader, (), {}, ttl, lambda args, kwargs: fixed_tags
             )
         value = await self._alookup(full)
@@ -366,9 +366,9 @@ class AsyncCacheOps(AsyncTagOps):
             await self._astore(full, value, ttl, tags, lease=lease)
         return value
 
-    def _astampede(self, options: StampedeOptions) -> AsyncStampede:
+    def _async_stampede(self, options: StampedeOptions) -> AsyncStampede:
         """The stampede driver for ``get_or_set`` calls with these options (one per set)."""
-        drivers = self.__dict__.setdefault("_astampede_drivers", {})
+        drivers = self.__dict__.setdefault("_async_stampede_drivers", {})
         driver = drivers.get(options)
         if driver is None:
             driver = drivers[options] = AsyncStampede(self, options, lambda value: True)

@@ -69,8 +69,8 @@ class AsyncStampede:
         self.should_store = should_store
         # how an unstorable value is reported (@cached sets its own: once per function)
         self.unencodable: Callable[[str, SerializationError], bool] = cache._unencodable
-        self.flights = _flights(cache, "_aflights")
-        self.refreshing = _flights(cache, "_arefreshing")
+        self.flights = _flights(cache, "_async_flights")
+        self.refreshing = _flights(cache, "_async_refreshing")
         self.coordinator = coordinator_for(cache._ascripts, cache._awakeups)
         self.ns_text = cache.namespace.text
         # remote backend + lock: concurrent callers share even the lookup (one GET per

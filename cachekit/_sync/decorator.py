@@ -15,7 +15,7 @@ from typing import Any
 from .._leases import Lease
 from .._sentinel import MISSING
 from .._stampede import StampedeOptions
-from .stampede import SyncStampede
+from .stampede import Stampede
 
 __all__ = ["make_sync_stampede_wrapper", "make_sync_wrapper"]
 
@@ -101,7 +101,7 @@ def make_sync_stampede_wrapper(
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The wrapper for functions decorated with stampede options (``lock``,
     ``early_refresh``, ``stale_ttl``, ``stale_if_error``): only they pay for them."""
-    stampede = SyncStampede(cache, options, plan.should_store)
+    stampede = Stampede(cache, options, plan.should_store)
     rules = plan.rules
     stampede.unencodable = rules.unencodable
     hit, fresh, mismatch = rules.hit, rules.fresh, rules.mismatch

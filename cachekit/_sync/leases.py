@@ -29,17 +29,17 @@ from ..backends import base
 from ..exceptions import BackendError
 from . import coordination
 
-__all__ = ["SyncLeaseOps"]
+__all__ = ["LeaseOps"]
 
 logger = logging.getLogger(__name__)
 
 _REPLAY_BATCH = 1000  # keys per round trip when pending invalidations are replayed
 
 
-class SyncLeaseOps(CachePolicy):
+class LeaseOps(CachePolicy):
     _is_local: bool
     _scripts: base.Scripts | None  # the backend's capability, asked once (Cache.__init__)
-    if TYPE_CHECKING:  # in SyncTagOps and SyncCacheOps
+    if TYPE_CHECKING:  # in TagOps and CacheOps
 
         def _invalidate_tags_now(self, names: Sequence[str]) -> int: ...
         def _store(

@@ -14,10 +14,10 @@ from .._concurrency import _sleep
 from .._policy import DEFAULT
 from ..exceptions import LockNotOwnedError
 
-__all__ = ["SyncLockOps"]
+__all__ = ["LockOps"]
 
 
-class SyncLockOps:
+class LockOps:
     # provided by CacheLock
     if TYPE_CHECKING:
         _cache: Any

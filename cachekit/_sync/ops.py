@@ -19,15 +19,15 @@ from .._sentinel import MISSING
 from .._stampede import StampedeOptions
 from .._tags import tag_list
 from ..exceptions import InvalidArgumentError, SerializationError
-from .stampede import SyncStampede
-from .tags import SyncTagOps
+from .stampede import Stampede
+from .tags import TagOps
 
-__all__ = ["SyncCacheOps"]
+__all__ = ["CacheOps"]
 
 T = TypeVar("T")
 
 
-class SyncCacheOps(SyncTagOps):
+class CacheOps(TagOps):
     def _call(self, method: str, default: Any, *args: Any) -> Any:
         """A backend call that fails open: ``default`` when the backend fails."""
         if self._breaker.open:
@@ -356,7 +356,7 @@ class SyncCacheOps(SyncTagOps):
                 stale_if_error=stale_if_error, ttl=self._seconds(ttl) or None,
             )  # fmt: skip
             fixed_tags = tag_list(tags)
-            return self._stampede(options).get(
+            return self._sync_stampede(options).get(
                 full, loader, (), {}, ttl, lambda args, kwargs: fixed_tags
             )
         value = self._lookup(full)
@@ -366,12 +366,12 @@ class SyncCacheOps(SyncTagOps):
             self._store(full, value, ttl, tags, lease=lease)
         return value
 
-    def _stampede(self, options: StampedeOptions) -> SyncStampede:
+    def _sync_stampede(self, options: StampedeOptions) -> Stampede:
         """The stampede driver for ``get_or_set`` calls with these options (one per set)."""
-        drivers = self.__dict__.setdefault("_stampede_drivers", {})
+        drivers = self.__dict__.setdefault("_sync_stampede_drivers", {})
         driver = drivers.get(options)
         if driver is None:
-            driver = drivers[options] = SyncStampede(self, options, lambda value: True)
+            driver = drivers[options] = Stampede(self, options, lambda value: True)
         return driver  # type: ignore[no-any-return]
 
     def _lookup_meta(self, key: str) -> Any:

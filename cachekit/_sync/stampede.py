@@ -34,7 +34,7 @@ from .._tags import tag_list
 from ..exceptions import SerializationError
 from .coordination import ACQUIRED, VALUE, StoreCheck, coordinator_for
 
-__all__ = ["SyncStampede"]
+__all__ = ["Stampede"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _flights(cache: Any, name: str) -> Flights:
     return table  # type: ignore[no-any-return]
 
 
-class SyncStampede:
+class Stampede:
     def __init__(
         self, cache: Any, options: StampedeOptions, should_store: Callable[[Any], bool]
     ) -> None:
@@ -69,8 +69,8 @@ class SyncStampede:
         self.should_store = should_store
         # how an unstorable value is reported (@cached sets its own: once per function)
         self.unencodable: Callable[[str, SerializationError], bool] = cache._unencodable
-        self.flights = _flights(cache, "_flights")
-        self.refreshing = _flights(cache, "_refreshing")
+        self.flights = _flights(cache, "_sync_flights")
+        self.refreshing = _flights(cache, "_sync_refreshing")
         self.coordinator = coordinator_for(cache._scripts, cache._wakeups)
         self.ns_text = cache.namespace.text
         # remote backend + lock: concurrent callers share even the lookup (one GET per
@@ -294,7 +294,7 @@ class SyncStampede:
             self._finish(key, lease, b"x", b"", False, None)
             return
         store = self.should_store(value) and seconds != 0
-        if store and self.cache._codec.signed:  # see SyncCacheOps._unmark
+        if store and self.cache._codec.signed:  # see CacheOps._unmark
             self.cache._unmark([key])
         tags = tag_list(tags)
         outcome = b"v"
@@ -376,7 +376,7 @@ class SyncStampede:
         seconds, entry = self._entry(key, value, delta, ttl, tags)
         if entry is None or seconds == 0:
             return
-        if self.cache._codec.signed:  # see SyncCacheOps._unmark
+        if self.cache._codec.signed:  # see CacheOps._unmark
             self.cache._unmark([key])
         if tags:
             self._store_tagged(key, value, seconds, tags, entry, lease)

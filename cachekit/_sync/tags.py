@@ -32,9 +32,9 @@ from .._tags import (
 from ..backends import base
 from ..exceptions import BackendError, ConfigurationError
 from .coordination import queue_mark
-from .leases import SyncLeaseOps
+from .leases import LeaseOps
 
-__all__ = ["SyncTagOps"]
+__all__ = ["TagOps"]
 
 
 def _ms(ttl: float) -> int:
@@ -57,7 +57,7 @@ def _forget_batch(
     _sample(dying, batch)
 
 
-class SyncTagOps(SyncLeaseOps):
+class TagOps(LeaseOps):
     _scan: base.Scan | None  # the backend's capabilities, asked once (Cache.__init__)
 
     def _tags_in_redis(self) -> bool:

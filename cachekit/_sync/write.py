@@ -33,8 +33,8 @@ from .._write_behind import call_store, call_user
 from ..exceptions import BackendUnavailableError
 
 __all__ = [
-    "SyncWriteBehindOps",
-    "SyncWriteThroughOps",
+    "WriteBehindOps",
+    "WriteThroughOps",
     "make_sync_invalidates",
     "make_sync_updates",
 ]
@@ -81,7 +81,7 @@ def make_sync_invalidates(
 
 
 # -- write-through ---------------------------------------------------------------------------
-class SyncWriteThroughOps:
+class WriteThroughOps:
     # set by WriteThrough.__init__ (cachekit/_write.py)
     _cache: Any
     _key_of: Callable[[Any], str]
@@ -130,7 +130,7 @@ class SyncWriteThroughOps:
 
 
 # -- write-behind ----------------------------------------------------------------------------
-class SyncWriteBehindOps:
+class WriteBehindOps:
     # set by WriteBehind.__init__ (cachekit/_write.py)
     _cache: Any
     _key_of: Callable[[Any], str]

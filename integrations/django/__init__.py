@@ -86,7 +86,7 @@ except ModuleNotFoundError as exc:
     raise missing_extra(exc, "django", "django") from exc
 
 from cachekit import Cache, ConfigurationError, IncrementError, SerializationError
-from cachekit._http_shared import ADecided, Decided, _ignore
+from cachekit._http_shared import AsyncDecided, Decided, _ignore
 from cachekit.http import (
     Forward,
     HttpCachePolicy,
@@ -668,9 +668,9 @@ class _PageCache:
         self._engines_lock = threading.Lock()
         # generated from one source; they import this module: imported when first needed
         if self.is_async:
-            from ._page_async import make_async_fallback as make_fallback
+            from ._async_page import make_async_fallback as make_fallback
         else:
-            from ._page_sync import make_sync_fallback as make_fallback
+            from ._sync_page import make_sync_fallback as make_fallback
         self.fallback: Callable[..., Any] = make_fallback(self, view)
 
     # -- where and how ---------------------------------------------------------------------
@@ -832,9 +832,9 @@ def cache_page(
             view, timeout, cache, key_prefix, lock, lock_ttl, lock_timeout, dict(options)
         )
         if page.is_async:
-            from ._page_async import make_async_page as make_page
+            from ._async_page import make_async_page as make_page
         else:
-            from ._page_sync import make_sync_page as make_page
+            from ._sync_page import make_sync_page as make_page
         wrapper = make_page(page, view)
         wrapper.page_cache = page  # type: ignore[attr-defined]
         return wraps(view)(wrapper)  # type: ignore[return-value]
@@ -846,19 +846,19 @@ def _deferred_settle(
     engine: _Engine, request: Any, response: Any, pending: _PendingPage, decided: Decided
 ) -> None:
     """A sync page is decided when Django closes the response (or abandoned unclosed)."""
-    from ._page_sync import _settle
+    from ._sync_page import _settle
 
     http = engine.http
     _on_close(response, lambda final: _settle(http, pending, decided, final), _abandon(decided))
 
 
 async def _adeferred_settle(
-    engine: _Engine, request: Any, response: Any, pending: _PendingPage, decided: ADecided
+    engine: _Engine, request: Any, response: Any, pending: _PendingPage, decided: AsyncDecided
 ) -> None:
     """An async page is decided when Django closes the response, which may happen where
     its event loop is not (or is gone)."""
-    from ._page_async import _asettle
-    from ._page_sync import _settle
+    from ._async_page import _asettle
+    from ._sync_page import _settle
 
     if isinstance(request, ASGIRequest):
         # closed from a worker thread while the server's loop runs: back to it

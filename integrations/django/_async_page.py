@@ -1,6 +1,6 @@
 """Django's ``cache_page`` for async views: the request flow, over the HTTP driver.
 
-This file is the source: ``integrations/django/_page_sync.py`` is generated from it by
+This file is the source: ``integrations/django/_sync_page.py`` is generated from it by
 ``scripts/unasync.py`` (CI fails when they drift). Edit here, then run the script.
 The decisions and what genuinely differs between the two (when a deferred page is
 settled) are in :mod:`cachekit.integrations.django`, which imports this at decoration.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cachekit._concurrency import AsyncFlights
-from cachekit._http_shared import ADecided
+from cachekit._http_shared import AsyncDecided
 from cachekit.http import Forward, Response
 
 from . import (
@@ -46,7 +46,7 @@ def make_async_page(page: _PageCache, view: Callable[..., Any]) -> Callable[...,
             return await page.fallback(request, *args, **kwargs)
         http = engine.http
 
-        async def forward(step: Forward, decided: ADecided) -> Any:
+        async def forward(step: Forward, decided: AsyncDecided) -> Any:
             request_time = time.time()
             response = _rendered(await view(request, *args, **kwargs))
             if response.streaming:
@@ -68,7 +68,7 @@ def make_async_page(page: _PageCache, view: Callable[..., Any]) -> Callable[...,
     return wrapper
 
 
-async def _asettle(http: Any, pending: _PendingPage, decided: ADecided, response: Any) -> None:
+async def _asettle(http: Any, pending: _PendingPage, decided: AsyncDecided, response: Any) -> None:
     """Store the pending page if ``response`` allows it, then release its flight with
     the entry stored (or None)."""
     store = None

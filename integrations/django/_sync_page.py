@@ -1,6 +1,6 @@
 """Django's ``cache_page`` for sync views: the request flow, over the HTTP driver.
 
-GENERATED from ``integrations/django/_page_async.py`` by
+GENERATED from ``integrations/django/_async_page.py`` by
 ``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
 The decisions and what genuinely differs between the two (when a deferred page is
 settled) are in :mod:`cachekit.integrations.django`, which imports this at decoration.

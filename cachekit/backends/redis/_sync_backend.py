@@ -1,6 +1,6 @@
 """Redis backend over redis-py's client, and its capabilities.
 
-This file is the source: ``cachekit/backends/redis/_sync_backend.py`` by
+GENERATED from ``cachekit/backends/redis/_async_backend.py`` by
 ``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
 
 With :mod:`cachekit.backends.redis.clients` (clients, error translation) this is the only code
@@ -150,7 +150,7 @@ class RedisBackend:
 _SPLIT_BY_SLOT = {"delete": "DEL", "unlink": "UNLINK", "exists": "EXISTS", "touch": "TOUCH"}
 
 
-class _SyncBatch:
+class _Batch:
     """A non-transactional pipeline being filled: Redis commands queue as they are
     called on it; :meth:`script` queues one by SHA and remembers it for a reload.
 
@@ -243,7 +243,7 @@ class RedisAccess:
         client = self._clients.get()
         for attempt in (1, 2):
             with client.pipeline(transaction=False) as pipe:
-                batch = _SyncBatch(pipe, client.keyslot if self._cluster else None)
+                batch = _Batch(pipe, client.keyslot if self._cluster else None)
                 fill(batch)
                 results = batch.replies(list(pipe.execute(raise_on_error=False)))
             # only a batch that queued script() calls is sent again (the caller said it
