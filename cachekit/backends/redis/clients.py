@@ -57,6 +57,11 @@ def translate_error(exc: BaseException) -> CacheKitError:
         return LockNotOwnedError(str(exc))
     if isinstance(exc, redis.exceptions.LockError):
         return LockError(str(exc))
+    if isinstance(exc, redis.exceptions.RedisClusterException) and (
+        isinstance(exc.__cause__ or exc.__context__, (ConnectionError, OSError))
+        or "cannot be connected" in str(exc)
+    ):  # no startup node answers
+        return BackendUnavailableError(f"redis is unavailable: {exc}")
     if isinstance(exc, _MOVING):  # a cluster or sentinel failover in progress
         return BackendUnavailableError(f"redis is failing over: {type(exc).__name__}: {exc}")
     if isinstance(exc, (redis.exceptions.TimeoutError, socket.timeout, asyncio.TimeoutError)):
