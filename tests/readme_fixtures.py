@@ -17,6 +17,10 @@ from cachekit.backends.memory import MemoryBackend
 
 #: the Redis URL the README's examples give; the tests replace it by their own server's
 README_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: the Redis Cluster nodes and the sentinel the README's examples name (tests/test_readme.py
+#: points them at the test session's cluster and sentinel)
+README_CLUSTER_NODES = ("127.0.0.1:7000", "127.0.0.1:7001")
+README_SENTINEL = "127.0.0.1:26379"
 
 
 @dataclass

@@ -41,7 +41,7 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
-from readme_fixtures import README_REDIS_URL, namespace
+from readme_fixtures import README_CLUSTER_NODES, README_REDIS_URL, README_SENTINEL, namespace
 from sybil import Document
 from sybil.parsers.markdown import CodeBlockParser
 
@@ -250,9 +250,54 @@ def _commands(client: redis.Redis) -> int:
     return int(client.info("stats")["total_commands_processed"])
 
 
+def _backends_of(block: Block) -> tuple[str, ...]:
+    """A block naming a Redis Cluster or Sentinel runs on the test's own (conftest's
+    ``redis_cluster`` / ``redis_sentinel``); every other block on memory and on Redis."""
+    if "redis+cluster://" in block.source:
+        return ("cluster",)
+    if "redis+sentinel://" in block.source:
+        return ("sentinel",)
+    return ("memory", "redis")
+
+
+class _Nodes:
+    """The servers of a cluster or a sentinel's primary, read as one for the checks below."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.clients = [redis.Redis(port=port) for port in ports]
+
+    def info(self, section: str) -> dict[str, int]:
+        total = sum(int(c.info(section)["total_commands_processed"]) for c in self.clients)
+        return {"total_commands_processed": total}
+
+    def keys(self, pattern: str) -> list[bytes]:
+        return [key for c in self.clients for key in c.keys(pattern)]
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
+def _topology(backend: str, request: pytest.FixtureRequest, source: str) -> tuple[str, Any]:
+    """The block's source pointed at the test's cluster or sentinel, and its servers."""
+    if backend == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        ports = cluster.ports
+        for node, port in zip(README_CLUSTER_NODES, ports, strict=False):
+            source = source.replace(node, f"127.0.0.1:{port}")
+            source = source.replace(f"port={node.rsplit(':', 1)[1]}", f"port={port}")
+        return source, _Nodes([n.port for n in cluster.primaries()])
+    sentinel = request.getfixturevalue("redis_sentinel")
+    port = sentinel.sentinels[0].port
+    host, readme_port = README_SENTINEL.rsplit(":", 1)
+    source = source.replace(README_SENTINEL, f"127.0.0.1:{port}")
+    source = source.replace(f'("{host}", {readme_port})', f'("127.0.0.1", {port})')
+    return source, _Nodes([sentinel.primary_port()])
+
+
 def _cases() -> Iterator[Any]:
     for block in BLOCKS:
-        for backend in ("memory", "redis"):
+        for backend in _backends_of(block):
             reason = EXPECTED_FAILURES.get((block.id, backend))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
             yield pytest.param(block, backend, id=f"{block.id}-{backend}", marks=marks)
@@ -262,20 +307,27 @@ def _cases() -> Iterator[Any]:
 def test_readme_block(
     block: Block, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    source = block.source
     if backend == "redis":
         server = request.getfixturevalue("private_redis")
         url = server.url
         client: Any = redis.Redis.from_url(url)
+    elif backend in ("cluster", "sentinel"):
+        source, client = _topology(backend, request, source)
+        url = "memory://"  # CACHEKIT_URL of from_env(): not what these blocks use
+        for named in (*README_CLUSTER_NODES, README_SENTINEL):
+            assert named not in source, f"a README block names {named}, not redirected"
     else:
         url = "memory://"
         client = fakeredis.FakeRedis()
-    source = block.source.replace(README_REDIS_URL, url)
-    assert "6379" not in source, "a README block names a Redis the test cannot redirect"
+    source = source.replace(README_REDIS_URL, url)
+    if backend in ("memory", "redis"):
+        assert "6379" not in source, "a README block names a Redis the test cannot redirect"
     monkeypatch.setenv("CACHEKIT_URL", url)
     monkeypatch.setenv("CACHEKIT_PREFIX", "readme")
     set_default_cache(None)
     ns = namespace(url, existing_redis_client=client)
-    before = _commands(client) if backend == "redis" else 0
+    before = _commands(client) if backend != "memory" else 0
     try:
         if block.id in PREPARE:
             PREPARE[block.id]()
@@ -283,7 +335,7 @@ def test_readme_block(
         exercise = EXERCISES.get(block.id)
         if exercise is not None:
             exercise(ns)
-        if backend == "redis" and block.id not in NO_REDIS_IO:
+        if backend != "memory" and block.id not in NO_REDIS_IO:
             # the block really used the test's server: it sent commands, left entries
             assert _commands(client) - before > 1, "the block never reached the test's Redis"
             if block.id not in LEAVES_NO_ENTRIES:
