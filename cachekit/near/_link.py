@@ -37,7 +37,7 @@ from ._store import NearStore
 
 __all__ = ["InvalidationLink"]
 
-logger = logging.getLogger("cachekit.near")
+logger = logging.getLogger(__name__)
 
 CHANNEL = b"__redis__:invalidate"
 
