@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from sys import intern
 from typing import Any
 
-from .._codec import Boxed
-from .._sentinel import MISSING
+from ..core.codec import Boxed
+from ..core.sentinel import MISSING
 from ..exceptions import ConfigurationError
 
 __all__ = ["NearOptions", "NearStore", "near_option"]
@@ -128,10 +128,10 @@ class NearStore:
 
     def reader(self, loads_meta: Callable[[Any, str], Any]) -> Callable[[str], Any]:
         """``read(key)``: the decoded value (by the codec's ``loads_meta(stored, key)``,
-        once per entry; a :class:`~cachekit._codec.Boxed` when it has metadata) while the
+        once per entry; a :class:`~cachekit.core.codec.Boxed` when it has metadata) while the
         L1 may serve the key, else MISSING (also when it cannot be decoded: the general
         path then reads it and reports it). The memory fast path's shape
-        (:mod:`cachekit._fastpath`)."""
+        (:mod:`cachekit.decorator.fastpath`)."""
         entry_of = self._data.get
         touch = self._data.move_to_end
         clock = self._clock
@@ -167,10 +167,10 @@ class NearStore:
         """Mark ``key`` as being filled (before its read is sent); the token to finish."""
         token = _filling()
         with self._lock:
-            entry = self._data.get(key)
-            if entry is None or entry[DEADLINE] == -_FOREVER:
-                self._data[key] = token
-                self._evict()
+            # over whatever is there: an entry past its deadline (or one not servable now)
+            # is replaced by the reply; a fill in flight for the key then stores nothing
+            self._data[key] = token
+            self._evict()
         return token
 
     def finish(self, key: str, token: list[Any], stored: Any, ttl_left: float | None) -> None:

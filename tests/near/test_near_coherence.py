@@ -567,3 +567,28 @@ def test_near_from_framework_settings(redis_url: str) -> None:
     assert layer_of(cache).options.max_stale == 2.0
     with pytest.raises(ConfigurationError, match="CACHEKIT_NEAR"):
         Cache.from_env({"CACHEKIT_URL": redis_url, "CACHEKIT_NEAR": "sometimes"})
+
+
+def test_an_expired_entry_is_refilled() -> None:
+    now = [0.0]
+    store = NearStore(NearOptions(), clock=lambda: now[0])
+    store.confirm(0.0)
+    token = store.begin("k")
+    store.finish("k", token, b"old", 0.4)
+    assert store.lookup("k") == b"old"
+    now[0] = 0.5
+    assert store.lookup("k") is MISSING  # past its TTL
+    token = store.begin("k")
+    store.finish("k", token, b"new", 1.0)
+    assert store.lookup("k") == b"new"
+    now[0] = 1.2  # within the entry's TTL (1.5)
+    assert store.lookup("k") is MISSING  # past max_stale with no confirmation
+
+
+def test_concurrent_fills_of_one_key_store_the_last_begun() -> None:
+    store = NearStore(NearOptions())
+    first = store.begin("k")
+    second = store.begin("k")
+    store.finish("k", second, b"second", None)
+    store.finish("k", first, b"first", None)
+    assert store._data["k"][STORED] == b"second"
