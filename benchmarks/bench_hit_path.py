@@ -24,7 +24,7 @@ Sections (each a markdown table; "vs floor" is the median ns/op over the floor's
    plain JSON hit (unannotated, and ``-> dict[str, Any]``, which is not converted).
 6. Redis, sync miss + set (``redis-miss``): every call a new key; the floor is redis-py
    ``GET`` then ``SET(orjson.dumps(v), px=...)``, next to the same ``GET`` then ``EVALSHA``
-   of cachekit's lease script (what a load's store is, see cachekit._leases).
+   of cachekit's lease script (what a load's store is, see cachekit.leases.rules).
 
 The script starts its own redis-server on a free port and pins itself and that server to
 one CPU (``--cpu``, default 1; ``--cpu -1`` to not pin). Every contender is warmed up and
@@ -434,14 +434,14 @@ def redis_miss(server: RedisProcess) -> list[Contender]:
     """A miss and its store: every call a new key. The floor is what any cache must do
     (``GET``, then ``SET`` of the ``orjson.dumps``'d value with a TTL); the second floor
     row is the same ``GET`` followed by cachekit's own lease script (``EVALSHA`` of
-    ``GUARDED_SET``, see cachekit._leases) in place of the ``SET``."""
+    ``GUARDED_SET``, see cachekit.leases.rules) in place of the ``SET``."""
     import itertools
 
     import orjson
     import redis
 
     from cachekit import Cache
-    from cachekit._async.coordination import GUARDED_SET, GUARDED_SET_SHA
+    from cachekit.stampede._async_coordination import GUARDED_SET, GUARDED_SET_SHA
 
     client = redis.Redis(host="127.0.0.1", port=server.port)
     client.script_load(GUARDED_SET)

@@ -20,10 +20,10 @@ from types import FunctionType as _FunctionType
 __path__ = _pkgutil.extend_path(__path__, __name__)
 
 from ._cache import Cache
-from ._default import cached, get_default_cache, set_default_cache
-from ._policy import DEFAULT
-from ._sentinel import MISSING
-from ._typing import CachedFunction
+from .core.policy import DEFAULT
+from .core.sentinel import MISSING
+from .decorator.default import cached, get_default_cache, set_default_cache
+from .decorator.types import CachedFunction
 from .exceptions import (
     BackendError,
     BackendTimeoutError,

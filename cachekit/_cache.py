@@ -10,24 +10,24 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ._async.ops import AsyncCacheOps
-from ._breaker import CircuitBreaker
-from ._codec import Boxed, BytesCodec, Codec, ObjectCodec
-from ._concurrency import AsyncRefreshPool, RefreshPool
 from ._config import OPTIONS, Layer, accepted_names, merge, redis_url_arguments, unknown_option
-from ._decorator import decorate
-from ._keys import Namespace
-from ._lock import LockMixin
-from ._policy import DEFAULT, Counters
-from ._sentinel import MISSING
 from ._sync.ops import CacheOps
-from ._typing import CachedDecorator, CachedFunction
-from ._write import WriteStrategies
-from ._write_behind import WriteBehindQueues
 from .backends import backends_for
 from .backends.base import capabilities_of
-from .backends.memory import AsyncMemoryBackend
+from .backends.memory.store import AsyncMemoryBackend
+from .core.breaker import CircuitBreaker
+from .core.codec import Boxed, BytesCodec, Codec, ObjectCodec
+from .core.concurrency import AsyncRefreshPool, RefreshPool
+from .core.keys import Namespace
+from .core.policy import DEFAULT, Counters
+from .core.sentinel import MISSING
+from .decorator.decorate import decorate
+from .decorator.types import CachedDecorator, CachedFunction
 from .exceptions import ConfigurationError
+from .locks.lock import LockMixin
 from .serializers import Serializer, get_serializer
+from .write.behind import WriteBehindQueues
+from .write.strategies import WriteStrategies
 
 if TYPE_CHECKING:
     from .ratelimit import RateLimiter
@@ -160,7 +160,8 @@ class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
             self._probe, retry_interval=options["retry_interval"], name=self._describe_backend()
         )
         # A store keeping the objects themselves in this process may offer a lock-free
-        # reader: asked for once, here; @cached serves its hits with it (cachekit._fastpath)
+        # reader: asked for once, here; @cached serves its hits with it
+        # (cachekit.decorator.fastpath)
         reader = caps.reader
         self._reader: Callable[[str], Any] | None = (
             reader() if reader is not None and isinstance(self._codec, ObjectCodec) else None
@@ -423,11 +424,11 @@ class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         qualified name and the arguments normalised through the signature); ``name`` in
         place of the module and qualified name (a factory's closures share their qualified
         name: a second one with other captured values is refused, see
-        :mod:`cachekit._names`); ``tags``
+        :mod:`cachekit.decorator.names`); ``tags``
         stored with the entry; ``cache_none=False`` to not cache ``None``;
         ``condition(result)`` must be true and ``unless(result)`` false to store.
 
-        Stampede protection (see :mod:`cachekit._stampede`): ``lock=True`` computes a
+        Stampede protection (see :mod:`cachekit.stampede.rules`): ``lock=True`` computes a
         missing key once (threads, tasks, and processes on Redis; ``lock_ttl`` bounds a
         crashed holder, waiters compute themselves after ``lock_timeout``);
         ``early_refresh`` (True, or an XFetch beta) refreshes in the background before

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._policy import ttl_seconds
+from .core.policy import ttl_seconds
 from .exceptions import ConfigurationError
 
 __all__ = [

@@ -50,7 +50,7 @@ from urllib.parse import quote
 
 import orjson
 
-from ._keys import escape_glob
+from .core.keys import escape_glob
 from .exceptions import ConfigurationError
 
 __all__ = [

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
-from ._json_tags import dumps_tagged, loads_tagged
+from .core.json_tags import dumps_tagged, loads_tagged
 from .exceptions import ConfigurationError, SerializationError
 
 __all__ = [
@@ -54,7 +54,7 @@ class OrjsonSerializer:
 
     Plain JSON is written as orjson writes it. bytes, sets, frozensets, datetimes, dates,
     times, timedeltas, Decimals, NaN/inf, big ints and dicts with non-str keys are tagged
-    and come back as they went in (see :mod:`cachekit._json_tags`: only payloads holding
+    and come back as they went in (see :mod:`cachekit.core.json_tags`: only payloads holding
     such values pay for them on load). Tuples, dataclasses, pydantic models, UUIDs and
     Enums are written as their JSON form (lists, dicts, str, values): ``@cached`` decodes a
     hit into the function's return annotation, so those come back too.
@@ -203,7 +203,7 @@ class PickleSerializer:
     not verify (tampered, written with another secret, or not written by cachekit) is
     refused with :class:`SerializationError` before ``pickle.loads`` ever sees it. In a
     :class:`~cachekit.Cache` the entry codec signs instead, over the entry's key, its
-    metadata and the payload (:mod:`cachekit._codec`), so an entry moved to another key is
+    metadata and the payload (:mod:`cachekit.core.codec`), so an entry moved to another key is
     refused too: it takes the secret (:attr:`signing_secret`) and the unsigned pickling
     (:meth:`without_signature`) from here.
     """
@@ -242,7 +242,7 @@ class PickleSerializer:
 
     def without_signature(self) -> Serializer:
         """This serializer's pickling without its payload MAC: only for a codec that signs
-        and verifies the whole entry itself (:class:`cachekit._codec.BytesCodec`)."""
+        and verifies the whole entry itself (:class:`cachekit.core.codec.BytesCodec`)."""
         return _UnsignedPickle(self._protocol)
 
     def dumps(self, obj: Any) -> bytes:

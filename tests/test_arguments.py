@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cachekit import Cache, ConfigurationError, InvalidArgumentError
-from cachekit._policy import FOREVER, ttl_seconds
+from cachekit.core.policy import FOREVER, ttl_seconds
 from cachekit.testing.servers import RedisServer
 
 from conftest import unique_prefix

@@ -848,7 +848,7 @@ def test_write_behind_one_id_refused_forever_is_dead_lettered_alone(both: Cache)
 def test_a_journal_taken_by_a_dead_process_with_our_pid_is_taken_again(tmp_path: Any) -> None:
     """In a container the program is pid 1 at every start: a file the previous start took
     (then died) is named with our pid, and was skipped as "ours" forever."""
-    from cachekit._journal import JournalFiles
+    from cachekit.write.journal import JournalFiles
 
     files = JournalFiles(tmp_path, "queue")
     for taker in (f"{os.getpid()}", f"{os.getpid()}-0123456789ab"):  # older and newer names
@@ -866,7 +866,7 @@ def test_a_journal_taken_by_a_dead_process_with_our_pid_is_taken_again(tmp_path:
 
 _TAKER = """
 import sys
-from cachekit._journal import JournalFiles
+from cachekit.write.journal import JournalFiles
 files = JournalFiles(sys.argv[1], "queue")
 print("ready", flush=True)
 sys.stdin.readline()
@@ -875,7 +875,7 @@ print(",".join(str(content["records"][0]) for _, content in files.take()), flush
 
 
 def test_two_processes_replaying_one_journal_take_each_file_once(tmp_path: Any) -> None:
-    from cachekit._journal import JournalFiles
+    from cachekit.write.journal import JournalFiles
 
     files = JournalFiles(tmp_path / "journal", "queue")
     for index in range(200):

@@ -312,7 +312,7 @@ def test_default_entries_are_pickles_signed_with_hmac_sha256_of_secret_key(
     stored = raw_redis.get(full)
     flag, mac, payload = stored[:1], stored[1:33], stored[33:]
     secret = hashlib.sha256(dj._SECRET_SALT + b":" + settings.SECRET_KEY.encode()).digest()
-    # the entry is signed bound to its key (cachekit._codec): moved elsewhere, it is refused
+    # the entry is signed bound to its key (cachekit.core.codec): moved elsewhere, it is refused
     key = hmac.new(secret, b"cachekit/entry", hashlib.sha256).digest()
     framed = len(full).to_bytes(4, "big") + full + flag + payload
     assert flag == b"\x41"
@@ -992,7 +992,7 @@ async def test_cache_page_on_an_async_view_runs_it_once(redis_cache: Any) -> Non
 def test_cache_page_lock_spans_processes(redis_cache: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two decorations of one page stand in for two processes: each has its own in-process
     single-flight, so only cachekit's Redis lock can keep the second from running the view."""
-    from cachekit._lock import CacheLock
+    from cachekit.locks.lock import CacheLock
 
     a_started, b_waiting = threading.Event(), threading.Event()
     original_acquire = CacheLock.acquire

@@ -268,9 +268,9 @@ async def test_async_invalidations_during_an_outage_are_replayed(
 def test_too_many_pending_invalidations_clear_the_namespace(
     private_redis: RedisServer, cache: Cache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cachekit._breaker
+    import cachekit.core.breaker
 
-    monkeypatch.setattr(cachekit._breaker, "MAX_PENDING_KEYS", 3)
+    monkeypatch.setattr(cachekit.core.breaker, "MAX_PENDING_KEYS", 3)
     for name in ("a", "b", "c", "d", "e", "other"):
         cache.set(name, "old")
     other = Cache(private_redis.url, prefix=unique_prefix())

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cachekit import Cache, CacheKitError, ConfigurationError, InvalidKeyError
-from cachekit._keys import MAX_KEY_LENGTH, KeyBuilder, Namespace, escape_glob, normalize_key
+from cachekit.core.keys import MAX_KEY_LENGTH, KeyBuilder, Namespace, escape_glob, normalize_key
 from conftest import unique_prefix
 
 
@@ -181,7 +181,7 @@ def test_distinct_tuples_of_str_give_distinct_keys(one: list[str], other: list[s
 
 
 def test_item_keys_render_as_cached_templates_do() -> None:
-    from cachekit._strategies import item_key_builder
+    from cachekit.write.rules import item_key_builder
 
     user = item_key_builder("user:{}")
     assert user(42) == "user:42" and user("alice") == "user:alice" and user("a:b") == "user:a:b"

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cachekit._keys import KeyBuilder, Namespace
+from cachekit.core.keys import KeyBuilder, Namespace
 
 
 class Suit(enum.Enum):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cachekit import Cache
-from cachekit._leases import MARK_LIFETIME, LocalMarks
+from cachekit.leases.rules import MARK_LIFETIME, LocalMarks
 
 from conftest import unique_prefix
 

@@ -4,7 +4,7 @@ import asyncio
 import threading
 
 from cachekit import Cache
-from cachekit._sentinel import MISSING
+from cachekit.core.sentinel import MISSING
 from cachekit.backends import MemoryBackend
 
 

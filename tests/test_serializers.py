@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from cachekit import Cache, ConfigurationError, SerializationError
-from cachekit._codec import BytesCodec, CorruptEntry
+from cachekit.core.codec import BytesCodec, CorruptEntry
 from cachekit.serializers import (
     JsonSerializer,
     MsgpackSerializer,

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cachekit import Cache, IncrementError, SerializationError
-from cachekit._codec import BytesCodec, CorruptEntry, UnsignedCounter
+from cachekit.core.codec import BytesCodec, CorruptEntry, UnsignedCounter
 from cachekit.serializers import OrjsonSerializer, PickleSerializer
 from cachekit.testing.servers import RedisServer
 from conftest import unique_prefix

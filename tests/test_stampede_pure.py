@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cachekit import ConfigurationError
-from cachekit._stampede import (
+from cachekit.stampede.rules import (
     Freshness,
     StampedeOptions,
     classify,
@@ -125,7 +125,7 @@ def test_companion_keys_share_the_entry_slot_and_namespace(user_key: str) -> Non
 def test_pending_invalidations_overflow_to_a_namespace_clear(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import cachekit._breaker as breaker
+    import cachekit.core.breaker as breaker
 
     monkeypatch.setattr(breaker, "MAX_PENDING_KEYS", 3)
     pending = breaker.Pending()
@@ -143,7 +143,7 @@ def test_pending_invalidations_overflow_to_a_namespace_clear(
 
 
 def test_breaker_defers_only_while_open_and_replays_before_closing() -> None:
-    from cachekit._breaker import CircuitBreaker
+    from cachekit.core.breaker import CircuitBreaker
 
     replayed: list[set[str]] = []
     up = threading.Event()
@@ -170,7 +170,7 @@ def test_breaker_defers_only_while_open_and_replays_before_closing() -> None:
 
 
 def test_a_flight_shares_the_functions_exception_but_never_an_interruption() -> None:
-    from cachekit._concurrency import ABANDONED, Flight
+    from cachekit.core.concurrency import ABANDONED, Flight
 
     failed = Flight()
     failed.fail(ValueError("the function's answer"))
@@ -182,7 +182,7 @@ def test_a_flight_shares_the_functions_exception_but_never_an_interruption() -> 
 
 
 def test_refresh_pool_runs_on_a_few_threads_and_bounds_its_queue() -> None:
-    from cachekit._concurrency import RefreshPool
+    from cachekit.core.concurrency import RefreshPool
 
     pool = RefreshPool(workers=2, limit=5)
     gate = threading.Event()

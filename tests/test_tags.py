@@ -10,7 +10,7 @@ import redis
 from conftest import unique_prefix
 
 from cachekit import Cache, ConfigurationError
-from cachekit._tags import INVALIDATE_SCRIPT, dying_key, tag_key
+from cachekit.tags.rules import INVALIDATE_SCRIPT, dying_key, tag_key
 from cachekit.testing.servers import RedisServer
 
 
@@ -140,7 +140,7 @@ def test_a_redis_hit_stays_one_command(redis_server: RedisServer) -> None:
 
 
 def test_memory_tag_sets_drop_dead_members_as_they_grow() -> None:
-    from cachekit._tags import memory_index
+    from cachekit.tags.rules import memory_index
 
     cache = Cache(prefix=unique_prefix(), max_entries=100)
     for i in range(5_000):

@@ -1,4 +1,4 @@
-"""W-TinyLFU eviction on the memory backend (cachekit.backends.tinylfu)."""
+"""W-TinyLFU eviction on the memory backend (cachekit.backends.memory.tinylfu)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from cachekit import Cache, ConfigurationError
-from cachekit._sentinel import MISSING
+from cachekit.core.sentinel import MISSING
 from cachekit.backends import MemoryBackend
-from cachekit.backends.tinylfu import FrequencySketch, TinyLFUEntries, WTinyLFU
+from cachekit.backends.memory.tinylfu import FrequencySketch, TinyLFUEntries, WTinyLFU
 from cachekit.testing import CacheContract
 
 

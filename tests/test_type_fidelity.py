@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cachekit import Cache
-from cachekit._typed import _json_shaped
+from cachekit.core.typed import _json_shaped
 from cachekit.serializers import OrjsonSerializer
 from cachekit.testing.servers import RedisServer
 

@@ -286,7 +286,7 @@ def test_journal_files_are_taken_once_and_a_dead_takers_file_again(tmp_path: Any
     import subprocess
     import sys
 
-    from cachekit._journal import JournalFiles
+    from cachekit.write.journal import JournalFiles
 
     files = JournalFiles(tmp_path / "j", "memory|ns|item:{}")
     other = JournalFiles(tmp_path / "j", "memory|ns|other:{}")

@@ -17,8 +17,8 @@ import redis
 from conftest import unique_prefix
 
 from cachekit import Cache
-from cachekit._strategies import encode_id
-from cachekit._stream_queue import PUSH_SCRIPT
+from cachekit.write.rules import encode_id
+from cachekit.write.stream_queue import PUSH_SCRIPT
 from cachekit.exceptions import BackendUnavailableError
 from cachekit.testing.servers import RedisServer
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cachekit._strategies import (
+from cachekit.write.rules import (
     QueuedWrite,
     after_failure,
     batch_due,

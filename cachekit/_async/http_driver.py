@@ -6,7 +6,7 @@ This file is the source: ``cachekit/_sync/http_driver.py`` is generated from it 
 :mod:`cachekit.http` decides everything (what is cacheable, keys, headers, 304s); the
 driver only reads and writes its bytes through a :class:`cachekit.Cache` and coalesces
 concurrent cold requests: single-flight per key in this process (the flights of
-:mod:`cachekit._concurrency`), and across processes with ``cache.lock`` when the backend
+:mod:`cachekit.core.concurrency`), and across processes with ``cache.lock`` when the backend
 is remote. State and invalidation are shared, in :class:`cachekit._http_shared.HttpCache`.
 No web framework is imported here.
 """
@@ -18,8 +18,8 @@ import time
 from typing import Any, TypeVar
 
 from .._cache import Cache
-from .._concurrency import AsyncFlights
 from .._http_shared import AsyncDecided, AsyncForwarder, AsyncHitHandler, HttpCache, Probe, _aignore
+from ..core.concurrency import AsyncFlights
 from ..exceptions import CacheKitError
 from ..http import (
     CachedResponse,

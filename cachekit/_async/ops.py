@@ -2,7 +2,7 @@
 
 This file is the source: ``cachekit/_sync/ops.py`` is generated from it by
 ``scripts/unasync.py`` (CI fails when they drift). Edit here, then run the script.
-Decisions (keys, TTLs, encoding, error policy) live in :mod:`cachekit._policy`, shared by
+Decisions (keys, TTLs, encoding, error policy) live in :mod:`cachekit.core.policy`, shared by
 both; only the backend calls differ.
 """
 
@@ -11,16 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
-from .._codec import CorruptEntry, UnsignedCounter
-from .._concurrency import _aresolve
-from .._leases import Lease
-from .._policy import DEFAULT, incr_delta
-from .._sentinel import MISSING
-from .._stampede import StampedeOptions
-from .._tags import tag_list
+from ..core.codec import CorruptEntry, UnsignedCounter
+from ..core.concurrency import _aresolve
+from ..core.policy import DEFAULT, incr_delta
+from ..core.sentinel import MISSING
 from ..exceptions import InvalidArgumentError, SerializationError
-from .stampede import AsyncStampede
-from .tags import AsyncTagOps
+from ..leases.rules import Lease
+from ..stampede._async_stampede import AsyncStampede
+from ..stampede.rules import StampedeOptions
+from ..tags._async_tags import AsyncTagOps
+from ..tags.rules import tag_list
 
 __all__ = ["AsyncCacheOps"]
 
@@ -66,7 +66,7 @@ class AsyncCacheOps(AsyncTagOps):
         return value
 
     async def _acounter_marks(self, keys: list[str]) -> list[bool]:
-        """Whether each key carries a valid counter mark (see :mod:`cachekit._codec`)."""
+        """Whether each key carries a valid counter mark (see :mod:`cachekit.core.codec`)."""
         marks = await self._acall("get_many", None, [self._counter_mark_key(k) for k in keys])
         if marks is None:
             return [False] * len(keys)
@@ -97,7 +97,7 @@ class AsyncCacheOps(AsyncTagOps):
     ) -> bool:
         """Store a computed value, failing open (an unencodable value is logged, not raised;
         ``unencodable`` reports it instead: ``@cached`` logs once per function). A load
-        passes its ``lease`` (see :mod:`cachekit._leases`): then nothing is stored if the
+        passes its ``lease`` (see :mod:`cachekit.leases.rules`): then nothing is stored if the
         entry was invalidated after the load started."""
         seconds = self._seconds(ttl)
         tags = tag_list(tags) if tags else ()
@@ -118,7 +118,7 @@ class AsyncCacheOps(AsyncTagOps):
         fresh: Callable[[Any, Any], Any],
     ) -> Any:
         """A load's store (as ``_astore``) that returns the value as a hit of it will:
-        ``fresh(value, entry)`` (see :mod:`cachekit._typed`) decodes the entry just
+        ``fresh(value, entry)`` (see :mod:`cachekit.core.typed`) decodes the entry just
         encoded, so the value goes through the serializer once, not twice."""
         seconds = self._seconds(ttl)
         names = tag_list(tags) if tags else ()
@@ -207,7 +207,7 @@ class AsyncCacheOps(AsyncTagOps):
 
     async def adelete(self, key: Any) -> bool:
         """Remove an entry; True if it existed. Loads of it in flight will not store what
-        they read before (see :mod:`cachekit._leases`); if the backend is unreachable the
+        they read before (see :mod:`cachekit.leases.rules`); if the backend is unreachable the
         delete is replayed before this process reads from it again."""
         return bool(await self._arevoke([self._ns.key(key)]))
 

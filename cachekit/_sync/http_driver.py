@@ -6,7 +6,7 @@ GENERATED from ``cachekit/_async/http_driver.py`` by
 :mod:`cachekit.http` decides everything (what is cacheable, keys, headers, 304s); the
 driver only reads and writes its bytes through a :class:`cachekit.Cache` and coalesces
 concurrent cold requests: single-flight per key in this process (the flights of
-:mod:`cachekit._concurrency`), and across processes with ``cache.lock`` when the backend
+:mod:`cachekit.core.concurrency`), and across processes with ``cache.lock`` when the backend
 is remote. State and invalidation are shared, in :class:`cachekit._http_shared.HttpCache`.
 No web framework is imported here.
 """
@@ -18,8 +18,8 @@ import time
 from typing import Any, TypeVar
 
 from .._cache import Cache
-from .._concurrency import Flights
 from .._http_shared import Decided, Forwarder, HitHandler, HttpCache, Probe, _ignore
+from ..core.concurrency import Flights
 from ..exceptions import CacheKitError
 from ..http import (
     CachedResponse,

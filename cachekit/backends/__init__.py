@@ -4,7 +4,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .base import AsyncBackend, Backend
-from .memory import AsyncMemoryBackend, MemoryBackend
+from .memory.store import AsyncMemoryBackend, MemoryBackend
 
 __all__ = ["AsyncBackend", "AsyncMemoryBackend", "Backend", "MemoryBackend", "backends_for"]
 

@@ -26,7 +26,7 @@ and wires its features from the answers; no feature tests the backend's type.
 - ``scan()`` -> :class:`AsyncScan` / :class:`Scan`: the keys matching a glob pattern.
 - ``stats()`` -> a dict of the backend's own facts, merged into ``Cache.stats()``.
 - ``reader()`` -> ``read(key)``: a lock-free lookup of an in-process store keeping the
-  objects themselves (the memory hit path, :mod:`cachekit._fastpath`).
+  objects themselves (the memory hit path, :mod:`cachekit.decorator.fastpath`).
 - ``decoding_reader(loads_meta)`` -> ``read(key)``: the same for an in-process store
   keeping the encoded forms (the near cache's L1, :mod:`cachekit.near`): it decodes an
   entry with the cache codec's ``loads_meta`` once and serves the value (a ``Boxed``

@@ -7,7 +7,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .._sentinel import MISSING
+from ..core.sentinel import MISSING
 from ._link import InvalidationLink, connection_factory
 from ._store import NearOptions, NearStore
 

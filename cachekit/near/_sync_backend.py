@@ -19,8 +19,8 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .._sentinel import MISSING
 from ..backends import base
+from ..core.sentinel import MISSING
 from ._layer import NearLayer, RecordingBatch, key_like, ttl_left
 
 __all__ = ["NearBackend", "NearScripts"]

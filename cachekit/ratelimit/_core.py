@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .._keys import internal_head, normalize_key
 from ..backends import base
+from ..core.keys import internal_head, normalize_key
 from ..exceptions import BackendError, ConfigurationError
 from ._local import LocalBuckets, buckets_of
 from .rules import US, Decision, Rate, Rule

@@ -8,7 +8,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from .._keys import KeyBuilder
+from ..core.keys import KeyBuilder
 from ..exceptions import RateLimited
 from ._async_limiter import AsyncRateLimiterOps
 from ._sync_limiter import RateLimiterOps

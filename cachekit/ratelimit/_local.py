@@ -57,7 +57,7 @@ class LocalBuckets:
 
 # A backend's buckets live as long as the backend: caches over one in-process backend
 # (``with_options()``, two caches given the same backend) share their limits, as processes
-# share Redis. The same arrangement as the leases' marks (cachekit._leases.local_marks).
+# share Redis. The same arrangement as the leases' marks (cachekit.leases.rules.local_marks).
 _by_backend: weakref.WeakKeyDictionary[Any, LocalBuckets] = weakref.WeakKeyDictionary()
 _unweakable: dict[int, tuple[Any, LocalBuckets]] = {}
 _lock = threading.Lock()

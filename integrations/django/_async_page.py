@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cachekit._concurrency import AsyncFlights
 from cachekit._http_shared import AsyncDecided
+from cachekit.core.concurrency import AsyncFlights
 from cachekit.http import Forward, Response
 
 from . import (

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cachekit._concurrency import Flights
 from cachekit._http_shared import Decided
+from cachekit.core.concurrency import Flights
 from cachekit.http import Forward, Response
 
 from . import (

@@ -59,7 +59,7 @@ assert_type(cube.invalidate(2.0), bool)
 assert_type(Repo().find(3), str)
 assert_type(Repo.find.invalidate(Repo(), 3), bool)
 # Repo.build(1): mypy binds cls only for plain functions, not callable objects, so a
-# cached classmethod's call is not checked (a known limitation, see cachekit/_typing.py)
+# cached classmethod's call is not checked (a known limitation, see cachekit/decorator/types.py)
 assert_type(Repo.pure(1), int)
 refreshing: Coroutine[Any, Any, bytes] = fetch.refresh("u")
 

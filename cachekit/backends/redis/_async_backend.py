@@ -17,7 +17,7 @@ from typing import Any
 
 import redis.exceptions
 
-from ..._sentinel import MISSING
+from ...core.sentinel import MISSING
 from ..base import CommandBatch, script_sha
 from .clients import AsyncClientProvider, connection_kwargs, translate_error
 

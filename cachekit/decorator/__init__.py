@@ -1,0 +1,1 @@
+"""``@cached``: decided once at decoration (decorate.py), then one wrapper per call shape."""

@@ -1,0 +1,136 @@
+"""The ``@cached`` wrapper for coroutine functions.
+
+GENERATED from ``cachekit/decorator/_async_decorator.py`` by
+``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
+The wrapper is built once per decorated function; the hit path is a key, one lookup and
+a return (plus, for a bytes-storing cache and a function annotated with a type JSON cannot
+say, a decode into that type: see :mod:`cachekit.core.typed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..core.sentinel import MISSING
+from ..leases.rules import Lease
+from ..stampede._sync_stampede import Stampede
+from ..stampede.rules import StampedeOptions
+
+__all__ = ["make_sync_stampede_wrapper", "make_sync_wrapper"]
+
+
+def make_sync_wrapper(
+    cache: Any, func: Callable[..., Any], plan: Any
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``(wrapper, refresh)`` for ``func`` under ``plan`` (a ``CachePlan``)."""
+    full_key = plan.full_key
+    lookup = cache._lookup
+    store = cache._store
+    store_load = cache._store_load
+    should_store = plan.should_store
+    ttl = plan.ttl
+    tags = plan.tags
+    rules = plan.rules  # what hits and misses return: see cachekit.core.typed
+    hit, fresh, unencodable, mismatch = rules.hit, rules.fresh, rules.unencodable, rules.mismatch
+    fresh_stored = rules.fresh_stored  # fresh, from the entry just encoded (one encode)
+
+    def refresh(*args: Any, **kwargs: Any) -> Any:
+        """Call the function now and store its result, whatever is cached."""
+        value = func(*args, **kwargs)
+        if should_store(value):
+            store(full_key(args, kwargs), value, ttl, tags(args, kwargs), unencodable)
+            if fresh is not None:
+                value = fresh(value)
+        return value
+
+    if hit is None and fresh is None:  # objects stored as they are: nothing to convert
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            key = full_key(args, kwargs)
+            value = lookup(key)
+            if value is not MISSING:
+                return value
+            lease = Lease.now()  # see cachekit.leases.rules: an invalidation meanwhile wins
+            value = func(*args, **kwargs)
+            if should_store(value):
+                store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
+            return value
+
+        return wrapper, refresh
+
+    def converting_wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = full_key(args, kwargs)
+        value = lookup(key)
+        if value is not MISSING:
+            if hit is None:  # the plain JSON hit: as fast as it always was
+                return value
+            try:
+                return hit(value)
+            except Exception as exc:  # does not fit the annotation: recompute, replace
+                mismatch(key, exc)
+        lease = Lease.now()  # see cachekit.leases.rules: an invalidation meanwhile wins
+        value = func(*args, **kwargs)
+        if should_store(value):
+            if fresh_stored is None:
+                store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
+            else:  # what a hit will return: the serializer's round trip of the entry
+                value = store_load(
+                    key, value, ttl, tags(args, kwargs), unencodable, lease, fresh_stored
+                )
+        return value
+
+    return converting_wrapper, refresh
+
+
+def _round_tripping(
+    func: Callable[..., Any], fresh: Callable[[Any], Any], should_store: Callable[[Any], bool]
+) -> Callable[..., Any]:
+    """``func`` whose stored results come back as a hit will return them: the value a miss
+    returns (to its caller and to every caller that waited for it) is the cached one."""
+
+    def compute(*args: Any, **kwargs: Any) -> Any:
+        value = func(*args, **kwargs)
+        return fresh(value) if should_store(value) else value
+
+    return compute
+
+
+def make_sync_stampede_wrapper(
+    cache: Any, func: Callable[..., Any], plan: Any, options: StampedeOptions
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The wrapper for functions decorated with stampede options (``lock``,
+    ``early_refresh``, ``stale_ttl``, ``stale_if_error``): only they pay for them."""
+    stampede = Stampede(cache, options, plan.should_store)
+    rules = plan.rules
+    stampede.unencodable = rules.unencodable
+    hit, fresh, mismatch = rules.hit, rules.fresh, rules.mismatch
+    full_key = plan.full_key
+    ttl = plan.ttl
+    tags = plan.tags
+    get = stampede.get
+    should_store = plan.should_store
+    compute = func if fresh is None else _round_tripping(func, fresh, should_store)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = full_key(args, kwargs)
+        value = get(key, compute, args, kwargs, ttl, tags)
+        if hit is None:
+            return value
+        # cached, stale or computed (the stampede does not say which): decoded into the
+        # annotation; a value that does not fit is returned as it is (a computed one is
+        # the function's own result)
+        try:
+            return hit(value)
+        except Exception as exc:
+            mismatch(key, exc)
+            return value
+
+    def refresh(*args: Any, **kwargs: Any) -> Any:
+        """Call the function now and store its result, whatever is cached."""
+        value, delta = stampede._timed(compute, args, kwargs)
+        if plan.should_store(value):
+            stampede._store(full_key(args, kwargs), value, delta, ttl, tags(args, kwargs))
+        return value
+
+    return wrapper, refresh

@@ -1,0 +1,1 @@
+"""Leases: a load that started before an invalidation never stores."""

@@ -1,0 +1,1 @@
+"""``cache.lock``: one object for ``with`` and ``async with``."""

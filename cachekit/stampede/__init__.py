@@ -1,0 +1,1 @@
+"""Stampede protection: pure rules, one async source, its generated sync twin."""

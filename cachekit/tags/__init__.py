@@ -1,0 +1,1 @@
+"""Tags: invalidating every entry written with a tag at once."""

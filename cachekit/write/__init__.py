@@ -1,0 +1,1 @@
+"""Write strategies (write-through, write-behind): pure rules, one async source, its twin."""
