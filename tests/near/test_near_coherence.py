@@ -592,3 +592,30 @@ def test_concurrent_fills_of_one_key_store_the_last_begun() -> None:
     store.finish("k", second, b"second", None)
     store.finish("k", first, b"first", None)
     assert store._data["k"][STORED] == b"second"
+
+
+def test_a_user_without_client_tracking_rights_gets_plain_redis(
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ACLs forbid CLIENT: the link cannot start, so the L1 never serves; reads are right."""
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.acl_setuser(
+        "app", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-client"]
+    )
+    url = private_redis.url.replace("redis://", "redis://app:pw@")
+    a = Cache(url, prefix="acl", near=True)
+    b = Cache(url, prefix="acl")
+    try:
+        a.set("k", 1)
+        assert a.get("k") == 1
+        assert not layer_of(a).link.caught_up(0.5)
+        b.set("k", 2)
+        assert a.get("k") == 2
+        assert not layer_of(a).store.serving()
+        assert any(
+            "NOPERM" in r.getMessage() or "permission" in r.getMessage() for r in caplog.records
+        )
+    finally:
+        a.close()
+        b.close()
+        admin.close()
