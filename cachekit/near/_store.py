@@ -106,6 +106,7 @@ class NearStore:
         self._data: OrderedDict[str, list[Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.serve_until = 0.0  # entries are served while clock() < serve_until
+        self._memo_owner: Callable[[Any, str], Any] | None = None  # see reader()
         self._barrier = -_FOREVER  # a confirmation must be of a PING sent after this
         self.flushes = 0
         self.invalidations = 0
@@ -127,16 +128,44 @@ class NearStore:
         return entry[STORED]
 
     def reader(self, loads_meta: Callable[[Any, str], Any]) -> Callable[[str], Any]:
-        """``read(key)``: the decoded value (by the codec's ``loads_meta(stored, key)``,
-        once per entry; a :class:`~cachekit.core.codec.Boxed` when it has metadata) while the
-        L1 may serve the key, else MISSING (also when it cannot be decoded: the general
-        path then reads it and reports it). The memory fast path's shape
-        (:mod:`cachekit.decorator.fastpath`)."""
+        """``read(key)``: the decoded value (by the codec's ``loads_meta(stored, key)``; a
+        :class:`~cachekit.core.codec.Boxed` when it has metadata) while the L1 may serve
+        the key, else MISSING (also when it cannot be decoded: the general path then reads
+        it and reports it). The memory fast path's shape (:mod:`cachekit.decorator.fastpath`).
+
+        The first reader asked for (the cache that made the layer) keeps what it decoded
+        in the entry, so each entry is decoded once. Caches sharing the layer through
+        ``with_options`` may decode otherwise (``serializer="raw"``, another secret):
+        their readers decode every hit, never reading another codec's result."""
         entry_of = self._data.get
         touch = self._data.move_to_end
         clock = self._clock
         store = self
         missing, unset, boxed = MISSING, _UNSET, Boxed
+        with self._lock:
+            keeps = self._memo_owner is None
+            if keeps:
+                self._memo_owner = loads_meta
+
+        def decoded(stored: Any, key: str) -> Any:
+            try:
+                value, meta = loads_meta(stored, key)
+            except Exception:
+                return missing
+            return value if meta is None else boxed(value, meta)
+
+        if not keeps:
+
+            def read_decoding(key: str) -> Any:
+                entry = entry_of(key)
+                if entry is None:
+                    return missing
+                now = clock()
+                if now >= entry[1] or now >= store.serve_until:
+                    return missing
+                return decoded(entry[2], key)
+
+            return read_decoding
 
         def read(key: str) -> Any:
             entry = entry_of(key)
@@ -151,12 +180,9 @@ class NearStore:
                 pass
             value = entry[0]
             if value is unset:
-                try:
-                    value, meta = loads_meta(entry[2], key)
-                except Exception:
+                value = decoded(entry[2], key)
+                if value is missing:
                     return missing
-                if meta is not None:
-                    value = boxed(value, meta)
                 entry[0] = value
             return value
 

@@ -619,3 +619,19 @@ def test_a_user_without_client_tracking_rights_gets_plain_redis(
         a.close()
         b.close()
         admin.close()
+
+
+def test_caches_sharing_the_l1_with_other_codecs_decode_their_own(
+    pair: tuple[Cache, Cache],
+) -> None:
+    """with_options(serializer="raw") shares the layer: it must read raw bytes, not the
+    JSON cache's decoded object (nor the other way round)."""
+    a, _ = pair
+    raw = a.with_options(serializer="raw")
+    a.set("k", {"v": 1})
+    assert warm(a, "k") == {"v": 1}
+    assert a.get("k") == {"v": 1}  # decoded and kept in the entry by a's reader
+    stored = raw.get("k")
+    assert isinstance(stored, bytes) and b'"v"' in stored
+    assert raw._reader is not None and raw._reader(a.make_key("k")) == stored
+    assert a.get("k") == {"v": 1}
