@@ -9,6 +9,7 @@ import asyncio
 import logging
 import threading
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -257,3 +258,35 @@ def test_braces_in_keys_with_lock_and_tags(cache: Cache, key: str) -> None:
 
     assert size({}) == 0 and size({}) == 0
     assert cache.delete(key) is True
+
+
+def test_http_pages_cached_and_purged_by_path(cache: Cache) -> None:
+    """The Starlette adapter on the topology: a page stored on one request is served on
+    the next; ``invalidate_path`` purges by path pattern (a SCAN of every primary)."""
+    from cachekit.integrations.starlette import CacheMiddleware
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    with warnings.catch_warnings():  # starlette 1.x warns when it finds httpx, not httpx2
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    runs: list[str] = []
+
+    async def product(request: Request) -> PlainTextResponse:
+        runs.append(request.path_params["pid"])
+        return PlainTextResponse(f"product {request.path_params['pid']}")
+
+    app = Starlette(routes=[Route("/products/{pid}", product)])
+    middleware = CacheMiddleware(app, cache=cache, ttl=60)
+    with TestClient(middleware) as client:
+        for pid in map(str, range(10)):
+            assert client.get(f"/products/{pid}").text == f"product {pid}"
+            second = client.get(f"/products/{pid}")
+            assert second.headers["cache-status"].startswith("cachekit; hit")
+        assert runs == [str(pid) for pid in range(10)]
+        assert middleware.invalidate_path("/products/*") == 10
+        assert client.get("/products/3").text == "product 3"
+        assert runs[-1] == "3" and len(runs) == 11
