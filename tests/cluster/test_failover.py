@@ -5,6 +5,7 @@ while another owner may take it: never two holders that both believe they hold i
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -274,3 +275,50 @@ def _lose_lock_writes(server: RedisServer, prefix: str) -> None:
             client.delete(key)
     finally:
         client.close()
+
+
+async def _aeventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out: {what}")
+        await asyncio.sleep(0.05)  # polling a failover in other processes
+
+
+async def test_async_cluster_primary_killed_fails_open_then_hits(cluster: ClusterServers) -> None:
+    cache = _cache(cluster.url)
+    keys = [f"k{i}" for i in range(60)]
+    await cache.aset_many({k: k for k in keys}, ttl=300)
+    victim = cluster.primaries()[1]
+    (replica,) = cluster.replicas_of(victim)
+    _eventually(lambda: _replicated(victim, replica), "replication")
+    victim.kill()
+    assert len(await cache.aget_many(keys)) < len(keys)  # fails open, no exception
+
+    async def all_hit() -> bool:
+        return await cache.aget_many(keys) == {k: k for k in keys}
+
+    await _aeventually(all_hit, "async hits after failover")
+    assert await cache.aset("after", 1)
+    assert await cache.aget("after") == 1
+    await cache.aclose()
+    cache.close()
+
+
+async def test_async_sentinel_primary_killed_fails_open_then_hits(
+    sentinel: SentinelServers,
+) -> None:
+    cache = _cache(sentinel.url)
+    await cache.aset("k", "v", ttl=300)
+    old = sentinel.primary()
+    (replica,) = [s for s in sentinel.servers if s is not old]
+    _eventually(lambda: _replicated(old, replica), "replication")
+    old.kill()
+    assert await cache.aget("k", "default") == "default"
+
+    async def hits() -> bool:
+        return await cache.aget("k") == "v"
+
+    await _aeventually(hits, "async hits after the sentinel failover")
+    await cache.aclose()
+    cache.close()
