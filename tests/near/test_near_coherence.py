@@ -635,3 +635,47 @@ def test_caches_sharing_the_l1_with_other_codecs_decode_their_own(
     assert isinstance(stored, bytes) and b'"v"' in stored
     assert raw._reader is not None and raw._reader(a.make_key("k")) == stored
     assert a.get("k") == {"v": 1}
+
+
+def test_write_strategies_of_another_cache_invalidate(pair: tuple[Cache, Cache]) -> None:
+    """write-through, write-behind (the worker's batch) and @updates of cache b drop a's
+    L1 copy; a's own write-through set is read at once."""
+    a, b = pair
+    source: dict[int, Any] = {1: "v0"}
+    stored: list[Any] = []
+
+    def store_many(items: dict[Any, Any]) -> None:
+        stored.append(dict(items))
+        source.update(items)
+
+    through_a = a.write_through(key="u:{}", load=source.get, store=source.__setitem__)
+    through_b = b.write_through(key="u:{}", load=source.get, store=source.__setitem__)
+    behind_b = b.write_behind(
+        key="u:{}", load=source.get, store_many=store_many, flush_interval=0.05
+    )
+
+    @b.updates(key="u:{user_id}")
+    def rename(user_id: int, name: str) -> str:
+        source[user_id] = name
+        return name
+
+    assert through_a.get(1) == "v0"
+    caught_up(a)
+    assert through_a.get(1) == "v0"
+    caught_up(a)
+    key = a.make_key("u:1")
+    for write, expected in [
+        (lambda: through_b.set(1, "v1"), "v1"),
+        (lambda: rename(1, "v2"), "v2"),
+        (lambda: (behind_b.set(1, "v3"), behind_b.flush()), "v3"),
+    ]:
+        assert layer_of(a).store.lookup(key) is not MISSING  # a holds it before b writes
+        write()
+        caught_up(a)
+        assert layer_of(a).store.lookup(key) is MISSING, write
+        assert through_a.get(1) == expected
+        caught_up(a)
+        assert through_a.get(1) == expected
+    through_a.set(1, "mine")
+    assert through_a.get(1) == "mine"  # read your own write, no wait
+    behind_b.close()
