@@ -374,7 +374,7 @@ class Notifier:
         for wake in waiters:
             wake()
 
-    def wait(self, timeout: float | None, blocked: Callable[[], bool]) -> None:
+    def wait_for(self, timeout: float | None, blocked: Callable[[], bool]) -> None:
         """Block while ``blocked()`` until notified or ``timeout`` seconds pass."""
         event = threading.Event()
         with self._lock:
@@ -386,7 +386,7 @@ class Notifier:
             with self._lock:
                 self._waiters.discard(event.set)
 
-    async def await_(self, timeout: float | None, blocked: Callable[[], bool]) -> None:
+    async def await_for(self, timeout: float | None, blocked: Callable[[], bool]) -> None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 

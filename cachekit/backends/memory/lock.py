@@ -6,7 +6,8 @@ TTL bounds a holder that never releases) and only the token that took it may rel
 extend it. Waiters are woken by the release, or wake at the holder's deadline: no polling.
 The objects answer to the same calls as redis-py's ``Lock`` (``acquire(blocking=,
 blocking_timeout=, token=)``, ``release``, ``extend``, ``locked``, ``owned``) so the
-cache's lock wrapper drives both the same way.
+cache's lock wrapper drives both the same way. The lock objects are in ``_async_lock.py``
+(and its generated twin ``_sync_lock.py``); the table they share is here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from ...core.concurrency import Notifier
 from ...exceptions import LockError, LockNotOwnedError
 
-__all__ = ["AsyncMemoryLock", "LockTable", "MemoryLock"]
+__all__ = ["LockTable", "MemoryLockBase"]
 
 
 class LockTable:
@@ -65,7 +66,10 @@ class LockTable:
             self._held[key] = (token, deadline)
 
 
-class _MemoryLockBase:
+class MemoryLockBase:
+    """What the sync and async lock objects share (the calls they make are in
+    ``_async_lock.py``, and its generated sync twin)."""
+
     def __init__(self, table: LockTable, key: str, ttl: float) -> None:
         self.table = table
         self.name = key
@@ -99,69 +103,3 @@ class _MemoryLockBase:
     def _owned(self) -> bool:
         held = self.table.holder(self.name)
         return held is not None and self.token is not None and held[0] == self.token
-
-
-class MemoryLock(_MemoryLockBase):
-    def acquire(
-        self,
-        blocking: bool | None = None,
-        blocking_timeout: float | None = None,
-        token: str | bytes | None = None,
-    ) -> bool:
-        mine = self._start(token)
-        table = self.table
-        deadline = None if blocking_timeout is None else table.clock() + blocking_timeout
-        while True:
-            if table.try_acquire(self.name, mine, self.timeout):
-                self.token = mine
-                return True
-            if blocking is False or (deadline is not None and table.clock() >= deadline):
-                return False
-            table.released.wait(
-                self._wait_time(deadline), lambda: table.holder(self.name) is not None
-            )
-
-    def release(self) -> None:
-        self._release()
-
-    def extend(self, additional_time: float, replace_ttl: bool = False) -> bool:
-        return self._extend(additional_time, replace_ttl)
-
-    def locked(self) -> bool:
-        return self.table.holder(self.name) is not None
-
-    def owned(self) -> bool:
-        return self._owned()
-
-
-class AsyncMemoryLock(_MemoryLockBase):
-    async def acquire(
-        self,
-        blocking: bool | None = None,
-        blocking_timeout: float | None = None,
-        token: str | bytes | None = None,
-    ) -> bool:
-        mine = self._start(token)
-        table = self.table
-        deadline = None if blocking_timeout is None else table.clock() + blocking_timeout
-        while True:
-            if table.try_acquire(self.name, mine, self.timeout):
-                self.token = mine
-                return True
-            if blocking is False or (deadline is not None and table.clock() >= deadline):
-                return False
-            await table.released.await_(
-                self._wait_time(deadline), lambda: table.holder(self.name) is not None
-            )
-
-    async def release(self) -> None:
-        self._release()
-
-    async def extend(self, additional_time: float, replace_ttl: bool = False) -> bool:
-        return self._extend(additional_time, replace_ttl)
-
-    async def locked(self) -> bool:
-        return self.table.holder(self.name) is not None
-
-    async def owned(self) -> bool:
-        return self._owned()

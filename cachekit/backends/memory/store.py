@@ -24,7 +24,9 @@ from typing import Any
 from ...core.glob import glob_to_regex
 from ...core.sentinel import MISSING
 from ...exceptions import BackendError, CacheKitError, IncrementError
-from .lock import AsyncMemoryLock, LockTable, MemoryLock
+from ._async_lock import AsyncMemoryLock
+from ._sync_lock import MemoryLock
+from .lock import LockTable
 from .tinylfu import TinyLFUEntries
 
 __all__ = ["AsyncMemoryBackend", "MemoryBackend"]
