@@ -45,6 +45,7 @@ a Redis outage slows pages down instead of failing them; ``OPTIONS["on_error"] =
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -53,7 +54,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import wraps
 from inspect import iscoroutinefunction
@@ -326,21 +327,22 @@ class CachekitCache(BaseCache):  # type: ignore[misc]  # django ships no type hi
         except IncrementError as exc:
             raise NotAnIntegerError(str(exc)) from exc
 
+    def _many(
+        self, data: Mapping[Any, Any], timeout: Any, version: int | None
+    ) -> tuple[dict[str, Any], float | None]:
+        """set_many's entries under their full keys, and their TTL (what aset_many shares)."""
+        items = {self.make_and_validate_key(key, version=version): v for key, v in data.items()}
+        return items, self.get_backend_timeout(timeout)
+
     def set_many(
-        self,
-        data: Mapping[Any, Any],
-        timeout: Any = DEFAULT_TIMEOUT,
-        version: int | None = None,
+        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
         """Store several entries in one round trip; the keys that failed (all or none)."""
         if not data:
             return []
-        items = {self.make_and_validate_key(key, version=version): v for key, v in data.items()}
-        ttl = self.get_backend_timeout(timeout)
-        try:
+        items, ttl = self._many(data, timeout, version)
+        with _encodable():
             stored = self._cache.set_many(items, ttl)
-        except SerializationError as exc:
-            raise _unencodable(exc) from exc
         return [] if stored or ttl == 0 else list(data)
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
@@ -413,19 +415,13 @@ class CachekitCache(BaseCache):  # type: ignore[misc]  # django ships no type hi
         return await self.aincr(key, -delta, version=version)
 
     async def aset_many(
-        self,
-        data: Mapping[Any, Any],
-        timeout: Any = DEFAULT_TIMEOUT,
-        version: int | None = None,
+        self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
         if not data:
             return []
-        items = {self.make_and_validate_key(key, version=version): v for key, v in data.items()}
-        ttl = self.get_backend_timeout(timeout)
-        try:
+        items, ttl = self._many(data, timeout, version)
+        with _encodable():
             stored = await self._cache.aset_many(items, ttl)
-        except SerializationError as exc:
-            raise _unencodable(exc) from exc
         return [] if stored or ttl == 0 else list(data)
 
     async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
@@ -452,6 +448,15 @@ class CachekitCache(BaseCache):  # type: ignore[misc]  # django ships no type hi
 
 def _unencodable(exc: SerializationError) -> UnencodableValueError:
     return UnencodableValueError(str(exc))
+
+
+@contextlib.contextmanager
+def _encodable() -> Iterator[None]:
+    """cachekit's SerializationError as the UnencodableValueError Django's callers expect."""
+    try:
+        yield
+    except SerializationError as exc:
+        raise _unencodable(exc) from exc
 
 
 # -- cache_page: cachekit's HTTP cache, with stampede protection -----------------------------
