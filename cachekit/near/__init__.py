@@ -42,10 +42,14 @@ def near_backends(
     backend: Any, async_backend: Any, options: NearOptions, prefix: str
 ) -> tuple[Any, Any]:
     """The backend pair wrapped by one near layer tracking the namespace ``prefix``. A
-    pair already wrapped (as :meth:`Cache.with_options` passes it) and an in-process
+    pair already wrapped (as :meth:`Cache.with_options` passes it: the layer tracks this
+    prefix too) and an in-process
     backend (``memory://`` already is the near tier: one configuration serves a memory
     development set-up and a Redis production one) are returned as they are."""
-    if isinstance(backend, NearBackend) or getattr(backend, "local", False):
+    if isinstance(backend, NearBackend):
+        backend.layer.track(prefix)
+        return backend, async_backend
+    if getattr(backend, "local", False):
         return backend, async_backend
     clients = check_near_backend(backend)
     layer = NearLayer(options, clients.get, prefix)

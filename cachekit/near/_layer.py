@@ -43,6 +43,16 @@ class NearLayer:
         nothing would tell this process when they change)."""
         return not self.closed and key.startswith(self.prefixes)
 
+    def track(self, prefix: str) -> None:
+        """Keep the keys under ``prefix`` too (a ``with_options(prefix=...)`` cache over
+        this layer): the link reconnects tracking every prefix, the L1 flushed meanwhile."""
+        if any(prefix.startswith(known) for known in self.prefixes):
+            return
+        # Redis refuses overlapping prefixes: one inside the new one goes
+        prefixes = (*(p for p in self.prefixes if not p.startswith(prefix)), prefix)
+        self.link.retrack(prefixes)
+        self.prefixes = prefixes
+
     def started(self) -> None:
         self.link.ensure_started()
 

@@ -67,6 +67,7 @@ class InvalidationLink:
         self._answered = threading.Condition()
         self.confirmed = -float("inf")  # when the last answered PING was sent
         self.connects = 0
+        self._retracking = False  # a drop asked for by retrack(): no warning
         self.failures = 0
         self.last_error: str | None = None
         _links.add(self)
@@ -89,6 +90,15 @@ class InvalidationLink:
                 target=self._run, name="cachekit-near-invalidations", daemon=True
             )
             self._thread.start()
+
+    def retrack(self, prefixes: Sequence[str]) -> None:
+        """Track these prefixes from now on: the connection is dropped (the L1 stops
+        serving and is flushed) and the thread reconnects with them."""
+        with self._lock:
+            self.prefixes = list(dict.fromkeys(prefixes))
+            self._retracking = True
+        self._drop()
+        self.store.stop_serving()
 
     def close(self) -> None:
         self._closed.set()
@@ -155,6 +165,10 @@ class InvalidationLink:
             except Exception as exc:
                 if self._closed.is_set():
                     break  # close() dropped the connection under the thread
+                if self._retracking:
+                    self._retracking = False
+                    self._drop()
+                    continue  # at once, with the new prefixes
                 self.failures += 1
                 message = f"{type(exc).__name__}: {exc}"
                 if message != self.last_error:
@@ -170,7 +184,8 @@ class InvalidationLink:
         conn.send_command("CLIENT", "ID")
         client_id = conn.read_response()
         args: list[Any] = ["CLIENT", "TRACKING", "on", "REDIRECT", client_id, "BCAST"]
-        for prefix in self.prefixes:
+        prefixes = list(self.prefixes)
+        for prefix in prefixes:
             args += ["PREFIX", prefix]
         conn.send_command(*args)
         conn.read_response()
@@ -182,6 +197,10 @@ class InvalidationLink:
             if self._closed.is_set():
                 conn.disconnect()
                 return
+            if prefixes != self.prefixes:  # retrack() ran while this one was set up
+                conn.disconnect()
+                raise ConnectionError("prefixes changed while connecting")
+            self._retracking = False
             self._conn = conn
             self._pings.clear()
         self.connects += 1

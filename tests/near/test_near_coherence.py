@@ -422,15 +422,16 @@ def test_frozen_redis_l1_stops_within_max_stale(
 
 
 # -- keys outside the namespace, async -------------------------------------------------
-def test_keys_outside_the_tracked_namespace_bypass_the_l1(pair: tuple[Cache, Cache]) -> None:
+def test_keys_outside_every_tracked_namespace_bypass_the_l1(pair: tuple[Cache, Cache]) -> None:
     a, _ = pair
-    other = a.with_options(prefix=unique_prefix())
-    other.set("k", 1)
-    assert other.get("k") == 1
+    key = "other:1:k"  # no cache of this layer has this namespace: nothing tracks it
+    assert not layer_of(a).tracked(key)
+    a._backend.set(key, b"\x011", None)
+    assert a._backend.get(key) == b"\x011"
     caught_up(a)
-    assert other.get("k") == 1
-    assert layer_of(a).store.lookup(other.make_key("k")) is MISSING
-    other.clear()
+    assert a._backend.get(key) == b"\x011"
+    assert layer_of(a).store.lookup(key) is MISSING
+    a._backend.delete(key)
 
 
 async def test_async_coherence(pair: tuple[Cache, Cache]) -> None:
@@ -679,3 +680,23 @@ def test_write_strategies_of_another_cache_invalidate(pair: tuple[Cache, Cache])
     through_a.set(1, "mine")
     assert through_a.get(1) == "mine"  # read your own write, no wait
     behind_b.close()
+
+
+def test_a_with_options_cache_of_another_prefix_is_near_too(pair: tuple[Cache, Cache]) -> None:
+    a, b = pair
+    prefix = unique_prefix()
+    other = a.with_options(prefix=prefix)
+    writer = b.with_options(prefix=prefix)
+    assert layer_of(other) is layer_of(a)
+    other.set("k", 1)
+    assert warm(other, "k") == 1
+    writer.set("k", 2)
+    caught_up(other)
+    assert not in_l1(other, "k")
+    assert other.get("k") == 2
+    a.set("k", "a's own")  # the first prefix is still tracked
+    assert warm(a, "k") == "a's own"
+    b.set("k", "b's")
+    caught_up(a)
+    assert not in_l1(a, "k")
+    other.clear()
