@@ -700,3 +700,36 @@ def test_a_with_options_cache_of_another_prefix_is_near_too(pair: tuple[Cache, C
     caught_up(a)
     assert not in_l1(a, "k")
     other.clear()
+
+
+def test_typed_hits_from_the_l1_are_what_the_function_returns(pair: tuple[Cache, Cache]) -> None:
+    import dataclasses
+    import datetime
+
+    a, _ = pair
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        y: int
+
+    @a.cached(ttl=60, name="when")
+    def when(n: int) -> datetime.datetime:
+        return datetime.datetime(2020, 1, n, tzinfo=datetime.timezone.utc)
+
+    @a.cached(ttl=60, name="point")
+    def point(n: int) -> Point:
+        return Point(n, -n)
+
+    @a.cached(ttl=60, name="pair")
+    def pair_of(n: int) -> tuple[int, int]:
+        return (n, n)
+
+    for _ in range(3):
+        assert when(2) == datetime.datetime(2020, 1, 2, tzinfo=datetime.timezone.utc)
+        assert point(3) == Point(3, -3)
+        assert pair_of(4) == (4, 4)
+        caught_up(a)
+    assert in_l1(a, when.key(2)) and in_l1(a, point.key(3)) and in_l1(a, pair_of.key(4))
+    assert type(when(2)) is datetime.datetime and type(point(3)) is Point
+    assert type(pair_of(4)) is tuple
