@@ -8,7 +8,8 @@ the :class:`~cachekit.Cache` (``Cache._reader``), when its codec stores the obje
 themselves; then here, once per decorated function, a wrapper is built that serves hits
 with that read alone: the key (:meth:`KeyBuilder.full <cachekit.core.keys.KeyBuilder.full>`,
 the same builder the general path uses, so a hit finds what a miss stored), one read, a
-hit counted, an entry stored with metadata unwrapped. Anything else (a miss, an expired
+hit counted, an entry stored with metadata unwrapped (the wrappers: ``_async_fastpath.py``
+and its generated sync twin). Anything else (a miss, an expired
 entry) is handed to the general wrapper, unchanged, which reads again and counts the miss.
 
 Chosen at decoration time (:func:`cachekit.decorator.decorate.decorate`), for a function with no
@@ -24,8 +25,8 @@ from collections.abc import Callable
 from sys import intern
 from typing import Any
 
-from ..core.codec import Boxed
-from ..core.sentinel import MISSING
+from ._async_fastpath import make_async_hit_wrapper, make_async_one_argument_wrapper
+from ._sync_fastpath import make_sync_hit_wrapper, make_sync_one_argument_wrapper
 
 __all__ = ["memory_hit_wrapper"]
 
@@ -48,28 +49,10 @@ def memory_hit_wrapper(
         return None  # the user's key function, called once per call: the general path
     full_key = plan.full_key
     counters = cache.counters
-    missing, boxed = MISSING, Boxed
 
     if keys.template is not None or not keys.simple or len(keys.names) != 1:
-        if is_async:
-
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                value = read(full_key(args, kwargs))
-                if value is not missing:
-                    counters.hits += 1
-                    return value.value if type(value) is boxed else value
-                return await general(*args, **kwargs)
-
-            return async_wrapper
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            value = read(full_key(args, kwargs))
-            if value is not missing:
-                counters.hits += 1
-                return value.value if type(value) is boxed else value
-            return general(*args, **kwargs)
-
-        return wrapper
+        make = make_async_hit_wrapper if is_async else make_sync_hit_wrapper
+        return make(read, full_key, counters, general)
 
     # One parameter (get_user(user_id)), the common case. The argument is taken
     # positional-only (``arg`` may still be the parameter's name: a keyword lands in
@@ -79,8 +62,6 @@ def memory_hit_wrapper(
     # equals a str, so one memo serves both. A key depends only on the argument (the
     # namespace is fixed at construction), so a remembered one is never stale.
     memo: dict[int | str, str] = {}
-    memo_get = memo.get
-    no_arg = _NO_ARG
 
     def key_of(arg: int | str) -> str:  # a memo miss
         # interned, as the memory store interns the keys it writes: a hit then finds its
@@ -92,42 +73,5 @@ def memory_hit_wrapper(
         memo[arg] = key
         return key
 
-    if is_async:
-
-        async def async_one_argument_wrapper(
-            arg: Any = no_arg, /, *args: Any, **kwargs: Any
-        ) -> Any:
-            kind = type(arg)
-            if (kind is int or kind is str) and not args and not kwargs:
-                value = read(memo_get(arg) or key_of(arg))
-                if value is not missing:
-                    counters.hits += 1
-                    return value.value if type(value) is boxed else value
-                return await general(arg)
-            if arg is not no_arg:
-                args = (arg, *args)
-            value = read(full_key(args, kwargs))
-            if value is not missing:
-                counters.hits += 1
-                return value.value if type(value) is boxed else value
-            return await general(*args, **kwargs)
-
-        return async_one_argument_wrapper
-
-    def one_argument_wrapper(arg: Any = no_arg, /, *args: Any, **kwargs: Any) -> Any:
-        kind = type(arg)
-        if (kind is int or kind is str) and not args and not kwargs:
-            value = read(memo_get(arg) or key_of(arg))
-            if value is not missing:
-                counters.hits += 1
-                return value.value if type(value) is boxed else value
-            return general(arg)
-        if arg is not no_arg:
-            args = (arg, *args)
-        value = read(full_key(args, kwargs))
-        if value is not missing:
-            counters.hits += 1
-            return value.value if type(value) is boxed else value
-        return general(*args, **kwargs)
-
-    return one_argument_wrapper
+    make_one = make_async_one_argument_wrapper if is_async else make_sync_one_argument_wrapper
+    return make_one(read, full_key, key_of, memo.get, _NO_ARG, counters, general)
