@@ -130,7 +130,7 @@ class Progress:
 
     def __init__(self, label: str, enabled: bool) -> None:
         self.label = label
-        self.enabled = enabled
+        self.enabled = enabled or sys.stderr.isatty()
         self.started = time.monotonic()
         self.shown = 0.0
 
@@ -659,7 +659,7 @@ def cmd_warm(target: Target, args: argparse.Namespace, out: Output) -> int:
             kwargs["cache"] = target.cache
     except (TypeError, ValueError):
         pass
-    progress = Progress("warm", args.progress or not out.json)
+    progress = Progress("warm", args.progress)
     started = time.monotonic()
     items = 0
     try:
@@ -708,27 +708,38 @@ Configuration as the library: --url or CACHEKIT_URL, --prefix or CACHEKIT_PREFIX
 every other CACHEKIT_* option (CACHEKIT_SECRET to read signed entries)."""
 
 
+def _options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """The options every command takes, before or after its name (after it, an option
+    given overrides the one before; not given, it leaves the top-level value alone)."""
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument("--url", default=default(None),
+                        help="the Redis URL (default: $CACHEKIT_URL)")  # fmt: skip
+    parser.add_argument("--prefix", default=default(None),
+                        help="the namespace's prefix (default: $CACHEKIT_PREFIX)")  # fmt: skip
+    parser.add_argument("--timeout", type=float, default=default(3.0),
+                        help="seconds to connect and per command (3)")  # fmt: skip
+    parser.add_argument("--count", type=int, default=default(500),
+                        help="SCAN COUNT per call (500)")  # fmt: skip
+    parser.add_argument("--pause", type=float, default=default(0.002),
+                        help="seconds between SCAN calls, to spare the server (0.002)")  # fmt: skip
+    parser.add_argument("--json", action="store_true", default=default(False),
+                        help="machine-readable output")  # fmt: skip
+    parser.add_argument("--progress", action="store_true", default=default(False),
+                        help="a progress line on stderr (default: on a terminal)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="machine-readable output")  # fmt: skip
-    common.add_argument("--progress", action="store_true", default=argparse.SUPPRESS,
-                        help="a progress line on stderr for long runs")  # fmt: skip
+    _options(common, top=False)
     parser = argparse.ArgumentParser(
         prog="cachekit", description="Look at and act on a cachekit namespace in Redis.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"cachekit {__version__}")
-    parser.add_argument("--url", help="the Redis URL (default: $CACHEKIT_URL)")
-    parser.add_argument("--prefix", help="the namespace's prefix (default: $CACHEKIT_PREFIX, "
-                        "else the library's default)")  # fmt: skip
-    parser.add_argument("--timeout", type=float, default=3.0,
-                        help="seconds to connect and per command (default 3)")  # fmt: skip
-    parser.add_argument("--count", type=int, default=500, help="SCAN COUNT per call (500)")
-    parser.add_argument("--pause", type=float, default=0.002,
-                        help="seconds between SCAN calls, to spare the server (0.002)")  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)
+    _options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, run: Callable[..., int], text: str) -> argparse.ArgumentParser:
