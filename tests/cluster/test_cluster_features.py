@@ -10,7 +10,7 @@ import logging
 import threading
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -290,3 +290,38 @@ def test_http_pages_cached_and_purged_by_path(cache: Cache) -> None:
         assert middleware.invalidate_path("/products/*") == 10
         assert client.get("/products/3").text == "product 3"
         assert runs[-1] == "3" and len(runs) == 11
+
+
+def test_many_keys_take_one_round_trip_per_primary(redis_cluster: ClusterServers) -> None:
+    """get_many / set_many / delete_many of keys on every slot: one request per primary
+    (redis-py's pipeline per node), as ``mget_nonatomic``; a hit is one request."""
+    import redis.connection
+
+    cache = Cache(redis_cluster.url, prefix=f"rt{uuid.uuid4().hex[:8]}", on_error="raise")
+    keys = [f"item:{i}" for i in range(100)]
+    cache.get("warm-up")  # the cluster's slot map is read once, first
+    sends: list[int] = []
+    original = redis.connection.Connection.send_packed_command
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sends.append(1)
+        return original(self, *args, **kwargs)
+
+    def requests(call: Callable[[], Any]) -> int:
+        sends.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(redis.connection.Connection, "send_packed_command", counting)
+            call()
+        return len(sends)
+
+    primaries = len(redis_cluster.primaries())
+    cache.set_many({k: 1 for k in keys}, ttl=60)  # connects to every primary
+    assert requests(lambda: cache.set_many({k: 1 for k in keys}, ttl=60)) == primaries
+    assert requests(lambda: cache.get_many(keys)) == primaries
+    assert requests(lambda: cache.get(keys[0])) == 1
+    cache.delete_many(keys[:1])  # loads the mark script
+    cache.set_many({k: 1 for k in keys}, ttl=60)
+    # a mark (a script) and a delete per key, each queued on its slot's node
+    assert requests(lambda: cache.delete_many(keys)) == primaries
+    cache.clear()
+    cache.close()

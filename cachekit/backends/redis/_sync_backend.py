@@ -159,24 +159,40 @@ class _Batch:
     call and no command spans two slots; redis-py sends the queue as one round trip per
     node."""
 
-    __slots__ = ("_keyslot", "_pipe", "_sizes", "scripts")
+    __slots__ = ("_client", "_keyslot", "_pipe", "_sizes", "scripts")
 
-    def __init__(self, pipe: Any, keyslot: Callable[[Any], int] | None = None) -> None:
+    def __init__(self, pipe: Any, cluster: Any = None) -> None:
         self._pipe = pipe
-        self._keyslot = keyslot
+        self._client = cluster  # the RedisCluster client, on a cluster
+        self._keyslot = None if cluster is None else cluster.keyslot
         self._sizes: list[int] = []  # cluster: commands queued per call
         self.scripts: list[str] = []
 
     def script(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> None:
         self.scripts.append(script)
         # by command: a sync cluster pipeline refuses evalsha() (it routes EVALSHA by keys)
-        self._pipe.execute_command("EVALSHA", script_sha(script), len(keys), *keys, *args)
+        self._pipe.execute_command(
+            "EVALSHA", script_sha(script), len(keys), *keys, *args, **self._route(keys)
+        )
         self._sizes.append(1)
 
     def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> None:
         # by command: a cluster pipeline's eval() is not EVAL (it routes by the keys)
-        self._pipe.execute_command("EVAL", script, numkeys, *keys_and_args)
+        route = self._route(keys_and_args[:numkeys])
+        self._pipe.execute_command("EVAL", script, numkeys, *keys_and_args, **route)
         self._sizes.append(1)
+
+    def _route(self, keys: Sequence[Any]) -> dict[str, Any]:
+        """On a cluster, the node of a script's slot, named up front: redis-py's sync
+        cluster pipeline would otherwise ask the server (``COMMAND GETKEYS``, one more
+        round trip) for the keys of every script it queues."""
+        if self._client is None or not keys:
+            return {}
+        try:
+            slot = self._client.keyslot(keys[0])
+            return {"target_nodes": self._client.nodes_manager.get_node_from_slot(slot)}
+        except Exception:  # no slot map yet (a new client): redis-py finds it
+            return {}
 
     def __getattr__(self, command: str) -> Any:
         method = getattr(self._pipe, command)
@@ -243,7 +259,7 @@ class RedisAccess:
         client = self._clients.get()
         for attempt in (1, 2):
             with client.pipeline(transaction=False) as pipe:
-                batch = _Batch(pipe, client.keyslot if self._cluster else None)
+                batch = _Batch(pipe, client if self._cluster else None)
                 fill(batch)
                 results = batch.replies(list(pipe.execute(raise_on_error=False)))
             # only a batch that queued script() calls is sent again (the caller said it
