@@ -733,3 +733,37 @@ def test_typed_hits_from_the_l1_are_what_the_function_returns(pair: tuple[Cache,
     assert in_l1(a, when.key(2)) and in_l1(a, point.key(3)) and in_l1(a, pair_of.key(4))
     assert type(when(2)) is datetime.datetime and type(point(3)) is Point
     assert type(pair_of(4)) is tuple
+
+
+@pytest.mark.parametrize("flavour", ["sync", "asyncio"])
+def test_near_over_a_users_own_client(redis_url: str, flavour: str) -> None:
+    import redis.asyncio
+
+    client: Any = (redis.Redis if flavour == "sync" else redis.asyncio.Redis).from_url(redis_url)
+    prefix = unique_prefix()
+    a = Cache(client=client, prefix=prefix, near=True)
+    b = Cache(redis_url, prefix=prefix)
+    try:
+        if flavour == "sync":
+            a.set("k", 1)
+            assert warm(a, "k") == 1
+        else:
+
+            async def fill() -> None:
+                await a.aset("k", 1)
+                for _ in range(2):
+                    await asyncio.to_thread(caught_up, a)
+                    assert await a.aget("k") == 1
+                await client.aclose()  # the user's client, in its loop
+
+            asyncio.run(fill())
+            assert in_l1(a, "k")
+        b.set("k", 2)
+        caught_up(a)
+        assert not in_l1(a, "k")
+    finally:
+        b.clear()
+        a.close()
+        b.close()
+        if flavour == "sync":
+            client.close()
