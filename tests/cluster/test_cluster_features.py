@@ -296,6 +296,7 @@ def test_many_keys_take_one_round_trip_per_primary(redis_cluster: ClusterServers
     """get_many / set_many / delete_many of keys on every slot: one request per primary
     (redis-py's pipeline per node), as ``mget_nonatomic``; a hit is one request."""
     import redis.connection
+    from redis.cluster import RedisCluster
 
     cache = Cache(redis_cluster.url, prefix=f"rt{uuid.uuid4().hex[:8]}", on_error="raise")
     keys = [f"item:{i}" for i in range(100)]
@@ -323,5 +324,20 @@ def test_many_keys_take_one_round_trip_per_primary(redis_cluster: ClusterServers
     cache.set_many({k: 1 for k in keys}, ttl=60)
     # a mark (a script) and a delete per key, each queued on its slot's node
     assert requests(lambda: cache.delete_many(keys)) == primaries
+
+    # the write-behind worker's read of its stream: one request (no COMMAND GETKEYS)
+    streams = cache._backend.streams()
+    stream = "{wb-rt}:stream"
+    client = RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
+    client.xgroup_create(stream, "g", id="0", mkstream=True)
+    client.xadd(stream, {"v": "1"})
+    streams.xreadgroup("g", "c", {stream: ">"}, 10)  # connects to the stream's node
+    client.xadd(stream, {"v": "2"})
+    got: list[Any] = []
+    assert requests(lambda: got.append(streams.xreadgroup("g", "c", {stream: ">"}, 10))) == 1
+    ((name, entries),) = got[0]
+    assert name == stream.encode() and [fields for _, fields in entries] == [{b"v": b"2"}]
+    client.delete(stream)
+    client.close()
     cache.clear()
     cache.close()

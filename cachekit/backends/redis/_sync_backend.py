@@ -32,6 +32,17 @@ def _ms(ttl: float) -> int:
     return max(1, int(ttl * 1000))
 
 
+def _route(cluster: Any, key: Any) -> dict[str, Any]:
+    """The node of ``key``'s slot on a cluster, named up front (``target_nodes``): for a
+    command whose keys redis-py's sync cluster client cannot read itself (a script in a
+    pipeline, ``XREADGROUP``), it would ask the server first (``COMMAND GETKEYS``: one or
+    two more round trips per command)."""
+    try:
+        return {"target_nodes": cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key))}
+    except Exception:  # no slot map yet (a new client): redis-py finds the node
+        return {}
+
+
 class RedisBackend:
     """Entries are plain Redis strings; bulk operations take one round trip."""
 
@@ -183,16 +194,7 @@ class _Batch:
         self._sizes.append(1)
 
     def _route(self, keys: Sequence[Any]) -> dict[str, Any]:
-        """On a cluster, the node of a script's slot, named up front: redis-py's sync
-        cluster pipeline would otherwise ask the server (``COMMAND GETKEYS``, one more
-        round trip) for the keys of every script it queues."""
-        if self._client is None or not keys:
-            return {}
-        try:
-            slot = self._client.keyslot(keys[0])
-            return {"target_nodes": self._client.nodes_manager.get_node_from_slot(slot)}
-        except Exception:  # no slot map yet (a new client): redis-py finds it
-            return {}
+        return {} if self._client is None or not keys else _route(self._client, keys[0])
 
     def __getattr__(self, command: str) -> Any:
         method = getattr(self._pipe, command)
@@ -290,6 +292,12 @@ class RedisAccess:
         self, groupname: str, consumername: str, streams: Mapping[Any, Any], count: int
     ) -> Any:
         client = self._clients.get()
+        if self._cluster and streams:  # one slot (the queue's hash tag): its node, named
+            names, ids = list(streams), list(streams.values())
+            return client.execute_command(
+                "XREADGROUP", "GROUP", groupname, consumername, "COUNT", count,
+                "STREAMS", *names, *ids, **_route(client, names[0]),
+            )  # fmt: skip
         return client.xreadgroup(groupname, consumername, dict(streams), count=count)
 
     def xautoclaim(
