@@ -88,6 +88,7 @@ class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         vary_cookies: Iterable[str] | None = None,
         owner: str | None = None,
         near: bool | Mapping[str, Any] | None = None,
+        metrics: Any = None,
     ) -> None:
         """Options (see :data:`cachekit._config.OPTIONS`, the README's table): ``None``
         means "not given"; then the URL's query string, then the option's default."""
@@ -102,6 +103,7 @@ class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
             "vary_cookies": vary_cookies, "owner": owner,
         }  # fmt: skip
         arguments["near"] = near
+        arguments["metrics"] = metrics
         url, query = self._split_url(url)
         options = merge([Layer("arguments", arguments), Layer("the cache URL", query, True, "url")])
         self._options = options
@@ -168,6 +170,10 @@ class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         )
         if self._reader is None and caps.decoding_reader is not None:  # the near cache's L1
             self._reader = caps.decoding_reader(self._codec.loads_meta)
+        if options["metrics"] is not None:  # exporters read counters; durations: an event
+            from .metrics import attach
+
+            attach(self, options["metrics"])
 
     def _lookup(self, key: str) -> Any:
         """The value under a full key, or MISSING. From an in-process store's reader when
@@ -493,6 +499,19 @@ class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
 
     async def astats(self) -> dict[str, Any]:
         return self.stats()
+
+    def health(self, timeout: float = 0.04) -> dict[str, Any]:
+        """``{"ok", "backend", "latency_ms", "breaker", "pending_invalidations",
+        "write_behind", "entries", "error"}`` within ``timeout`` seconds, even with the
+        backend frozen (see :mod:`cachekit.metrics.health`)."""
+        from .metrics.health import health
+
+        return health(self, timeout)
+
+    async def ahealth(self, timeout: float = 0.04) -> dict[str, Any]:
+        from .metrics.health import ahealth
+
+        return await ahealth(self, timeout)
 
     def __enter__(self) -> Cache:
         return self

@@ -182,6 +182,15 @@ def _near_text(text: str) -> Any:
     return parse_near(text)
 
 
+def _metrics(value: Any) -> Any:
+    # the exporter itself is made (and its extra imported) when the cache is built
+    if value is None or value in ("prometheus", "otel"):
+        return value
+    if isinstance(value, str) or not any(hasattr(value, m) for m in ("watch", "create_histogram")):
+        raise ValueError("it must be 'prometheus', 'otel', an OpenTelemetry Meter or an exporter")
+    return value
+
+
 def _owner(value: Any) -> str | None:
     if value is not None and not (isinstance(value, str) and value.isidentifier()):
         raise ValueError("it must be an identifier such as 'django'")
@@ -271,6 +280,9 @@ OPTIONS: dict[str, Option] = {
                "Redis: an in-process L1 in front of it, kept coherent across processes "
                '(`True`, or `{"max_entries": 10_000, "max_stale": 1.0}`: see Near cache)',
                _near_text, in_settings=True, derivable=False),
+        Option("metrics", "str | None", None, _metrics,
+               '`"prometheus"` (prometheus-client) or `"otel"` (OpenTelemetry), or a `Meter` '
+               "or exporter object: see Metrics", _text_or_none),
         Option("owner", "str | None", None, _owner,
                "for framework adapters: the namespace becomes `!owner:prefix:...`, which no "
                "plain prefix can produce", in_url=False, in_settings=False, derivable=False),

@@ -111,6 +111,7 @@ SAMPLES: dict[str, tuple[object, str, object]] = {
     "ignore_cookies": (["_ga*", "consent"], "_ga*, consent", ("_ga*", "consent")),
     "vary_cookies": (("lang",), "lang", ("lang",)),
     "near": (False, "false", None),  # on needs Redis: tests/near
+    "metrics": ("prometheus", "prometheus", "prometheus"),  # tests/ops/test_metrics.py
     "owner": ("app", "app", "app"),
 }
 # one bad value per source kind, and the option it names

@@ -100,6 +100,8 @@ class Counters:
     corrupt: int = 0
     unencodable: int = 0
     stale: int = 0  # stale values served (stale_ttl while refreshing, stale_if_error)
+    joins: int = 0  # callers that waited for a computation in flight in this process
+    lock_waits: int = 0  # callers that waited for another process's lock holder
 
 
 class CachePolicy:

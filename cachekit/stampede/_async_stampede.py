@@ -140,6 +140,7 @@ class AsyncStampede:
     async def _asingle_flight(self, key: str, call: tuple[Any, ...], stale: _Found | None) -> Any:
         flight, leader = self.flights.join(key)
         if not leader:
+            self.cache.counters.joins += 1
             value = await flight.aresult(self.options.wait_timeout)
             if value is ABANDONED:
                 # the leader was interrupted: start over (the first of us to rejoin leads;
@@ -181,6 +182,7 @@ class AsyncStampede:
         token = uuid.uuid4().hex.encode()
         deadline = time.monotonic() + options.wait_timeout
         socket_timeout = coordinator.socket_timeout()
+        waited = False
         while True:
             try:
                 kind, payload = await coordinator.abegin(
@@ -201,6 +203,9 @@ class AsyncStampede:
             if remaining <= 0:
                 break
             slice_ = wait_slice(remaining, socket_timeout)
+            if not waited:
+                waited = True
+                self.cache.counters.lock_waits += 1
             started = time.monotonic()
             try:
                 outcome = await coordinator.await_done(done_key, slice_)

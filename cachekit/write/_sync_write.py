@@ -158,6 +158,8 @@ class WriteBehindOps:
     _epoch: int
     exit_timeout: float
     _outage_since: float | None  # when the worker last started failing to reach the queue
+    retried: int  # batches (or halves) scheduled for another try
+    dead_lettered: int  # writes moved to the dead letters
 
     def _forget_replayed_journals(self) -> None:
         raise NotImplementedError  # cachekit.write.strategies.WriteBehind
@@ -399,6 +401,8 @@ class WriteBehindOps:
         it (see :func:`cachekit.write.rules.after_failure`)."""
         writes = [*current, *superseded]
         decision = after_failure(attempts, self.max_retries, len(current) if split else 1)
+        if decision != "dead":
+            self.retried += 1
         if decision == "retry":
             logger.warning(
                 "write-behind %s failed (attempt %d), retrying %d writes: %s",
@@ -435,6 +439,7 @@ class WriteBehindOps:
         except Exception:
             self._schedule(writes, attempts)
             raise
+        self.dead_lettered += len(current)
 
     def _ack(self) -> None:
         writes = list(self._unacked)

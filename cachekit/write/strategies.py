@@ -352,6 +352,7 @@ class WriteBehind(WriteBehindOps, AsyncWriteBehindOps):
         self._spilled: Any = None  # the journal file this queue last wrote
         self._outage_since = None
         self._held, self._retries, self._unacked = [], [], []
+        self.retried = self.dead_lettered = 0  # read by metrics exporters
         self._oldest = None
         self._draining = 0
         self._stopping = False
