@@ -341,3 +341,16 @@ def test_many_keys_take_one_round_trip_per_primary(redis_cluster: ClusterServers
     client.close()
     cache.clear()
     cache.close()
+
+
+def test_rate_limiter(cache: Cache) -> None:
+    limiter = cache.rate_limiter("api", rate="5/minute")
+    assert [limiter.hit(f"user:{u}").allowed for u in range(20)] == [True] * 20
+    assert [limiter.hit("user:1").allowed for _ in range(5)] == [True] * 4 + [False]
+    limiter.reset("user:1")
+    assert limiter.hit("user:1").allowed
+
+    async def scenario() -> None:
+        assert (await limiter.ahit("user:2")).remaining == 3
+
+    asyncio.run(scenario())
