@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis
+from redis.exceptions import RedisClusterException
 
 from .. import MISSING, Cache, __version__
 from ..core.codec import CorruptEntry, UnsignedCounter
@@ -38,7 +39,7 @@ NOT_OK = 1  # a failed health check, a missing or undecodable key, a user functi
 USAGE = 2  # bad arguments or configuration (argparse's own code for usage errors)
 NO_CONNECTION = 3  # Redis cannot be reached
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
 _PROGRESS_AFTER = 1.0  # seconds: shorter runs show no progress line
 _PROGRESS_EVERY = 0.5
 
@@ -179,18 +180,20 @@ class Target:
         self.url = masked(self.cache.url)
         if urlsplit(self.cache.url).scheme not in _REDIS_SCHEMES or not self.cache.shared:
             raise Failure(
-                USAGE, f"the command line works on a Redis server (redis://, rediss://, "
-                f"unix://), not {self.url}: an in-process store ends with its process",
+                USAGE, f"the command line works on a Redis server ({', '.join(_REDIS_SCHEMES)}"
+                f"), not {self.url}: an in-process store ends with its process",
             )  # fmt: skip
         self.ns = self.cache.namespace
-        self.client: Any = redis.Redis.from_url(
-            self.cache.url, socket_timeout=args.timeout, socket_connect_timeout=args.timeout
-        )
+        # the cache's own sync client (standalone, cluster or the Sentinel's primary, with
+        # the timeouts above): the library's topology code, not a second reading of the URL
+        self.client: Any = None
         self.count: int = args.count
         self.pause: float = args.pause
         try:
+            self.client = self.cache._backend.clients.get()  # a cluster asks for its slots
             self.client.ping()
-        except (redis.RedisError, OSError) as exc:  # refused, timed out, not Redis at all
+        except (redis.RedisError, RedisClusterException, OSError) as exc:  # refused, timed out,
+            # no primary, not Redis at all
             self.close()
             raise Failure(NO_CONNECTION, f"cannot connect to {self.url}: {exc}") from None
 
@@ -224,10 +227,7 @@ class Target:
         return self.ns.strip(full.decode("utf-8", "backslashreplace"))
 
     def close(self) -> None:
-        try:
-            self.cache.close()
-        finally:
-            self.client.close()
+        self.cache.close()  # its client with it
 
 
 # -- stats ---------------------------------------------------------------------------------
@@ -244,9 +244,21 @@ def _namespace_of(key: bytes) -> tuple[str, bool]:
     return f"{parts[0]}:{parts[1]}:", internal
 
 
+def _merged(info: dict[str, Any]) -> dict[str, Any]:
+    """INFO of one server, or of a cluster's nodes ({node: info}) summed where it adds up."""
+    if not info or not all(isinstance(v, dict) for v in info.values()):
+        return info
+    nodes = list(info.values())
+    merged = dict(nodes[0])
+    for key in ("keyspace_hits", "keyspace_misses", "used_memory", "maxmemory",
+                "evicted_keys", "expired_keys"):  # fmt: skip
+        merged[key] = sum(int(node.get(key, 0) or 0) for node in nodes)
+    return merged
+
+
 def cmd_stats(target: Target, args: argparse.Namespace, out: Output) -> int:
     client = target.client
-    info = client.info()
+    info = _merged(client.info())
     hits, misses = int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
     dbsize = int(client.dbsize())
     groups: dict[str, dict[str, Any]] = {}

@@ -354,3 +354,25 @@ def test_ratelimit_show_and_reset(redis_url: str) -> None:
         reset = run_json(*args, "reset", "api", "user:42", "--rate", "10/minute", url=redis_url)
         assert reset["had_usage"] is True
         assert limiter.peek("user:42").remaining == 10
+
+
+def test_cluster_keys_and_purge_scan_every_primary(redis_cluster: Any) -> None:
+    prefix = _prefix()
+    url = redis_cluster.url
+    with Cache(url, prefix=prefix) as cache, Cache(url, prefix=prefix + "x") as other:
+        cache.set_many({f"item:{i}": i for i in range(60)})  # slots on every primary
+        cache.set("user:1", "Ada", tags=["users"])
+        other.set_many({f"item:{i}": i for i in range(10)})
+        listed = run_json("--prefix", prefix, "keys", "item:*", url=url)
+        assert sorted(listed["keys"]) == sorted(f"item:{i}" for i in range(60))
+        stats = run_json("--prefix", prefix, "stats", url=url)
+        assert [n["keys"] for n in stats["namespaces"] if n["this_cache"]] == [61]
+        done = run_json("--prefix", prefix, "purge", "--pattern", "item:*", url=url)
+        assert done["deleted"] == 60
+        tagged = run_json("--prefix", prefix, "purge", "--tag", "users", url=url)
+        assert tagged["deleted"] == 1
+        assert cache.get_many([f"item:{i}" for i in range(60)]) == {}
+        assert other.get_many([f"item:{i}" for i in range(10)]) == {
+            f"item:{i}": i for i in range(10)
+        }
+        other.clear()
