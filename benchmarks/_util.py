@@ -222,9 +222,39 @@ def fmt_ns(ns: float) -> str:
     return f"{ns:,.0f} ns"
 
 
+RESULTS: list[dict[str, Any]] = []
+"""Every table printed, as data (a script's ``--json FILE`` writes them; chart.py draws them)."""
+
+
+def record(title: str, contenders: Sequence[Contender]) -> dict[str, Any]:
+    """One table's figures: per contender the median, spread and ratio to the floor."""
+    floor = next(c for c in contenders if c.floor)
+    return {
+        "section": title,
+        "contenders": [
+            {
+                "name": c.name, "floor": c.floor, "cachekit": c.name.startswith("cachekit"),
+                "median_ns": c.median, "min_ns": min(c.samples), "max_ns": max(c.samples),
+                "vs_floor": c.ratio(floor), "commands": c.commands, "samples": c.samples,
+            }
+            for c in contenders
+        ],
+    }  # fmt: skip
+
+
+def write_results(path: str, meta: dict[str, Any]) -> None:
+    """The tables printed so far, and how they were measured, as JSON in ``path``."""
+    import json
+
+    with open(path, "w") as f:
+        json.dump({**meta, "sections": RESULTS}, f, indent=1)
+        f.write("\n")
+
+
 def table(
     title: str, contenders: Sequence[Contender], target: str = "", with_commands: bool = False
 ) -> str:
+    RESULTS.append(record(title, contenders))
     floor = next(c for c in contenders if c.floor)
     head = "| contender | ns/op (median) | spread (min-max) | vs floor (paired median) |"
     rule = "|---|---:|---:|---:|"

@@ -64,6 +64,7 @@ from _util import (
     pin,
     sync_loop,
     table,
+    write_results,
 )
 
 TTL = 300
@@ -491,6 +492,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.1, help="seconds per contender per round")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 0.05 s")
+    parser.add_argument("--json", metavar="FILE", help="also write the tables as JSON (chart.py)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.target = 3, 0.05
@@ -546,6 +548,10 @@ def main() -> None:
         cs = typed("memory://", None)
         measure(cs, rounds, target)
         print(table("Typed hits, memory with the orjson serializer", cs) + "\n", flush=True)
+    if args.json:
+        meta = {"script": "bench_hit_path.py", "machine": machine_line(), "pinned": pinned,
+                "rounds": rounds, "target_s": target}  # fmt: skip
+        write_results(args.json, meta)
 
 
 if __name__ == "__main__":
