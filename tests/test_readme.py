@@ -219,7 +219,54 @@ def exercise_django(ns: dict[str, Any]) -> None:
         close_shared_caches()
 
 
-PREPARE: dict[str, Callable[[], None]] = {"django": prepare_django}
+def _assert_limited(responses: list[Any], limit: int) -> None:
+    """``limit`` answers admitted with the RateLimit headers, then 429 with Retry-After."""
+    statuses = [r.status_code for r in responses]
+    assert statuses == [200] * limit + [429] * (len(statuses) - limit), statuses
+    assert all("RateLimit" in r.headers and "RateLimit-Policy" in r.headers for r in responses)
+    assert int(responses[-1].headers["Retry-After"]) >= 1
+
+
+def exercise_rate_limits_in_starlette_fastapi(ns: dict[str, Any]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    with TestClient(ns["app"]) as client:
+        _assert_limited([client.post("/login") for _ in range(6)], 5)
+
+
+def exercise_rate_limits_in_flask(ns: dict[str, Any]) -> None:
+    client = ns["app"].test_client()
+    _assert_limited([client.post("/login") for _ in range(6)], 5)
+
+
+def exercise_rate_limits_in_django(ns: dict[str, Any]) -> None:
+    from cachekit.integrations.django import close_shared_caches
+    from django.test import Client, override_settings
+    from django.urls import path
+
+    urls = types.ModuleType("readme_ratelimit_urls")
+    urls.urlpatterns = [path("login/", ns["login"])]  # type: ignore[attr-defined]
+    caches = {
+        "default": {
+            "BACKEND": "cachekit.integrations.django.CachekitCache",
+            "LOCATION": ns["cache"].url,
+        }
+    }
+    settings = {"MIDDLEWARE": ns["MIDDLEWARE"], "CACHEKIT_RATELIMIT": ns["CACHEKIT_RATELIMIT"]}
+    try:
+        with override_settings(CACHES=caches, ROOT_URLCONF=urls, **settings):
+            client = Client()
+            _assert_limited([client.post("/login/") for _ in range(6)], 5)
+    finally:
+        close_shared_caches()
+
+
+PREPARE: dict[str, Callable[[], None]] = {
+    "django": prepare_django,
+    "rate-limits-in-django": prepare_django,
+}
 
 EXERCISES: dict[str, Callable[[dict[str, Any]], None]] = {
     "use": exercise_use,
@@ -229,6 +276,9 @@ EXERCISES: dict[str, Callable[[dict[str, Any]], None]] = {
     "starlette-fastapi": exercise_starlette_fastapi,
     "flask": exercise_flask,
     "django": exercise_django,
+    "rate-limits-in-starlette-fastapi": exercise_rate_limits_in_starlette_fastapi,
+    "rate-limits-in-flask": exercise_rate_limits_in_flask,
+    "rate-limits-in-django": exercise_rate_limits_in_django,
 }
 
 # -- running a block ---------------------------------------------------------------------
