@@ -106,7 +106,10 @@ EXPECTED_FAILURES: dict[tuple[str, str], str] = {
 
 # blocks that leave no entry behind on Redis (the test still checks they sent commands,
 # unless they are in NO_REDIS_IO)
-LEAVES_NO_ENTRIES = {"use-2": "ends with cache.clear()"}
+LEAVES_NO_ENTRIES = {
+    "use-2": "ends with cache.clear()",
+    "health-checks-2": "answers a health check: a ping, no entry",
+}
 NO_REDIS_IO = {"testing-your-own-backend": "defines a test class over a custom backend"}
 
 
