@@ -892,7 +892,3 @@ def _nothing() -> None:
 
 # rate limits (429, RateLimit headers): in their own module, re-exported here
 from .ratelimit import *  # noqa: E402, F403  (ratelimit, RateLimitMiddleware)
-
-
-# rate limits (429, RateLimit headers): in their own module, re-exported here
-from .ratelimit import *  # noqa: E402, F403  (ratelimit, RateLimitMiddleware)
