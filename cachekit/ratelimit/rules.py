@@ -261,7 +261,8 @@ def decision(rule: Rule, allowed: Any, remaining: Any, reset_us: Any, retry_us: 
 
 # -- the same algorithms in Lua (Redis; the server's clock) ---------------------------
 # KEYS[1]: the identity's key. ARGV: cost, record (0: peek), then the rule's parameters.
-# State is one string of integers; replies are {allowed, remaining, reset µs, retry µs}.
+# State is one string of integers (a value that does not parse is no state: overwritten by
+# the next admitted hit); replies are {allowed, remaining, reset µs, retry µs}.
 
 _PRELUDE = """
 local t = redis.call('TIME')
@@ -280,7 +281,8 @@ GCRA_SCRIPT = (
 local step = tonumber(ARGV[3])
 local tolerance = step * tonumber(ARGV[4])
 local tat = now
-if raw then tat = math.max(tonumber(raw), now) end
+local stored = raw and tonumber(raw)  -- state that does not parse counts as none
+if stored then tat = math.max(stored, now) end
 local new_tat = tat + cost * step
 if new_tat - now <= tolerance then
   local remaining = math.floor((tolerance - (new_tat - now)) / step)
@@ -298,10 +300,8 @@ SLIDING_SCRIPT = (
 local period = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local start, current, previous = now, 0, 0
-if raw then
-  local s, c, p = string.match(raw, '^(%d+) (%d+) (%d+)$')
-  start, current, previous = tonumber(s), tonumber(c), tonumber(p)
-end
+local s, c, p = string.match(raw or '', '^(%d+) (%d+) (%d+)$')
+if s then start, current, previous = tonumber(s), tonumber(c), tonumber(p) end
 local elapsed = now - start
 if elapsed >= period then
   local windows = math.floor(elapsed / period)
@@ -336,10 +336,8 @@ FIXED_SCRIPT = (
 local period = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local start, count = now, 0
-if raw then
-  local s, c = string.match(raw, '^(%d+) (%d+)$')
-  start, count = tonumber(s), tonumber(c)
-end
+local s, c = string.match(raw or '', '^(%d+) (%d+)$')
+if s then start, count = tonumber(s), tonumber(c) end
 if now - start >= period then start, count = now, 0 end
 local left = start + period - now
 if count + cost <= limit then

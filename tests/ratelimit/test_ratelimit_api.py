@@ -145,3 +145,43 @@ def test_keys_are_internal_and_hash_tagged(cache: Cache) -> None:
     key = cache.rate_limiter("api", rate="1/s").key("user:42")
     assert key.startswith("#" + cache.namespace.text)  # outside every namespace pattern
     assert "{api:user%3A42}" in key  # one hash tag: one cluster slot
+
+
+def test_identities_by_value_and_odd_identities(cache: Cache) -> None:
+    limiter = cache.rate_limiter("api", rate="1/hour")
+    assert limiter.hit(42).allowed
+    assert not limiter.hit("42").allowed  # 42 and "42" are one key, as everywhere in cachekit
+    for identity in (b"\x80\xff", "x" * 10_000, ("tenant", 7, "user"), "ü{}:%"):
+        assert limiter.hit(identity).allowed and not limiter.hit(identity).allowed
+    assert limiter.hit("x" * 9_999).allowed  # a long identity is hashed, not truncated
+
+
+def test_many_identities_in_process_keep_their_limits() -> None:
+    """The in-process store sweeps expired states as it grows; live ones stay."""
+    cache = Cache("memory://", prefix=f"m{uuid.uuid4().hex[:8]}")
+    limiter = cache.rate_limiter("many", rate="1/hour", algorithm="fixed")
+    assert all(limiter.hit(i).allowed for i in range(5000))
+    assert not any(limiter.hit(i).allowed for i in range(5000))
+
+
+def test_foreign_state_under_a_limit_key_is_survived(redis_url: str) -> None:
+    """Something else wrote the limiter's key: a value that does not parse counts as no
+    state; a key of another type is a backend error, answered by on_error, never raised."""
+    import redis
+
+    cache = Cache(redis_url, prefix=f"r{uuid.uuid4().hex[:8]}")
+    client = redis.Redis.from_url(redis_url)
+    for algorithm in ("gcra", "sliding", "fixed"):
+        limiter = cache.rate_limiter("api", rate="1/hour", algorithm=algorithm)
+        client.set(limiter.key("u"), b"garbage")
+        first = limiter.hit("u")
+        assert first.allowed and not first.fallback
+        assert not limiter.hit("u").allowed  # and from then on it limits again
+        client.delete(limiter.key("v"))
+        client.hset(limiter.key("v"), "a", "b")
+        wrong = limiter.hit("v")
+        assert wrong.allowed and wrong.fallback  # on_error="allow"
+        denying = cache.rate_limiter("api", rate="1/hour", algorithm=algorithm, on_error="deny")
+        assert not denying.hit("v").allowed
+    assert cache.stats()["circuit"] == "closed"  # not an outage
+    cache.close()
