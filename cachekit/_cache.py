@@ -489,6 +489,8 @@ class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
             "corrupt": counters.corrupt,
             "unencodable": counters.unencodable,
             "stale": counters.stale,
+            "joins": counters.joins,
+            "lock_waits": counters.lock_waits,
             "circuit": self._breaker.state,
             "outages": self._breaker.trips,
             "backend": self._describe_backend(),

@@ -24,12 +24,15 @@ exception class name. A key never appears in one.
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["TIMED", "Hub", "Listener", "Reading", "add", "layer_of", "read", "timed_backend"]
+
+logger = logging.getLogger(__name__)
 
 #: backend operations whose duration is measured (one event each, remote backends only)
 TIMED = frozenset(
@@ -76,12 +79,29 @@ class Hub:
 
     def operation(self, operation: str, seconds: float, error: str | None) -> None:
         for listener in self._operation:
-            listener(self.cache, self.layer, operation, seconds, error)
+            try:
+                listener(self.cache, self.layer, operation, seconds, error)
+            except Exception as exc:  # a broken exporter never fails a cache call
+                _listener_failed(listener, exc)
 
     def ratelimit(self, limiter: str, allowed: bool) -> None:
         """The hook for rate limiters: one call per decision."""
         for listener in self._ratelimit:
-            listener(self.cache, limiter, allowed)
+            try:
+                listener(self.cache, limiter, allowed)
+            except Exception as exc:
+                _listener_failed(listener, exc)
+
+
+_reported: set[str] = set()
+
+
+def _listener_failed(listener: Any, exc: Exception) -> None:
+    """Log a failing listener once per listener (then it keeps failing quietly)."""
+    name = getattr(listener, "__qualname__", repr(listener))
+    if name not in _reported:
+        _reported.add(name)
+        logger.warning("metrics listener %s failed (reported once): %r", name, exc)
 
 
 @dataclass

@@ -394,3 +394,49 @@ def test_otel_global_meter_by_name() -> None:
 
     exporter = exporter_for_meter(None)
     assert {r.cache for r in exporter.readings()} >= {a.prefix, b.prefix}
+
+
+def test_a_failing_listener_never_fails_a_cache_call(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        def watch(self, cache: Cache) -> None:
+            pass
+
+        def on_operation(self, *args: Any) -> None:
+            raise RuntimeError("exporter bug")
+
+        def on_ratelimit(self, *args: Any) -> None:
+            raise RuntimeError("exporter bug")
+
+    cache = Cache(redis_server.url, prefix=_prefix(), metrics=Broken())
+    for _ in range(3):
+        assert cache.set("k", 1) is True and cache.get("k") == 1
+    hub = hub_of(cache)
+    assert hub is not None
+    hub.ratelimit("api", True)
+    assert cache.stats()["errors"] == 0 and cache._breaker.state == "closed"
+    assert sum("exporter bug" in r.getMessage() for r in caplog.records) <= 2  # once each
+    cache.clear()
+    cache.close()
+
+
+def test_a_near_cache_reports_its_layer(
+    exporter: PrometheusExporter, redis_server: RedisServer
+) -> None:
+    prefix = _prefix()
+    cache = Cache(redis_server.url, prefix=prefix, near=True, metrics=exporter)
+    cache.set("k", 1)
+    assert cache.get("k") == 1
+    labels = {"cache": prefix, "layer": "near"}
+    assert value(exporter, "cachekit_requests_total", result="hit", **labels) == 1
+    assert value(exporter, "cachekit_evictions_total", **labels) == 0
+    count = value(exporter, "cachekit_operation_duration_seconds_count", operation="set", **labels)
+    assert count == 1
+    cache.clear()
+    cache.close()
+
+
+def test_stats_show_joins_and_lock_waits() -> None:
+    stats = Cache().stats()
+    assert stats["joins"] == 0 and stats["lock_waits"] == 0
