@@ -14,7 +14,8 @@ one; a refusal costs the same script). Sections:
   counted by the server.
 - ``redis-async``: ``await limiter.ahit()`` vs redis-py asyncio's ``evalsha``.
 - ``memory``: cachekit's in-process limiter vs `limits`' MemoryStorage.
-- ``asgi``: a Starlette app called directly (no HTTP server, no client) with and without
+- ``asgi``: a Starlette app called directly (no HTTP server, no client) without a limit,
+  with a handler awaiting one raw EVALSHA of the same script, and with
   ``RateLimitMiddleware`` on Redis: what the middleware adds per request.
 """
 
@@ -160,6 +161,16 @@ def asgi(server: RedisProcess) -> list[Contender]:
         return PlainTextResponse("hello")
 
     plain = Starlette(routes=[Route("/", hello)])
+    client = redis.asyncio.Redis.from_url(server.url)
+    rule = Rule.make(RATE, None, "gcra")
+    sha = redis.Redis.from_url(server.url).script_load(rule.script())
+    args = rule.args(1, 1)
+
+    async def raw_hello(request: Any) -> PlainTextResponse:  # the decision by hand
+        await client.evalsha(sha, 1, "bench-raw", *args)
+        return PlainTextResponse("hello")
+
+    by_hand = Starlette(routes=[Route("/", raw_hello)])
     limited = Starlette(routes=[Route("/", hello)])
     cache = Cache(server.url, prefix=f"bench{time.time_ns()}")
     limited.add_middleware(RateLimitMiddleware, cache=cache, rate=RATE)
@@ -191,6 +202,7 @@ def asgi(server: RedisProcess) -> list[Contender]:
 
     return [
         Contender("Starlette app, no limit", call(plain), floor=True),
+        Contender("the handler awaits one raw EVALSHA of the GCRA script", call(by_hand)),
         Contender("cachekit RateLimitMiddleware (Redis)", call(limited)),
     ]
 
