@@ -1,7 +1,7 @@
 """A two-minute tour: ``python -m cachekit.demo`` (no server needed).
 
 A slow function and a slow "database" made fast by the embedded in-memory cache, with the
-hits, misses and timings printed.
+hits, misses and timings printed; then the cache's stats and the ``cachekit`` command line.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import asyncio
 import time
 
 from cachekit import Cache
+from cachekit.cli import COMMANDS
 
 cache = Cache(default_ttl=60)  # in-process memory: the embedded default
 
@@ -84,7 +85,18 @@ def main() -> None:
     print(f"  cache.ttl('greeting') -> {cache.ttl('greeting'):.1f} s")
     print(f"  cache.incr('visits')  -> {cache.incr('visits')}")
 
+    print("\n6. what the cache did: cache.stats()")
     stats = cache.stats()
+    for name in ("hits", "misses", "hit_rate", "sets", "errors", "entries", "circuit"):
+        value = stats.get(name)
+        shown = f"{value:.1%}" if name == "hit_rate" else value
+        print(f"  {name:<10} {shown}")
+
+    print("\n7. on Redis, the command line: cachekit (or python -m cachekit)")
+    print("  cachekit --url redis://HOST:6379/0 --prefix shop COMMAND [--json]")
+    for command, text in COMMANDS.items():
+        print(f"  {command:<13} {text}")
+
     print(
         f"\nstats: {stats['hits']} hits, {stats['misses']} misses, "
         f"hit rate {stats['hit_rate']:.1%}, {stats['entries']} entries"

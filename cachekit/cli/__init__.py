@@ -8,6 +8,6 @@ signed entries), through :meth:`cachekit.Cache.from_env`. Exit codes: :data:`OK`
 bad arguments or configuration), :data:`NO_CONNECTION` (3: Redis cannot be reached).
 """
 
-from .main import NO_CONNECTION, NOT_OK, OK, USAGE, main
+from .main import COMMANDS, NO_CONNECTION, NOT_OK, OK, USAGE, main
 
-__all__ = ["NO_CONNECTION", "NOT_OK", "OK", "USAGE", "main"]
+__all__ = ["COMMANDS", "NO_CONNECTION", "NOT_OK", "OK", "USAGE", "main"]

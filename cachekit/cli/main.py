@@ -604,8 +604,8 @@ def cmd_ratelimit(target: Target, args: argparse.Namespace, out: Output) -> int:
 # -- health ----------------------------------------------------------------------------------
 def cmd_health(target: Target, args: argparse.Namespace, out: Output) -> int:
     health = getattr(target.cache, "health", None)
-    if callable(health):
-        data = dict(health())
+    if callable(health):  # the library's report (breaker, queues, ...), given our timeout
+        data = {**health(timeout=args.timeout), "url": target.url}
     else:  # a cachekit without cache.health(): the server answers, and how fast
         latencies = []
         for _ in range(3):
@@ -720,6 +720,21 @@ Configuration as the library: --url or CACHEKIT_URL, --prefix or CACHEKIT_PREFIX
 every other CACHEKIT_* option (CACHEKIT_SECRET to read signed entries)."""
 
 
+COMMANDS: dict[str, str] = {
+    "stats": "server memory and hit rate; keys and memory per namespace",
+    "keys": "this namespace's keys matching a glob (SCAN, never KEYS)",
+    "inspect": "an entry: decoded value, TTL, size, tags, serializer",
+    "ttl": "seconds an entry has left",
+    "purge": "delete this namespace's entries by tag or by pattern",
+    "dead-letters": "write-behind dead letters: per queue, or one queue's",
+    "replay": "queue a write-behind queue's dead letters again",
+    "ratelimit": "show or reset an identity's rate-limit state",
+    "health": "is the cache healthy (exit 1 if not)",
+    "warm": "call your function that fills the cache, with progress",
+}
+"""Each command and what it does (the help text; the demo lists them)."""
+
+
 def _options(parser: argparse.ArgumentParser, top: bool) -> None:
     """The options every command takes, before or after its name (after it, an option
     given overrides the one before; not given, it leaves the top-level value alone)."""
@@ -754,45 +769,45 @@ def build_parser() -> argparse.ArgumentParser:
     _options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, run: Callable[..., int], text: str) -> argparse.ArgumentParser:
+    def command(name: str, run: Callable[..., int]) -> argparse.ArgumentParser:
+        text = COMMANDS[name]
         p = sub.add_parser(name, parents=[common], help=text, description=text)
         p.set_defaults(run=run)
         return p
 
-    p = command("stats", cmd_stats, "server memory and hit rate; keys and memory per namespace")
+    p = command("stats", cmd_stats)
     p.add_argument("--scan-limit", type=int, default=100_000,
                    help="keys scanned at most; past it, counts are estimates")  # fmt: skip
     p.add_argument("--sample", type=int, default=100, help="keys per namespace for MEMORY USAGE")
     p.add_argument("--top", type=int, default=10, help="namespaces shown (10)")
-    p = command("keys", cmd_keys, "this namespace's keys matching a glob (SCAN, never KEYS)")
+    p = command("keys", cmd_keys)
     p.add_argument("pattern", nargs="?", default="*", help="a glob over keys (default *)")
     p.add_argument("--limit", type=int, default=1000, help="keys listed at most (1000)")
-    p = command("inspect", cmd_inspect, "an entry: decoded value, TTL, size, tags, serializer")
+    p = command("inspect", cmd_inspect)
     p.add_argument("key")
-    p = command("ttl", cmd_ttl, "seconds an entry has left")
+    p = command("ttl", cmd_ttl)
     p.add_argument("key")
-    p = command("purge", cmd_purge, "delete this namespace's entries by tag or by pattern")
+    p = command("purge", cmd_purge)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--tag", action="append", help="entries written with this tag (repeatable)")
     what.add_argument("--pattern", help="entries whose key matches this glob")
     p.add_argument("--dry-run", action="store_true", help="count and list, delete nothing")
-    p = command("dead-letters", cmd_dead_letters,
-                "write-behind dead letters: per queue, or one queue's letters")  # fmt: skip
+    p = command("dead-letters", cmd_dead_letters)
     p.add_argument("name", nargs="?", help="a queue's name (write_behind's name=, else key=)")
     p.add_argument("--queue", metavar="MODULE:NAME", help="your WriteBehind object")
-    p = command("replay", cmd_replay, "queue a write-behind queue's dead letters again")
+    p = command("replay", cmd_replay)
     p.add_argument("queue", metavar="MODULE:NAME",
                    help="your WriteBehind object (its store_many stores them)")  # fmt: skip
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the stores")
-    p = command("ratelimit", cmd_ratelimit, "show or reset an identity's rate-limit state")
+    p = command("ratelimit", cmd_ratelimit)
     p.add_argument("action", choices=("show", "reset"))
     p.add_argument("name", help="the limiter's name (cache.rate_limiter(name, ...))")
     p.add_argument("id", help="the identity (user id, IP, ...)")
     p.add_argument("--rate", default="100/minute", help="the limiter's rate (100/minute)")
     p.add_argument("--burst", type=int, help="the limiter's burst")
     p.add_argument("--algorithm", default="gcra", choices=("gcra", "sliding", "fixed"))
-    command("health", cmd_health, "is the cache healthy (exit 1 if not)")
-    p = command("warm", cmd_warm, "call your function that fills the cache, with progress")
+    command("health", cmd_health)
+    p = command("warm", cmd_warm)
     p.add_argument("function", metavar="MODULE:FUNCTION",
                    help="may yield per entry (progress), return a count, take cache=")  # fmt: skip
     p.add_argument("args", nargs="*", help="string arguments passed to it")

@@ -376,3 +376,16 @@ def test_cluster_keys_and_purge_scan_every_primary(redis_cluster: Any) -> None:
             f"item:{i}": i for i in range(10)
         }
         other.clear()
+
+
+def test_the_demo_shows_stats_and_the_command_line() -> None:
+    from cachekit.cli import COMMANDS
+
+    done = subprocess.run([sys.executable, "-m", "cachekit.demo"], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "cache.stats()" in done.stdout and "hit_rate" in done.stdout
+    for command in COMMANDS:
+        assert f"  {command} " in done.stdout
+    help_text = run("--help").stdout
+    assert all(command in help_text for command in COMMANDS)
