@@ -11,18 +11,41 @@ function returning None leaves the request unlimited (health checks, staff).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ..exceptions import ConfigurationError
 from ._limiter import RateLimiter
 from .rules import Decision, Rate, client_address, rate_limit_headers, trusted_networks
 
 if TYPE_CHECKING:
     from .._cache import Cache
 
-__all__ = ["HttpRateLimit", "TOO_MANY_REQUESTS_BODY"]
+__all__ = ["OPTIONS", "TOO_MANY_REQUESTS_BODY", "HttpRateLimit", "checked_settings"]
 
 TOO_MANY_REQUESTS_BODY = b"Too Many Requests"
+OPTIONS = frozenset(
+    {"name", "key", "cost", "burst", "algorithm", "on_error", "trusted_proxies", "headers",
+     "legacy_headers"}
+)  # fmt: skip
+"""The options of :class:`HttpRateLimit`, which every adapter takes."""
+
+
+def checked_settings(
+    given: Mapping[str, Any] | None, where: str, own: Iterable[str] = ()
+) -> dict[str, Any]:
+    """A framework's rate-limit settings (``OPTIONS`` and the adapter's ``own`` names), as
+    a dict; an unknown name is a :class:`~cachekit.ConfigurationError` listing the known."""
+    given = given or {}
+    known = OPTIONS | frozenset(own)
+    unknown = set(given) - known
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})"
+        )
+    return dict(given)
+
+
 RequestT = TypeVar("RequestT")
 
 

@@ -41,30 +41,20 @@ except ModuleNotFoundError as exc:
 
 from cachekit import Cache, ConfigurationError
 from cachekit.ratelimit import Decision
-from cachekit.ratelimit.http import HttpRateLimit
+from cachekit.ratelimit.http import OPTIONS as _OPTIONS
+from cachekit.ratelimit.http import HttpRateLimit, checked_settings
 
 __all__ = ["RateLimitMiddleware", "ratelimit"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 SETTING = "CACHEKIT_RATELIMIT"
-_OPTIONS = frozenset(
-    {"name", "key", "cost", "burst", "algorithm", "on_error", "trusted_proxies", "headers",
-     "legacy_headers"}
-)  # fmt: skip
 _OWN = frozenset({"default", "cache", "exempt"})
 _MARK = "_cachekit_rate_limited"  # on a limited view: the middleware's default skips it
 _HEADERS = "_cachekit_ratelimit_headers"  # on the request: headers for the response
 
 
 def _settings() -> dict[str, Any]:
-    given: Mapping[str, Any] = getattr(settings, SETTING, None) or {}
-    unknown = set(given) - _OPTIONS - _OWN
-    if unknown:
-        raise ConfigurationError(
-            f"settings.{SETTING}: unknown {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(_OPTIONS | _OWN))})"
-        )
-    return dict(given)
+    return checked_settings(getattr(settings, SETTING, None), f"settings.{SETTING}", _OWN)
 
 
 def _cache(which: Any) -> Cache:
@@ -132,9 +122,7 @@ def ratelimit(rate: Any, *, cache: str | Cache | None = None, **options: Any) ->
     """A view decorator: ``rate`` per identity; refused requests get the 429 and the view
     does not run. Options as :class:`~cachekit.ratelimit.http.HttpRateLimit`'s (``name``
     defaults to the view's module and name); the rest from ``settings.CACHEKIT_RATELIMIT``."""
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise ConfigurationError(f"ratelimit(): unknown options {', '.join(sorted(unknown))}")
+    checked_settings(options, "ratelimit()")  # an unknown option fails at decoration
 
     def decorate(view: F) -> F:
         name = options.get("name") or f"{view.__module__}.{view.__qualname__}"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import missing_extra
@@ -36,9 +36,9 @@ try:
 except ModuleNotFoundError as exc:
     raise missing_extra(exc, "flask", "flask") from exc
 
-from cachekit.exceptions import ConfigurationError
 from cachekit.ratelimit import Decision
-from cachekit.ratelimit.http import HttpRateLimit
+from cachekit.ratelimit.http import OPTIONS as _OPTIONS
+from cachekit.ratelimit.http import HttpRateLimit, checked_settings
 
 if TYPE_CHECKING:
     from . import FlaskCache
@@ -50,22 +50,11 @@ CONFIG = "CACHEKIT_RATELIMIT"
 _EXTENSION = "cachekit.ratelimit"  # app.extensions: {id(decorator) or "default": limit}
 _MARK = "_cachekit_rate_limited"  # on a limited view: the app-wide default skips it
 _G_HEADERS = "_cachekit_ratelimit_headers"
-_OPTIONS = frozenset(
-    {"name", "key", "cost", "burst", "algorithm", "on_error", "trusted_proxies", "headers",
-     "legacy_headers"}
-)  # fmt: skip
 _OWN = frozenset({"default", "exempt"})
 
 
 def _settings(app: Flask) -> dict[str, Any]:
-    settings: Mapping[str, Any] = app.config.get(CONFIG) or {}
-    unknown = set(settings) - _OPTIONS - _OWN
-    if unknown:
-        raise ConfigurationError(
-            f"app.config[{CONFIG!r}]: unknown {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(_OPTIONS | _OWN))})"
-        )
-    return dict(settings)
+    return checked_settings(app.config.get(CONFIG), f"app.config[{CONFIG!r}]", _OWN)
 
 
 def _limits(app: Flask) -> dict[Any, HttpRateLimit[Any]]:
@@ -100,9 +89,7 @@ def view_rate_limit(fcache: FlaskCache, rate: Any, **options: Any) -> Callable[[
     Options as :class:`~cachekit.ratelimit.http.HttpRateLimit`'s; those not given come
     from ``app.config["CACHEKIT_RATELIMIT"]``. Each app gets its own limiter, in its
     cache, made on the first request."""
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise ConfigurationError(f"rate_limit(): unknown options {', '.join(sorted(unknown))}")
+    checked_settings(options, "rate_limit()")  # an unknown option fails at decoration
 
     def decorate(view: F) -> F:
         token = object()  # this decorator's limit, per app
