@@ -241,6 +241,10 @@ def test_lock_kept_across_a_sentinel_failover_is_held_once(sentinel: SentinelSer
             return False
 
     _eventually(rival_tries, "the rival to reach the new primary")  # and be refused
+    # until the sentinel has turned the old primary into a replica, a client still
+    # connected to it writes there (a release landing there would be lost in its resync:
+    # the lock then ends by its ttl, never held twice)
+    _eventually(lambda: _role(old) == "slave", "the old primary to follow the new one")
     _eventually(lambda: _extends(lock), "the holder to reach the new primary")
     lock.release()
     assert rival.lock("order:4", ttl=60).acquire(blocking=False)
