@@ -389,3 +389,41 @@ def test_the_demo_shows_stats_and_the_command_line() -> None:
         assert f"  {command} " in done.stdout
     help_text = run("--help").stdout
     assert all(command in help_text for command in COMMANDS)
+
+
+def test_glob_characters_in_the_prefix_match_only_themselves(redis_url: str) -> None:
+    base = _prefix()
+    with Cache(redis_url, prefix=f"{base}*") as star, Cache(redis_url, prefix=f"{base}x") as x, \
+            Cache(redis_url, prefix=f"{base}[x]") as brackets:  # fmt: skip
+        for cache in (star, x, brackets):
+            cache.set("k", cache.prefix)
+        done = run_json("--prefix", f"{base}*", "purge", "--pattern", "*", url=redis_url)
+        assert done["deleted"] == 1
+        assert x.get("k") == f"{base}x" and brackets.get("k") == f"{base}[x]"
+        done = run_json("--prefix", f"{base}[x]", "purge", "--pattern", "*", url=redis_url)
+        assert done["deleted"] == 1 and x.get("k") == f"{base}x"
+        x.clear()
+
+
+def test_purge_deletes_a_namespaced_key_the_cache_would_spell_otherwise(world: Any) -> None:
+    # a key under the namespace that no user key normalises to (it holds the "…#" mark):
+    # deleted by UNLINK, not left behind, not mistaken for another key
+    odd = world["cache"].namespace.text + "a…#zz"
+    world["client"].set(odd, b"x")
+    done = run_json("--prefix", world["prefix"], "purge", "--pattern", "a*", url=world["url"])
+    assert done["deleted"] == 1 and not world["client"].exists(odd)
+    _outside_untouched(world)
+
+
+def test_long_purge_shows_progress_and_pauses_between_scans(redis_url: str) -> None:
+    prefix = _prefix()
+    with Cache(redis_url, prefix=prefix) as cache:
+        cache.set_many({f"k:{i}": i for i in range(60)})
+        started = time.monotonic()
+        done = run("--prefix", prefix, "--count", "1", "--pause", "0.03", "--progress",
+                   "--json", "purge", "--pattern", "k:*", url=redis_url)  # fmt: skip
+        elapsed = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["deleted"] == 60
+        assert "purge:" in done.stderr and "deleted" in done.stderr  # the progress line
+        assert elapsed > 1.0  # the pause between SCAN calls was kept (COUNT 1: many calls)
