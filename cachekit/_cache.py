@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
@@ -45,6 +46,10 @@ _NOT_OPTIONS = ("url", "client", "backend", "async_backend")  # constructor argu
 # CACHEKIT_* variables that are not options of a cache: the URL, the tests' redis-server,
 # the write-behind journal's directory
 _OTHER_ENV = frozenset({"CACHEKIT_URL", "CACHEKIT_REDIS_SERVER", "CACHEKIT_JOURNAL_DIR"})
+
+
+# the keyword arguments of @cache.cached (typed in its overloads)
+_CACHED_OPTIONS = frozenset(inspect.signature(decorate).parameters) - {"cache", "func"}
 
 
 class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
@@ -404,25 +409,7 @@ class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         stale_if_error: bool | float = False,
     ) -> CachedDecorator: ...
 
-    def cached(
-        self,
-        func: Any = None,
-        /,
-        *,
-        ttl: Any = DEFAULT,
-        key: str | Callable[..., Any] | None = None,
-        name: str | None = None,
-        tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
-        cache_none: bool = True,
-        condition: Callable[[Any], bool] | None = None,
-        unless: Callable[[Any], bool] | None = None,
-        lock: bool = False,
-        lock_ttl: float = 10.0,
-        lock_timeout: float | None = None,
-        early_refresh: bool | float = False,
-        stale_ttl: float | None = None,
-        stale_if_error: bool | float = False,
-    ) -> Any:
+    def cached(self, func: Any = None, /, **options: Any) -> Any:
         """Cache a function's results (sync or async; functions, methods, classmethods).
 
         ``ttl`` seconds (default: the cache's ``default_ttl``); ``key`` a template over the
@@ -444,15 +431,10 @@ class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         The decorated function gains ``.key(...)``, ``.invalidate(...)`` /
         ``.ainvalidate(...)``, ``.refresh(...)`` and ``__wrapped__``.
         """
-        options = dict(
-            ttl=ttl, key=key, name=name, tags=tags, cache_none=cache_none, condition=condition,
-            unless=unless,
-        )  # fmt: skip
-        stampede = dict(
-            lock=lock, lock_ttl=lock_ttl, lock_timeout=lock_timeout, early_refresh=early_refresh,
-            stale_ttl=stale_ttl, stale_if_error=stale_if_error,
-        )  # fmt: skip
-        options.update(stampede)
+        # the options as typed above; their defaults and checks: decorate(), the one place
+        unknown = options.keys() - _CACHED_OPTIONS
+        if unknown:
+            raise TypeError(f"cached() got an unexpected keyword argument {min(unknown)!r}")
         if func is not None:
             return decorate(self, func, **options)
         return lambda f: decorate(self, f, **options)
