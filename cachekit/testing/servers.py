@@ -178,13 +178,30 @@ def _command(port: int, *args: str, timeout: float = 2.0) -> bytes:
 
 
 def _complete(reply: bytes) -> bool:
-    if reply[:1] in (b"+", b"-", b":"):
-        return reply.endswith(b"\r\n")
-    if reply[:1] == b"$":
-        head, _, rest = reply.partition(b"\r\n")
-        size = int(head[1:])
-        return size < 0 or len(rest) >= size + 2
-    return reply.endswith(b"\r\n")  # arrays: callers only look for text in them
+    """Whether ``reply`` holds one whole RESP2 reply (nested arrays included)."""
+    try:
+        return _skip(reply, 0) == len(reply)
+    except (IndexError, ValueError):  # cut short
+        return False
+
+
+def _skip(reply: bytes, at: int) -> int:
+    """The offset just past the RESP2 value starting at ``at``."""
+    end = reply.index(b"\r\n", at)
+    kind, head = reply[at : at + 1], reply[at + 1 : end]
+    if kind in (b"+", b"-", b":"):
+        return end + 2
+    size = int(head)
+    if kind == b"$":
+        if size < 0:
+            return end + 2
+        if len(reply) < end + 2 + size + 2:
+            raise IndexError("bulk string cut short")
+        return end + 2 + size + 2
+    at = end + 2  # an array: its elements
+    for _ in range(max(size, 0)):
+        at = _skip(reply, at)
+    return at
 
 
 def _wait_for(check: Callable[[], bool], what: str, timeout: float) -> None:
