@@ -240,7 +240,7 @@ class AsyncRedisAccess:
     """The capabilities of a Redis backend (see :mod:`cachekit.backends.base`): atomic
     scripts and batches, blocking wake-ups, consumer-group streams, scan. Each call takes
     the client of this thread / event loop from the provider (a Cluster or Sentinel
-    provider later gives the right node's)."""
+    client: redis-py routes each command to the node it belongs on)."""
 
     def __init__(self, clients: AsyncClientProvider, cluster: bool = False) -> None:
         self._clients = clients

@@ -4,8 +4,8 @@ A provider holds the client of this process (sync) or of each running event loop
 (async: an asyncio client is bound to the loop it first ran on, so ``asyncio.run``
 twice, or one loop per test, just works), made lazily (building a cache makes no
 network call) by the ``factory`` it was given. Which client class, pool and retry
-policy a factory uses (the topology: standalone today, Sentinel and Cluster next) is
-decided in one place, :mod:`cachekit.backends.redis.topology`.
+policy a factory uses (the topology: standalone, Sentinel or Cluster) is decided in one
+place, :mod:`cachekit.backends.redis.topology`.
 """
 
 from __future__ import annotations
