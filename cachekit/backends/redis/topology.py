@@ -147,62 +147,89 @@ def _name(kind: str, addresses: list[tuple[str, int]], tail: str = "") -> str:
 
 
 def _cluster_pair(
-    addresses: list[tuple[str, int]], options: dict[str, Any]
+    addresses: list[tuple[str, int]],
+    sync_options: dict[str, Any],
+    async_options: dict[str, Any],
+    given: Any = None,
 ) -> tuple[RedisBackend, AsyncRedisBackend]:
+    """The backends over ``RedisCluster`` clients of the startup nodes ``addresses``
+    (``given``: the user's own client, serving its flavour)."""
     acluster: Any = importlib.import_module("redis.asyncio.cluster")
     cluster: Any = importlib.import_module("redis.cluster")
-
     accepted = _accepted(acluster.RedisCluster)
-    async_options = {k: v for k, v in options.items() if k in accepted}
-    name = _name("cluster", addresses)
-    return (
-        RedisClusterBackend(
-            SyncClientProvider(
-                factory=lambda: cluster.RedisCluster(
-                    startup_nodes=[cluster.ClusterNode(h, p) for h, p in addresses],
-                    retry=_retry(),
-                    **options,
-                ),
-                name=name,
-            )
-        ),
-        AsyncRedisClusterBackend(
-            AsyncClientProvider(
-                factory=lambda: acluster.RedisCluster(
-                    startup_nodes=[acluster.ClusterNode(h, p) for h, p in addresses],
-                    retry=_async_retry(),
-                    **async_options,
-                ),
-                name=name,
-            )
-        ),
-    )
+    async_options = {k: v for k, v in async_options.items() if k in accepted}
+
+    def make_sync() -> Any:
+        return cluster.RedisCluster(
+            startup_nodes=[cluster.ClusterNode(h, p) for h, p in addresses],
+            retry=_retry(),
+            **sync_options,
+        )
+
+    def make_async() -> Any:
+        return acluster.RedisCluster(
+            startup_nodes=[acluster.ClusterNode(h, p) for h, p in addresses],
+            retry=_async_retry(),
+            **async_options,
+        )
+
+    return _pair(
+        RedisClusterBackend, AsyncRedisClusterBackend, make_sync, make_async,
+        _name("cluster", addresses), given,
+    )  # fmt: skip
 
 
 def _sentinel_pair(
-    addresses: list[tuple[str, int]], service: str, options: dict[str, Any]
+    addresses: list[tuple[str, int]],
+    service: str,
+    sync_options: dict[str, Any],
+    async_options: dict[str, Any],
+    asking: dict[str, Any],
+    given: Any = None,
 ) -> tuple[RedisBackend, AsyncRedisBackend]:
+    """The backends over Sentinel-managed clients of ``service``'s primary, found by the
+    sentinels ``addresses`` (asked with ``asking``: their own connection settings)."""
     asentinel: Any = importlib.import_module("redis.asyncio.sentinel")
     sentinel: Any = importlib.import_module("redis.sentinel")
 
-    # the sentinels are asked with the same short timeouts (no credentials: a sentinel's
-    # password is not the primary's)
-    asking = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout") if k in options}
-    name = _name("sentinel", addresses, f"/{service}/{options.get('db', 0)}")
-
     def make_sync() -> Any:
         return sentinel.Sentinel(addresses, sentinel_kwargs=dict(asking)).master_for(
-            service, retry=_retry(), **options
+            service, retry=_retry(), **sync_options
         )
 
     def make_async() -> Any:
         return asentinel.Sentinel(addresses, sentinel_kwargs=dict(asking)).master_for(
-            service, retry=_async_retry(), **options
+            service, retry=_async_retry(), **async_options
         )
 
+    db = sync_options.get("db", 0)
+    name = _name("sentinel", addresses, f"/{service}/{db}")
+    return _pair(RedisBackend, AsyncRedisBackend, make_sync, make_async, name, given)
+
+
+def _pair(
+    sync_class: Any,
+    async_class: Any,
+    make_sync: Callable[[], Any],
+    make_async: Callable[[], Any],
+    name: str,
+    given: Any,
+) -> tuple[RedisBackend, AsyncRedisBackend]:
+    """The sync/async backends; the user's ``given`` client serves its own flavour (sync,
+    or the first event loop), the factories make the rest."""
+    acluster: Any = importlib.import_module("redis.asyncio.cluster")
+    if given is not None and isinstance(given, (redis.asyncio.Redis, acluster.RedisCluster)):
+        return (
+            sync_class(SyncClientProvider(factory=make_sync, name=name)),
+            async_class(AsyncClientProvider(client=given, factory=make_async, name=name)),
+        )
     return (
-        RedisBackend(SyncClientProvider(factory=make_sync, name=name)),
-        AsyncRedisBackend(AsyncClientProvider(factory=make_async, name=name)),
+        sync_class(
+            SyncClientProvider(client=given, name=name)
+            if given is not None
+            else SyncClientProvider(factory=make_sync, name=name)
+        ),
+        async_class(AsyncClientProvider(factory=make_async, name=name)),
     )
 
 
@@ -227,14 +254,17 @@ def _topology_url(
             raise ConfigurationError(
                 f"bad redis URL {url!r}: a cluster has one database (no /db in the URL)"
             )
-        return _cluster_pair(addresses, options)
+        return _cluster_pair(addresses, options, options)
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ConfigurationError(
             f"bad redis URL {url!r}: {SENTINEL_SCHEME}://host:port[,host:port]/service[/db]"
         )
     if len(path) == 2:
         options["db"] = int(path[1])
-    return _sentinel_pair(addresses, unquote(path[0]), options)
+    # the sentinels are asked with the same short timeouts (no credentials: a sentinel's
+    # password is not the primary's)
+    asking = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout")}
+    return _sentinel_pair(addresses, unquote(path[0]), options, options, asking)
 
 
 def backends_for_url(
@@ -336,75 +366,26 @@ def _twin_options(client: Any, target: type) -> dict[str, Any]:
 
 
 def _topology_client(client: Any) -> tuple[RedisBackend, AsyncRedisBackend] | None:
-    """The backends of a user's ``RedisCluster`` or Sentinel-managed client, or None. The
-    user's client serves its own flavour (sync, or the first event loop); the other
-    flavour, and other event loops, get clients of the same startup nodes / sentinels and
-    connection settings."""
+    """The backends of a user's ``RedisCluster`` or Sentinel-managed client (sync or
+    asyncio), or None: the twins connect to the same startup nodes / sentinels with the
+    client's connection settings."""
     acluster: Any = importlib.import_module("redis.asyncio.cluster")
     asentinel: Any = importlib.import_module("redis.asyncio.sentinel")
     cluster: Any = importlib.import_module("redis.cluster")
     sentinel: Any = importlib.import_module("redis.sentinel")
-
-    is_async = isinstance(client, (redis.asyncio.Redis, acluster.RedisCluster))
     sync_options = _twin_options(client, redis.Redis)
     async_options = _twin_options(client, redis.asyncio.Redis)
     if isinstance(client, (cluster.RedisCluster, acluster.RedisCluster)):
         addresses = [(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()]
-        name = _name("cluster", addresses)
-        async_options = {
-            k: v for k, v in async_options.items() if k in _accepted(acluster.RedisCluster)
-        }
-
-        def make_sync() -> Any:
-            return cluster.RedisCluster(
-                startup_nodes=[cluster.ClusterNode(h, p) for h, p in addresses],
-                retry=_retry(),
-                **sync_options,
-            )
-
-        def make_async() -> Any:
-            return acluster.RedisCluster(
-                startup_nodes=[acluster.ClusterNode(h, p) for h, p in addresses],
-                retry=_async_retry(),
-                **async_options,
-            )
-
-        sync_class: Any = RedisClusterBackend
-        async_class: Any = AsyncRedisClusterBackend
-    else:
-        pool = getattr(client, "connection_pool", None)
-        if not isinstance(
-            pool, (sentinel.SentinelConnectionPool, asentinel.SentinelConnectionPool)
-        ):
-            return None
-        service = pool.service_name
-        addresses = [
-            (
-                s.connection_pool.connection_kwargs["host"],
-                s.connection_pool.connection_kwargs["port"],
-            )
-            for s in pool.sentinel_manager.sentinels
-        ]
-        asking = dict(pool.sentinel_manager.sentinel_kwargs or {})
-        name = _name("sentinel", addresses, f"/{service}/{pool.connection_kwargs.get('db', 0)}")
-
-        def make_sync() -> Any:
-            return sentinel.Sentinel(addresses, sentinel_kwargs=dict(asking)).master_for(
-                service, retry=_retry(), **sync_options
-            )
-
-        def make_async() -> Any:
-            return asentinel.Sentinel(addresses, sentinel_kwargs=dict(asking)).master_for(
-                service, retry=_async_retry(), **async_options
-            )
-
-        sync_class, async_class = RedisBackend, AsyncRedisBackend
-    if is_async:
-        return (
-            sync_class(SyncClientProvider(factory=make_sync, name=name)),
-            async_class(AsyncClientProvider(client=client, factory=make_async, name=name)),
-        )
-    return (
-        sync_class(SyncClientProvider(client=client, name=name)),
-        async_class(AsyncClientProvider(factory=make_async, name=name)),
+        return _cluster_pair(addresses, sync_options, async_options, given=client)
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, (sentinel.SentinelConnectionPool, asentinel.SentinelConnectionPool)):
+        return None
+    addresses = [
+        (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+        for s in pool.sentinel_manager.sentinels
+    ]
+    asking = dict(pool.sentinel_manager.sentinel_kwargs or {})
+    return _sentinel_pair(
+        addresses, pool.service_name, sync_options, async_options, asking, given=client
     )
