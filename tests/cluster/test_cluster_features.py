@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
 import uuid
 import warnings
@@ -354,3 +356,58 @@ def test_rate_limiter(cache: Cache) -> None:
         assert (await limiter.ahit("user:2")).remaining == 3
 
     asyncio.run(scenario())
+
+
+def test_flask_views_cached(url: str) -> None:
+    """The Flask adapter configured with the topology's URL (CACHEKIT_URL)."""
+    from cachekit.integrations.flask import FlaskCache
+    from flask import Flask
+
+    app = Flask(__name__)
+    app.config["CACHEKIT_URL"] = url
+    app.config["CACHEKIT_PREFIX"] = f"fl{uuid.uuid4().hex[:8]}"
+    fcache = FlaskCache(app)
+    runs: list[int] = []
+
+    @app.get("/products/<int:pid>")
+    @fcache.cached(ttl=60)
+    def product(pid: int) -> dict[str, int]:
+        runs.append(pid)
+        return {"id": pid}
+
+    client = app.test_client()
+    for pid in range(5):
+        assert client.get(f"/products/{pid}").json == {"id": pid}
+        assert client.get(f"/products/{pid}").json == {"id": pid}
+    assert runs == list(range(5))
+    with app.app_context():
+        fcache.cache.clear()
+
+
+def test_django_cache_backend(url: str) -> None:
+    """Django's cache API through CachekitCache with the topology's URL as LOCATION (in a
+    process of its own: Django's settings are configured once per process)."""
+    script = f"""
+import django
+from django.conf import settings
+settings.configure(SECRET_KEY="test-only", CACHES={{"default": {{
+    "BACKEND": "cachekit.integrations.django.CachekitCache",
+    "LOCATION": {url!r}, "KEY_PREFIX": "dj{uuid.uuid4().hex[:8]}",
+    "OPTIONS": {{"on_error": "raise"}}}}}})
+django.setup()
+from django.core.cache import cache
+keys = {{f"k{{i}}": i for i in range(50)}}
+cache.set_many(keys, 60)
+assert cache.get_many(list(keys)) == keys, cache.get_many(list(keys))
+assert cache.incr("k1", 5) == 6
+assert cache.add("k2", "x") is False
+cache.delete_many(list(keys)[:25])
+assert len(cache.get_many(list(keys))) == 25
+cache.clear()
+assert cache.get_many(list(keys)) == {{}}
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
