@@ -17,7 +17,7 @@ from .backends import backends_for
 from .backends.base import capabilities_of
 from .backends.memory.store import AsyncMemoryBackend
 from .core.breaker import CircuitBreaker
-from .core.codec import Boxed, BytesCodec, Codec, ObjectCodec
+from .core.codec import Boxed, Codec, ObjectCodec, codec_for
 from .core.concurrency import AsyncRefreshPool, RefreshPool
 from .core.keys import Namespace
 from .core.policy import DEFAULT, Counters
@@ -26,7 +26,7 @@ from .decorator.decorate import decorate
 from .decorator.types import CachedDecorator, CachedFunction
 from .exceptions import ConfigurationError
 from .locks.lock import LockMixin
-from .serializers import Serializer, get_serializer
+from .serializers import Serializer
 from .write.behind import WriteBehindQueues
 from .write.strategies import WriteStrategies
 
@@ -149,20 +149,7 @@ class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         if async_backend is not None:
             self.__dict__["_abackend"] = async_backend
 
-        self._codec: Codec
-        serializer, compress = options["serializer"], options["compress"]
-        if self._is_local and serializer is None and compress is None:
-            self._codec = ObjectCodec()
-        else:
-            self._codec = BytesCodec(
-                get_serializer(serializer, secret=options["secret"]),
-                # in-process memory: nothing outside the process writes it, nothing to sign
-                secret=options["secret"],
-                sign=not self._is_local,
-                compress=compress,
-                compress_threshold=options["compress_threshold"],
-                max_decompressed_size=options["max_decompressed_size"],
-            )
+        self._codec: Codec = codec_for(options, self._is_local)
         self._breaker = CircuitBreaker(
             self._probe, retry_interval=options["retry_interval"], name=self._describe_backend()
         )

@@ -45,18 +45,20 @@ from __future__ import annotations
 
 import hmac
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from ..exceptions import ConfigurationError, SerializationError
-from ..serializers import Serializer
+from ..serializers import Serializer, get_serializer
 from .signing import MAC_SIZE, Signer, derive_key
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_SIZE",
     "BytesCodec",
     "Codec",
+    "codec_for",
     "CorruptEntry",
     "ObjectCodec",
     "UnsignedCounter",
@@ -391,6 +393,23 @@ class BytesCodec(Codec):
 
 
 _BARE_FIRST = frozenset(bytes((digit,)) for digit in _DIGITS)
+
+
+def codec_for(options: Mapping[str, Any], local: bool) -> Codec:
+    """The codec a cache's options ask for: on an in-process store with no serializer or
+    compression asked for, the objects themselves; else bytes, signed unless in-process
+    (nothing outside the process writes it, nothing to sign)."""
+    serializer, compress = options["serializer"], options["compress"]
+    if local and serializer is None and compress is None:
+        return ObjectCodec()
+    return BytesCodec(
+        get_serializer(serializer, secret=options["secret"]),
+        secret=options["secret"],
+        sign=not local,
+        compress=compress,
+        compress_threshold=options["compress_threshold"],
+        max_decompressed_size=options["max_decompressed_size"],
+    )
 
 
 def _meta_header(meta: dict[str, Any]) -> bytes:
