@@ -37,9 +37,9 @@ class AsyncSessionStore(StoreCore):
         """The session ``session_id`` names, or a new empty one (no id, unknown id, expired,
         malformed: an id the client chose is never adopted)."""
         if session_id is None:
-            return Session()
+            return self.session_class()
         if not self._usable(session_id):
-            return Session(had_cookie=True)
+            return self.session_class(had_cookie=True)
         if self._memory is not None:
             return self._memory_load(session_id)
         scripts = self._ascripts
@@ -61,7 +61,7 @@ class AsyncSessionStore(StoreCore):
         if plan.empty:
             return SaveOutcome(clear_cookie=True) if plan.clear_cookie else NOTHING
         if self._memory is not None:
-            return self._memory_save(plan)
+            return self._memory_save(session, plan)
         scripts = self._ascripts
         if scripts is None or self._breaker.open:
             return self._failed_save(None)
@@ -92,7 +92,7 @@ class AsyncSessionStore(StoreCore):
                     return SaveOutcome(clear_cookie=True, written=plan.drop is not None)
         except Exception as exc:
             return self._failed_save(exc)
-        return self._outcome(plan, new_id, reply)
+        return self._outcome(session, plan, new_id, reply, now)
 
     async def delete(self, session_id: str) -> bool:
         """Delete a session server-side (e.g. every device's on a password change)."""

@@ -53,7 +53,9 @@ class StoreCore:
         touch_after: float | None = None,
         regenerate_grace: float = 0.0,
         clock: Callable[[], float] = time.time,
+        session_class: type[Session] = Session,
     ) -> None:
+        self.session_class = session_class  # a framework's subclass (Flask's SessionMixin)
         self.config = SessionConfig(idle_timeout, absolute_timeout, touch_after, regenerate_grace)
         self._cache = cache
         self._clock = clock
@@ -75,19 +77,21 @@ class StoreCore:
     def _loaded(self, session_id: str, fields: Any) -> Session:
         decoded = None if fields is None else decode_fields(_pairs(fields))
         if decoded is None:  # unknown, expired or foreign: never adopted (fixation)
-            return Session(had_cookie=True)
+            return self.session_class(had_cookie=True)
         created, values, read_only = decoded
         try:
-            return Session(session_id, values, created=created, read_only=read_only)
+            return self.session_class(
+                session_id, values, created=created, had_cookie=True, read_only=read_only
+            )
         except ValueError:  # a value that is not JSON: not ours
             logger.warning("ignoring an unreadable session")
-            return Session(had_cookie=True)
+            return self.session_class(had_cookie=True)
 
     def _unreadable(self, exc: BaseException | None) -> Session:
         """The backend failed (or the circuit is open): an empty session that is never
         saved, the cookie left alone. ``on_error="raise"`` raises instead."""
         self._error(exc)
-        return Session(had_cookie=True, unavailable=True)
+        return self.session_class(had_cookie=True, unavailable=True)
 
     def _error(self, exc: BaseException | None) -> None:
         cache = self._cache
@@ -100,7 +104,11 @@ class StoreCore:
         if cache._raise_errors or not isinstance(error, BackendError):
             raise error from exc
 
-    def _outcome(self, plan: SavePlan, new_id: str | None, reply: Any) -> SaveOutcome:
+    def _outcome(
+        self, session: Session, plan: SavePlan, new_id: str | None, reply: Any, now: float
+    ) -> SaveOutcome:
+        if plan.update is None or reply:
+            session._saved(plan, new_id, now)
         if plan.create:
             return SaveOutcome(set_id=new_id, written=True)
         if plan.update is not None:
@@ -117,17 +125,17 @@ class StoreCore:
         with _MEMORY_LOCK:
             fields = self._memory.get(key)
             if fields is MISSING:
-                return Session(had_cookie=True)
+                return self.session_class(had_cookie=True)
             created, last = float(fields[CREATED]), float(fields[LAST])
             if cfg.expired(created, last, now):
                 self._memory.delete(key)
-                return Session(had_cookie=True)
+                return self.session_class(had_cookie=True)
             if GRACE not in fields and now - last >= cfg.touch_interval:
                 fields = {**fields, LAST: repr(now).encode()}
                 self._memory.set(key, fields, cfg.ttl(created, now))
         return self._loaded(session_id, fields)
 
-    def _memory_save(self, plan: SavePlan) -> SaveOutcome:
+    def _memory_save(self, session: Session, plan: SavePlan) -> SaveOutcome:
         cfg, now, memory = self.config, self._clock(), self._memory
         new_id: str | None = None
         with _MEMORY_LOCK:
@@ -152,7 +160,7 @@ class StoreCore:
                 reply = self._memory_update(self.key(plan.update), plan, now)
         if plan.create and new_id is None:
             return SaveOutcome(clear_cookie=True)
-        return self._outcome(plan, new_id, reply)
+        return self._outcome(session, plan, new_id, reply, now)
 
     def _memory_update(self, key: str, plan: SavePlan, now: float) -> bool:
         cfg, memory = self.config, self._memory

@@ -181,6 +181,11 @@ class Session(dict[str, Any]):
         return self._id
 
     @property
+    def had_cookie(self) -> bool:
+        """Whether the request carried a session cookie (a good one or not)."""
+        return self._had_cookie
+
+    @property
     def is_new(self) -> bool:
         return self._id is None
 
@@ -208,6 +213,23 @@ class Session(dict[str, Any]):
     def __setitem__(self, name: str, value: Any) -> None:
         encode_value(name, value)  # a clear error now, not at the end of the request
         super().__setitem__(name, value)
+
+    def _saved(self, plan: SavePlan, new_id: str | None, now: float) -> None:
+        """After a save that wrote ``plan``: the session is what is stored (saving again
+        writes only later changes)."""
+        if plan.create:
+            self._loaded = dict(plan.sets)
+            self._created = now if plan.created is None else plan.created
+        elif plan.drop is not None:
+            self._loaded = {}
+        else:
+            loaded = {**self._loaded, **plan.sets}
+            for name in plan.deletes:
+                loaded.pop(name, None)
+            self._loaded = loaded
+        if plan.create or plan.drop is not None:
+            self._id = new_id
+        self._cleared = self._regenerate = False
 
     def __repr__(self) -> str:
         return f"<Session {'new' if self._id is None else self._id[:6] + '...'} {len(self)} keys>"

@@ -767,3 +767,7 @@ def _is_flasks_own(app: Flask) -> bool:
     return getattr(wsgi_app, "__func__", None) is Flask.wsgi_app and (
         getattr(wsgi_app, "__self__", None) is app
     )
+
+
+# server-side sessions (app.session_interface): their own module
+from .sessions import CachekitSessionInterface as CachekitSessionInterface  # noqa: E402

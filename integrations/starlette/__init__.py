@@ -596,3 +596,6 @@ class _Reentry(StarletteResponse):
 
 # rate limits (429, RateLimit headers): in their own module, re-exported here
 from .ratelimit import *  # noqa: E402, F403  (RateLimitMiddleware, RateLimit, rate_limit)
+
+# server-side sessions (request.session in the cache's backend): their own module
+from .sessions import SessionMiddleware as SessionMiddleware  # noqa: E402

@@ -339,3 +339,19 @@ def test_redis_down_gives_an_unsaved_empty_session(private_redis: RedisServer) -
     with pytest.raises(BackendError):
         SessionStore(raising).load(sid)
     raising.close()
+
+
+def test_saving_twice_writes_only_later_changes(cache: Cache, clock: Clock) -> None:
+    store = store_of(cache, clock)
+    session = store.load(None)
+    session["a"] = 1
+    sid = store.save(session).set_id
+    assert session.id == sid and not session.is_new
+    assert store.save(session).written is False
+    session["b"] = 2
+    assert store.save(session).written and store.load(sid) == {"a": 1, "b": 2}
+    session.regenerate()
+    new = store.save(session).set_id
+    assert session.id == new != sid and store.load(new) == {"a": 1, "b": 2}
+    session.clear()
+    assert store.save(session).clear_cookie and session.is_new and store.load(new).is_new
