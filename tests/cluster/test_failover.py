@@ -326,3 +326,31 @@ async def test_async_sentinel_primary_killed_fails_open_then_hits(
     await _aeventually(hits, "async hits after the sentinel failover")
     await cache.aclose()
     cache.close()
+
+
+def test_cluster_primary_frozen_costs_one_timeout_then_hits(cluster: ClusterServers) -> None:
+    """A primary that stops answering (SIGSTOP): a call waits at most a timeout or two
+    (then the circuit is open and calls fail open at once), never one per key; its
+    replica takes over, the old primary comes back as a replica, every key hits again."""
+    cache = Cache(cluster.url, prefix=f"fz{uuid.uuid4().hex[:8]}", timeout=0.3, retry_interval=0.05)
+    keys = [f"k{i}" for i in range(30)]
+    cache.set_many({k: k for k in keys}, ttl=300)
+    frozen = cluster.primaries()[0]
+    (replica,) = cluster.replicas_of(frozen)
+    _eventually(lambda: _replicated(frozen, replica), "replication")
+    frozen.freeze()  # longer than the node timeout: its replica takes over meanwhile
+    try:
+        start = time.monotonic()
+        during = cache.get_many(keys)  # misses for the frozen slots (or a replica's answer)
+        first = time.monotonic() - start
+        assert all(during[k] == k for k in during)
+        start = time.monotonic()
+        for key in keys:
+            cache.get(key)
+        rest = time.monotonic() - start
+    finally:
+        frozen.thaw()
+    assert first < 3.0, first  # one timeout (0.3 s) and a retry, not one per key
+    assert rest < 3.0, rest
+    _eventually(lambda: cache.get_many(keys) == {k: k for k in keys}, "hits after the thaw")
+    cache.close()
