@@ -358,3 +358,19 @@ def test_cluster_primary_frozen_costs_one_timeout_then_hits(cluster: ClusterServ
     assert rest < 3.0, rest
     _eventually(lambda: cache.get_many(keys) == {k: k for k in keys}, "hits after the thaw")
     cache.close()
+
+
+async def test_async_batches_follow_moved_after_manual_failovers(cluster: ClusterServers) -> None:
+    cache = _cache(cluster.url)
+    keys = [f"k{i}" for i in range(60)]
+    await cache.aset_many({k: k for k in keys}, ttl=300)  # the asyncio client's slot map
+    for primary in cluster.primaries():
+        (replica,) = cluster.replicas_of(primary)
+        cluster.failover(replica)
+    assert await cache.adelete_many(keys[:10]) == 10  # routed by the old map: MOVED
+    await cache.aset("tagged", 1, tags=("t",))
+    assert await cache.ainvalidate_tags("t") == 1
+    assert await cache.aget_many(keys) == {k: k for k in keys[10:]}
+    assert cache.stats()["errors"] == 0
+    await cache.aclose()
+    cache.close()
