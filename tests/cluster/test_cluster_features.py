@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -411,3 +412,25 @@ print("ok")
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_stale_value_served_while_one_refresh_runs(cache: Cache) -> None:
+    calls: list[int] = []
+    refreshed = threading.Event()
+
+    @cache.cached(ttl=0.2, stale_ttl=30)
+    def value() -> int:
+        calls.append(1)
+        if len(calls) == 2:
+            refreshed.set()
+        return len(calls)
+
+    assert value() == 1
+    time.sleep(0.3)  # waiting for the clock: the entry is past its ttl, inside stale_ttl
+    assert value() == 1  # stale, and a background refresh starts
+    assert refreshed.wait(10)
+    deadline = time.monotonic() + 10
+    while value() != 2:  # the refresh's store lands just after the function returned
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert len(calls) == 2
