@@ -18,7 +18,7 @@ from .backends.base import capabilities_of
 from .backends.memory.store import AsyncMemoryBackend
 from .core.breaker import CircuitBreaker
 from .core.codec import Boxed, Codec, ObjectCodec, codec_for
-from .core.concurrency import AsyncRefreshPool, RefreshPool
+from .core.concurrency import AsyncRefreshPool, FlightTables, RefreshPool
 from .core.keys import Namespace
 from .core.policy import DEFAULT, Counters
 from .core.sentinel import MISSING
@@ -123,6 +123,7 @@ class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         # background refreshes (stale_ttl, early_refresh): a few workers, made on first use
         self._refresh_pool = RefreshPool()
         self._arefresh_pool = AsyncRefreshPool()
+        self._flights = FlightTables()  # the stampede's computations in progress
 
         backend, async_backend = self._make_backends(
             url, client, backend, async_backend, options["timeout"],

@@ -368,11 +368,11 @@ class AsyncCacheOps(AsyncTagOps):
 
     def _async_stampede(self, options: StampedeOptions) -> AsyncStampede:
         """The stampede driver for ``get_or_set`` calls with these options (one per set)."""
-        drivers = self.__dict__.setdefault("_async_stampede_drivers", {})
+        drivers = self._flights.async_drivers
         driver = drivers.get(options)
         if driver is None:
             driver = drivers[options] = AsyncStampede(self, options, lambda value: True)
-        return driver  # type: ignore[no-any-return]
+        return driver
 
     async def _alookup_meta(self, key: str) -> Any:
         """``(value, metadata)`` under a full key, or MISSING (as ``_alookup``)."""

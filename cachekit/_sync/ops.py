@@ -368,11 +368,11 @@ class CacheOps(TagOps):
 
     def _sync_stampede(self, options: StampedeOptions) -> Stampede:
         """The stampede driver for ``get_or_set`` calls with these options (one per set)."""
-        drivers = self.__dict__.setdefault("_sync_stampede_drivers", {})
+        drivers = self._flights.sync_drivers
         driver = drivers.get(options)
         if driver is None:
             driver = drivers[options] = Stampede(self, options, lambda value: True)
-        return driver  # type: ignore[no-any-return]
+        return driver
 
     def _lookup_meta(self, key: str) -> Any:
         """``(value, metadata)`` under a full key, or MISSING (as ``_lookup``)."""

@@ -32,12 +32,12 @@ __all__ = [
     "ABANDONED",
     "AsyncFlight",
     "AsyncFlights",
+    "AsyncRefreshPool",
     "Flight",
+    "FlightTables",
     "Flights",
     "Notifier",
     "RefreshPool",
-    "AsyncRefreshPool",
-    "forget_flights",
     "_aresolve",
     "_asleep",
     "_resolve",
@@ -239,15 +239,31 @@ class AsyncFlights:
             self.landed += 1
 
 
-FLIGHT_TABLES = ("_sync_flights", "_async_flights")  # where the stampede keeps a cache's flights
+class FlightTables:
+    """A cache's computations in progress, for threads and for event loops, and its
+    stampede drivers (one per set of options): made with the :class:`~cachekit.Cache`,
+    shared by the functions it decorates, forgotten by its invalidations. The async
+    stampede source names the ``async_`` side; its generated twin the ``sync_`` one."""
 
+    __slots__ = (
+        "async_drivers",
+        "async_flights",
+        "async_refreshing",
+        "sync_drivers",
+        "sync_flights",
+        "sync_refreshing",
+    )
 
-def forget_flights(cache: Any, keys: Iterable[str]) -> None:
-    """After an invalidation of ``keys``: callers from now on, sync or async, must not
-    join a computation that started before it (it may return what was invalidated)."""
-    tables = [cache.__dict__.get(name) for name in FLIGHT_TABLES]
-    for table in tables:
-        if table is not None:
+    def __init__(self) -> None:
+        self.sync_flights, self.async_flights = Flights(), AsyncFlights()
+        self.sync_refreshing, self.async_refreshing = Flights(), AsyncFlights()
+        self.sync_drivers: dict[Any, Any] = {}
+        self.async_drivers: dict[Any, Any] = {}
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """After an invalidation of ``keys``: callers from now on, sync or async, must not
+        join a computation that started before it (it may return what was invalidated)."""
+        for table in (self.sync_flights, self.async_flights):
             for key in keys:
                 table.forget(key)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends import base
 from ..core.breaker import Pending
-from ..core.concurrency import forget_flights
+from ..core.concurrency import FlightTables
 from ..core.policy import CachePolicy
 from ..exceptions import BackendError
 from ..stampede import _sync_coordination as coordination
@@ -39,6 +39,7 @@ _REPLAY_BATCH = 1000  # keys per round trip when pending invalidations are repla
 class LeaseOps(CachePolicy):
     _is_local: bool
     _scripts: base.Scripts | None  # the backend's capability, asked once (Cache.__init__)
+    _flights: FlightTables  # the stampede's computations in progress (Cache.__init__)
     if TYPE_CHECKING:  # in TagOps and CacheOps
 
         def _invalidate_tags_now(self, names: Sequence[str]) -> int: ...
@@ -132,7 +133,7 @@ class LeaseOps(CachePolicy):
         keys = list(keys)
         if not keys:
             return 0
-        forget_flights(self, keys)  # see _revoke_now; here for a deferred invalidation
+        self._flights.forget(keys)  # see _revoke_now; here for a deferred invalidation
         if self._breaker.open and self._defer(keys, ()):
             return int(self._skip(0))
         try:
@@ -160,7 +161,7 @@ class LeaseOps(CachePolicy):
         finally:
             # callers from now on do not join a computation that began before: it may
             # return what was just invalidated (those that joined already were concurrent)
-            forget_flights(self, keys)
+            self._flights.forget(keys)
 
     def _defer(self, keys: Iterable[str], tags: Iterable[str]) -> bool:
         """Keep invalidations for the breaker to replay; False if the circuit is closed

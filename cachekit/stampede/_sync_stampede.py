@@ -52,14 +52,6 @@ class _Found:
         self.read_at = read_at  # time.monotonic() just before the read
 
 
-def _flights(cache: Any, name: str) -> Flights:
-    """The cache's table of computations in progress (shared by its functions)."""
-    table = cache.__dict__.get(name)
-    if table is None:
-        table = cache.__dict__.setdefault(name, Flights())
-    return table  # type: ignore[no-any-return]
-
-
 class Stampede:
     def __init__(
         self, cache: Any, options: StampedeOptions, should_store: Callable[[Any], bool]
@@ -69,8 +61,9 @@ class Stampede:
         self.should_store = should_store
         # how an unstorable value is reported (@cached sets its own: once per function)
         self.unencodable: Callable[[str, SerializationError], bool] = cache._unencodable
-        self.flights = _flights(cache, "_sync_flights")
-        self.refreshing = _flights(cache, "_sync_refreshing")
+        # the cache's computations in progress, shared by its functions (FlightTables)
+        self.flights: Flights = cache._flights.sync_flights
+        self.refreshing: Flights = cache._flights.sync_refreshing
         self.coordinator = coordinator_for(cache._scripts, cache._wakeups)
         self.ns_text = cache.namespace.text
         # remote backend + lock: concurrent callers share even the lookup (one GET per

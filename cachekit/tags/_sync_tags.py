@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..backends import base
-from ..core.concurrency import forget_flights
 from ..core.keys import escape_glob
 from ..exceptions import BackendError, ConfigurationError
 from ..leases._sync_leases import LeaseOps
@@ -196,7 +195,7 @@ class TagOps(LeaseOps):
             try:
                 return int(marks.revoke(keys + tag_keys, lambda: backend.delete_many(keys)))
             finally:
-                forget_flights(self, keys)
+                self._flights.forget(keys)
         scripts = self._scripts
         assert scripts is not None
 
