@@ -110,3 +110,36 @@ def test_decorator_during_outage(private_redis: RedisServer, cache: Cache) -> No
     finally:
         private_redis.thaw()
     assert calls == ["a"] * 5
+
+
+@pytest.mark.parametrize(("on_error", "status"), [("allow", 200), ("deny", 429)])
+def test_middleware_answers_at_once_while_redis_is_frozen(
+    private_redis: RedisServer, cache: Cache, on_error: str, status: int
+) -> None:
+    import warnings
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from cachekit.integrations.starlette import RateLimitMiddleware
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    async def hello(request: object) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = Starlette(routes=[Route("/", hello)])
+    app.add_middleware(RateLimitMiddleware, cache=cache, rate="100/minute", on_error=on_error)
+    with TestClient(app) as client:
+        assert client.get("/").status_code == 200
+        private_redis.freeze()
+        try:
+            started = time.monotonic()
+            statuses = [client.get("/").status_code for _ in range(20)]
+            assert time.monotonic() - started < TIMEOUT + 1.0  # one timeout, not 20
+        finally:
+            private_redis.thaw()
+    assert statuses == [status] * 20
