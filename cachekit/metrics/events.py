@@ -212,6 +212,10 @@ class _Timed:
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._inner, name, value)
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # isinstance() checks see the backend (as wrapt's proxies)
+        return type(self._inner)
+
 
 def _timer(method: Callable[..., Any], name: str, hub: Hub) -> Callable[..., Any]:
     clock = time.perf_counter
@@ -246,6 +250,6 @@ def _timer(method: Callable[..., Any], name: str, hub: Hub) -> Callable[..., Any
 def timed_backend(backend: Any, hub: Hub) -> Any:
     """``backend`` reporting its operations' durations to ``hub`` (a wrapped one is
     unwrapped first: a ``with_options`` copy reports to its own hub, once)."""
-    if isinstance(backend, _Timed):
+    if type(backend) is _Timed:
         backend = backend._inner
     return _Timed(backend, hub)

@@ -440,3 +440,19 @@ def test_a_near_cache_reports_its_layer(
 def test_stats_show_joins_and_lock_waits() -> None:
     stats = Cache().stats()
     assert stats["joins"] == 0 and stats["lock_waits"] == 0
+
+
+def test_with_options_of_a_near_cache_with_metrics_keeps_one_near_layer(
+    exporter: PrometheusExporter, redis_server: RedisServer
+) -> None:
+    from cachekit.near import NearBackend
+
+    prefix = _prefix()
+    cache = Cache(redis_server.url, prefix=prefix, near=True, metrics=exporter)
+    derived = cache.with_options(default_ttl=30)
+    assert isinstance(derived._backend, NearBackend)
+    assert derived._backend._inner is cache._backend._inner  # the same layer, not a second
+    cache.set("k", 1)
+    assert derived.get("k") == 1
+    cache.clear()
+    cache.close()
