@@ -207,3 +207,27 @@ def test_django_view_answers_200_then_503(server: RedisServer) -> None:
         close_shared_caches()
     mine = health_view(Cache(prefix=_prefix()))(request)
     assert mine.status_code == 200
+
+
+@pytest.mark.parametrize("topology", ["redis_cluster", "redis_sentinel"])
+def test_cluster_and_sentinel_caches_report_health_and_metrics(
+    topology: str, request: pytest.FixtureRequest
+) -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry
+
+    from cachekit.metrics.prometheus import PrometheusExporter
+
+    servers = request.getfixturevalue(topology)
+    exporter = PrometheusExporter(CollectorRegistry())
+    prefix = _prefix()
+    cache = Cache(servers.url, prefix=prefix, metrics=exporter)
+    cache.set("k", 1)
+    assert cache.get("k") == 1
+    report = cache.health()
+    assert report["ok"] is True, report
+    assert report["latency_ms"] is not None
+    labels = {"cache": prefix, "layer": "redis", "result": "hit"}
+    assert exporter.registry.get_sample_value("cachekit_requests_total", labels) == 1
+    cache.clear()
+    cache.close()
