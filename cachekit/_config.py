@@ -161,7 +161,7 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 
 
 def _cookie_names(value: Any) -> tuple[str, ...]:
-    from .http import cookie_globs  # imported here: cachekit.http imports this module
+    from .http.rules import cookie_globs  # imported here: cachekit.http imports Cache
 
     return cookie_globs(() if value is None else value)
 

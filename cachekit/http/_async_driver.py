@@ -1,13 +1,13 @@
 """The HTTP cache driver for async callers.
 
-This file is the source: ``cachekit/_sync/http_driver.py`` is generated from it by
+This file is the source: ``cachekit/http/_sync_driver.py`` is generated from it by
 ``scripts/unasync.py`` (CI fails when they drift). Edit here, then run the script.
 
 :mod:`cachekit.http` decides everything (what is cacheable, keys, headers, 304s); the
 driver only reads and writes its bytes through a :class:`cachekit.Cache` and coalesces
 concurrent cold requests: single-flight per key in this process (the flights of
 :mod:`cachekit.core.concurrency`), and across processes with ``cache.lock`` when the backend
-is remote. State and invalidation are shared, in :class:`cachekit._http_shared.HttpCache`.
+is remote. State and invalidation are shared, in :class:`cachekit.http.HttpCache`.
 No web framework is imported here.
 """
 
@@ -18,10 +18,10 @@ import time
 from typing import Any, TypeVar
 
 from .._cache import Cache
-from .._http_shared import AsyncDecided, AsyncForwarder, AsyncHitHandler, HttpCache, Probe, _aignore
 from ..core.concurrency import AsyncFlights
 from ..exceptions import CacheKitError
-from ..http import (
+from ._shared import AsyncDecided, AsyncForwarder, AsyncHitHandler, HttpCache, Probe
+from .rules import (
     CachedResponse,
     Forward,
     Hit,
@@ -35,11 +35,16 @@ from ..http import (
     serve,
 )
 
-__all__ = ["AsyncHttpCache", "Handoff"]
+__all__ = ["AsyncHttpCache", "Handoff", "adecided_nothing"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Found = tuple[Hit | Forward, str | None]  # lookup(): a hit, or where to go and the key read
+
+
+async def adecided_nothing(entry: CachedResponse | None) -> None:
+    """A ``decided`` for a request no other waits on: there is nothing to release."""
+    return None
 
 
 class Handoff:
@@ -198,14 +203,14 @@ class AsyncHttpCache(HttpCache):
         if isinstance(step, Hit):
             return await on_hit(step.response)
         if key is None or not step.may_store or not self.coalesce or req.method.upper() != "GET":
-            return await forward(step, _aignore)
+            return await forward(step, adecided_nothing)
         flights = self._flights
         flight, leader = flights.join(key)
         if not leader:
             entry, now = await flight.aresult(self.wait_timeout), time.time()
             if isinstance(entry, CachedResponse) and miss_reason(entry, req, now, policy) is None:
                 return await on_hit(serve(entry, req, now, policy.cache_name))
-            return await forward(step, _aignore)
+            return await forward(step, adecided_nothing)
         # a flight finished since our read: it may have stored what we missed
         recheck = flights.landed != landed
         held: list[Any] = []

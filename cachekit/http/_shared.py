@@ -1,12 +1,12 @@
 """What the sync and async HTTP cache drivers share, written once, by hand.
 
-The drivers themselves (``cachekit/_async/http_driver.py`` and the ``cachekit/_sync``
-twin generated from it) read and write :mod:`cachekit.http`'s bytes through a
+The drivers themselves (``cachekit/http/_async_driver.py`` and the ``_sync_driver.py``
+twin generated from it) read and write :mod:`cachekit.http.rules`' bytes through a
 :class:`cachekit.Cache` and coalesce cold requests. Here: the entry cache they use
-(:func:`bytes_cache`), their common state and the invalidation by URL, path pattern and
-tag (blocking, so that an async driver offers it to sync callers too), and the callable
-types of both worlds (the async source names the ``A…`` ones, the sync twin the others).
-No web framework is imported here.
+(:func:`bytes_cache`), their common state and the pure part of invalidation (keys and
+globs for a URL, a path pattern, a tag), and the callable types of both worlds (the
+async source names the ``Async…`` ones, the sync twin the others). No web framework is
+imported here.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from ._cache import Cache
-from .http import (
+from .._cache import Cache
+from .rules import (
     CachedResponse,
     Forward,
     Hit,
@@ -39,14 +39,6 @@ Forwarder = Callable[[Forward, Decided], T]
 AsyncForwarder = Callable[[Forward, AsyncDecided], Awaitable[T]]
 Probe = tuple[Hit | Forward, str | None, int]  # probe(): step, key read, flights landed
 _PROBE = b"\x00\xffcachekit" * 64
-
-
-def _ignore(entry: CachedResponse | None) -> None:
-    return None
-
-
-async def _aignore(entry: CachedResponse | None) -> None:
-    return None
 
 
 def _stores_bytes(cache: Cache) -> bool:
@@ -133,25 +125,6 @@ class HttpCache:
     def path_tag(self, pattern: str, host: str | None = None) -> str:
         """The tag of the entries with hashed keys (long URLs) the pattern may cover."""
         return path_purge_tag(pattern, host, self.policy.key_prefix)
-
-    # -- invalidation, blocking (the async driver offers it to sync callers too; the
-    # generated sync driver's own, from the async source, does the same) ---------------
-    def invalidate_url(self, url: str) -> bool:
-        """Drop the stored response (and its Vary variants) for an absolute URL."""
-        return self.cache.delete(self.url_key(url))
-
-    def invalidate_path(self, pattern: str, host: str | None = None) -> int:
-        """Drop every stored response whose path matches a ``*`` pattern; the number.
-
-        Responses to URLs too long for a readable key (over 200 characters) are found by
-        tag, by host and first path segment: the pattern drops each one it may cover."""
-        globs = self.path_globs(pattern, host)  # a bad pattern raises before any delete
-        total = sum(self.cache.delete_pattern(glob) for glob in globs)
-        return total + self.invalidate_tags(self.path_tag(pattern, host))
-
-    def invalidate_tags(self, *tags: str) -> int:
-        """Drop every stored response tagged (``Cache-Tag``) with any of ``tags``."""
-        return int(self._tags_method("invalidate_tags")(*tags))
 
     def _tags_method(self, name: str) -> Callable[..., Any]:
         method = getattr(self.cache, name, None)

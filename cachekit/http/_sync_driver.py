@@ -1,13 +1,13 @@
 """The HTTP cache driver for sync callers.
 
-GENERATED from ``cachekit/_async/http_driver.py`` by
+GENERATED from ``cachekit/http/_async_driver.py`` by
 ``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
 
 :mod:`cachekit.http` decides everything (what is cacheable, keys, headers, 304s); the
 driver only reads and writes its bytes through a :class:`cachekit.Cache` and coalesces
 concurrent cold requests: single-flight per key in this process (the flights of
 :mod:`cachekit.core.concurrency`), and across processes with ``cache.lock`` when the backend
-is remote. State and invalidation are shared, in :class:`cachekit._http_shared.HttpCache`.
+is remote. State and invalidation are shared, in :class:`cachekit.http.HttpCache`.
 No web framework is imported here.
 """
 
@@ -18,10 +18,10 @@ import time
 from typing import Any, TypeVar
 
 from .._cache import Cache
-from .._http_shared import Decided, Forwarder, HitHandler, HttpCache, Probe, _ignore
 from ..core.concurrency import Flights
 from ..exceptions import CacheKitError
-from ..http import (
+from ._shared import Decided, Forwarder, HitHandler, HttpCache, Probe
+from .rules import (
     CachedResponse,
     Forward,
     Hit,
@@ -35,11 +35,16 @@ from ..http import (
     serve,
 )
 
-__all__ = ["SyncHttpCache", "Handoff"]
+__all__ = ["SyncHttpCache", "Handoff", "decided_nothing"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Found = tuple[Hit | Forward, str | None]  # lookup(): a hit, or where to go and the key read
+
+
+def decided_nothing(entry: CachedResponse | None) -> None:
+    """A ``decided`` for a request no other waits on: there is nothing to release."""
+    return None
 
 
 class Handoff:
@@ -198,14 +203,14 @@ class SyncHttpCache(HttpCache):
         if isinstance(step, Hit):
             return on_hit(step.response)
         if key is None or not step.may_store or not self.coalesce or req.method.upper() != "GET":
-            return forward(step, _ignore)
+            return forward(step, decided_nothing)
         flights = self._flights
         flight, leader = flights.join(key)
         if not leader:
             entry, now = flight.result(self.wait_timeout), time.time()
             if isinstance(entry, CachedResponse) and miss_reason(entry, req, now, policy) is None:
                 return on_hit(serve(entry, req, now, policy.cache_name))
-            return forward(step, _ignore)
+            return forward(step, decided_nothing)
         # a flight finished since our read: it may have stored what we missed
         recheck = flights.landed != landed
         held: list[Any] = []

@@ -1,11 +1,6 @@
-"""The HTTP cache drivers the Starlette, Flask and Django adapters share, and their helpers.
-
-The drivers are framework-neutral and live in the core: ``AsyncHttpCache`` is written
-once in ``cachekit/_async/http_driver.py`` and ``SyncHttpCache`` is generated from it
-(``scripts/unasync.py``); their shared state and invalidation is
-:class:`cachekit._http_shared.HttpCache`. This module re-exports them and keeps what
-only adapters need (policy options, raw request parts and headers). No web framework is
-imported here.
+"""What the Starlette, Flask and Django adapters share beyond the drivers: policies from
+their options, raw request parts and headers as text, and the final response's say on
+caching. Framework-neutral: no web framework is imported here.
 """
 
 from __future__ import annotations
@@ -13,21 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cachekit import ConfigurationError
-from cachekit._async.http_driver import AsyncHttpCache, Handoff
-from cachekit._http_shared import HttpCache, Probe, bytes_cache
-from cachekit._sync.http_driver import SyncHttpCache
-from cachekit.http import HttpCachePolicy
+from ..exceptions import ConfigurationError
+from .rules import HttpCachePolicy
 
-__all__ = [
-    "AsyncHttpCache",
-    "Handoff",
-    "HttpCache",
-    "Probe",
-    "SyncHttpCache",
-    "bytes_cache",
-    "make_policy",
-]
+__all__ = ["caching_headers_from", "decode_path", "header_pairs", "make_policy"]
 
 
 # the policy fields that are also cache options (the options table): a cache's own value

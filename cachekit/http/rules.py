@@ -50,8 +50,8 @@ from urllib.parse import quote
 
 import orjson
 
-from .core.keys import escape_glob
-from .exceptions import ConfigurationError
+from ..core.keys import escape_glob
+from ..exceptions import ConfigurationError
 
 __all__ = [
     "DEFAULT_POLICY",

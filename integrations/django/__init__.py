@@ -87,18 +87,22 @@ except ModuleNotFoundError as exc:
     raise missing_extra(exc, "django", "django") from exc
 
 from cachekit import Cache, ConfigurationError, IncrementError, SerializationError
-from cachekit._http_shared import AsyncDecided, Decided, _ignore
 from cachekit.http import (
+    AsyncDecided,
+    AsyncHttpCache,
+    Decided,
     Forward,
     HttpCachePolicy,
     Request,
     Response,
     StoreDecision,
+    SyncHttpCache,
+    caching_headers_from,
+    decided_nothing,
+    make_policy,
     mark_miss,
     store_precheck,
 )
-
-from .._httpcache import AsyncHttpCache, SyncHttpCache, caching_headers_from, make_policy
 
 __all__ = [
     "CachekitCache",
@@ -879,7 +883,7 @@ async def _adeferred_settle(
     await decided(None)
     blocking = engine.blocking
     assert blocking is not None
-    _on_close(response, lambda final: _settle(blocking, pending, _ignore, final), _nothing)
+    _on_close(response, lambda final: _settle(blocking, pending, decided_nothing, final), _nothing)
 
 
 def _abandon(decided: Decided) -> Callable[[], None]:

@@ -13,9 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cachekit._http_shared import AsyncDecided
-from cachekit.core.concurrency import AsyncFlights
-from cachekit.http import Forward, Response
+from cachekit.http import AsyncDecided, AsyncFlights, Forward, Response
 
 from . import (
     _adeferred_settle,

@@ -13,9 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cachekit._http_shared import Decided
-from cachekit.core.concurrency import Flights
-from cachekit.http import Forward, Response
+from cachekit.http import Decided, Flights, Forward, Response
 
 from . import (
     _deferred_settle,

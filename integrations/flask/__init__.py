@@ -102,13 +102,16 @@ from cachekit.http import (
     Forward,
     Hit,
     HttpCachePolicy,
+    Probe,
     Request,
     Response,
+    SyncHttpCache,
+    caching_headers_from,
+    decode_path,
+    make_policy,
     mark_miss,
     store_precheck,
 )
-
-from .._httpcache import Probe, SyncHttpCache, caching_headers_from, decode_path, make_policy
 
 __all__ = ["FlaskCache"]
 

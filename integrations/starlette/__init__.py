@@ -43,18 +43,22 @@ except ModuleNotFoundError as exc:
 
 from cachekit import Cache
 from cachekit.http import (
+    AsyncHttpCache,
     CachedResponse,
     Forward,
+    Handoff,
     HttpCachePolicy,
     Identity,
     Request,
     Response,
+    SyncHttpCache,
     apply_identity,
+    decode_path,
+    header_pairs,
+    make_policy,
     mark_miss,
     store_precheck,
 )
-
-from .._httpcache import AsyncHttpCache, Handoff, decode_path, header_pairs, make_policy
 
 __all__ = ["CacheMiddleware", "cache_response"]
 
@@ -277,6 +281,8 @@ class _Engine:
         cache = cache if cache is not None else Cache()
         # ignore_cookies / vary_cookies: the cache's options unless given here
         self.policy = make_policy(policy, ttl, defaults=cache.options, **options)
+        # invalidation for sync callers (the async driver's methods are coroutines)
+        self.blocking = SyncHttpCache(cache, self.policy, coalesce=False)
         self.http = AsyncHttpCache(
             cache,
             self.policy,
@@ -336,7 +342,7 @@ class _Invalidation:
 
     def invalidate_url(self, url: str) -> bool:
         """Drop the stored response for an absolute URL (``https://host/path?query``)."""
-        return self._engine.http.invalidate_url(url)
+        return self._engine.blocking.invalidate_url(url)
 
     async def ainvalidate_url(self, url: str) -> bool:
         return await self._engine.http.ainvalidate_url(url)
@@ -344,14 +350,14 @@ class _Invalidation:
     def invalidate_path(self, pattern: str, host: str | None = None) -> int:
         """Drop stored responses whose path matches ``pattern`` (``*`` matches anything,
         ``/`` and queries included; any host unless ``host`` is given); the number dropped."""
-        return self._engine.http.invalidate_path(pattern, host)
+        return self._engine.blocking.invalidate_path(pattern, host)
 
     async def ainvalidate_path(self, pattern: str, host: str | None = None) -> int:
         return await self._engine.http.ainvalidate_path(pattern, host)
 
     def invalidate_tags(self, *tags: str) -> int:
         """Drop stored responses whose ``Cache-Tag`` named any of ``tags``."""
-        return self._engine.http.invalidate_tags(*tags)
+        return self._engine.blocking.invalidate_tags(*tags)
 
     async def ainvalidate_tags(self, *tags: str) -> int:
         return await self._engine.http.ainvalidate_tags(*tags)
@@ -368,7 +374,7 @@ class CacheMiddleware(_Invalidation):
     ``ignore_cookies``, ``vary_cookies``: default, the cache's options of those names).
     ``invalidate_unsafe``: a successful POST/PUT/DELETE/... drops the URL's entry (RFC
     9111 4.4). ``lock`` / ``lock_ttl`` / ``wait_timeout``: see
-    :class:`~cachekit.integrations._httpcache.HttpCache`.
+    :class:`~cachekit.http.HttpCache`.
     """
 
     def __init__(

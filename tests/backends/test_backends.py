@@ -170,7 +170,7 @@ def test_shared_tells_a_remote_backend_from_an_in_process_one(redis_url: str) ->
 def test_the_http_driver_takes_cross_process_locks_only_on_a_shared_backend(
     redis_url: str,
 ) -> None:
-    from cachekit._sync.http_driver import SyncHttpCache
+    from cachekit.http import SyncHttpCache
     from cachekit.http import HttpCachePolicy
 
     policy = HttpCachePolicy()

@@ -1,0 +1,57 @@
+"""HTTP response caching as a shared cache (RFC 9111), one capability folder.
+
+- :mod:`cachekit.http.rules`: the pure decisions (what is cacheable, keys, Vary, headers,
+  304s, who may see what): functions over values and a clock, no I/O;
+- ``_async_driver.py`` (:class:`AsyncHttpCache`, the source) and ``_sync_driver.py``
+  (:class:`SyncHttpCache`, generated from it by ``scripts/unasync.py``): the reads and
+  writes through a :class:`cachekit.Cache`, single-flight and cross-process locks; their
+  shared state and the pure part of invalidation: :class:`HttpCache`;
+- :mod:`cachekit.http.adapters`: what the framework adapters share beyond the drivers.
+
+The framework adapters (``cachekit.integrations.*``) import only from here. No web
+framework is imported.
+"""
+
+from __future__ import annotations
+
+from ..core.concurrency import AsyncFlights, Flights
+from . import rules
+from ._async_driver import AsyncHttpCache, Handoff, adecided_nothing
+from ._shared import (
+    AsyncDecided,
+    AsyncForwarder,
+    AsyncHitHandler,
+    Decided,
+    Forwarder,
+    HitHandler,
+    HttpCache,
+    Probe,
+    bytes_cache,
+)
+from ._sync_driver import SyncHttpCache, decided_nothing
+from .adapters import caching_headers_from, decode_path, header_pairs, make_policy
+from .rules import *  # noqa: F403  (the rules' public names, listed in rules.__all__)
+
+__all__ = [
+    *rules.__all__,
+    "AsyncDecided",
+    "AsyncFlights",
+    "AsyncForwarder",
+    "AsyncHitHandler",
+    "AsyncHttpCache",
+    "Decided",
+    "Flights",
+    "Forwarder",
+    "HitHandler",
+    "Handoff",
+    "HttpCache",
+    "Probe",
+    "SyncHttpCache",
+    "adecided_nothing",
+    "bytes_cache",
+    "caching_headers_from",
+    "decided_nothing",
+    "decode_path",
+    "header_pairs",
+    "make_policy",
+]
