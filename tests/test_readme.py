@@ -266,9 +266,67 @@ def exercise_rate_limits_in_django(ns: dict[str, Any]) -> None:
         close_shared_caches()
 
 
+def _assert_session_flow(client: Any) -> None:
+    """Log in (a cookie with the flags), read it back, and (where the block has it) log out."""
+    first = client.post("/login")
+    header = first.headers["set-cookie"]
+    assert "HttpOnly" in header and "Secure" in header and "SameSite=Lax" in header
+    assert client.get("/me").json() == {"user": "alice"}
+
+
+def exercise_sessions_in_starlette_fastapi(ns: dict[str, Any]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    with TestClient(ns["app"], base_url="https://testserver") as client:
+        _assert_session_flow(client)
+        client.post("/logout")
+        assert client.get("/me").json() == {"user": None}
+        client.post("/login")  # a live session is left on the server (checked on Redis)
+
+
+def exercise_sessions_in_flask(ns: dict[str, Any]) -> None:
+    client = ns["app"].test_client()
+    first = client.post("/login", base_url="https://localhost")
+    assert "Secure" in first.headers["Set-Cookie"]
+    assert client.get("/me", base_url="https://localhost").get_json() == {"user": "alice"}
+
+
+def exercise_sessions_in_django(ns: dict[str, Any]) -> None:
+    from cachekit.integrations.django import close_shared_caches
+    from django.http import HttpRequest, JsonResponse
+    from django.test import Client, override_settings
+    from django.urls import path
+
+    def login(request: HttpRequest) -> JsonResponse:
+        request.session.cycle_key()
+        request.session["user"] = "alice"
+        return JsonResponse({"ok": True})
+
+    def me(request: HttpRequest) -> JsonResponse:
+        return JsonResponse({"user": request.session.get("user")})
+
+    urls = types.ModuleType("readme_session_urls")
+    urls.urlpatterns = [path("login", login), path("me", me)]  # type: ignore[attr-defined]
+    names = ("CACHES", "SESSION_ENGINE", "CACHEKIT_SESSION_IDLE_TIMEOUT",
+             "CACHEKIT_SESSION_ABSOLUTE_TIMEOUT", "SESSION_COOKIE_SECURE")  # fmt: skip
+    settings = {name: ns[name] for name in names}
+    middleware = ["django.contrib.sessions.middleware.SessionMiddleware"]
+    try:
+        with override_settings(ROOT_URLCONF=urls, MIDDLEWARE=middleware, **settings):
+            client = Client()
+            first = client.post("/login")
+            assert first.cookies["sessionid"]["secure"]
+            assert client.get("/me").json() == {"user": "alice"}
+    finally:
+        close_shared_caches()
+
+
 PREPARE: dict[str, Callable[[], None]] = {
     "django": prepare_django,
     "rate-limits-in-django": prepare_django,
+    "sessions-in-django": prepare_django,
 }
 
 EXERCISES: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -282,6 +340,9 @@ EXERCISES: dict[str, Callable[[dict[str, Any]], None]] = {
     "rate-limits-in-starlette-fastapi": exercise_rate_limits_in_starlette_fastapi,
     "rate-limits-in-flask": exercise_rate_limits_in_flask,
     "rate-limits-in-django": exercise_rate_limits_in_django,
+    "sessions-in-starlette-fastapi": exercise_sessions_in_starlette_fastapi,
+    "sessions-in-flask": exercise_sessions_in_flask,
+    "sessions-in-django": exercise_sessions_in_django,
 }
 
 # -- running a block ---------------------------------------------------------------------
