@@ -28,6 +28,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..exceptions import ConfigurationError
 from . import missing_extra
 from .events import Reading, add, read
 
@@ -46,6 +47,10 @@ DURATION_BUCKETS = (
 )  # fmt: skip
 
 
+_default_lock = threading.RLock()
+_MARK = "_cachekit_exporter"
+
+
 class PrometheusExporter:
     """Exports the caches that use it into ``registry`` (default: prometheus-client's
     global one). ``Cache(..., metrics=PrometheusExporter(registry=r))`` for a registry of
@@ -58,6 +63,14 @@ class PrometheusExporter:
         buckets: Sequence[float] = DURATION_BUCKETS,
     ) -> None:
         self.registry = REGISTRY if registry is None else registry
+        with _default_lock:
+            if getattr(self.registry, _MARK, None) is not None:
+                raise ConfigurationError(
+                    "this registry has a cachekit PrometheusExporter already: pass that one "
+                    "to every cache (metrics=exporter), or metrics='prometheus' for the "
+                    "global registry's"
+                )
+            setattr(self.registry, _MARK, self)  # the registry keeps its exporter
         self._caches: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._duration = Histogram(
@@ -100,7 +113,7 @@ class PrometheusExporter:
 
 class _CacheCollector(Collector):
     def __init__(self, exporter: PrometheusExporter) -> None:
-        self._exporter = weakref.ref(exporter)
+        self._exporter = weakref.ref(exporter)  # the registry holds the exporter (_MARK)
 
     def describe(self) -> list[Any]:
         return []  # the families depend on the caches watched: collected at each scrape
@@ -158,14 +171,8 @@ class _CacheCollector(Collector):
         yield from (depth, retries, dead)
 
 
-_default: PrometheusExporter | None = None
-_default_lock = threading.Lock()
-
-
 def default_exporter() -> PrometheusExporter:
-    """The exporter ``metrics="prometheus"`` uses: one per process, on the global registry."""
-    global _default
+    """The exporter ``metrics="prometheus"`` uses: the global registry's (made once)."""
     with _default_lock:
-        if _default is None:
-            _default = PrometheusExporter()
-        return _default
+        found: PrometheusExporter | None = getattr(REGISTRY, _MARK, None)
+        return found if found is not None else PrometheusExporter()

@@ -456,3 +456,17 @@ def test_with_options_of_a_near_cache_with_metrics_keeps_one_near_layer(
     assert derived.get("k") == 1
     cache.clear()
     cache.close()
+
+
+def test_one_exporter_per_registry(exporter: PrometheusExporter) -> None:
+    with pytest.raises(ConfigurationError, match="already"):
+        PrometheusExporter(registry=exporter.registry)
+    from cachekit.metrics.prometheus import default_exporter
+
+    assert default_exporter() is default_exporter()
+    threads = [threading.Thread(target=lambda: Cache(metrics="prometheus")) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert default_exporter().registry is prometheus_client.REGISTRY
