@@ -25,7 +25,7 @@ from .core.sentinel import MISSING
 from .decorator.decorate import decorate
 from .decorator.types import CachedDecorator, CachedFunction
 from .exceptions import ConfigurationError
-from .locks.lock import LockMixin
+from .locks.lock import CacheLock
 from .serializers import Serializer
 from .write.behind import WriteBehindQueues
 from .write.strategies import WriteStrategies
@@ -52,7 +52,7 @@ _OTHER_ENV = frozenset({"CACHEKIT_URL", "CACHEKIT_REDIS_SERVER", "CACHEKIT_JOURN
 _CACHED_OPTIONS = frozenset(inspect.signature(decorate).parameters) - {"cache", "func"}
 
 
-class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
+class Cache(CacheOps, AsyncCacheOps, WriteStrategies):
     """A cache: a namespace in a backend, with a sync and an async API.
 
     ``Cache()`` is in-process memory. ``Cache("redis://host:6379/0")``, ``rediss://``,
@@ -360,6 +360,14 @@ class Cache(CacheOps, AsyncCacheOps, LockMixin, WriteStrategies):
         derived.url = self.url
         derived._client_given = self._client_given
         return derived
+
+    def lock(
+        self, name: Any, ttl: float = 10.0, timeout: float | None = None, blocking: bool = True
+    ) -> CacheLock:
+        """A lock named ``name`` in this cache's namespace, expiring ``ttl`` seconds after
+        it is taken; ``timeout`` bounds the wait in ``acquire``/``with`` (None: forever),
+        ``blocking=False`` makes ``acquire()`` a single attempt (see :mod:`cachekit.locks`)."""
+        return CacheLock(self, name, ttl, timeout, blocking)
 
     def make_key(self, key: Any) -> str:
         """The full backend key for a user key (namespace included)."""

@@ -22,7 +22,7 @@ from ..stampede.rules import companion_key, valid_lock_ttl
 from ._async_lock import AsyncLockOps
 from ._sync_lock import LockOps
 
-__all__ = ["CacheLock", "LockMixin"]
+__all__ = ["CacheLock"]
 
 
 class CacheLock(LockOps, AsyncLockOps):
@@ -67,19 +67,3 @@ class CacheLock(LockOps, AsyncLockOps):
     def __repr__(self) -> str:
         state = "held" if self._held is not None else "not held"
         return f"<CacheLock {self.name!r} ttl={self.ttl} {state}>"
-
-
-class LockMixin:
-    """Gives :class:`~cachekit.Cache` its ``lock()``."""
-
-    def lock(
-        self,
-        name: Any,
-        ttl: float = 10.0,
-        timeout: float | None = None,
-        blocking: bool = True,
-    ) -> CacheLock:
-        """A lock named ``name`` in this cache's namespace, expiring ``ttl`` seconds after
-        it is taken; ``timeout`` bounds the wait in ``acquire``/``with`` (None: forever),
-        ``blocking=False`` makes ``acquire()`` a single attempt."""
-        return CacheLock(self, name, ttl, timeout, blocking)
