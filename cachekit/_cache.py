@@ -10,9 +10,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from ._async.ops import AsyncCacheOps
+from .kv._async_ops import AsyncCacheOps
 from ._config import OPTIONS, Layer, accepted_names, merge, redis_url_arguments, unknown_option
-from ._sync.ops import CacheOps
+from .kv._sync_ops import CacheOps
 from .backends import backends_for
 from .backends.base import capabilities_of
 from .backends.memory.store import AsyncMemoryBackend
@@ -480,7 +480,7 @@ class Cache(CacheOps, AsyncCacheOps, WriteStrategies):
     async def astats(self) -> dict[str, Any]:
         return self.stats()
 
-    def health(self, timeout: float = 0.04) -> dict[str, Any]:
+    def health(self, timeout: float = 0.025) -> dict[str, Any]:
         """``{"ok", "backend", "latency_ms", "breaker", "pending_invalidations",
         "write_behind", "entries", "error"}`` within ``timeout`` seconds, even with the
         backend frozen (see :mod:`cachekit.metrics.health`)."""
@@ -488,7 +488,7 @@ class Cache(CacheOps, AsyncCacheOps, WriteStrategies):
 
         return health(self, timeout)
 
-    async def ahealth(self, timeout: float = 0.04) -> dict[str, Any]:
+    async def ahealth(self, timeout: float = 0.025) -> dict[str, Any]:
         from .metrics.health import ahealth
 
         return await ahealth(self, timeout)

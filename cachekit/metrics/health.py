@@ -27,7 +27,7 @@ from .events import read
 
 __all__ = ["HEALTH_TIMEOUT", "ahealth", "health"]
 
-HEALTH_TIMEOUT = 0.04
+HEALTH_TIMEOUT = 0.025
 """Seconds a health check waits for the backend's answer."""
 
 

@@ -42,7 +42,7 @@ def _cache_of(cache: Cache | str) -> Cache:
 
 
 def health_view(
-    cache: Cache | str = "default", *, timeout: float = 0.04
+    cache: Cache | str = "default", *, timeout: float = 0.025
 ) -> Callable[[HttpRequest], HttpResponse]:
     """A view answering the health of ``cache`` (a :class:`cachekit.Cache`, or the alias
     of a ``CachekitCache`` in ``CACHES``, looked up per request) as JSON."""

@@ -25,7 +25,7 @@ __all__ = ["health_blueprint"]
 
 
 def health_blueprint(
-    cache: Any, path: str = "/healthz", *, timeout: float = 0.04, name: str = "cachekit_health"
+    cache: Any, path: str = "/healthz", *, timeout: float = 0.025, name: str = "cachekit_health"
 ) -> Blueprint:
     """A blueprint with one ``GET`` view at ``path``. ``cache`` is a :class:`cachekit.Cache`
     or a ``FlaskCache`` (then the current app's cache, looked up per request)."""

@@ -27,7 +27,7 @@ __all__ = ["health_endpoint", "health_route"]
 
 
 def health_endpoint(
-    cache: Cache, timeout: float = 0.04
+    cache: Cache, timeout: float = 0.025
 ) -> Callable[[Request], Awaitable[Response]]:
     """An endpoint answering ``cache``'s health report as JSON, 200 if ok else 503."""
 
@@ -41,7 +41,7 @@ def health_endpoint(
 
 
 def health_route(
-    cache: Cache, path: str = "/healthz", *, timeout: float = 0.04, name: str = "cachekit_health"
+    cache: Cache, path: str = "/healthz", *, timeout: float = 0.025, name: str = "cachekit_health"
 ) -> Route:
     """A ``GET``/``HEAD`` route at ``path`` serving :func:`health_endpoint`."""
     return Route(path, health_endpoint(cache, timeout), methods=["GET", "HEAD"], name=name)
