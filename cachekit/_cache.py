@@ -10,9 +10,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from .kv._async_ops import AsyncCacheOps
 from ._config import OPTIONS, Layer, accepted_names, merge, redis_url_arguments, unknown_option
-from .kv._sync_ops import CacheOps
 from .backends import backends_for
 from .backends.base import capabilities_of
 from .backends.memory.store import AsyncMemoryBackend
@@ -25,6 +23,8 @@ from .core.sentinel import MISSING
 from .decorator.decorate import decorate
 from .decorator.types import CachedDecorator, CachedFunction
 from .exceptions import ConfigurationError
+from .kv._async_ops import AsyncCacheOps
+from .kv._sync_ops import CacheOps
 from .locks.lock import CacheLock
 from .serializers import Serializer
 from .write.behind import WriteBehindQueues

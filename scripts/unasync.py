@@ -5,10 +5,8 @@
     python scripts/unasync.py --check   exit 1 if a generated file is stale, or if a
                                         rule or table row below is no longer used
 
-Which files (found, not listed):
-  * ``cachekit/_async/<name>.py``                  -> ``cachekit/_sync/<name>.py``
-  * ``_async_<name>.py`` anywhere under cachekit/ or integrations/ -> ``_sync_<name>.py``
-    beside it.
+Which files (found, not listed): every ``_async_<name>.py`` under cachekit/ or
+integrations/ is a source; its twin is ``_sync_<name>.py`` beside it.
 
 How names change (whole identifiers only, so ``target`` stays ``target``):
   1. keywords: ``async def/with/for`` -> ``def/with/for``; ``await x`` -> ``x``;
@@ -50,17 +48,13 @@ KEEP = {"add", "acquire"}  # async defs whose name merely starts with an "a"
 
 
 def _generated(path: Path) -> bool:
-    return "_sync" in path.parts or path.name.startswith("_sync_")
+    return path.name.startswith("_sync_")
 
 
 def pairs() -> list[tuple[Path, Path]]:
-    found = [
-        (s, ROOT / "cachekit" / "_sync" / s.name)
-        for s in (ROOT / "cachekit" / "_async").glob("*.py")
-    ]
-    for tree in TREES:
-        found += [(s, s.with_name("_sync_" + s.name[7:])) for s in tree.rglob("_async_*.py")]
-    return sorted(found)
+    return sorted(
+        (s, s.with_name("_sync_" + s.name[7:])) for tree in TREES for s in tree.rglob("_async_*.py")
+    )
 
 
 def harvest() -> dict[str, str]:

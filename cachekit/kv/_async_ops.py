@@ -1,7 +1,7 @@
-"""The key/value API for sync callers, as a mixin of :class:`cachekit.Cache`.
+"""The key/value API for async callers, as a mixin of :class:`cachekit.Cache`.
 
-GENERATED from ``cachekit/_async/ops.py`` by
-``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
+This file is the source: ``cachekit/kv/_sync_ops.py`` is generated from it by
+``scripts/unasync.py`` (CI fails when they drift). Edit here, then run the script.
 Decisions (keys, TTLs, encoding, error policy) live in :mod:`cachekit.core.policy`, shared by
 both; only the backend calls differ.
 """
@@ -12,52 +12,52 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
 from ..core.codec import CorruptEntry, UnsignedCounter
-from ..core.concurrency import _resolve
+from ..core.concurrency import _aresolve
 from ..core.policy import DEFAULT, incr_delta
 from ..core.sentinel import MISSING
 from ..exceptions import InvalidArgumentError, SerializationError
 from ..leases.rules import Lease
-from ..stampede._sync_stampede import Stampede
+from ..stampede._async_stampede import AsyncStampede
 from ..stampede.rules import StampedeOptions
-from ..tags._sync_tags import TagOps
+from ..tags._async_tags import AsyncTagOps
 from ..tags.rules import tag_list
 
-__all__ = ["CacheOps"]
+__all__ = ["AsyncCacheOps"]
 
 T = TypeVar("T")
 
 
-class CacheOps(TagOps):
-    def _call(self, method: str, default: Any, *args: Any) -> Any:
+class AsyncCacheOps(AsyncTagOps):
+    async def _acall(self, method: str, default: Any, *args: Any) -> Any:
         """A backend call that fails open: ``default`` when the backend fails."""
         if self._breaker.open:
             return self._skip(default)
         try:
-            return getattr(self._backend, method)(*args)
+            return await getattr(self._abackend, method)(*args)
         except Exception as exc:
             return self._failed(exc, default)
 
-    def _fetch(self, key: str) -> Any:
+    async def _afetch(self, key: str) -> Any:
         """The stored form under a full key, or MISSING (absent, or backend failing)."""
         if self._breaker.open:
             return self._skip(MISSING)
         try:
-            stored = self._backend.get(key)
+            stored = await self._abackend.get(key)
         except Exception as exc:
             return self._failed(exc, MISSING)
         if stored is MISSING:
             self.counters.misses += 1
         return stored
 
-    def _lookup(self, key: str) -> Any:
+    async def _alookup(self, key: str) -> Any:
         """The value under a full key, or MISSING (absent, corrupt, or backend failing)."""
-        stored = self._fetch(key)
+        stored = await self._afetch(key)
         if stored is MISSING:
             return MISSING
         try:
             value = self._codec.loads(stored, key)
         except UnsignedCounter as exc:  # with a secret: a counter only if its key is marked
-            if not (self._counter_marks([key]))[0]:
+            if not (await self._acounter_marks([key]))[0]:
                 return self._corrupt(key, exc)
             value = exc.value
         except CorruptEntry as exc:
@@ -65,28 +65,28 @@ class CacheOps(TagOps):
         self.counters.hits += 1
         return value
 
-    def _counter_marks(self, keys: list[str]) -> list[bool]:
+    async def _acounter_marks(self, keys: list[str]) -> list[bool]:
         """Whether each key carries a valid counter mark (see :mod:`cachekit.core.codec`)."""
-        marks = self._call("get_many", None, [self._counter_mark_key(k) for k in keys])
+        marks = await self._acall("get_many", None, [self._counter_mark_key(k) for k in keys])
         if marks is None:
             return [False] * len(keys)
         return [self._codec.is_counter_mark(key, mark) for key, mark in zip(keys, marks)]
 
-    def _mark_counters(self, keys: list[str], seconds: float | None) -> None:
+    async def _amark_counters(self, keys: list[str], seconds: float | None) -> None:
         """With a secret: mark these keys as counters, before their bare value is written
         (so a reader never finds an unmarked one); the mark lives as long as ``seconds``."""
         marks = {self._counter_mark_key(key): self._codec.counter_mark(key) for key in keys}
-        self._call("set_many", None, marks, seconds)
+        await self._acall("set_many", None, marks, seconds)
 
-    def _unmark(self, keys: list[str]) -> None:
+    async def _aunmark(self, keys: list[str]) -> None:
         """With a secret: drop the counter marks of keys about to hold a signed entry (or
         nothing), so that a bare integer put there later is refused, not served as a
         counter. Called before the write: while it runs the key holds its old counter,
         unmarked (a miss), never the new entry beside a valid mark. Callers check
         ``self._codec.signed`` first: without a secret there are no marks and no cost."""
-        self._call("delete_many", 0, [self._counter_mark_key(key) for key in keys])
+        await self._acall("delete_many", 0, [self._counter_mark_key(key) for key in keys])
 
-    def _store(
+    async def _astore(
         self,
         key: str,
         value: Any,
@@ -105,9 +105,9 @@ class CacheOps(TagOps):
             stored = self._encode(value, tags, key)
         except SerializationError as exc:
             return (unencodable or self._unencodable)(key, exc)
-        return self._store_entry(key, stored, seconds, tags, lease)
+        return await self._astore_entry(key, stored, seconds, tags, lease)
 
-    def _store_load(
+    async def _astore_load(
         self,
         key: str,
         value: Any,
@@ -117,7 +117,7 @@ class CacheOps(TagOps):
         lease: Lease,
         fresh: Callable[[Any, Any], Any],
     ) -> Any:
-        """A load's store (as ``_store``) that returns the value as a hit of it will:
+        """A load's store (as ``_astore``) that returns the value as a hit of it will:
         ``fresh(value, entry)`` (see :mod:`cachekit.core.typed`) decodes the entry just
         encoded, so the value goes through the serializer once, not twice."""
         seconds = self._seconds(ttl)
@@ -128,18 +128,18 @@ class CacheOps(TagOps):
             else:
                 stored = self._codec.dumps(value, None, key)
         except SerializationError as exc:
-            unencodable(key, exc)  # raises under on_error="raise", as _store does
+            unencodable(key, exc)  # raises under on_error="raise", as _astore does
             return value  # not storable: the caller gets its own value
         if names or seconds == 0:
-            self._store_entry(key, stored, seconds, names, lease)
+            await self._astore_entry(key, stored, seconds, names, lease)
         else:  # the common case, inline: an untagged load's guarded store
             if self._codec.signed:
-                self._unmark([key])
+                await self._aunmark([key])
             self.counters.sets += 1
-            self._guarded_set(key, stored, seconds, lease)
+            await self._aguarded_set(key, stored, seconds, lease)
         return fresh(value, stored)
 
-    def _store_entry(
+    async def _astore_entry(
         self,
         key: str,
         stored: Any,
@@ -150,19 +150,19 @@ class CacheOps(TagOps):
         if seconds == 0:
             return False
         if self._codec.signed:
-            self._unmark([key])
+            await self._aunmark([key])
         self.counters.sets += 1
         if tags:
-            return self._set_tagged({key: stored}, seconds, tags, lease)
+            return await self._aset_tagged({key: stored}, seconds, tags, lease)
         if lease is not None:
-            return self._guarded_set(key, stored, seconds, lease)
-        return bool(self._call("set", False, key, stored, seconds))
+            return await self._aguarded_set(key, stored, seconds, lease)
+        return bool(await self._acall("set", False, key, stored, seconds))
 
-    def get(self, key: Any, default: Any = None) -> Any:
-        value = self._lookup(self._ns.key(key))
+    async def aget(self, key: Any, default: Any = None) -> Any:
+        value = await self._alookup(self._ns.key(key))
         return default if value is MISSING else value
 
-    def set(
+    async def aset(
         self, key: Any, value: Any, ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
     ) -> bool:
         """Store ``value``; ``ttl`` in seconds or a timedelta (None or inf: no expiry; 0 or
@@ -170,22 +170,22 @@ class CacheOps(TagOps):
         tags = tag_list(tags)
         full, seconds, stored = self._prepare(key, value, ttl, tags)
         if seconds == 0:
-            self._revoke([full])
+            await self._arevoke([full])
             return False
         if self._is_counter(value, tags):
-            self._mark_counters([full], seconds)
+            await self._amark_counters([full], seconds)
         elif self._codec.signed:
-            self._unmark([full])
+            await self._aunmark([full])
         self.counters.sets += 1
         if tags:
-            done = self._set_tagged({full: stored}, seconds, tags)
+            done = await self._aset_tagged({full: stored}, seconds, tags)
         else:
-            done = bool(self._call("set", False, full, stored, seconds))
+            done = bool(await self._acall("set", False, full, stored, seconds))
         if not done:  # the old entry must not outlive a write that did not land
-            self._lost_write([full])
+            await self._alost_write([full])
         return done
 
-    def add(
+    async def aadd(
         self, key: Any, value: Any, ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
     ) -> bool:
         """Store only if absent; True if stored."""
@@ -195,33 +195,33 @@ class CacheOps(TagOps):
             return False
         counter = self._is_counter(value, tags)
         if counter:
-            self._mark_counters([full], seconds)
+            await self._amark_counters([full], seconds)
         if tags:
-            self._register_tags([full], seconds, tags)
-        added = bool(self._call("add", False, full, stored, seconds))
+            await self._aregister_tags([full], seconds, tags)
+        added = bool(await self._acall("add", False, full, stored, seconds))
         if added and self._codec.signed and not counter:
             # after, not before: an add that finds a counter must leave its mark. The key
             # was absent, so a mark there outlived its counter (which expired first)
-            self._unmark([full])
+            await self._aunmark([full])
         return added
 
-    def delete(self, key: Any) -> bool:
+    async def adelete(self, key: Any) -> bool:
         """Remove an entry; True if it existed. Loads of it in flight will not store what
         they read before (see :mod:`cachekit.leases.rules`); if the backend is unreachable the
         delete is replayed before this process reads from it again."""
-        return bool(self._revoke([self._ns.key(key)]))
+        return bool(await self._arevoke([self._ns.key(key)]))
 
-    def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
+    async def aget_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
         """The entries found, as ``{key: value}`` (missing keys are left out)."""
         wanted = list(keys)
         full = [self._ns.key(key) for key in wanted]
-        stored = self._call("get_many", None, full)
+        stored = await self._acall("get_many", None, full)
         if stored is None:
             return {}
         counters: dict[Any, Any] = {}
         found = self._decode_many(wanted, full, stored, counters if self._codec.signed else None)
         if counters:  # bare integers under a secret: served only under a counter mark
-            marked = self._counter_marks([full_key for full_key, _ in counters.values()])
+            marked = await self._acounter_marks([full_key for full_key, _ in counters.values()])
             for (key, (full_key, exc)), ok in zip(counters.items(), marked):
                 if ok:
                     found[key] = exc.value
@@ -230,57 +230,57 @@ class CacheOps(TagOps):
                     self._corrupt(full_key, exc)
         return found
 
-    def set_many(
+    async def aset_many(
         self, mapping: Mapping[Any, Any], ttl: Any = DEFAULT, *, tags: Iterable[str] | None = None
     ) -> bool:
         """Store several entries in one round trip; True if the backend took them."""
         tags = tag_list(tags)
         items, seconds = self._prepare_many(mapping, ttl, tags)
         if seconds == 0:
-            self._revoke(list(items))
+            await self._arevoke(list(items))
             return False
         counters = [self._ns.key(k) for k, v in mapping.items() if self._is_counter(v, tags)]
         if counters:
-            self._mark_counters(counters, seconds)
+            await self._amark_counters(counters, seconds)
         if self._codec.signed and len(counters) < len(items):
             marked = set(counters)
-            self._unmark([full for full in items if full not in marked])
+            await self._aunmark([full for full in items if full not in marked])
         self.counters.sets += len(items)
         if tags:
-            done = self._set_tagged(items, seconds, tags)
+            done = await self._aset_tagged(items, seconds, tags)
         else:
-            done = self._call("set_many", False, items, seconds) is None
+            done = await self._acall("set_many", False, items, seconds) is None
         if not done:
-            self._lost_write(list(items))
+            await self._alost_write(list(items))
         return done
 
-    def delete_many(self, keys: Iterable[Any]) -> int:
+    async def adelete_many(self, keys: Iterable[Any]) -> int:
         """Remove several entries in one round trip; the number that existed."""
-        return self._revoke([self._ns.key(key) for key in keys])
+        return await self._arevoke([self._ns.key(key) for key in keys])
 
-    def exists(self, key: Any) -> bool:
-        return bool(self._call("exists", False, self._ns.key(key)))
+    async def aexists(self, key: Any) -> bool:
+        return bool(await self._acall("exists", False, self._ns.key(key)))
 
     @overload
-    def ttl(self, key: Any) -> float | None: ...
+    async def attl(self, key: Any) -> float | None: ...
     @overload
-    def ttl(self, key: Any, default: T) -> float | T | None: ...
-    def ttl(self, key: Any, default: Any = None) -> Any:
+    async def attl(self, key: Any, default: T) -> float | T | None: ...
+    async def attl(self, key: Any, default: Any = None) -> Any:
         """Seconds left; None when the entry never expires; ``default`` (None) when there is
         no such entry, so ``ttl(key, default=cachekit.MISSING)`` tells the two apart. A
         failing backend gives None (fail-open: nothing is known)."""
-        left = self._call("ttl", None, self._ns.key(key))
+        left = await self._acall("ttl", None, self._ns.key(key))
         return default if left is MISSING else left
 
-    def expire(self, key: Any, ttl: float | None) -> bool:
+    async def aexpire(self, key: Any, ttl: float | None) -> bool:
         """Give an entry a new TTL (None: never expires); False if there is no entry."""
         full = self._ns.key(key)
         seconds = self._seconds(ttl)
         if seconds == 0:
-            return bool(self._revoke([full]))
-        return bool(self._call("expire", False, full, seconds))
+            return bool(await self._arevoke([full]))
+        return bool(await self._acall("expire", False, full, seconds))
 
-    def incr(self, key: Any, delta: int = 1, ttl: Any = DEFAULT) -> int:
+    async def aincr(self, key: Any, delta: int = 1, ttl: Any = DEFAULT) -> int:
         """Add ``delta`` (an int; a missing entry starts at 0 and gets ``ttl``); the new value.
 
         A counter's value is the data itself, so a failing backend raises
@@ -294,39 +294,39 @@ class CacheOps(TagOps):
         if self._breaker.open:
             raise self._circuit_error()
         if self._codec.signed:  # counters cannot be signed: mark the key instead
-            self._mark_counters([full], seconds or None)
+            await self._amark_counters([full], seconds or None)
         try:
-            return int(self._backend.incr(full, delta, seconds or None))
+            return int(await self._abackend.incr(full, delta, seconds or None))
         except Exception as exc:
             error = self._counted(exc)
             if self._codec.signed and not self._breaker.open:
                 # INCRBY refused what the key holds (not a counter): the mark written above
                 # must not stay beside it (dropping a mark only ever makes a miss)
                 try:
-                    self._unmark([full])
+                    await self._aunmark([full])
                 except Exception:  # on_error="raise": the incr's own error is the one raised
                     pass
             raise error from exc
 
-    def delete_pattern(self, pattern: str) -> int:
+    async def adelete_pattern(self, pattern: str) -> int:
         """Remove this cache's entries whose key matches a glob (``user:*``); SCAN, not KEYS."""
-        if self._codec.signed:  # their counter marks first (see _unmark), clear() included
-            self._call("delete_pattern", 0, self._counter_marks_pattern(pattern))
-        return int(self._call("delete_pattern", 0, self._ns.pattern(pattern)))
+        if self._codec.signed:  # their counter marks first (see _aunmark), clear() included
+            await self._acall("delete_pattern", 0, self._counter_marks_pattern(pattern))
+        return int(await self._acall("delete_pattern", 0, self._ns.pattern(pattern)))
 
-    def clear(self) -> int:
+    async def aclear(self) -> int:
         """Remove every entry of this cache's namespace (never the rest of the database),
         and its tag sets with them. Held locks and write-behind queues (queued writes, dead
         letters) are internal keys outside the namespace's pattern: they stay."""
         removed = 0
         if not self._breaker.open:
             try:
-                removed = self._clear_tags()  # first: see _clear_tags
+                removed = await self._aclear_tags()  # first: see _aclear_tags
             except Exception as exc:
                 self._failed(exc, 0)
-        return removed + self.delete_pattern("*")
+        return removed + await self.adelete_pattern("*")
 
-    def get_or_set(
+    async def aget_or_set(
         self,
         key: Any,
         loader: Callable[[], Any],
@@ -356,27 +356,27 @@ class CacheOps(TagOps):
                 stale_if_error=stale_if_error, ttl=self._seconds(ttl) or None,
             )  # fmt: skip
             fixed_tags = tag_list(tags)
-            return self._sync_stampede(options).get(
+            return await self._async_stampede(options).aget(
                 full, loader, (), {}, ttl, lambda args, kwargs: fixed_tags
             )
-        value = self._lookup(full)
+        value = await self._alookup(full)
         if value is MISSING:
             lease = Lease.now()
-            value = _resolve(loader)
-            self._store(full, value, ttl, tags, lease=lease)
+            value = await _aresolve(loader)
+            await self._astore(full, value, ttl, tags, lease=lease)
         return value
 
-    def _sync_stampede(self, options: StampedeOptions) -> Stampede:
+    def _async_stampede(self, options: StampedeOptions) -> AsyncStampede:
         """The stampede driver for ``get_or_set`` calls with these options (one per set)."""
-        drivers = self._flights.sync_drivers
+        drivers = self._flights.async_drivers
         driver = drivers.get(options)
         if driver is None:
-            driver = drivers[options] = Stampede(self, options, lambda value: True)
+            driver = drivers[options] = AsyncStampede(self, options, lambda value: True)
         return driver
 
-    def _lookup_meta(self, key: str) -> Any:
-        """``(value, metadata)`` under a full key, or MISSING (as ``_lookup``)."""
-        stored = self._fetch(key)
+    async def _alookup_meta(self, key: str) -> Any:
+        """``(value, metadata)`` under a full key, or MISSING (as ``_alookup``)."""
+        stored = await self._afetch(key)
         if stored is MISSING:
             return MISSING
         try:
@@ -386,16 +386,16 @@ class CacheOps(TagOps):
         self.counters.hits += 1
         return found
 
-    def ping(self) -> bool:
+    async def aping(self) -> bool:
         """True if the backend answers."""
         try:
-            return bool(self._backend.ping())
+            return bool(await self._abackend.ping())
         except Exception as exc:
             return bool(self._failed(exc, False))
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Flush and stop this cache's write-behind queues, then close the connections."""
-        self._write_behinds.close()
+        await self._write_behinds.aclose()
         self._breaker.close()
-        if "_backend" in self.__dict__:  # only if it was ever used
-            self._backend.close()
+        if "_abackend" in self.__dict__:  # only if it was ever used
+            await self._abackend.close()
