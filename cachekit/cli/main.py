@@ -27,6 +27,7 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from .. import MISSING, Cache, __version__
+from .._config import OPTIONS
 from ..core.codec import CorruptEntry, UnsignedCounter
 from ..core.keys import escape_glob
 from ..exceptions import BackendError, CacheKitError, ConfigurationError
@@ -173,9 +174,12 @@ class Target:
             raise Failure(USAGE, "no Redis to talk to: give --url or set CACHEKIT_URL")
         # the library's own configuration path: CACHEKIT_* variables, the URL's query,
         # these arguments on top (errors are ConfigurationError, exit 2)
+        # No near cache here even if CACHEKIT_NEAR asks for one: a command reads and
+        # deletes in Redis itself (and Redis tells the apps' near caches of its deletes).
+        off = {"near": False} if "near" in OPTIONS else {}
         self.cache = Cache.from_env(
             env, prefix=args.prefix, timeout=args.timeout, connect_timeout=args.timeout,
-            on_error="raise",
+            on_error="raise", **off,
         )  # fmt: skip
         self.url = masked(self.cache.url)
         if urlsplit(self.cache.url).scheme not in _REDIS_SCHEMES or not self.cache.shared:

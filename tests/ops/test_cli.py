@@ -267,7 +267,8 @@ def test_password_is_not_printed(redis_url: str) -> None:
 
 def test_warm_calls_the_users_function_with_progress(redis_url: str, tmp_path: Path) -> None:
     prefix = _prefix()
-    (tmp_path / "warmers.py").write_text(textwrap.dedent("""
+    (tmp_path / "warmers.py").write_text(
+        textwrap.dedent("""
         from cachekit import Cache
 
         def fill(count):
@@ -287,7 +288,8 @@ def test_warm_calls_the_users_function_with_progress(redis_url: str, tmp_path: P
 
         def broken():
             raise ValueError("the database is down")
-    """))
+    """)
+    )
     args = ("--prefix", prefix)
     data = run_json(*args, "warm", "warmers:fill", "25", url=redis_url, cwd=tmp_path)
     assert data["items"] == 25
@@ -321,7 +323,8 @@ def test_dead_letters_and_replay(redis_url: str, tmp_path: Path) -> None:
         assert "database refused" in letter["error"]
 
         stored = tmp_path / "stored.json"
-        (tmp_path / "app.py").write_text(textwrap.dedent(f"""
+        (tmp_path / "app.py").write_text(
+            textwrap.dedent(f"""
             import json
             from cachekit import Cache
 
@@ -332,7 +335,8 @@ def test_dead_letters_and_replay(redis_url: str, tmp_path: Path) -> None:
                     f.write(json.dumps({{str(k): v for k, v in items.items()}}) + "\\n")
 
             orders = cache.write_behind("order:{{}}", store_many, journal_dir=False)
-        """))
+        """)
+        )
         done = run_json("--prefix", prefix, "replay", "app:orders", url=redis_url, cwd=tmp_path)
         assert done["replayed"] == 1 and done["dead_letters"] == 0
         assert json.loads(stored.read_text()) == {"7": {"total": 10}}
@@ -427,3 +431,17 @@ def test_long_purge_shows_progress_and_pauses_between_scans(redis_url: str) -> N
         assert json.loads(done.stdout)["deleted"] == 60
         assert "purge:" in done.stderr and "deleted" in done.stderr  # the progress line
         assert elapsed > 1.0  # the pause between SCAN calls was kept (COUNT 1: many calls)
+
+
+def test_purge_reaches_an_apps_near_cache(redis_url: str) -> None:
+    prefix = _prefix()
+    with Cache(redis_url, prefix=prefix, near=True) as app:
+        app.set("k", "v")
+        assert app.get("k") == "v"  # in the app's L1 now
+        done = run_json("--prefix", prefix, "purge", "--pattern", "*", url=redis_url,
+                        env={"CACHEKIT_NEAR": "1"})  # fmt: skip
+        assert done["deleted"] == 1
+        deadline = time.monotonic() + 5  # max_stale bounds it; the link usually is at once
+        while app.get("k") is not None and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling another process's effect: no event to wait on here
+        assert app.get("k") is None
