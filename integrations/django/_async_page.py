@@ -3,7 +3,7 @@
 This file is the source: ``integrations/django/_sync_page.py`` is generated from it by
 ``scripts/unasync.py`` (CI fails when they drift). Edit here, then run the script.
 The decisions and what genuinely differs between the two (when a deferred page is
-settled) are in :mod:`cachekit.integrations.django`, which imports this at decoration.
+settled) are in :mod:`cachekit.integrations.django.page`, which imports this at decoration.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from cachekit.http import AsyncDecided, AsyncFlights, Forward, Response
 
-from . import (
+from .page import (
     _adeferred_settle,
     _middleware_follows,
     _PageCache,

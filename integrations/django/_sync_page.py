@@ -3,7 +3,7 @@
 GENERATED from ``integrations/django/_async_page.py`` by
 ``scripts/unasync.py`` -- do not edit; edit the async source and run the script.
 The decisions and what genuinely differs between the two (when a deferred page is
-settled) are in :mod:`cachekit.integrations.django`, which imports this at decoration.
+settled) are in :mod:`cachekit.integrations.django.page`, which imports this at decoration.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from cachekit.http import Decided, Flights, Forward, Response
 
-from . import (
+from .page import (
     _deferred_settle,
     _middleware_follows,
     _PageCache,
