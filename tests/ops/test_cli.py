@@ -337,6 +337,22 @@ def test_dead_letters_and_replay(redis_url: str, tmp_path: Path) -> None:
             orders = cache.write_behind("order:{{}}", store_many, journal_dir=False)
         """)
         )
+        (tmp_path / "still_down.py").write_text(textwrap.dedent("""
+            from cachekit import Cache
+
+            def refuse(items):
+                raise RuntimeError("still refused")
+
+            def orders():  # a function returning the queue works too
+                cache = Cache.from_env()
+                return cache.write_behind("order:{}", refuse, max_retries=0, journal_dir=False)
+        """))
+        by_queue = run_json("--prefix", prefix, "dead-letters", "--queue", "still_down:orders",
+                            url=redis_url, cwd=tmp_path)  # fmt: skip
+        assert len(by_queue["dead_letters"]) == 1
+        again = run_json("--prefix", prefix, "replay", "still_down:orders", url=redis_url,
+                         cwd=tmp_path, code=1)  # fmt: skip
+        assert again["replayed"] == 1 and again["dead_letters"] == 1  # failed again: kept
         done = run_json("--prefix", prefix, "replay", "app:orders", url=redis_url, cwd=tmp_path)
         assert done["replayed"] == 1 and done["dead_letters"] == 0
         assert json.loads(stored.read_text()) == {"7": {"total": 10}}
