@@ -96,7 +96,10 @@ def rules(names: dict[str, str]) -> list[tuple[str, str | Callable[[re.Match[str
         (r"\bawait ", ""),
         (r"\b__a(enter|exit|iter|next)__\b", r"__\1__"),
         (r"(?<![A-Za-z0-9])async_(?=\w)", "sync_"),
-        (r"\b(_*Async[A-Z]\w*|" + "|".join(sorted(names, key=len, reverse=True)) + r")\b", ident),
+        (
+            r"\b(" + "|".join([r"_*Async[A-Z]\w*", *sorted(names, key=len, reverse=True)]) + r")\b",
+            ident,
+        ),
         (r"\basync (?=[a-z])", "sync "),
         (r"\basyncio client\b", "client"),
         (
