@@ -1,7 +1,10 @@
 """HTTP response caching as a shared cache (RFC 9111), one capability folder.
 
-- :mod:`cachekit.http.rules`: the pure decisions (what is cacheable, keys, Vary, headers,
-  304s, who may see what): functions over values and a clock, no I/O;
+- pure, functions over values and a clock, no I/O: :mod:`~cachekit.http.rules` (what
+  is cacheable and for how long, who may be served what, the lookup steps, 304s), over
+  :mod:`~cachekit.http.headers` (field parsing), :mod:`~cachekit.http.keys` (URL keys,
+  Vary variants, path purges), :mod:`~cachekit.http.cookies` (which cookies tell users
+  apart) and :mod:`~cachekit.http.entries` (the stored bytes);
 - ``_async_driver.py`` (:class:`AsyncHttpCache`, the source) and ``_sync_driver.py``
   (:class:`SyncHttpCache`, generated from it by ``scripts/unasync.py``): the reads and
   writes through a :class:`cachekit.Cache`, single-flight and cross-process locks; their

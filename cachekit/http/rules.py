@@ -35,23 +35,35 @@ What the adapters do see the application read (a session, a user) is an `Identit
 
 from __future__ import annotations
 
-import calendar
-import fnmatch
 import hashlib
 import math
-import re
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from email.utils import parsedate_tz
 from typing import Literal
-from urllib.parse import quote
 
-import orjson
-
-from ..core.keys import escape_glob
-from ..exceptions import ConfigurationError
+from .cookies import _cookie_vary_names, _shared_with_cookies, cookie_globs, identifying_cookies
+from .entries import CachedResponse, VaryMarker, load
+from .headers import (
+    _delta_seconds,
+    _etag_matches,
+    _header_index,
+    _http_date,
+    _sf_string_or_token,
+    _split_list,
+    parse_cache_control,
+)
+from .keys import (
+    _vary_names,
+    _vary_values,
+    cache_key,
+    invalidation_key,
+    is_hashed,
+    path_globs,
+    path_purge_tag,
+    primary_key,
+    url_tags,
+)
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -88,18 +100,8 @@ __all__ = [
     "store_precheck",
     "url_tags",
 ]
-
-Headers = tuple[tuple[str, str], ...]
 # The RFC 9211 fwd values this module reports when a request goes to the application.
 Fwd = Literal["bypass", "method", "uri-miss", "vary-miss", "miss", "request", "stale"]
-
-_ENTRY_MAGIC = b"CKH1"
-_MARKER_MAGIC = b"CKV1"
-_LENGTH = struct.Struct(">I")
-_META_FIELDS: tuple[str, ...] = ("status", "headers", "stored_at", "lifetime", "initial_age")
-_META_FIELDS += ("tags", "vary_names", "vary_values", "etag", "last_modified")
-_MAX_KEY_LENGTH = 200
-_MAX_DELTA = 2**31  # RFC 9111 1.2.2: larger delta-seconds are taken as 2^31
 _NEVER_STORED = frozenset({206, 304})  # partial and not-modified responses are never complete
 _HOP_BY_HOP = frozenset(
     {
@@ -118,43 +120,6 @@ _HOP_BY_HOP = frozenset(
 _NOT_MODIFIED_KEEP = frozenset(
     {"cache-control", "content-location", "date", "etag", "expires", "vary"}
 )
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_PATH_UNSAFE = re.compile(r"%[0-9A-Fa-f]{2}|[^A-Za-z0-9\-._~!$&'()*+,;=:@/]")
-_QUERY_UNSAFE = re.compile(r"%[0-9A-Fa-f]{2}|[^A-Za-z0-9\-._~!$'()*,;:@/?=]")
-_HOST_UNSAFE = re.compile(r"%[0-9A-Fa-f]{2}|[^a-z0-9\-._~!$&'()*+,;=:\[\]]")
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
-_TAG_DEPTH = 6  # directory levels url_tags indexes
-_SF_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~:/0-9A-Za-z]*")
-
-
-# --------------------------------------------------------------------------- types
-
-_COOKIE_NAME_BAD = re.compile(r"[\s;,=\"]")
-
-
-def cookie_globs(value: Iterable[str]) -> tuple[str, ...]:
-    """``ignore_cookies`` / ``vary_cookies`` checked: cookie name globs (fnmatch syntax,
-    case-sensitive) as a tuple. Raises :class:`ConfigurationError` for a string (a list of
-    names is wanted), an empty name, or one with whitespace, ``;``, ``,``, ``=`` or ``"``."""
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise ConfigurationError(
-            f"cookie names are a list of globs (e.g. ['_ga*', 'consent']), not {value!r}"
-        )
-    globs = tuple(value)
-    for glob in globs:
-        if not isinstance(glob, str) or not glob or _COOKIE_NAME_BAD.search(glob):
-            raise ConfigurationError(f"not a cookie name glob: {glob!r}")
-    return tuple(dict.fromkeys(globs))
-
-
-def _header_index(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Lower-cased names to values, repeated fields joined with ", " (RFC 9110 5.3)."""
-    index: dict[str, str] = {}
-    for name, value in headers:
-        key = name.lower()
-        index[key] = f"{index[key]}, {value}" if key in index else value
-    return index
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,424 +182,6 @@ class HttpCachePolicy:
 
 
 DEFAULT_POLICY = HttpCachePolicy()
-
-
-@dataclass(frozen=True, slots=True)
-class CachedResponse:
-    """A stored response. Its age is `initial_age` plus the time since `stored_at`."""
-
-    status: int
-    headers: Headers
-    body: bytes
-    stored_at: float
-    lifetime: float  # freshness lifetime in seconds (RFC 9111 4.2.1)
-    initial_age: float = 0.0  # corrected_initial_age (RFC 9111 4.2.3)
-    tags: tuple[str, ...] = ()
-    vary_names: tuple[str, ...] = ()
-    vary_values: tuple[str | None, ...] = ()  # the request's values; None: header absent
-    etag: str | None = None
-    last_modified: float | None = None  # unix time
-
-    def age(self, now: float) -> float:
-        return self.initial_age + max(0.0, now - self.stored_at)
-
-    def ttl(self, now: float) -> float:
-        """Remaining freshness in seconds; <= 0 when stale."""
-        return self.lifetime - self.age(now)
-
-    def to_bytes(self) -> bytes:
-        # Metadata as one orjson array, then the body raw: no base64 on the hit path.
-        meta = orjson.dumps([getattr(self, name) for name in _META_FIELDS])
-        return b"".join((_ENTRY_MAGIC, _LENGTH.pack(len(meta)), meta, self.body))
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> CachedResponse:
-        """Decode `to_bytes` output; raises ValueError on anything else."""
-        if data[:4] != _ENTRY_MAGIC or len(data) < 8:
-            raise ValueError("not a cachekit HTTP entry")
-        (size,) = _LENGTH.unpack_from(data, 4)
-        meta = orjson.loads(data[8 : 8 + size])
-        if not isinstance(meta, list) or len(meta) != 10:
-            raise ValueError("corrupt cachekit HTTP entry")
-        status, headers, stored_at, lifetime, initial_age, tags, names, values, etag, lm = meta
-        if not (
-            isinstance(status, int)
-            and isinstance(headers, list)
-            and all(isinstance(x, float | int) for x in (stored_at, lifetime, initial_age))
-            and isinstance(values, list)
-            and all(isinstance(v, str | None) for v in values)
-            and isinstance(etag, str | None)
-            and isinstance(lm, float | int | None)
-        ):
-            raise ValueError("corrupt cachekit HTTP entry")
-        pairs = tuple((name, value) for name, value in headers)
-        if not all(isinstance(name, str) and isinstance(value, str) for name, value in pairs):
-            raise ValueError("corrupt cachekit HTTP entry")
-        return cls(
-            status,
-            pairs,
-            bytes(data[8 + size :]),
-            float(stored_at),
-            float(lifetime),
-            float(initial_age),
-            _strings(tags),
-            _strings(names),
-            tuple(values),
-            etag,
-            None if lm is None else float(lm),
-        )
-
-
-def _strings(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ValueError("corrupt cachekit HTTP entry")
-    return tuple(value)
-
-
-@dataclass(frozen=True, slots=True)
-class VaryMarker:
-    """Stored under the primary key when responses vary: which request headers select."""
-
-    names: tuple[str, ...]
-
-    def variant_key(self, req: Request, prefix: str = "") -> str:
-        return cache_key(req, self.names, prefix)
-
-    def to_bytes(self) -> bytes:
-        return _MARKER_MAGIC + orjson.dumps(self.names)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> VaryMarker:
-        if data[:4] != _MARKER_MAGIC:
-            raise ValueError("not a cachekit Vary marker")
-        return cls(_strings(orjson.loads(data[4:])))
-
-
-def load(data: bytes | None) -> CachedResponse | VaryMarker | None:
-    """Decode what a backend returned; None for a miss or a corrupt value (never raises)."""
-    if not data:
-        return None
-    try:
-        if data[:4] == _MARKER_MAGIC:
-            return VaryMarker.from_bytes(data)
-        return CachedResponse.from_bytes(data)
-    except (ValueError, TypeError, struct.error):
-        return None
-
-
-# ------------------------------------------------------------------ header parsing
-
-
-def _split_list(value: str) -> list[str]:
-    """Split a comma-separated field value; commas inside quoted strings don't split."""
-    if '"' not in value:
-        parts = value.split(",")
-    else:
-        parts, start, quoted, escaped = [], 0, False, False
-        for i, char in enumerate(value):
-            if escaped:
-                escaped = False
-            elif quoted and char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = not quoted
-            elif char == "," and not quoted:
-                parts.append(value[start:i])
-                start = i + 1
-        parts.append(value[start:])
-    return [stripped for part in parts if (stripped := part.strip())]
-
-
-def parse_cache_control(value: str | None) -> dict[str, str | None]:
-    """Directives by lower-cased name; a directive without argument maps to None.
-
-    Quoted arguments are unquoted; the first of duplicate directives wins (RFC 9111
-    4.2.1). Never raises. Numbers are checked where they are used, not here.
-    """
-    directives: dict[str, str | None] = {}
-    for item in _split_list(value or ""):
-        name, equals, argument = item.partition("=")
-        name = name.strip().lower()
-        if not name or name in directives:
-            continue
-        argument = argument.strip()
-        if len(argument) >= 2 and argument[0] == argument[-1] == '"':
-            argument = re.sub(r"\\(.)", r"\1", argument[1:-1], flags=re.DOTALL)
-        directives[name] = argument if equals else None
-    return directives
-
-
-def _delta_seconds(value: str | None) -> int | None:
-    """A delta-seconds value, or None when absent or not a plain non-negative integer."""
-    if value is None or not value.isascii() or not value.isdigit():
-        return None
-    return _MAX_DELTA if len(value) > 10 else min(int(value), _MAX_DELTA)
-
-
-def _http_date(value: str | None) -> float | None:
-    """An HTTP-date as unix time, or None when absent or invalid."""
-    if not value:
-        return None
-    try:
-        parts = parsedate_tz(value)
-        if parts is None:
-            return None
-        return float(calendar.timegm(parts[:6]) - (parts[9] or 0))  # no zone: GMT
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def _opaque_tag(tag: str) -> str:
-    return tag[2:] if tag.startswith("W/") else tag
-
-
-def _etag_matches(if_none_match: str, etag: str | None) -> bool:
-    """If-None-Match evaluation with weak comparison (RFC 9110 13.1.2)."""
-    members = _split_list(if_none_match)
-    if "*" in members:
-        return True
-    if etag is None:
-        return False
-    opaque = _opaque_tag(etag)
-    return any(_opaque_tag(member) == opaque for member in members)
-
-
-def _sf_string_or_token(name: str) -> str:
-    if _SF_TOKEN.fullmatch(name):
-        return name
-    printable = "".join(c if " " <= c <= "~" else "?" for c in name)
-    return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-# ----------------------------------------------------------------------- cookies
-
-_COOKIE_VARY = "cookie="  # a vary name "cookie=<glob>": the values of the cookies it matches
-
-
-def _cookies(req: Request, *, commas: bool = False) -> list[tuple[str, str]]:
-    """The request's cookies as (name, value), in order (RFC 6265 5.4; lenient).
-
-    Several Cookie fields (HTTP/2) reach us joined by ", ": `commas` splits there too, so
-    that no cookie hides inside another's value when names are what counts; values (for
-    a variant's key) keep the commas, so distinct headers keep distinct values."""
-    header = req.header("cookie")
-    if not header:
-        return []
-    pairs = []
-    for piece in (header.replace(",", ";") if commas else header).split(";"):
-        name, _, value = piece.partition("=")
-        name = name.strip()
-        if name or value.strip():
-            pairs.append((name, value.strip()))
-    return pairs
-
-
-def _matches(name: str, globs: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, glob) for glob in globs)
-
-
-def identifying_cookies(req: Request, policy: HttpCachePolicy) -> tuple[str, ...]:
-    """The names of the request's cookies that may tell its sender apart: all but those
-    matching `policy.ignore_cookies` or `policy.vary_cookies`.
-
-    A request carrying one is neither served nor stored a shared page unless that page
-    says ``Cache-Control: public`` or varies on the whole ``Cookie`` header (as Varnish
-    does by default): a handler may read any cookie, or the raw header, and nothing
-    outside it can see which it read.
-    """
-    skip = policy.ignore_cookies + policy.vary_cookies
-    return tuple(name for name, _ in _cookies(req, commas=True) if not _matches(name, skip))
-
-
-def _cookie_vary_names(policy: HttpCachePolicy) -> tuple[str, ...]:
-    return tuple(_COOKIE_VARY + glob for glob in policy.vary_cookies)
-
-
-def _shared_with_cookies(directives: Mapping[str, str | None], vary: Iterable[str]) -> bool:
-    # public: the page says it is everyone's; Vary: Cookie: keyed by the whole header
-    return "public" in directives or "cookie" in vary
-
-
-# -------------------------------------------------------------------------- keys
-
-
-def _percent_fix(match: re.Match[str]) -> str:
-    text = match.group()
-    if len(text) == 3:  # "%XX": decode unreserved characters, upper-case the rest
-        char = chr(int(text[1:], 16))
-        return char if char in _UNRESERVED else text.upper()
-    if text == "+":  # only unsafe in queries, where it means a space
-        return "%20"
-    return quote(text, safe="", errors="surrogatepass")
-
-
-def _normalise_query(query: str) -> str:
-    params: list[tuple[str, str]] = []
-    for part in query.split("&"):
-        if part:
-            name, equals, value = part.partition("=")
-            value = _QUERY_UNSAFE.sub(_percent_fix, value)
-            params.append((_QUERY_UNSAFE.sub(_percent_fix, name), equals + value))
-    params.sort(key=lambda param: param[0])  # stable: repeated names keep their order
-    return "&".join(name + rest for name, rest in params)
-
-
-def _vary_name(name: str) -> str:
-    stripped = name.strip()
-    # header names are case-insensitive; cookie names (in "cookie=<glob>") are not
-    return stripped if stripped.startswith(_COOKIE_VARY) else stripped.lower()
-
-
-def _vary_names(names: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted({vary for name in names if (vary := _vary_name(name))}))
-
-
-def _vary_value(req: Request, name: str) -> str | None:
-    if name.startswith(_COOKIE_VARY):
-        glob = name[len(_COOKIE_VARY) :]
-        found = sorted(f"{n}={v}" for n, v in _cookies(req) if fnmatch.fnmatchcase(n, glob))
-        return "; ".join(found) if found else None
-    value = req.header(name)
-    # Whitespace around list commas carries no meaning (RFC 9111 4.1 allows normalising).
-    return None if value is None else ", ".join(_split_list(value))
-
-
-def _vary_values(req: Request, names: Iterable[str]) -> tuple[str | None, ...]:
-    return tuple(_vary_value(req, name) for name in names)
-
-
-def cache_key(req: Request, vary_names: Iterable[str] = (), prefix: str = "") -> str:
-    """The key of the response to `req` among those varying on `vary_names`.
-
-    The key names the GET response whatever `req.method` is (HEAD is served from it,
-    see also `invalidation_key`); scheme and host are lower-cased and default ports dropped;
-    percent-encoding is normalised; query parameters are sorted by name (repeated
-    ones keep their order). A header the request lacks differs from an empty one.
-    Keys longer than 200 characters, `prefix` included, become a sha256 (`url_tags`
-    keeps them within reach of a path purge).
-    """
-    scheme = _HOST_UNSAFE.sub(_percent_fix, req.scheme.lower())
-    # Only GET responses are stored: HEAD reads GET's entry, unsafe methods invalidate it.
-    key = f"GET:{scheme}://{_normal_host(req)}"
-    key += _PATH_UNSAFE.sub(_percent_fix, req.path) or "/"
-    query = _normalise_query(req.query_string)
-    if query:
-        key += "?" + query
-    names = _vary_names(vary_names)
-    if names:
-        parts = [
-            name + ("!" if value is None else f"={len(value)}:{value}")
-            for name, value in zip(names, _vary_values(req, names), strict=True)
-        ]
-        digest = hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass"))
-        key += "#" + digest.hexdigest()[:32]
-    # The whole user key counts (prefix included): a longer one would be shortened by
-    # Cache itself, out of reach of url_tags. Normalised keys are always ASCII.
-    if len(prefix) + 5 + len(key) > _MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
-        key = "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{prefix}http:{key}"
-
-
-def is_hashed(key: str, prefix: str = "") -> bool:
-    """Whether `key` (from `cache_key`) is a digest, which no path glob can match."""
-    return key.startswith(f"{prefix}http:sha256:")
-
-
-def _normal_host(req: Request) -> str:
-    scheme = _HOST_UNSAFE.sub(_percent_fix, req.scheme.lower())
-    host = (req.host or req.header("host") or "").strip().lower()
-    default_port = _DEFAULT_PORTS.get(scheme)
-    if default_port is not None and host.endswith(default_port):
-        host = host[: -len(default_port)]
-    return _HOST_UNSAFE.sub(_percent_fix, host)
-
-
-def _tag_part(text: str) -> str:
-    # a tag names a set key: keep it short whatever the URL (the same text, the same tag)
-    if len(text) <= 100:
-        return text  # its first character ("/" for a path) keeps the kinds of part apart
-    return text[0] + "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def url_tags(req: Request, prefix: str = "") -> tuple[str, ...]:
-    """The tags of an entry stored under a hashed key, so that `path_purge_tag` finds it.
-
-    A digest keeps nothing of the path for a glob to match, and the backend contract
-    has no way to list keys; so such an entry is tagged with its exact path and each of
-    its directories (``/``, ``/a/``, ``/a/b/``, ... down to six levels), with and
-    without its host. A pattern purges the tag of its exact path, or of the directory
-    before its first ``*``: everything the pattern matches, and at worst more of the
-    long-URL entries under that directory, never less.
-    """
-    path = _PATH_UNSAFE.sub(_percent_fix, req.path) or "/"
-    directories = path[1:].split("/")[:-1][:_TAG_DEPTH]
-    parts = [
-        _tag_part("/" + "".join(name + "/" for name in directories[:depth]))
-        for depth in range(len(directories) + 1)
-    ]
-    parts.append("|" + _tag_part(path))
-    base = f"{prefix}http-path:"
-    host = _tag_part(_normal_host(req))
-    return tuple(base + where + part for where in ("", host) for part in parts)
-
-
-def _given_host(host: str) -> str:
-    # as written by the caller (a port stays: the scheme is not known here)
-    return _HOST_UNSAFE.sub(_percent_fix, host.strip().lower())
-
-
-def _normal_path_piece(piece: str) -> str:
-    return _PATH_UNSAFE.sub(_percent_fix, "/" + piece)[1:]
-
-
-def path_purge_tag(pattern: str, host: str | None = None, prefix: str = "") -> str:
-    """The `url_tags` tag covering every hashed entry whose path may match `pattern`."""
-    if not pattern.startswith("/"):
-        raise ValueError(f"a path pattern starts with '/', not {pattern!r}")
-    # normalised like key paths: "?" and "#" are encoded, so the literal head of the
-    # pattern is a prefix of the path of every entry it matches
-    path = "/" + "*".join(_normal_path_piece(piece) for piece in pattern[1:].split("*"))
-    if "*" not in path:
-        part = "|" + _tag_part(path)
-    else:
-        head = path[: path.index("*")]
-        directories = head[1:].split("/")[:-1][:_TAG_DEPTH]
-        part = _tag_part("/" + "".join(name + "/" for name in directories))
-    where = "" if host is None else _tag_part(_given_host(host))
-    return f"{prefix}http-path:{where}{part}"
-
-
-def path_globs(pattern: str, host: str | None = None, prefix: str = "") -> list[str]:
-    """Globs over the (unhashed) keys of the responses whose path matches `pattern`.
-
-    ``*`` matches anything, ``/``, a query string and Vary variants included. Without
-    `host`, every host matches. Hashed keys: see `url_tags`.
-    """
-    if not pattern.startswith("/"):
-        raise ValueError(f"a path pattern starts with '/', not {pattern!r}")
-    path = "*".join(escape_glob(_normal_path_piece(piece)) for piece in pattern[1:].split("*"))
-    host_glob = "*" if host is None else escape_glob(_given_host(host))
-    glob = f"{escape_glob(prefix)}http:GET:*://{host_glob}/{path}"
-    if glob.endswith("*"):
-        return [glob]
-    return [glob, glob + "[?#]*"]  # the exact path, then with a query or a variant
-
-
-def primary_key(req: Request, prefix: str = "") -> str:
-    """The first key read for `req`: an entry, or a `VaryMarker` naming the secondary key."""
-    return cache_key(req, (), prefix)
-
-
-def invalidation_key(req: Request, status: int, prefix: str = "") -> str | None:
-    """The key to delete after `req`, or None.
-
-    RFC 9111 4.4: a non-error response to an unsafe method (POST, PUT, DELETE, ...)
-    invalidates the stored responses for its URI. Deleting the primary key drops an
-    entry, or the Vary marker that leads to every variant.
-    """
-    if req.method.upper() in _SAFE_METHODS or not 200 <= status < 400:
-        return None
-    return primary_key(req, prefix)
 
 
 # ----------------------------------------------------------------------- requests
