@@ -420,6 +420,8 @@ def cmd_inspect(target: Target, args: argparse.Namespace, out: Output) -> int:
         tags=meta.get("tags", []), value=entry["value"], note=entry["note"],
         metadata={k: v for k, v in meta.items() if k != "tags"},
     )  # fmt: skip
+    if isinstance(meta.get("x"), (int, float)):  # stale_ttl / early_refresh: logical expiry
+        data["fresh_for"] = round(meta["x"] - time.time(), 3)  # < 0: served stale until ttl
     out.emit(data, lambda: _inspect_human(data))
     return OK if entry["decoded"] else NOT_OK
 
@@ -434,6 +436,11 @@ def _inspect_human(data: dict[str, Any]) -> str:
         f"{human_bytes(data['memory_bytes'])} in Redis (MEMORY USAGE)",
         f"serializer  {data['serializer']}",
     ]
+    if "fresh_for" in data:
+        left = data["fresh_for"]
+        fresh = (f"for {left:,.1f} s more, then stale until the ttl" if left > 0
+                 else f"no: stale for {-left:,.1f} s (refreshed on the next call)")  # fmt: skip
+        lines.append(f"fresh       {fresh}")
     if data.get("tags"):
         lines.append(f"tags        {', '.join(data['tags'])}")
     if data.get("metadata"):

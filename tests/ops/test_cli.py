@@ -461,3 +461,20 @@ def test_purge_reaches_an_apps_near_cache(redis_url: str) -> None:
         while app.get("k") is not None and time.monotonic() < deadline:
             time.sleep(0.01)  # polling another process's effect: no event to wait on here
         assert app.get("k") is None
+
+
+def test_inspect_shows_how_long_a_stale_ttl_entry_stays_fresh(redis_url: str) -> None:
+    prefix = _prefix()
+    with Cache(redis_url, prefix=prefix) as cache:
+
+        @cache.cached(ttl=60, stale_ttl=30)
+        def price(item: int) -> float:
+            return 9.5
+
+        assert price(1) == 9.5
+        data = run_json("--prefix", prefix, "inspect", price.key(1), url=redis_url)
+        assert data["value"] == 9.5
+        assert 50 < data["fresh_for"] <= 60 < data["ttl"] <= 90  # served stale after 60 s
+        human = run("--prefix", prefix, "inspect", price.key(1), url=redis_url)
+        assert "then stale until the ttl" in human.stdout
+        cache.clear()
