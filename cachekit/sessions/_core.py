@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["StoreCore"]
 
-logger = logging.getLogger("cachekit.sessions")
+logger = logging.getLogger(__name__)
 
 # In-process sessions: every read-modify-write of one process's memory sessions is made
 # under this lock (microseconds, no I/O inside), so concurrent saves of one session from
