@@ -113,6 +113,10 @@ def encode_value(name: object, value: Any) -> bytes:
     if not isinstance(name, str):
         raise InvalidArgumentError(f"session keys must be strings, not {type(name).__qualname__}")
     try:
+        name.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(f"session key {name!r} is not valid Unicode") from exc
+    try:
         return orjson.dumps(value)
     except TypeError as exc:
         raise InvalidArgumentError(
@@ -365,13 +369,18 @@ if ttl <= 0 then
   redis.call('DEL', key)
   return 0
 end
-local i = 7
-for _ = 1, tonumber(ARGV[6]) do
-  redis.call('HSET', key, ARGV[i], ARGV[i + 1])
-  i = i + 2
+-- one HSET of the changed fields and the activity time (in slices: unpack() is bounded)
+local fields = {'#l', ARGV[1]}
+local last = 6 + 2 * tonumber(ARGV[6])
+for i = 7, last do
+  fields[#fields + 1] = ARGV[i]
+  if #fields >= 2000 then
+    redis.call('HSET', key, unpack(fields))
+    fields = {}
+  end
 end
-for j = i, #ARGV do redis.call('HDEL', key, ARGV[j]) end
-redis.call('HSET', key, '#l', ARGV[1])
+if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
+for j = last + 1, #ARGV do redis.call('HDEL', key, ARGV[j]) end
 redis.call('PEXPIRE', key, math.max(1, math.floor(ttl * 1000)))
 return 1
 """

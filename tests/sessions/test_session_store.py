@@ -9,11 +9,25 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cachekit import BackendError, Cache, ConfigurationError, InvalidArgumentError
 from cachekit.sessions import AsyncSessionStore, Session, SessionStore, is_session_id
 from cachekit.testing.servers import RedisServer
 from tests.conftest import unique_prefix
+
+# JSON values (orjson: 64-bit integers, finite floats, text without lone surrogates)
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=10)
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=10,
+)
 
 
 class Clock:
@@ -355,3 +369,43 @@ def test_saving_twice_writes_only_later_changes(cache: Cache, clock: Clock) -> N
     assert session.id == new != sid and store.load(new) == {"a": 1, "b": 2}
     session.clear()
     assert store.save(session).clear_cookie and session.is_new and store.load(new).is_new
+
+
+def test_many_fields_and_odd_names(cache: Cache, clock: Clock) -> None:
+    store = store_of(cache, clock)
+    session = store.load(None)
+    names = ["#c", "#l", "#g", "=x", "", "é", "a b", "\x00"] + [f"k{n}" for n in range(3000)]
+    for n, name in enumerate(names):
+        session[name] = n
+    sid = store.save(session).set_id
+    loaded = store.load(sid)
+    assert dict(loaded) == {name: n for n, name in enumerate(names)}
+    for name in names[:1500]:
+        del loaded[name]
+    loaded["new"] = True
+    assert store.save(loaded).written
+    assert dict(store.load(sid)) == {
+        "new": True,
+        **{n: i for i, n in enumerate(names) if i >= 1500},
+    }
+    with pytest.raises(InvalidArgumentError):
+        session["\ud800"] = 1
+    with pytest.raises(InvalidArgumentError):
+        session[1] = 1  # type: ignore[index]
+    with pytest.raises(InvalidArgumentError):
+        session["s"] = "\ud800"
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(values=st.dictionaries(_TEXT, JSON, max_size=6))
+def test_values_round_trip_exactly(cache: Cache, clock: Clock, values: dict[str, Any]) -> None:
+    store = store_of(cache, clock)
+    session = store.load(None)
+    session.update(values)
+    outcome = store.save(session)
+    if not values:
+        assert outcome.set_id is None
+        return
+    assert dict(store.load(outcome.set_id)) == values
