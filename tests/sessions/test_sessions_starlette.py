@@ -246,3 +246,44 @@ def test_redis_down_serves_an_empty_session_and_keeps_the_cookie(
 
     asyncio.run(main())
     cache.close()
+
+
+def test_two_users_never_see_each_other(cache: Cache) -> None:
+    async def main() -> None:
+        app = make_app(cache)
+        async with client_for(app) as alice, client_for(app) as bob:
+
+            async def act(client: httpx.AsyncClient, who: str) -> None:
+                await client.post(f"/set/user/{who}")
+                for n in range(20):
+                    await client.post(f"/set/n{n}/{who}")
+                    assert set((await client.get("/show")).json().values()) == {who}
+
+            await asyncio.gather(act(alice, "alice"), act(bob, "bob"))
+            assert alice.cookies["session"] != bob.cookies["session"]
+
+    asyncio.run(main())
+
+
+def test_frozen_redis_answers_within_the_timeout(private_redis: RedisServer) -> None:
+    import time
+
+    cache = Cache(private_redis.url, prefix=unique_prefix(), timeout=0.3)
+
+    async def main() -> None:
+        async with client_for(make_app(cache)) as client:
+            await client.post("/set/a/1")
+            private_redis.freeze()
+            try:
+                start = time.monotonic()
+                response = await client.get("/show")
+                assert response.status_code == 200 and response.json() == {}
+                assert time.monotonic() - start < 2.0
+                again = time.monotonic()  # the circuit is open: no wait at all
+                assert (await client.get("/show")).json() == {}
+                assert time.monotonic() - again < 0.2
+            finally:
+                private_redis.thaw()
+
+    asyncio.run(main())
+    cache.close()
