@@ -362,8 +362,8 @@ def test_cluster_primary_frozen_costs_one_timeout_then_hits(cluster: ClusterServ
         rest = time.monotonic() - start
     finally:
         frozen.thaw()
-    assert first < 3.0, first  # one timeout (0.3 s) and a retry, not one per key
-    assert rest < 3.0, rest
+    assert first < 6.0, first  # a timeout (0.3 s) or two, not one per key (9 s)
+    assert rest < 6.0, rest
     _eventually(lambda: cache.get_many(keys) == {k: k for k in keys}, "hits after the thaw")
     cache.close()
 
