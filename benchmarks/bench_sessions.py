@@ -142,7 +142,7 @@ def _count(server: RedisProcess, contender: Contender) -> None:
     contender.commands = server.commands_since(before) / N_COUNT
     scripts = (server.command_calls().get("evalsha", 0) - before.get("evalsha", 0)) / N_COUNT
     if scripts:
-        contender.note = f"{scripts:g} EVALSHA round trips, the rest run inside them"
+        contender.note = f"round trips (EVALSHA): {scripts:g}, the other commands run inside"
 
 
 async def _drop(message: dict[str, Any]) -> None:
