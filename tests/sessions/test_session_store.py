@@ -409,3 +409,42 @@ def test_values_round_trip_exactly(cache: Cache, clock: Clock, values: dict[str,
         assert outcome.set_id is None
         return
     assert dict(store.load(outcome.set_id)) == values
+
+
+def test_round_trips_per_request(private_redis: RedisServer, clock: Clock) -> None:
+    import redis
+
+    admin = redis.Redis(host="127.0.0.1", port=private_redis.port)
+    cache = Cache(private_redis.url, prefix=unique_prefix())
+    store = SessionStore(cache, clock=clock, idle_timeout=100, absolute_timeout=1000)
+
+    def calls() -> dict[str, int]:
+        stats = admin.info("commandstats")
+        return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+    def sent(action: Any) -> dict[str, int]:
+        before = calls()
+        action()
+        after = calls()
+        ours = {k: after[k] - before.get(k, 0) for k in after if not k.startswith("info")}
+        return {k: v for k, v in ours.items() if v}
+
+    sid = new_session(store, a=1)
+    session = store.load(sid)
+    assert sent(lambda: store.load(None)) == {}  # no cookie: nothing asked
+    assert sent(lambda: store.load("x")) == {}  # malformed: nothing asked
+    assert sent(lambda: store.save(session)) == {}  # unchanged: nothing written
+    loaded = sent(lambda: store.load(sid))
+    assert loaded == {"evalsha": 1, "hgetall": 1}  # one round trip, no write (touch_after)
+    session["b"] = 2
+    saved = sent(lambda: store.save(session))
+    assert saved["evalsha"] == 1 and "hset" in saved and "hgetall" not in saved
+    session.regenerate()
+    first = sent(lambda: store.save(session))  # the server learns DELETE_SCRIPT: sent again
+    assert first["evalsha"] == 4 and "script|load" in first
+    session.regenerate()
+    regenerated = sent(lambda: store.save(session))
+    assert regenerated["evalsha"] == 2  # one pipeline: delete the old, create the new
+    assert "script|load" not in regenerated
+    cache.close()
+    admin.close()
