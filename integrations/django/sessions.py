@@ -16,7 +16,8 @@ Settings: ``CACHEKIT_SESSION_IDLE_TIMEOUT`` (default ``SESSION_COOKIE_AGE``) and
 expiry the smaller remaining; ``CACHEKIT_SESSION_TOUCH_AFTER``. Values must be JSON (as
 with Django's default ``JSONSerializer``). The cookie is Django's: set
 ``SESSION_COOKIE_SECURE = True`` in production (``HttpOnly`` and ``SameSite=Lax`` are
-Django's defaults).
+Django's defaults). ``set_expiry()`` changes the cookie's lifetime only: the server-side
+timeouts are the two settings above, for every session.
 """
 
 from __future__ import annotations
