@@ -306,11 +306,9 @@ class CachekitCache(BaseCache):  # type: ignore[misc]  # django ships no type hi
         self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
         """Store several entries in one round trip; the keys that failed (all or none)."""
-        if not data:
-            return []
         items, ttl = self._many(data, timeout, version)
         with _encodable():
-            stored = self._cache.set_many(items, ttl)
+            stored = not items or self._cache.set_many(items, ttl)
         return [] if stored or ttl == 0 else list(data)
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
@@ -385,11 +383,9 @@ class CachekitCache(BaseCache):  # type: ignore[misc]  # django ships no type hi
     async def aset_many(
         self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
-        if not data:
-            return []
         items, ttl = self._many(data, timeout, version)
         with _encodable():
-            stored = await self._cache.aset_many(items, ttl)
+            stored = not items or await self._cache.aset_many(items, ttl)
         return [] if stored or ttl == 0 else list(data)
 
     async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
