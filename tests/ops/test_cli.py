@@ -390,7 +390,7 @@ def test_cluster_keys_and_purge_scan_every_primary(redis_cluster: Any) -> None:
         other.set_many({f"item:{i}": i for i in range(10)})
         listed = run_json("--prefix", prefix, "keys", "item:*", url=url)
         assert sorted(listed["keys"]) == sorted(f"item:{i}" for i in range(60))
-        stats = run_json("--prefix", prefix, "stats", url=url)
+        stats = run_json("--prefix", prefix, "stats", "--scan-limit", "100000000", url=url)
         assert [n["keys"] for n in stats["namespaces"] if n["this_cache"]] == [61]
         done = run_json("--prefix", prefix, "purge", "--pattern", "item:*", url=url)
         assert done["deleted"] == 60
