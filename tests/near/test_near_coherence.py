@@ -376,6 +376,13 @@ def test_link_cut_flushes_and_writes_meanwhile_are_seen(
     link = layer_of(a).link
     connects = link.connects
     assert _kill_link(server.url) == 1
+    # The promise is max_stale: until a's link thread has seen the drop, a may still
+    # serve its L1 (a loaded machine can keep that thread from running for a while).
+    # Once the drop is seen, the L1 is flushed and stops serving.
+    deadline = time.monotonic() + 5.0
+    while link.connected and link.connects == connects:
+        assert time.monotonic() < deadline, "the link never noticed it was killed"
+        time.sleep(0.001)
     b.set("k", 2)  # while a's link is gone: this invalidation never reaches a
     assert a.get("k") == 2  # the L1 was flushed when the link dropped, or is not served
     caught_up(a)  # reconnected (and flushed again) by now
