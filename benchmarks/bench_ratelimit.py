@@ -17,6 +17,18 @@ one; a refusal costs the same script). Sections:
 - ``asgi``: a Starlette app called directly (no HTTP server, no client) without a limit,
   with a handler awaiting one raw EVALSHA of the same script, and with
   ``RateLimitMiddleware`` on Redis: what the middleware adds per request.
+- ``flask``: one view of a Flask app called as a WSGI app (a prepared environ, no HTTP
+  server, no client): unlimited, under cachekit's ``fcache.rate_limit`` (gcra, fixed), and
+  under Flask-Limiter's ``@limiter.limit`` on its Redis storage (moving window, fixed
+  window, sliding-window counter), all on the same redis-server. Each contender is its
+  own app with its extension's defaults (Flask-Limiter sends no headers unless told;
+  cachekit sends the IETF ``RateLimit`` headers).
+- ``fastapi``: one FastAPI route called as an ASGI app (as ``asgi``): unlimited, behind
+  cachekit's ``RateLimitMiddleware`` and its ``Depends(RateLimit(...))``, and under
+  slowapi's ``@limiter.limit`` with its Redis storage (moving window, fixed window).
+
+Every framework contender is admitted on every request (the limit is never reached);
+requests/s is 1e9 / ns per request.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import itertools
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -47,8 +60,11 @@ from _util import (
 from cachekit import Cache
 from cachekit.ratelimit.rules import Rule
 
-SECTIONS = ("redis-sync", "redis-async", "memory", "asgi")
+SECTIONS = ("redis-sync", "redis-async", "memory", "asgi", "flask", "fastapi")
 RATE = "100000000/hour"  # never exhausted while the benchmark runs
+# a moving window keeps one list entry per hit, up to the limit: a smaller limit, and a new
+# identity every ROTATE requests, keep the list short and every request admitted
+MOVING_RATE, ROTATE = "100000/hour", 50_000
 TARGET = (
     "Target: a decision within 1.10x of one raw EVALSHA round trip of the same script, and "
     "at least the throughput of `limits`."
@@ -88,6 +104,70 @@ def _limits_contenders(url: str | None) -> list[Contender]:
     return rows
 
 
+SCOPE: dict[str, Any] = {
+    "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+    "scheme": "http", "path": "/", "raw_path": b"/", "query_string": b"", "root_path": "",
+    "headers": [(b"host", b"bench")], "client": ("127.0.0.1", 5000), "server": ("bench", 80),
+}  # fmt: skip
+
+
+def _asgi_caller(scope: dict[str, Any]) -> Any:
+    """``call(app)``: a ``run(n)`` awaiting ``app`` n times with a copy of ``scope`` (no
+    HTTP server, no client), on one event loop of its own."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    statuses: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    loop = asyncio.new_event_loop()
+
+    def call(app: Any) -> Any:
+        def run(n: int) -> int:
+            async def many() -> None:
+                for _ in range(n):
+                    await app(dict(scope), receive, send)
+
+            statuses.clear()
+            start = time.perf_counter_ns()
+            loop.run_until_complete(many())
+            elapsed = time.perf_counter_ns() - start
+            _all_admitted(statuses, n)
+            return elapsed
+
+        return run
+
+    return call
+
+
+def _all_admitted(statuses: list[int], n: int) -> None:
+    """Every request of a round got a 200: the admitted path is what was measured."""
+    if len(statuses) != n or any(s != 200 for s in statuses):
+        raise SystemExit(f"not every request was admitted: {sorted(set(statuses))}")
+
+
+def _rotating_key(prefix: str) -> Callable[..., str]:
+    """A key function (any arguments ignored) for a moving window: a new identity every
+    ROTATE calls, so its list never fills up to the limit."""
+    counter = itertools.count()
+
+    def key(*args: Any) -> str:
+        return f"{prefix}-{next(counter) // ROTATE}"
+
+    return key
+
+
+def _count_commands(server: RedisProcess, rows: list[Contender], n: int = 200) -> None:
+    for c in rows:  # Redis commands per request / decision, counted by the server
+        before = server.command_calls()
+        c.run(n)
+        c.commands = server.commands_since(before) / n
+
+
 def redis_sync(server: RedisProcess) -> list[Contender]:
     client = redis.Redis.from_url(server.url)
     cache = Cache(server.url, prefix=f"bench{time.time_ns()}")
@@ -112,10 +192,7 @@ def redis_sync(server: RedisProcess) -> list[Contender]:
             Contender(f"cachekit limiter.hit() {algorithm}", sync_loop(limiter.hit, "user:1"))
         )
     rows += _limits_contenders(server.url)
-    for c in rows:  # Redis commands per decision
-        before = server.command_calls()
-        c.run(200)
-        c.commands = server.commands_since(before) / 200
+    _count_commands(server, rows)
     return rows
 
 
@@ -174,37 +251,162 @@ def asgi(server: RedisProcess) -> list[Contender]:
     limited = Starlette(routes=[Route("/", hello)])
     cache = Cache(server.url, prefix=f"bench{time.time_ns()}")
     limited.add_middleware(RateLimitMiddleware, cache=cache, rate=RATE)
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": "/", "raw_path": b"/", "query_string": b"", "root_path": "",
-        "headers": [(b"host", b"bench")], "client": ("127.0.0.1", 5000), "server": ("bench", 80),
-    }  # fmt: skip
+    scope = SCOPE
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    loop = asyncio.new_event_loop()
-
-    def call(app: Any) -> Any:
-        def run(n: int) -> int:
-            async def many() -> None:
-                for _ in range(n):
-                    await app(dict(scope), receive, send)
-
-            start = time.perf_counter_ns()
-            loop.run_until_complete(many())
-            return time.perf_counter_ns() - start
-
-        return run
+    call = _asgi_caller(scope)
 
     return [
         Contender("Starlette app, no limit", call(plain), floor=True),
         Contender("the handler awaits one raw EVALSHA of the GCRA script", call(by_hand)),
         Contender("cachekit RateLimitMiddleware (Redis)", call(limited)),
     ]
+
+
+def _wsgi_caller() -> Any:
+    """``call(app)``: a ``run(n)`` calling a WSGI app n times with a copy of one prepared
+    GET environ (a fresh empty body each), reading and closing every response."""
+    from io import BytesIO
+
+    from werkzeug.test import EnvironBuilder
+
+    base = EnvironBuilder(path="/", environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_environ()
+    statuses: list[int] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        statuses.append(int(status[:3]))
+        return None
+
+    def call(app: Any) -> Any:
+        def run(n: int) -> int:
+            statuses.clear()
+            start = time.perf_counter_ns()
+            for _ in itertools.repeat(None, n):
+                environ = dict(base)
+                environ["wsgi.input"] = BytesIO()
+                body = app(environ, start_response)
+                try:
+                    for _chunk in body:
+                        pass
+                finally:
+                    close = getattr(body, "close", None)
+                    if close is not None:
+                        close()
+            elapsed = time.perf_counter_ns() - start
+            _all_admitted(statuses, n)
+            return elapsed
+
+        return run
+
+    return call
+
+
+def flask(server: RedisProcess) -> list[Contender]:
+    from cachekit.integrations.flask import FlaskCache
+    from flask import Flask
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
+    def make(limit: Callable[[Flask], Callable[[Any], Any]] | None = None) -> Flask:
+        """One app, its view decorated by ``limit(app)`` (the extension made on the app)."""
+        app = Flask(__name__)
+
+        def hello() -> str:
+            return "hello"
+
+        app.add_url_rule("/", "hello", limit(app)(hello) if limit else hello)
+        return app
+
+    def cachekit(algorithm: str) -> Callable[[Flask], Callable[[Any], Any]]:
+        def limit(app: Flask) -> Callable[[Any], Any]:
+            fcache = FlaskCache(app, cache=Cache(server.url, prefix=f"bench{time.time_ns()}"))
+            return fcache.rate_limit(RATE, algorithm=algorithm)
+
+        return limit
+
+    def flask_limiter(strategy: str) -> Callable[[Flask], Callable[[Any], Any]]:
+        moving = strategy == "moving-window"
+
+        def limit(app: Flask) -> Callable[[Any], Any]:
+            limiter = Limiter(
+                _rotating_key("flask-limiter") if moving else get_remote_address,
+                app=app, storage_uri=server.url, strategy=strategy,
+                key_prefix=f"bench{time.time_ns()}",
+            )  # fmt: skip
+            return limiter.limit(MOVING_RATE if moving else RATE)
+
+        return limit
+
+    call = _wsgi_caller()
+    rows = [Contender("Flask view, no limit", call(make()), floor=True)]
+    for algorithm in ("gcra", "fixed"):
+        rows.append(
+            Contender(f"cachekit fcache.rate_limit {algorithm}", call(make(cachekit(algorithm))))
+        )
+    for strategy in ("moving-window", "fixed-window", "sliding-window-counter"):
+        label = strategy.replace("-", " ")
+        rows.append(Contender(f"Flask-Limiter {label}", call(make(flask_limiter(strategy)))))
+    _count_commands(server, rows)
+    return rows
+
+
+def fastapi(server: RedisProcess) -> list[Contender]:
+    from cachekit.integrations.starlette import RateLimit, RateLimitMiddleware
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.responses import PlainTextResponse
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+    from slowapi.util import get_remote_address
+
+    def cache() -> Cache:
+        return Cache(server.url, prefix=f"bench{time.time_ns()}")
+
+    def make(endpoint: Any = None, **route: Any) -> FastAPI:
+        app = FastAPI()
+
+        async def hello(request: Request) -> PlainTextResponse:
+            return PlainTextResponse("hello")
+
+        # resolved here: this module's annotations are strings, and Request is a local name
+        hello.__annotations__ = {"request": Request, "return": PlainTextResponse}
+
+        app.add_api_route("/", (endpoint or (lambda f: f))(hello), methods=["GET"], **route)
+        return app
+
+    call = _asgi_caller(SCOPE)
+    middleware = make()
+    middleware.add_middleware(RateLimitMiddleware, cache=cache(), rate=RATE)
+    rows = [
+        Contender("FastAPI route, no limit", call(make()), floor=True),
+        Contender("cachekit RateLimitMiddleware gcra", call(middleware)),
+        Contender(
+            "cachekit Depends(RateLimit(...)) gcra",
+            call(make(dependencies=[Depends(RateLimit(cache(), RATE))])),
+        ),
+    ]
+    for strategy in ("moving-window", "fixed-window"):
+        moving = strategy == "moving-window"
+        limiter = Limiter(
+            _rotating_key("slowapi") if moving else get_remote_address,
+            storage_uri=server.url, strategy=strategy, key_prefix=f"bench{time.time_ns()}",
+        )  # fmt: skip
+        app = make(limiter.limit(MOVING_RATE if moving else RATE))
+        app.state.limiter = limiter
+        app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+        rows.append(Contender(f"slowapi {strategy.replace('-', ' ')}", call(app)))
+    _count_commands(server, rows)
+    return rows
+
+
+def framework_table(title: str, contenders: list[Contender]) -> str:
+    """:func:`table` plus requests/s (from the median) and each limited contender's
+    throughput as a share of the unlimited one's (paired by round)."""
+    text = table(title, contenders, with_commands=True)
+    floor = next(c for c in contenders if c.floor)
+    lines = ["", "| contender | requests/s | share of the unlimited one's |", "|---|---:|---:|"]
+    for c in contenders:
+        name = f"**{c.name}**" if c.name.startswith("cachekit") else c.name
+        lines.append(f"| {name} | {1e9 / c.median:,.0f} | {1 / c.ratio(floor):.0%} |")
+    return text + "\n" + "\n".join(lines)
 
 
 def main() -> None:
@@ -246,6 +448,14 @@ def main() -> None:
             cs = asgi(server)
             measure(cs, args.rounds, args.target)
             print(table("Starlette, one request through the ASGI app", cs) + "\n", flush=True)
+        if "flask" in only:
+            cs = flask(server)
+            measure(cs, args.rounds, args.target)
+            print(framework_table("Flask, one request through the WSGI app", cs) + "\n")
+        if "fastapi" in only:
+            cs = fastapi(server)
+            measure(cs, args.rounds, args.target)
+            print(framework_table("FastAPI, one request through the ASGI app", cs) + "\n")
 
 
 if __name__ == "__main__":
