@@ -73,6 +73,6 @@ def attach(cache: Any, spec: Any) -> Hub:
 
 def hub_of(cache: Any) -> Hub | None:
     """The events hub of a cache built with ``metrics=``, or None: the hook a feature
-    emitting per-call events uses (``hub.ratelimit(limiter, allowed)``)."""
+    emitting per-call events uses (``hub.ratelimit(limiter, allowed, fallback)``)."""
     hub: Hub | None = cache.__dict__.get("_metrics_hub")
     return hub

@@ -9,16 +9,18 @@ Two halves, so that the hot paths pay (almost) nothing for metrics:
   observable instruments), so a hit served from memory costs no metrics code at all.
 - **Events** (push), for what needs one datum per call: a backend operation's duration,
   a rate-limit decision. The core emits each once, through the cache's :class:`Hub`, to
-  the listeners (the exporters). With no listener there is no hub and no wrapper.
+  the listeners (the exporters). With no listener there is no hub and no wrapper (a rate
+  limiter of a cache without one checks one attribute per decision).
 
 A listener is any object with these methods (all optional: a missing one is not called)::
 
     on_operation(cache: str, layer: str, operation: str, seconds: float, error: str | None)
-    on_ratelimit(cache: str, limiter: str, allowed: bool)
+    on_ratelimit(cache: str, limiter: str, allowed: bool, fallback: bool)
 
 Labels stay bounded: ``cache`` is the cache's prefix, ``layer`` one of ``memory``,
 ``redis``, ``near``, ``operation`` a backend method name (:data:`TIMED`), ``error`` an
-exception class name. A key never appears in one.
+exception class name, ``limiter`` a rate limiter's name (never the identity it limits),
+its outcome one of :data:`OUTCOMES`. A key never appears in one.
 """
 
 from __future__ import annotations
@@ -30,7 +32,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["TIMED", "Hub", "Listener", "Reading", "add", "layer_of", "read", "timed_backend"]
+__all__ = [
+    "OUTCOMES",
+    "TIMED",
+    "Hub",
+    "Listener",
+    "Reading",
+    "add",
+    "layer_of",
+    "outcome",
+    "read",
+    "timed_backend",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +55,15 @@ TIMED = frozenset(
     }
 )  # fmt: skip
 
+#: a rate-limit decision's outcome: Redis (or the in-process backend) admitted or refused
+#: it, or it could not be asked and ``on_error`` decided (whether it admitted or not)
+OUTCOMES = ("allowed", "limited", "fallback")
+
+
+def outcome(allowed: bool, fallback: bool) -> str:
+    """The :data:`OUTCOMES` label of a decision."""
+    return "fallback" if fallback else "allowed" if allowed else "limited"
+
 
 class Listener:
     """The listener interface (documentation: any object with these methods will do)."""
@@ -51,8 +73,10 @@ class Listener:
     ) -> None:
         """A backend operation took ``seconds``; ``error`` is the exception's class name."""
 
-    def on_ratelimit(self, cache: str, limiter: str, allowed: bool) -> None:
-        """A rate limiter (see :mod:`cachekit.ratelimit`) decided."""
+    def on_ratelimit(self, cache: str, limiter: str, allowed: bool, fallback: bool) -> None:
+        """A rate limiter (see :mod:`cachekit.ratelimit`) took a hit: admitted or not;
+        ``fallback`` when the backend could not be asked and ``on_error`` decided
+        (:func:`outcome` makes the label). Peeks, which take nothing, are not reported."""
 
 
 class Hub:
@@ -77,6 +101,11 @@ class Hub:
         """Whether any listener wants operation durations."""
         return bool(self._operation)
 
+    @property
+    def decisions(self) -> bool:
+        """Whether any listener wants rate-limit decisions."""
+        return bool(self._ratelimit)
+
     def operation(self, operation: str, seconds: float, error: str | None) -> None:
         for listener in self._operation:
             try:
@@ -84,11 +113,12 @@ class Hub:
             except Exception as exc:  # a broken exporter never fails a cache call
                 _listener_failed(listener, exc)
 
-    def ratelimit(self, limiter: str, allowed: bool) -> None:
-        """The hook for rate limiters: one call per decision."""
+    def ratelimit(self, limiter: str, allowed: bool, fallback: bool = False) -> None:
+        """The hook for rate limiters: one call per hit (``limiter`` is the limiter's name;
+        ``fallback``: ``on_error`` decided, the backend could not be asked)."""
         for listener in self._ratelimit:
             try:
-                listener(self.cache, limiter, allowed)
+                listener(self.cache, limiter, allowed, fallback)
             except Exception as exc:
                 _listener_failed(listener, exc)
 

@@ -17,6 +17,7 @@ and ``error.type``). Every instrument carries ``cachekit.cache`` (the cache's pr
     cachekit.breaker.pending_invalidations (gauge)
     cachekit.write_behind.queue.depth (gauge), .retries, .dead_letters   cachekit.queue
     cachekit.ratelimit.decisions        {decision}  cachekit.ratelimit.limiter, .outcome
+                                        (outcome: allowed, limited, fallback)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import missing_extra
-from .events import Reading, add, read
+from .events import Reading, add, outcome, read
 
 try:
     from opentelemetry import metrics as otel_metrics
@@ -116,6 +117,7 @@ class OtelExporter:
             "cachekit.ratelimit.decisions", unit="{decision}", description="Rate limit decisions"
         )
         self._attributes: dict[tuple[str, str, str, str | None], dict[str, Any]] = {}
+        self._decided: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def watch(self, cache: Any) -> None:
         with self._lock:
@@ -153,15 +155,19 @@ class OtelExporter:
             self._attributes[labels] = attributes
         self._duration.record(seconds, attributes)
 
-    def on_ratelimit(self, cache: str, limiter: str, allowed: bool) -> None:
-        self._decisions.add(
-            1,
-            {
-                "cachekit.cache": cache,
-                "cachekit.ratelimit.limiter": limiter,
-                "cachekit.ratelimit.outcome": "allowed" if allowed else "limited",
-            },
-        )
+    def on_ratelimit(self, cache: str, limiter: str, allowed: bool, fallback: bool) -> None:
+        labels = (cache, limiter, outcome(allowed, fallback))
+        attributes = self._decided.get(labels)
+        if attributes is None:
+            attributes = self._decided.setdefault(
+                labels,
+                {
+                    "cachekit.cache": cache,
+                    "cachekit.ratelimit.limiter": limiter,
+                    "cachekit.ratelimit.outcome": labels[2],
+                },
+            )
+        self._decisions.add(1, attributes)
 
 
 _exporters: dict[int, tuple[Any, OtelExporter]] = {}

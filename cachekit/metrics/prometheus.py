@@ -18,7 +18,8 @@ the hit path); one histogram takes the remote backend's operation durations. Ser
     cachekit_write_behind_retries_total{cache,queue}
     cachekit_write_behind_dead_letters_total{cache,queue}
     cachekit_operation_duration_seconds{cache,layer,operation}   histogram (remote backends)
-    cachekit_ratelimit_decisions_total{cache,limiter,outcome}    outcome: allowed, limited
+    cachekit_ratelimit_decisions_total{cache,limiter,outcome}    outcome: allowed, limited,
+                                                      fallback (on_error decided: Redis down)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 from . import missing_extra
-from .events import Reading, add, read
+from .events import Reading, add, outcome, read
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -87,6 +88,7 @@ class PrometheusExporter:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, str], Any] = {}
+        self._decided: dict[tuple[str, str, str], Any] = {}
         self.registry.register(_CacheCollector(self))
 
     def watch(self, cache: Any) -> None:
@@ -107,8 +109,12 @@ class PrometheusExporter:
             child = self._children.setdefault(labels, self._duration.labels(*labels))
         child.observe(seconds)
 
-    def on_ratelimit(self, cache: str, limiter: str, allowed: bool) -> None:
-        self._ratelimit.labels(cache, limiter, "allowed" if allowed else "limited").inc()
+    def on_ratelimit(self, cache: str, limiter: str, allowed: bool, fallback: bool) -> None:
+        labels = (cache, limiter, outcome(allowed, fallback))
+        child = self._decided.get(labels)
+        if child is None:
+            child = self._decided.setdefault(labels, self._ratelimit.labels(*labels))
+        child.inc()
 
 
 class _CacheCollector(Collector):

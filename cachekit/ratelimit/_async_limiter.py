@@ -17,8 +17,9 @@ __all__ = ["AsyncRateLimiterOps"]
 class AsyncRateLimiterOps(LimiterCore):
     async def ahit(self, identity: Any, cost: int = 1) -> Decision:
         """Take ``cost`` units from ``identity``'s allowance if it has them (one round trip
-        on Redis); the decision either way."""
-        return await self._adecide(identity, cost, True)
+        on Redis); the decision either way (reported to the cache's metrics, if any)."""
+        decision = await self._adecide(identity, cost, True)
+        return decision if self._hub is None else self._report(decision)
 
     async def apeek(self, identity: Any, cost: int = 1) -> Decision:
         """Whether a hit of ``cost`` would be admitted now, taking nothing: ``remaining``

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..backends import base
 from ..core.keys import internal_head, normalize_key
 from ..exceptions import BackendError, ConfigurationError
+from ..metrics import Hub, hub_of
 from ._local import LocalBuckets, buckets_of
 from .rules import US, Decision, Rate, Rule
 
@@ -39,6 +40,10 @@ class LimiterCore:
     in-process limiter with the same rule (each process then limits on its own). With the
     circuit open no call waits on Redis; the first failure costs one socket timeout
     (``timeout``, 0.25 s by default) and opens the circuit.
+
+    With ``metrics=`` on the cache, each hit (not a peek) is reported once to the cache's
+    metrics hub: allowed, limited, or fallback (``on_error`` decided), labelled with the
+    limiter's name (never the identity). Without a listener a hit checks one attribute.
     """
 
     def __init__(
@@ -79,6 +84,14 @@ class LimiterCore:
                 "rate limits need an in-process backend or one offering scripts() (Redis)"
             )
         self._fallback = LocalBuckets() if on_error == "local" else None
+        hub = hub_of(cache)  # attached when the cache was made (metrics=)
+        self._hub: Hub | None = hub if hub is not None and hub.decisions else None
+
+    def _report(self, decision: Decision) -> Decision:
+        """Tell the metrics hub about a hit's decision (only called when there is one)."""
+        assert self._hub is not None
+        self._hub.ratelimit(self.name, decision.allowed, decision.fallback)
+        return decision
 
     @property
     def limit(self) -> int:

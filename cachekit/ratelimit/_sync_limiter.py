@@ -17,8 +17,9 @@ __all__ = ["RateLimiterOps"]
 class RateLimiterOps(LimiterCore):
     def hit(self, identity: Any, cost: int = 1) -> Decision:
         """Take ``cost`` units from ``identity``'s allowance if it has them (one round trip
-        on Redis); the decision either way."""
-        return self._decide(identity, cost, True)
+        on Redis); the decision either way (reported to the cache's metrics, if any)."""
+        decision = self._decide(identity, cost, True)
+        return decision if self._hub is None else self._report(decision)
 
     def peek(self, identity: Any, cost: int = 1) -> Decision:
         """Whether a hit of ``cost`` would be admitted now, taking nothing: ``remaining``
