@@ -25,7 +25,12 @@ one; a refusal costs the same script). Sections:
   cachekit sends the IETF ``RateLimit`` headers).
 - ``fastapi``: one FastAPI route called as an ASGI app (as ``asgi``): unlimited, behind
   cachekit's ``RateLimitMiddleware`` and its ``Depends(RateLimit(...))``, and under
-  slowapi's ``@limiter.limit`` with its Redis storage (moving window, fixed window).
+  slowapi's ``@limiter.limit`` with its Redis storage (moving window, fixed window);
+  beside them a route awaiting one raw EVALSHA on redis-py asyncio (what an async round
+  trip costs: slowapi's storage is redis-py sync, which blocks the event loop while it
+  waits).
+- ``fastapi-concurrent``: the same, CONCURRENCY requests in flight at once, as a server
+  under load runs them on its one loop.
 
 Every framework contender is admitted on every request (the limit is never reached);
 requests/s is 1e9 / ns per request.
@@ -60,7 +65,8 @@ from _util import (
 from cachekit import Cache
 from cachekit.ratelimit.rules import Rule
 
-SECTIONS = ("redis-sync", "redis-async", "memory", "asgi", "flask", "fastapi")
+SECTIONS = ("redis-sync", "redis-async", "memory", "asgi", "flask", "fastapi", "fastapi-concurrent")
+CONCURRENCY = 10  # requests in flight at once in the fastapi-concurrent section
 RATE = "100000000/hour"  # never exhausted while the benchmark runs
 # a moving window keeps one list entry per hit, up to the limit: a smaller limit, and a new
 # identity every ROTATE requests, keep the list short and every request admitted
@@ -111,9 +117,11 @@ SCOPE: dict[str, Any] = {
 }  # fmt: skip
 
 
-def _asgi_caller(scope: dict[str, Any]) -> Any:
+def _asgi_caller(scope: dict[str, Any], concurrency: int = 1) -> Any:
     """``call(app)``: a ``run(n)`` awaiting ``app`` n times with a copy of ``scope`` (no
-    HTTP server, no client), on one event loop of its own."""
+    HTTP server, no client), on one event loop of its own; with ``concurrency`` > 1, in
+    batches of that many requests in flight at once (``asyncio.gather``), as an ASGI
+    server interleaves concurrent requests on its loop."""
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -128,16 +136,25 @@ def _asgi_caller(scope: dict[str, Any]) -> Any:
 
     def call(app: Any) -> Any:
         def run(n: int) -> int:
+            batches = -(-n // concurrency)
+
             async def many() -> None:
-                for _ in range(n):
-                    await app(dict(scope), receive, send)
+                if concurrency == 1:
+                    for _ in range(n):
+                        await app(dict(scope), receive, send)
+                    return
+                for _ in range(batches):
+                    await asyncio.gather(
+                        *(app(dict(scope), receive, send) for _ in range(concurrency))
+                    )
 
             statuses.clear()
             start = time.perf_counter_ns()
             loop.run_until_complete(many())
             elapsed = time.perf_counter_ns() - start
-            _all_admitted(statuses, n)
-            return elapsed
+            done = n if concurrency == 1 else batches * concurrency
+            _all_admitted(statuses, done)
+            return elapsed * n // done  # the time of n requests
 
         return run
 
@@ -349,7 +366,7 @@ def flask(server: RedisProcess) -> list[Contender]:
     return rows
 
 
-def fastapi(server: RedisProcess) -> list[Contender]:
+def fastapi(server: RedisProcess, concurrency: int = 1) -> list[Contender]:
     from cachekit.integrations.starlette import RateLimit, RateLimitMiddleware
     from fastapi import Depends, FastAPI, Request
     from fastapi.responses import PlainTextResponse
@@ -372,11 +389,25 @@ def fastapi(server: RedisProcess) -> list[Contender]:
         app.add_api_route("/", (endpoint or (lambda f: f))(hello), methods=["GET"], **route)
         return app
 
-    call = _asgi_caller(SCOPE)
+    client = redis.asyncio.Redis.from_url(server.url)
+    rule = Rule.make(RATE, None, "gcra")
+    sha = redis.Redis.from_url(server.url).script_load(rule.script())
+    args = rule.args(1, 1)
+
+    def by_hand(hello: Any) -> Any:  # the decision by hand: one raw round trip, then hello
+        async def raw_hello(request: Any) -> Any:
+            await client.evalsha(sha, 1, "bench-raw", *args)
+            return await hello(request)
+
+        raw_hello.__annotations__ = hello.__annotations__
+        return raw_hello
+
+    call = _asgi_caller(SCOPE, concurrency)
     middleware = make()
     middleware.add_middleware(RateLimitMiddleware, cache=cache(), rate=RATE)
     rows = [
         Contender("FastAPI route, no limit", call(make()), floor=True),
+        Contender("the route awaits one raw EVALSHA (redis-py asyncio)", call(make(by_hand))),
         Contender("cachekit RateLimitMiddleware gcra", call(middleware)),
         Contender(
             "cachekit Depends(RateLimit(...)) gcra",
@@ -456,6 +487,11 @@ def main() -> None:
             cs = fastapi(server)
             measure(cs, args.rounds, args.target)
             print(framework_table("FastAPI, one request through the ASGI app", cs) + "\n")
+        if "fastapi-concurrent" in only:
+            cs = fastapi(server, CONCURRENCY)
+            measure(cs, args.rounds, args.target)
+            title = f"FastAPI, {CONCURRENCY} requests in flight at once (asyncio.gather)"
+            print(framework_table(title, cs) + "\n")
 
 
 if __name__ == "__main__":
