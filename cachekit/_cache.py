@@ -342,6 +342,16 @@ class Cache(CacheOps, AsyncCacheOps, WriteStrategies):
         return MappingProxyType(self._options)
 
     @property
+    def client(self) -> Any:
+        """The sync redis-py client a Redis cache talks through (``redis.Redis``,
+        ``RedisCluster`` or the Sentinel's primary), for speaking Redis yourself; a
+        ``ConfigurationError`` for a backend without one (memory)."""
+        client = getattr(self._backend, "client", None)
+        if client is None:
+            raise ConfigurationError(f"{self._describe_backend()} has no Redis client")
+        return client()
+
+    @property
     def shared(self) -> bool:
         """Whether the entries live outside this process (a remote backend, seen by other
         processes: cross-process locks pay off) rather than in it (memory)."""

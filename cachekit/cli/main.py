@@ -194,7 +194,7 @@ class Target:
         self.count: int = args.count
         self.pause: float = args.pause
         try:
-            self.client = self.cache._backend.clients.get()  # a cluster asks for its slots
+            self.client = self.cache.client  # a cluster asks for its slots
             self.client.ping()
         except (redis.RedisError, RedisClusterException, OSError) as exc:  # refused, timed out,
             # no primary, not Redis at all

@@ -78,6 +78,9 @@ class NearBackend:
     def wakeups(self) -> Any:
         return self.inner.wakeups()
 
+    def client(self) -> Any:
+        return self.inner.client()
+
     def streams(self) -> Any:
         return self.inner.streams()
 

@@ -94,3 +94,23 @@ def test_reuse_after_aclose_keeps_one_connection(redis_server: RedisServer) -> N
     assert asyncio.run(scenario()) <= 2
     cache.close()
     probe.close()
+
+
+def test_cache_client_is_the_redis_client_it_talks_through(redis_server: RedisServer) -> None:
+    # Cache.client: the sync redis-py client, for tools that speak Redis themselves (the
+    # command line uses it instead of reaching into the backend)
+    with Cache(redis_server.url, prefix=unique_prefix()) as cache:
+        cache.set("k", 1)
+        client = cache.client
+        assert isinstance(client, redis.Redis)
+        assert client.exists(cache.make_key("k")) == 1
+    with Cache(redis_server.url, prefix=unique_prefix(), near=True) as near:
+        near.set("k", 2)
+        assert near.client.exists(near.make_key("k")) == 1  # through the near layer too
+
+
+def test_cache_client_refused_on_memory() -> None:
+    from cachekit import ConfigurationError
+
+    with Cache("memory://") as cache, pytest.raises(ConfigurationError, match="no Redis client"):
+        cache.client  # noqa: B018

@@ -66,6 +66,11 @@ class RedisBackend:
     def scan(self) -> RedisAccess:
         return self._access
 
+    def client(self) -> Any:
+        """The redis-py client underneath (standalone, cluster or the Sentinel's primary),
+        for tools that speak Redis themselves (the command line): ``Cache.client``."""
+        return self.clients.get()
+
     def get(self, key: str) -> Any:
         value = self.clients.get().get(key)
         return MISSING if value is None else value
