@@ -380,6 +380,7 @@ class CacheMiddleware(_Invalidation):
     def __init__(
         self,
         app: ASGIApp,
+        /,
         cache: Cache | None = None,
         ttl: float | None = 60.0,
         *,

@@ -70,6 +70,7 @@ class RateLimitMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         *,
         cache: Cache,
         rate: Any,

@@ -43,6 +43,7 @@ class SessionMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         cache: Cache,
         session_cookie: str = "session",
         max_age: int | None = None,
