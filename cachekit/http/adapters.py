@@ -70,8 +70,14 @@ def caching_headers_from(
     For adapters that store what the view returned (hits are handed back to the
     framework, whose hooks then run on them as on a miss) while what the hooks declared
     about caching (``private``, ``max-age``, a Vary) must rule the entry.
+
+    Under ``policy.vary_cookies`` a final ``Vary: Cookie`` the view lacks is left out: it
+    is the one every miss is sent with for caches downstream (`mark_miss`), and keying
+    the entry by the whole Cookie header would split it per analytics cookie.
     """
     final, view = list(final), list(view)
+    if policy.vary_cookies:
+        final = _without_vary(final, "cookie")
     tag = policy.tag_header.lower()
     replaced = {"cache-control", "expires", "pragma"}
     headers = [
@@ -89,3 +95,15 @@ def caching_headers_from(
         if items:
             headers.append((spelling, ", ".join(items.values())))
     return headers
+
+
+def _without_vary(headers: list[tuple[str, str]], name: str) -> list[tuple[str, str]]:
+    """`headers` with `name` (lower case) taken out of their Vary fields."""
+    kept = []
+    for header, value in headers:
+        if header.lower() == "vary":
+            value = ", ".join(i.strip() for i in value.split(",") if i.strip().lower() != name)
+            if not value:
+                continue
+        kept.append((header, value))
+    return kept

@@ -42,7 +42,13 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .cookies import _cookie_vary_names, _shared_with_cookies, cookie_globs, identifying_cookies
+from .cookies import (
+    _COOKIE_VARY,
+    _cookie_vary_names,
+    _shared_with_cookies,
+    cookie_globs,
+    identifying_cookies,
+)
 from .entries import CachedResponse, VaryMarker, load
 from .headers import (
     _delta_seconds,
@@ -467,16 +473,23 @@ def _not_modified(entry: CachedResponse, req: Request) -> bool:
 def serve(
     entry: CachedResponse, req: Request, now: float, cache_name: str = "cachekit"
 ) -> Response:
-    """The response to send from `entry`: Age and Cache-Status added, 304 or HEAD answered."""
+    """The response to send from `entry`: Age and Cache-Status added, 304 or HEAD answered.
+
+    An entry stored per `vary_cookies` value is sent with ``Vary: Cookie`` (merged into
+    its Vary, which keys it by those cookies only): a cache downstream (a CDN, a
+    browser) that does not know them must not hand one variant to every requester."""
     age = entry.age(now)
     status_value = f"{_sf_string_or_token(cache_name)}; hit; ttl={math.floor(entry.lifetime - age)}"
     added = (("Age", str(int(age))), ("Cache-Status", status_value))
+    headers = entry.headers
+    if any(name.startswith(_COOKIE_VARY) for name in entry.vary_names):
+        headers = tuple(add_vary(headers, ("Cookie",)))
     if _not_modified(entry, req):
         keep = _NOT_MODIFIED_KEEP if entry.etag else _NOT_MODIFIED_KEEP | {"last-modified"}
-        kept = tuple(pair for pair in entry.headers if pair[0].lower() in keep)
+        kept = tuple(pair for pair in headers if pair[0].lower() in keep)
         return Response(304, kept + added, b"")
     body = b"" if req.method.upper() == "HEAD" else entry.body
-    return Response(entry.status, entry.headers + added, body)
+    return Response(entry.status, headers + added, body)
 
 
 def mark_miss(
@@ -488,9 +501,12 @@ def mark_miss(
     etag: str | None = None,
 ) -> list[tuple[str, str]]:
     """Headers to send on a forwarded request: the tag header removed, `etag` added if
-    the response lacks one, and `Cache-Status: <name>; fwd=<fwd>[; stored]` appended."""
+    the response lacks one, ``Vary: Cookie`` added under `policy.vary_cookies` (see
+    `serve`), and `Cache-Status: <name>; fwd=<fwd>[; stored]` appended."""
     tag_header = policy.tag_header.lower()
     sent = [(name, value) for name, value in headers if name.lower() != tag_header]
+    if policy.vary_cookies:  # the page may depend on cookies: tell caches downstream
+        sent = add_vary(sent, ("Cookie",))
     if etag is not None and not any(name.lower() == "etag" for name, _ in sent):
         sent.append(("ETag", etag))
     value = f"{_sf_string_or_token(policy.cache_name)}; fwd={fwd}"
