@@ -18,9 +18,11 @@ A listener is any object with these methods (all optional: a missing one is not 
     on_ratelimit(cache: str, limiter: str, allowed: bool, fallback: bool)
 
 Labels stay bounded: ``cache`` is the cache's prefix, ``layer`` one of ``memory``,
-``redis``, ``near``, ``operation`` a backend method name (:data:`TIMED`), ``error`` an
-exception class name, ``limiter`` a rate limiter's name (never the identity it limits),
-its outcome one of :data:`OUTCOMES`. A key never appears in one.
+``redis``, ``near`` (a near cache's requests: ``near`` for the hits its in-process L1
+served, ``redis`` for the lookups that went to Redis behind it, :func:`requests_by_layer`),
+``operation`` a backend method name (:data:`TIMED`), ``error`` an exception class name,
+``limiter`` a rate limiter's name (never the identity it limits), its outcome one of
+:data:`OUTCOMES`. A key never appears in one.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "Reading",
     "add",
     "layer_of",
+    "requests_by_layer",
     "outcome",
     "read",
     "timed_backend",
@@ -152,6 +155,9 @@ class Reading:
     breaker_opened: int = 0  # transitions to open
     breaker_closed: int = 0  # transitions back to closed
     pending_invalidations: int = 0
+    # a near cache: the hits its L1 served, per near layer (with_options copies share one:
+    # counted once when their readings are added)
+    near_hits: dict[int, int] = field(default_factory=dict)
     evictions: dict[str, int] = field(default_factory=dict)  # per layer
     entries: dict[str, int] = field(default_factory=dict)  # per layer
     queue_depth: dict[str, int] = field(default_factory=dict)  # per write-behind queue
@@ -160,9 +166,28 @@ class Reading:
 
 
 def layer_of(cache: Any) -> str:
-    if cache._options.get("near") is not None:
-        return "near"
-    return "memory" if cache._is_local else "redis"
+    if cache._is_local:  # memory:// with near=...: it is the near tier itself, no layer added
+        return "memory"
+    return "near" if cache._options.get("near") is not None else "redis"
+
+
+def requests_by_layer(reading: Reading) -> list[tuple[str, str, int]]:
+    """``(layer, result, count)`` of the lookups of ``reading``: a near cache's L1 hits as
+    ``near`` hits, the rest (what went to Redis behind it: hits, misses, stale values,
+    errors, calls the open circuit skipped) as ``redis``; other caches under their layer.
+    L1 servings the core does not count as hits (a corrupt entry, a counter's mark) are
+    left out of ``near``: it never exceeds the hits."""
+    hits, layer = reading.hits, reading.layer
+    rows = []
+    if layer == "near":
+        near = min(sum(reading.near_hits.values()), hits)
+        rows.append(("near", "hit", near))
+        hits, layer = hits - near, "redis"
+    rows += [
+        (layer, "hit", hits), (layer, "miss", reading.misses), (layer, "stale", reading.stale),
+        (layer, "error", reading.errors), (layer, "skipped", reading.skipped),
+    ]  # fmt: skip
+    return rows
 
 
 def read(cache: Any) -> Reading:
@@ -189,6 +214,9 @@ def read(cache: Any) -> Reading:
     if "evictions" in stats:
         reading.evictions["memory"] = stats["evictions"]
         reading.entries["memory"] = stats.get("entries", 0)
+    if "near_hits" in stats:
+        source = getattr(cache._backend_stats, "__self__", cache)
+        reading.near_hits[id(getattr(source, "layer", source))] = stats["near_hits"]
     if "near_evictions" in stats:
         reading.evictions["near"] = stats["near_evictions"]
         reading.entries["near"] = stats.get("near_entries", 0)
@@ -219,7 +247,10 @@ def add(readings: Iterable[Reading]) -> list[Reading]:
         for name in _PER_LABEL:
             mine: dict[str, int] = getattr(into, name)
             for label, value in getattr(reading, name).items():
-                mine[label] = mine.get(label, 0) + value
+                if name == "near_hits":  # one near layer's count, whichever copy read it
+                    mine[label] = value
+                else:
+                    mine[label] = mine.get(label, 0) + value
     return list(merged.values())
 
 

@@ -7,6 +7,8 @@ semantic conventions' histogram, seconds, with ``db.system.name``, ``db.operatio
 and ``error.type``). Every instrument carries ``cachekit.cache`` (the cache's prefix)::
 
     cachekit.requests                   {request}  cachekit.layer, cachekit.result
+                                        (a near cache: layer near for its L1 hits,
+                                        redis for the lookups that went to Redis)
     cachekit.sets                       {entry}    cachekit.layer
     cachekit.evictions                  {entry}    cachekit.layer
     cachekit.entries (gauge)            {entry}    cachekit.layer
@@ -28,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import missing_extra
-from .events import Reading, add, outcome, read
+from .events import Reading, add, outcome, read, requests_by_layer
 
 try:
     from opentelemetry import metrics as otel_metrics
@@ -44,11 +46,8 @@ _Pick = Callable[[Reading], Iterable[tuple[float, dict[str, Any]]]]
 
 
 def _requests(r: Reading) -> Iterable[tuple[float, dict[str, Any]]]:
-    for result, value in (
-        ("hit", r.hits), ("miss", r.misses), ("stale", r.stale), ("error", r.errors),
-        ("skipped", r.skipped),
-    ):  # fmt: skip
-        yield value, {"cachekit.layer": r.layer, "cachekit.result": result}
+    for layer, result, value in requests_by_layer(r):
+        yield value, {"cachekit.layer": layer, "cachekit.result": result}
 
 
 def _per(name: str, label: str) -> _Pick:

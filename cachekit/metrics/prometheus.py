@@ -6,6 +6,8 @@ the hit path); one histogram takes the remote backend's operation durations. Ser
 (``cache`` is the cache's prefix; caches sharing one are summed)::
 
     cachekit_requests_total{cache,layer,result}       result: hit, miss, stale, error, skipped
+                                                      (a near cache: layer="near" for its L1
+                                                      hits, "redis" for what went to Redis)
     cachekit_sets_total{cache,layer}
     cachekit_evictions_total{cache,layer}             memory and near layers
     cachekit_entries{cache,layer}
@@ -31,7 +33,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 from . import missing_extra
-from .events import Reading, add, outcome, read
+from .events import Reading, add, outcome, read, requests_by_layer
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -152,12 +154,14 @@ class _CacheCollector(Collector):
         dead = counter(
             "write_behind_dead_letters", "Writes moved to the dead letters", ["cache", "queue"]
         )
+        lookups: dict[tuple[str, str, str], int] = {}  # a near and a redis cache on one
+        for r in readings:  # prefix both count layer="redis": one series
+            for layer, result, value in requests_by_layer(r):
+                labels = (r.cache, layer, result)
+                lookups[labels] = lookups.get(labels, 0) + value
+        for labels, value in lookups.items():
+            requests.add_metric(list(labels), value)
         for r in readings:
-            for result, value in (
-                ("hit", r.hits), ("miss", r.misses), ("stale", r.stale),
-                ("error", r.errors), ("skipped", r.skipped),
-            ):  # fmt: skip
-                requests.add_metric([r.cache, r.layer, result], value)
             sets.add_metric([r.cache, r.layer], r.sets)
             for layer, value in r.evictions.items():
                 evictions.add_metric([r.cache, layer], value)

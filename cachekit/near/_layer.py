@@ -78,6 +78,7 @@ class NearLayer:
             "near_flushes": store.flushes,
             "near_invalidations": store.invalidations,
             "near_evictions": store.evictions,
+            "near_hits": store.hits,
         }
 
 

@@ -111,6 +111,7 @@ class NearStore:
         self.flushes = 0
         self.invalidations = 0
         self.evictions = 0
+        self.hits = 0  # lookups served from the L1 (read by metrics: requests by layer)
 
     # -- serving (lock-free) ------------------------------------------------------------
     def lookup(self, key: str) -> Any:
@@ -125,6 +126,7 @@ class NearStore:
             self._data.move_to_end(key)
         except KeyError:  # invalidated since the read: it was valid when read
             pass
+        self.hits += 1
         return entry[STORED]
 
     def reader(self, loads_meta: Callable[[Any, str], Any]) -> Callable[[str], Any]:
@@ -163,7 +165,10 @@ class NearStore:
                 now = clock()
                 if now >= entry[1] or now >= store.serve_until:
                     return missing
-                return decoded(entry[2], key)
+                value = decoded(entry[2], key)
+                if value is not missing:
+                    store.hits += 1
+                return value
 
             return read_decoding
 
@@ -184,6 +189,7 @@ class NearStore:
                 if value is missing:
                     return missing
                 entry[0] = value
+            store.hits += 1
             return value
 
         return read
