@@ -197,3 +197,22 @@ def test_otel_requests_by_layer(redis_server: RedisServer) -> None:
         cache.clear()
         cache.close()
         provider.shutdown()
+
+
+async def test_a_corrupt_entry_served_by_the_l1_is_an_error_not_a_near_hit(
+    exporter: PrometheusExporter, near_cache: Cache, redis_server: RedisServer
+) -> None:
+    import redis
+
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.set(near_cache._ns.key("bad"), b"\xff not an entry")
+    raw.close()
+    assert await near_cache.aget("bad") is None  # read from Redis, unreadable: kept in the L1
+    caught_up(near_cache)
+    for _ in range(3):
+        assert await near_cache.aget("bad") is None  # the L1 serves the bytes: corrupt again
+    stats = near_cache.stats()
+    assert stats["hits"] == 0 and stats["corrupt"] >= 1
+    counts = requests(exporter, near_cache.prefix)
+    assert counts[("near", "hit")] == 0 and counts[("redis", "hit")] == 0  # never negative
+    assert counts[("redis", "error")] == stats["corrupt"]
