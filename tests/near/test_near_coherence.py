@@ -184,7 +184,6 @@ def test_every_write_path_of_another_cache_invalidates(pair: tuple[Cache, Cache]
         lambda: b.expire("k", 100),
         lambda: b.delete_pattern("k*"),
         lambda: b.clear(),
-        lambda: redis.Redis.from_url(b.url).flushdb(),
     ]
     for write in writes:
         a.set("k", 1)
@@ -192,6 +191,18 @@ def test_every_write_path_of_another_cache_invalidates(pair: tuple[Cache, Cache]
         write()
         caught_up(a)
         assert not in_l1(a, "k"), write
+
+
+def test_flushdb_by_someone_else_flushes_the_l1(private_redis: RedisServer) -> None:
+    # FLUSHDB on a server of this test's own (the session's shared server is never flushed)
+    prefix = unique_prefix()
+    with Cache(private_redis.url, prefix=prefix, near=True) as a:
+        a.set("k", 1)
+        warm(a, "k")
+        redis.Redis.from_url(private_redis.url).flushdb()
+        caught_up(a)
+        assert not in_l1(a, "k")
+        assert a.get("k") is None
 
 
 def test_lua_scripts_and_tags_invalidate(pair: tuple[Cache, Cache]) -> None:
