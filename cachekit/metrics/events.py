@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -40,6 +42,7 @@ __all__ = [
     "Hub",
     "Listener",
     "Reading",
+    "WatchedCaches",
     "add",
     "layer_of",
     "requests_by_layer",
@@ -230,6 +233,24 @@ def read(cache: Any) -> Reading:
 
 _SUMMED = [f.name for f in fields(Reading) if f.type in ("int", int)]
 _PER_LABEL = [f.name for f in fields(Reading) if str(f.type).startswith("dict")]
+
+
+class WatchedCaches:
+    """The caches an exporter reports, held weakly (a dropped cache leaves the scrape);
+    exporters build on it and read :meth:`readings` at scrape time."""
+
+    def __init__(self) -> None:
+        self._caches: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def watch(self, cache: Any) -> None:
+        with self._lock:
+            self._caches.add(cache)
+
+    def readings(self) -> list[Reading]:
+        with self._lock:
+            caches = list(self._caches)
+        return add(read(cache) for cache in caches)
 
 
 def add(readings: Iterable[Reading]) -> list[Reading]:

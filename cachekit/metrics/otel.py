@@ -25,12 +25,11 @@ and ``error.type``). Every instrument carries ``cachekit.cache`` (the cache's pr
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import missing_extra
-from .events import Reading, add, outcome, read, requests_by_layer
+from .events import Reading, WatchedCaches, outcome, requests_by_layer
 
 try:
     from opentelemetry import metrics as otel_metrics
@@ -91,14 +90,13 @@ _OBSERVED: list[tuple[str, str, str, str, _Pick]] = [
 ]  # fmt: skip
 
 
-class OtelExporter:
+class OtelExporter(WatchedCaches):
     """Exports the caches that use it through ``meter`` (default: the global meter
     provider's ``cachekit`` meter). One per meter: :func:`exporter_for_meter`."""
 
     def __init__(self, meter: Meter | None = None) -> None:
         self.meter = otel_metrics.get_meter("cachekit") if meter is None else meter
-        self._caches: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        super().__init__()
         for kind, name, unit, description, pick in _OBSERVED:
             make = (
                 self.meter.create_observable_counter
@@ -117,15 +115,6 @@ class OtelExporter:
         )
         self._attributes: dict[tuple[str, str, str, str | None], dict[str, Any]] = {}
         self._decided: dict[tuple[str, str, str], dict[str, Any]] = {}
-
-    def watch(self, cache: Any) -> None:
-        with self._lock:
-            self._caches.add(cache)
-
-    def readings(self) -> list[Reading]:
-        with self._lock:
-            caches = list(self._caches)
-        return add(read(cache) for cache in caches)
 
     def _callback(self, pick: _Pick) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:

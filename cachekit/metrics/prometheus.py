@@ -33,7 +33,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 from . import missing_extra
-from .events import Reading, add, outcome, read, requests_by_layer
+from .events import WatchedCaches, outcome, requests_by_layer
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -54,7 +54,7 @@ _default_lock = threading.RLock()
 _MARK = "_cachekit_exporter"
 
 
-class PrometheusExporter:
+class PrometheusExporter(WatchedCaches):
     """Exports the caches that use it into ``registry`` (default: prometheus-client's
     global one). ``Cache(..., metrics=PrometheusExporter(registry=r))`` for a registry of
     your own; ``metrics="prometheus"`` shares one exporter on the global registry."""
@@ -74,8 +74,7 @@ class PrometheusExporter:
                     "global registry's"
                 )
             setattr(self.registry, _MARK, self)  # the registry keeps its exporter
-        self._caches: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        super().__init__()
         self._duration = Histogram(
             "cachekit_operation_duration_seconds",
             "Duration of cache backend operations",
@@ -92,15 +91,6 @@ class PrometheusExporter:
         self._children: dict[tuple[str, str, str], Any] = {}
         self._decided: dict[tuple[str, str, str], Any] = {}
         self.registry.register(_CacheCollector(self))
-
-    def watch(self, cache: Any) -> None:
-        with self._lock:
-            self._caches.add(cache)
-
-    def readings(self) -> list[Reading]:
-        with self._lock:
-            caches = list(self._caches)
-        return add(read(cache) for cache in caches)
 
     def on_operation(
         self, cache: str, layer: str, operation: str, seconds: float, error: str | None
