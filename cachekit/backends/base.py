@@ -31,6 +31,9 @@ and wires its features from the answers; no feature tests the backend's type.
   keeping the encoded forms (the near cache's L1, :mod:`cachekit.near`): it decodes an
   entry with the cache codec's ``loads_meta`` once and serves the value (a ``Boxed``
   with metadata) from then on; MISSING when the entry cannot be decoded.
+- ``tracking()`` -> the client provider a near cache listens on for invalidations
+  (Redis client tracking, :mod:`cachekit.near`); it raises ``ConfigurationError`` where a
+  near cache cannot listen (a cluster, for now).
 - Locks are part of the key/value contract (:meth:`Backend.lock`): every backend has one.
 
 Errors raised by capability objects are the client's own; the cache translates them at

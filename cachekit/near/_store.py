@@ -280,16 +280,13 @@ class NearStore:
 
 
 def check_near_backend(backend: Any) -> Any:
-    """The client provider a near layer listens with (the sync Redis backend's)."""
-    from ..backends.redis import RedisBackend
-
-    if type(backend).__name__ == "RedisClusterBackend":
-        # one tracking connection sees one node's keys: a cluster needs one per primary,
-        # followed across resharding and failover (not done yet)
-        raise ConfigurationError("near=... is not available on Redis Cluster yet")
-    if not isinstance(backend, RedisBackend):
+    """The client provider a near layer listens with: the sync backend's ``tracking()``
+    capability (see :mod:`cachekit.backends.base`), which may refuse (a cluster)."""
+    tracking = getattr(backend, "tracking", None)
+    if not callable(tracking):
         raise ConfigurationError(
-            "near=... needs a Redis backend (a URL redis://, rediss://, unix://, "
-            f"redis+sentinel:// or a redis-py client), not {type(backend).__qualname__}"
+            "near=... needs a backend that reports invalidations (tracking(): a Redis URL "
+            "redis://, rediss://, unix://, redis+sentinel:// or a redis-py client), not "
+            f"{type(backend).__qualname__}"
         )
-    return backend.clients
+    return tracking()

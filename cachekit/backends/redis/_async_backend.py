@@ -18,6 +18,7 @@ from typing import Any
 import redis.exceptions
 
 from ...core.sentinel import MISSING
+from ...exceptions import ConfigurationError
 from ..base import CommandBatch, script_sha
 from .clients import AsyncClientProvider, connection_kwargs, translate_error
 
@@ -70,6 +71,11 @@ class AsyncRedisBackend:
         """The redis-py client underneath (standalone, cluster or the Sentinel's primary),
         for tools that speak Redis themselves (the command line): ``Cache.client``."""
         return self.clients.get()
+
+    def tracking(self) -> AsyncClientProvider:
+        """Where a near cache listens for invalidations (``CLIENT TRACKING ... BCAST``):
+        this backend's client provider, one server seeing every key."""
+        return self.clients
 
     async def get(self, key: str) -> Any:
         value = await self.clients.get().get(key)
@@ -372,6 +378,11 @@ class AsyncRedisClusterBackend(AsyncRedisBackend):
     def __init__(self, clients: AsyncClientProvider) -> None:
         self.clients = clients
         self._access = AsyncRedisAccess(clients, cluster=True)
+
+    def tracking(self) -> AsyncClientProvider:
+        # one tracking connection sees one node's keys: a cluster needs one per primary,
+        # followed across resharding and failover (not done yet)
+        raise ConfigurationError("near=... is not available on Redis Cluster yet")
 
     async def get_many(self, keys: Sequence[str]) -> list[Any]:
         if not keys:

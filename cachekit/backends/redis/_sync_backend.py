@@ -18,6 +18,7 @@ from typing import Any
 import redis.exceptions
 
 from ...core.sentinel import MISSING
+from ...exceptions import ConfigurationError
 from ..base import CommandBatch, script_sha
 from .clients import SyncClientProvider, connection_kwargs, translate_error
 
@@ -70,6 +71,11 @@ class RedisBackend:
         """The redis-py client underneath (standalone, cluster or the Sentinel's primary),
         for tools that speak Redis themselves (the command line): ``Cache.client``."""
         return self.clients.get()
+
+    def tracking(self) -> SyncClientProvider:
+        """Where a near cache listens for invalidations (``CLIENT TRACKING ... BCAST``):
+        this backend's client provider, one server seeing every key."""
+        return self.clients
 
     def get(self, key: str) -> Any:
         value = self.clients.get().get(key)
@@ -372,6 +378,11 @@ class RedisClusterBackend(RedisBackend):
     def __init__(self, clients: SyncClientProvider) -> None:
         self.clients = clients
         self._access = RedisAccess(clients, cluster=True)
+
+    def tracking(self) -> SyncClientProvider:
+        # one tracking connection sees one node's keys: a cluster needs one per primary,
+        # followed across resharding and failover (not done yet)
+        raise ConfigurationError("near=... is not available on Redis Cluster yet")
 
     def get_many(self, keys: Sequence[str]) -> list[Any]:
         if not keys:
