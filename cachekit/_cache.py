@@ -144,6 +144,9 @@ class Cache(CacheOps, AsyncCacheOps, WriteStrategies):
         self._streams, self._astreams = caps.streams, caps.astreams
         self._scan, self._ascan = caps.scan, caps.ascan
         self._backend_stats = caps.stats
+        # an in-process store's per-backend feature state (rate limits, tag index): shared
+        # by every cache over the store
+        self._local_state = caps.local_state
         self._translate_error = backend.translate_error
         if backend is not None:
             self.__dict__["_backend"] = backend

@@ -34,6 +34,12 @@ and wires its features from the answers; no feature tests the backend's type.
 - ``tracking()`` -> the client provider a near cache listens on for invalidations
   (Redis client tracking, :mod:`cachekit.near`); it raises ``ConfigurationError`` where a
   near cache cannot listen (a cluster, for now).
+- ``local_state()`` -> :class:`LocalState`: where features keep their state of an
+  in-process store, per backend (the rate limiter's buckets, the tag index), so every cache
+  over one store shares it as processes share Redis. The memory backend offers one; a
+  third-party in-process backend returns one :class:`LocalState` it keeps (made once, the
+  same object every call). An in-process backend without it has no rate limits, sessions
+  or tags: they raise ``ConfigurationError`` naming this capability.
 - Locks are part of the key/value contract (:meth:`Backend.lock`): every backend has one.
 
 Errors raised by capability objects are the client's own; the cache translates them at
@@ -45,10 +51,11 @@ lower layer's control flow stays inside (e.g. Redis's ``NoScriptError`` is handl
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..exceptions import CacheKitError
 
@@ -61,6 +68,7 @@ __all__ = [
     "Backend",
     "CommandBatch",
     "Capabilities",
+    "LocalState",
     "Scan",
     "Scripts",
     "Streams",
@@ -117,6 +125,8 @@ class AsyncBackend(Protocol):
 
 
 # -- capabilities ------------------------------------------------------------------------
+
+_S = TypeVar("_S")
 
 
 @lru_cache(maxsize=64)
@@ -216,6 +226,28 @@ class AsyncScan(Protocol):
     async def scan(self, pattern: str) -> list[Any]: ...
 
 
+class LocalState:
+    """The features' state of one in-process store (``local_state()``): one object per
+    kind, made on first use and kept as long as the store. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kinds: dict[type[Any], Any] = {}
+
+    def get(self, kind: type[_S], make: Callable[[], _S] | None = None) -> _S:
+        """The store's one ``kind`` object, made by ``make()`` (default ``kind()``) the
+        first time it is asked for."""
+        found = self._kinds.get(kind)
+        if found is None:
+            with self._lock:  # two first callers: one object
+                found = self._kinds.get(kind)
+                if found is None:
+                    found = self._kinds[kind] = kind() if make is None else make()
+        if not isinstance(found, kind):
+            raise TypeError(f"local state of kind {kind.__qualname__} is a {type(found)}")
+        return found
+
+
 def _offered(backend: Any, name: str) -> Any:
     method = getattr(backend, name, None)
     return None if method is None else method()
@@ -239,6 +271,7 @@ class Capabilities:
     stats: Callable[[], dict[str, Any]] | None
     reader: Callable[[], Callable[[str], Any]] | None
     decoding_reader: Callable[[Callable[[Any, str], Any]], Callable[[str], Any]] | None = None
+    local_state: LocalState | None = None
 
 
 def capabilities_of(backend: Any, async_backend: Any) -> Capabilities:
@@ -258,4 +291,5 @@ def capabilities_of(backend: Any, async_backend: Any) -> Capabilities:
         stats=stats if callable(stats) else None,
         reader=reader if callable(reader) else None,
         decoding_reader=getattr(backend, "decoding_reader", None),
+        local_state=_offered(backend, "local_state"),
     )

@@ -64,7 +64,7 @@ def attach(cache: Any, spec: Any) -> Hub:
     hub.listen(exporter)
     exporter.watch(cache)
     cache.__dict__["_metrics_hub"] = hub
-    if hub.times and not cache._is_local:  # memory: nothing worth timing, nothing to pay
+    if hub.times and cache.shared:  # memory: nothing worth timing, nothing to pay
         for side in ("_backend", "_abackend"):
             if side in cache.__dict__:
                 cache.__dict__[side] = timed_backend(cache.__dict__[side], hub)

@@ -169,7 +169,7 @@ class Reading:
 
 
 def layer_of(cache: Any) -> str:
-    if cache._is_local:  # memory:// with near=...: it is the near tier itself, no layer added
+    if not cache.shared:  # memory:// with near=...: it is the near tier itself, no layer added
         return "memory"
     return "near" if cache._options.get("near") is not None else "redis"
 

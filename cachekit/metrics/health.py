@@ -92,7 +92,7 @@ def health(cache: Any, timeout: float = HEALTH_TIMEOUT) -> dict[str, Any]:
     if cache._breaker.open:
         _finish(report, True, 0.0, None)
         return report
-    if cache._is_local:  # in-process: nothing can hang
+    if not cache.shared:  # in-process: nothing can hang
         started = time.perf_counter()
         try:
             answered = cache._backend.ping()
@@ -123,7 +123,7 @@ async def _aping(backend: Any) -> tuple[Any, float]:
 
 async def ahealth(cache: Any, timeout: float = HEALTH_TIMEOUT) -> dict[str, Any]:
     report = _report(cache)
-    if cache._breaker.open or cache._is_local:
+    if cache._breaker.open or not cache.shared:
         return health(cache, timeout)  # no I/O to wait for
     loop = asyncio.get_running_loop()
     task: asyncio.Task[tuple[Any, float]] | None = cache.__dict__.get("_health_task")

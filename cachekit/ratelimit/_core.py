@@ -9,7 +9,7 @@ from ..backends import base
 from ..core.keys import internal_head, normalize_key
 from ..exceptions import BackendError, ConfigurationError
 from ..metrics import Hub, hub_of
-from ._local import LocalBuckets, buckets_of
+from ._local import LocalBuckets
 from .rules import US, Decision, Rate, Rule
 
 if TYPE_CHECKING:
@@ -76,12 +76,15 @@ class LimiterCore:
         self._script = self.rule.script()
         self._params = self.rule.args(1, 1)[2:]  # the script's ARGV after cost and record
         self._limit = self.rule.limit
-        self._buckets: LocalBuckets | None = buckets_of(cache._backend) if cache._is_local else None
+        # an in-process store: its buckets, shared by every cache over it (as Redis is)
+        local: base.LocalState | None = cache._local_state
+        self._buckets: LocalBuckets | None = None if local is None else local.get(LocalBuckets)
         self._scripts: base.Scripts | None = cache._scripts
         self._ascripts: base.AsyncScripts | None = cache._ascripts
         if self._buckets is None and self._scripts is None and self._ascripts is None:
             raise ConfigurationError(
-                "rate limits need an in-process backend or one offering scripts() (Redis)"
+                "rate limits need a backend offering local_state() (in-process) or "
+                "scripts() (Redis): see cachekit.backends.base"
             )
         self._fallback = LocalBuckets() if on_error == "local" else None
         hub = hub_of(cache)  # attached when the cache was made (metrics=)

@@ -1,20 +1,19 @@
 """The in-process limiter: the algorithms of :mod:`.rules` over a dict, under a lock, on the
-monotonic clock. Used by caches on an in-process backend (shared by every cache over the
-same backend, as Redis is shared by every process), and as ``on_error="local"``'s fallback
-while Redis cannot be reached (then each process limits on its own).
+monotonic clock. Used by caches on an in-process backend (one per store, kept in its
+``local_state()``: shared by every cache over the store, as Redis is by every process),
+and as ``on_error="local"``'s fallback while Redis cannot be reached (then each process
+limits on its own).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Callable
-from typing import Any
 
 from .rules import Decision, Rule, decide, decision
 
-__all__ = ["LocalBuckets", "buckets_of"]
+__all__ = ["LocalBuckets"]
 
 
 def _now_us() -> int:
@@ -53,26 +52,3 @@ class LocalBuckets:
 
     def __len__(self) -> int:
         return len(self._states)
-
-
-# A backend's buckets live as long as the backend: caches over one in-process backend
-# (``with_options()``, two caches given the same backend) share their limits, as processes
-# share Redis. The same arrangement as the leases' marks (cachekit.leases.rules.local_marks).
-_by_backend: weakref.WeakKeyDictionary[Any, LocalBuckets] = weakref.WeakKeyDictionary()
-_unweakable: dict[int, tuple[Any, LocalBuckets]] = {}
-_lock = threading.Lock()
-
-
-def buckets_of(backend: Any) -> LocalBuckets:
-    """The rate-limit state of an in-process backend."""
-    with _lock:
-        try:
-            found = _by_backend.get(backend)
-            if found is None:
-                found = _by_backend[backend] = LocalBuckets()
-            return found
-        except TypeError:  # not weakly referenceable: kept (with its backend) for good
-            kept = _unweakable.get(id(backend))
-            if kept is None:
-                kept = _unweakable[id(backend)] = (backend, LocalBuckets())
-            return kept[1]

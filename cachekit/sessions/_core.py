@@ -60,12 +60,14 @@ class StoreCore:
         self._cache = cache
         self._clock = clock
         self._head = internal_head(cache.namespace.text, "session")
-        self._memory: Any = cache._backend if cache._is_local else None
+        # an in-process store (it offers local_state()) keeps the sessions' field dicts
+        self._memory: Any = cache._backend if cache._local_state is not None else None
         self._scripts: base.Scripts | None = cache._scripts
         self._ascripts: base.AsyncScripts | None = cache._ascripts
         if self._memory is None and self._scripts is None and self._ascripts is None:
             raise ConfigurationError(
-                "sessions need an in-process backend or one offering scripts() (Redis)"
+                "sessions need a backend offering local_state() (in-process) or scripts() "
+                "(Redis): see cachekit.backends.base"
             )
         self._breaker = cache._breaker
 

@@ -23,6 +23,7 @@ from .rules import (
     REGISTER_CHUNK,
     REGISTER_SCRIPT,
     TAG_KIND,
+    MemoryTagIndex,
     chunks,
     dying_key,
     memory_index,
@@ -58,22 +59,28 @@ def _forget_batch(
 
 class TagOps(LeaseOps):
     _scan: base.Scan | None  # the backend's capabilities, asked once (Cache.__init__)
+    _local_state: base.LocalState | None
 
     def _tags_in_redis(self) -> bool:
         """Where the tag sets live: with the entries when the backend runs scripts and
         scans (``clear()`` finds the sets) (capabilities asked once, Cache.__init__), else
-        next to an in-process store. A remote backend without them has no place for tags
-        that every process sees: tags kept in this process would let other processes
-        serve invalidated entries."""
+        in the in-process store's ``local_state()``. A remote backend without them has no
+        place for tags that every process sees: tags kept in this process would let other
+        processes serve invalidated entries."""
         if self._scripts is not None and self._scan is not None:
             return True
-        if self._is_local:
+        if self._local_state is not None:
             return False
         raise ConfigurationError(
-            "tags need a backend that offers scripts() and scan() (Redis) or an "
-            f"in-process one; {type(self._backend).__qualname__} does not (see "
+            "tags need a backend that offers scripts() and scan() (Redis) or "
+            f"local_state() (in-process); {type(self._backend).__qualname__} does not (see "
             "cachekit.backends.base)"
         )
+
+    def _memory_index(self) -> MemoryTagIndex:
+        """The in-process store's tag index (only when not _tags_in_redis())."""
+        assert self._local_state is not None
+        return memory_index(self._local_state, self._backend)
 
     def _set_tagged(
         self,
@@ -91,7 +98,7 @@ class TagOps(LeaseOps):
             return False
         try:
             if not self._tags_in_redis():
-                memory_index(self._backend).register(items, self._tag_keys(tags))
+                self._memory_index().register(items, self._tag_keys(tags))
                 if lease is None:
                     self._backend.set_many(items, seconds)
                     return True
@@ -123,7 +130,7 @@ class TagOps(LeaseOps):
             return
         try:
             if not self._tags_in_redis():
-                memory_index(self._backend).register(keys, self._tag_keys(tags))
+                self._memory_index().register(keys, self._tag_keys(tags))
                 return
             self._redis_write(dict.fromkeys(keys, b""), seconds, tags, with_entries=False)
         except Exception as exc:
@@ -189,7 +196,7 @@ class TagOps(LeaseOps):
         entries, stored already or not (see :mod:`cachekit.leases.rules`); raises."""
         tag_keys = self._tag_keys(names)
         if not self._tags_in_redis():
-            keys = list(memory_index(self._backend).take(tag_keys))
+            keys = list(self._memory_index().take(tag_keys))
             backend = self._backend
             marks = local_marks(backend)
             try:
@@ -211,9 +218,9 @@ class TagOps(LeaseOps):
         gone; a tagged write racing this lands in a fresh set); the entries removed."""
         head = self._ns.internal(TAG_KIND)
         if self._scripts is None or self._scan is None:
-            if not self._is_local:
+            if self._local_state is None:
                 return 0  # no tags could be written there (_tags_in_redis)
-            keys = memory_index(self._backend).take_under(head)
+            keys = self._memory_index().take_under(head)
             return int(self._backend.delete_many(list(keys))) if keys else 0
         found = self._scan.scan(escape_glob(head) + "*")
         return self._invalidate_sets(tag_set_pairs(found))

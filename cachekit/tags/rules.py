@@ -47,10 +47,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..backends.base import LocalState
 from ..core.keys import internal_head
 from ..exceptions import ConfigurationError
 
@@ -212,17 +212,7 @@ class MemoryTagIndex:
         return sum(len(members) for members in self._sets.values())
 
 
-_indexes: weakref.WeakKeyDictionary[Any, MemoryTagIndex] = weakref.WeakKeyDictionary()
-_indexes_lock = threading.Lock()
-
-
-def memory_index(backend: Any) -> MemoryTagIndex:
-    """The tag index of an in-process backend (the sync object, shared by both sides)."""
-    backend = getattr(backend, "sync", backend)
-    index = _indexes.get(backend)
-    if index is None:
-        with _indexes_lock:
-            index = _indexes.get(backend)
-            if index is None:
-                index = _indexes[backend] = MemoryTagIndex(backend)
-    return index
+def memory_index(state: LocalState, backend: Any) -> MemoryTagIndex:
+    """The tag index of an in-process store, kept in its ``local_state()`` (the sync and
+    async sides, and every cache over the store, share it); ``backend`` is the sync side."""
+    return state.get(MemoryTagIndex, lambda: MemoryTagIndex(backend))

@@ -140,12 +140,12 @@ def test_a_redis_hit_stays_one_command(redis_server: RedisServer) -> None:
 
 
 def test_memory_tag_sets_drop_dead_members_as_they_grow() -> None:
-    from cachekit.tags.rules import memory_index
+    from cachekit.tags.rules import MemoryTagIndex
 
     cache = Cache(prefix=unique_prefix(), max_entries=100)
     for i in range(5_000):
         cache.set(i, i, tags=["t"])  # most are evicted: max_entries=100
-    assert len(memory_index(cache._backend)) < 2_100
+    assert len(cache._backend.local_state().get(MemoryTagIndex)) < 2_100
     assert cache.invalidate_tags("t") == 100
 
 

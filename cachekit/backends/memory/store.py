@@ -24,6 +24,7 @@ from typing import Any
 from ...core.glob import glob_to_regex
 from ...core.sentinel import MISSING
 from ...exceptions import BackendError, CacheKitError, IncrementError
+from ..base import LocalState
 from ._async_lock import AsyncMemoryLock
 from ._sync_lock import MemoryLock
 from .lock import LockTable
@@ -62,6 +63,12 @@ class MemoryBackend:
         self.evictions = 0
         self.locks = LockTable(clock)
         self._read = _reader(self)  # get()'s (an override of reader() is for its callers)
+        self._local_state = LocalState()
+
+    def local_state(self) -> LocalState:
+        """Where features keep their state of this store (a capability,
+        cachekit.backends.base): every cache over it shares it."""
+        return self._local_state
 
     # -- reads (lock-free) ------------------------------------------------------------
     def reader(self) -> Callable[[str], Any]:
@@ -319,6 +326,9 @@ class AsyncMemoryBackend:
 
     async def ping(self) -> bool:
         return True
+
+    def local_state(self) -> LocalState:
+        return self.sync.local_state()
 
     def lock(self, key: str, ttl: float) -> AsyncMemoryLock:
         return AsyncMemoryLock(self.sync.locks, key, ttl)
