@@ -7,11 +7,18 @@ The identity is a function of the request (``key=``), by default the client's ad
 the connection's peer, and ``X-Forwarded-For`` only when the peer is one of the
 ``trusted_proxies`` (then read from the right, see :func:`~.rules.client_address`). A key
 function returning None leaves the request unlimited (health checks, staff).
+
+One request's flow, the same in every adapter: :meth:`HttpRateLimit.check` (or
+``acheck``) takes the request, the peer's address and a reader of its
+``X-Forwarded-For`` values, and returns a :class:`Verdict`: refused (answer with
+``verdict.refusal()``, the view does not run) or not (add ``verdict.headers`` to the
+view's response). An adapter only reads its request and writes its response.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..exceptions import ConfigurationError
@@ -21,7 +28,15 @@ from .rules import Decision, Rate, client_address, rate_limit_headers, trusted_n
 if TYPE_CHECKING:
     from .._cache import Cache
 
-__all__ = ["OPTIONS", "TOO_MANY_REQUESTS_BODY", "HttpRateLimit", "checked_settings"]
+__all__ = [
+    "OPTIONS",
+    "TOO_MANY_REQUESTS_BODY",
+    "UNLIMITED",
+    "HttpRateLimit",
+    "Verdict",
+    "checked_settings",
+    "configured_options",
+]
 
 TOO_MANY_REQUESTS_BODY = b"Too Many Requests"
 OPTIONS = frozenset(
@@ -44,6 +59,39 @@ def checked_settings(
             f"{where}: unknown {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})"
         )
     return dict(given)
+
+
+def configured_options(settings: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """One limit's options: a framework's configured defaults (those of ``OPTIONS``; the
+    adapter's own names left out), then the ``given`` ones over them."""
+    return {**{k: v for k, v in settings.items() if k in OPTIONS}, **given}
+
+
+Refusal = tuple[int, list[tuple[str, str]], bytes]
+"""An answer: status, headers, body."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do with one request. ``decision`` None: not limited (the key gave None).
+    ``headers``: the rate-limit headers of the answer (a refusal's include
+    ``Retry-After``); admitted, they go on the view's response."""
+
+    decision: Decision | None = None
+    headers: Sequence[tuple[str, str]] = ()
+
+    @property
+    def refused(self) -> bool:
+        return self.decision is not None and not self.decision.allowed
+
+    def refusal(self) -> Refusal:
+        """The 429 answer (a refused verdict's): status, headers, body."""
+        headers = [("Content-Type", "text/plain; charset=utf-8"), *self.headers]
+        return 429, headers, TOO_MANY_REQUESTS_BODY
+
+
+UNLIMITED = Verdict()
+"""The verdict on a request the key leaves unlimited: nothing counted, no headers."""
 
 
 RequestT = TypeVar("RequestT")
@@ -97,6 +145,27 @@ class HttpRateLimit(Generic[RequestT]):
     async def adecide(self, identity: Any) -> Decision:
         return await self.limiter.ahit(identity, self.cost)
 
+    def check(
+        self, request: RequestT, peer: str | None, forwarded_for: Callable[[], Sequence[str]]
+    ) -> Verdict:
+        """One request counted (its identity's hit), and what to answer: a
+        :class:`Verdict`. ``forwarded_for()`` is read only when it may be trusted."""
+        identity = self.identity(request, peer, forwarded_for)
+        if identity is None:
+            return UNLIMITED
+        return self.verdict(self.decide(identity))
+
+    async def acheck(
+        self, request: RequestT, peer: str | None, forwarded_for: Callable[[], Sequence[str]]
+    ) -> Verdict:
+        identity = self.identity(request, peer, forwarded_for)
+        if identity is None:
+            return UNLIMITED
+        return self.verdict(await self.adecide(identity))
+
+    def verdict(self, decision: Decision) -> Verdict:
+        return Verdict(decision, self.headers(decision))
+
     def headers(self, decision: Decision) -> list[tuple[str, str]]:
         """The headers to add to a response (the 429's include ``Retry-After``)."""
         if not self.send_headers:
@@ -109,7 +178,6 @@ class HttpRateLimit(Generic[RequestT]):
             decision, self.limiter.rule, self.limiter.name, self.legacy_headers
         )
 
-    def refusal(self, decision: Decision) -> tuple[int, list[tuple[str, str]], bytes]:
+    def refusal(self, decision: Decision) -> Refusal:
         """The 429 answer: status, headers, body."""
-        headers = [("Content-Type", "text/plain; charset=utf-8"), *self.headers(decision)]
-        return 429, headers, TOO_MANY_REQUESTS_BODY
+        return self.verdict(decision).refusal()

@@ -25,7 +25,7 @@ counted by it alone. Refused: ``429`` with ``Retry-After``; answers carry the IE
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -40,9 +40,7 @@ except ModuleNotFoundError as exc:
     raise missing_extra(exc, "django", "django") from exc
 
 from cachekit import Cache, ConfigurationError
-from cachekit.ratelimit import Decision
-from cachekit.ratelimit.http import OPTIONS as _OPTIONS
-from cachekit.ratelimit.http import HttpRateLimit, checked_settings
+from cachekit.ratelimit.http import HttpRateLimit, Verdict, checked_settings, configured_options
 
 __all__ = ["RateLimitMiddleware", "ratelimit"]
 
@@ -72,28 +70,28 @@ def _cache(which: Any) -> Cache:
 
 def _make(rate: Any, cache: Any, options: Mapping[str, Any]) -> HttpRateLimit[HttpRequest]:
     configured = _settings()
-    merged = {k: v for k, v in configured.items() if k in _OPTIONS}
-    merged.update(options)
     which = cache if cache is not None else configured.get("cache", "default")
-    return HttpRateLimit(_cache(which), rate, **merged)
+    return HttpRateLimit(_cache(which), rate, **configured_options(configured, options))
 
 
-def _identity(limit: HttpRateLimit[HttpRequest], request: HttpRequest) -> Any:
+def _request(request: HttpRequest) -> tuple[HttpRequest, Any, Callable[[], list[str]]]:
+    """What :meth:`HttpRateLimit.check` reads of a request: it, the peer, its
+    ``X-Forwarded-For``."""
     meta = request.META
 
     def forwarded_for() -> list[str]:
         value = meta.get("HTTP_X_FORWARDED_FOR")
         return [value] if value else []
 
-    return limit.identity(request, meta.get("REMOTE_ADDR"), forwarded_for)
+    return request, meta.get("REMOTE_ADDR"), forwarded_for
 
 
-def _refusal(limit: HttpRateLimit[HttpRequest], decision: Decision) -> HttpResponse:
-    status, headers, body = limit.refusal(decision)
+def _refusal(verdict: Verdict) -> HttpResponse:
+    status, headers, body = verdict.refusal()
     return HttpResponse(body, status=status, headers=dict(headers))
 
 
-def _with_headers(response: HttpResponse, headers: list[tuple[str, str]]) -> HttpResponse:
+def _with_headers(response: HttpResponse, headers: Iterable[tuple[str, str]]) -> HttpResponse:
     for name, value in headers:
         response[name] = value
     return response
@@ -132,28 +130,20 @@ def ratelimit(rate: Any, *, cache: str | Cache | None = None, **options: Any) ->
 
             @wraps(view)
             async def limited_async(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                limit = lazy.get()
-                identity = _identity(limit, request)
-                if identity is None:
-                    return await view(request, *args, **kwargs)
-                decision = await limit.adecide(identity)
-                if not decision.allowed:
-                    return _refusal(limit, decision)
-                return _with_headers(await view(request, *args, **kwargs), limit.headers(decision))
+                verdict = await lazy.get().acheck(*_request(request))
+                if verdict.refused:
+                    return _refusal(verdict)
+                return _with_headers(await view(request, *args, **kwargs), verdict.headers)
 
             wrapper: Any = limited_async
         else:
 
             @wraps(view)
             def limited(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                limit = lazy.get()
-                identity = _identity(limit, request)
-                if identity is None:
-                    return view(request, *args, **kwargs)
-                decision = limit.decide(identity)
-                if not decision.allowed:
-                    return _refusal(limit, decision)
-                return _with_headers(view(request, *args, **kwargs), limit.headers(decision))
+                verdict = lazy.get().check(*_request(request))
+                if verdict.refused:
+                    return _refusal(verdict)
+                return _with_headers(view(request, *args, **kwargs), verdict.headers)
 
             wrapper = limited
         setattr(wrapper, _MARK, True)
@@ -179,8 +169,7 @@ class RateLimitMiddleware:
         if rate is None:
             raise MiddlewareNotUsed(f"settings.{SETTING} has no 'default' rate")
         self.exempt = tuple(configured.get("exempt", ()) or ())
-        options = {k: v for k, v in configured.items() if k in _OPTIONS}
-        self.limit = _Lazy(lambda: _make(rate, configured.get("cache"), options))
+        self.limit = _Lazy(lambda: _make(rate, configured.get("cache"), {}))
         self.limit.get()  # a bad setting fails at start-up, not on the first request
         self.get_response = get_response
         self._async = iscoroutinefunction(get_response)
@@ -204,12 +193,8 @@ class RateLimitMiddleware:
             return None  # the view's own limit applies
         if self.exempt and request.path.startswith(self.exempt):
             return None
-        limit = self.limit.get()
-        identity = _identity(limit, request)
-        if identity is None:
-            return None
-        decision = limit.decide(identity)
-        if not decision.allowed:
-            return _refusal(limit, decision)
-        setattr(request, _HEADERS, limit.headers(decision))
+        verdict = self.limit.get().check(*_request(request))
+        if verdict.refused:
+            return _refusal(verdict)
+        setattr(request, _HEADERS, verdict.headers)
         return None

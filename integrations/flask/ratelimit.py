@@ -31,14 +31,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import missing_extra
 
 try:
-    from flask import Flask, after_this_request, current_app, g, request
+    from flask import Flask, after_this_request, current_app, request
     from flask.wrappers import Response
 except ModuleNotFoundError as exc:
     raise missing_extra(exc, "flask", "flask") from exc
 
-from cachekit.ratelimit import Decision
-from cachekit.ratelimit.http import OPTIONS as _OPTIONS
-from cachekit.ratelimit.http import HttpRateLimit, checked_settings
+from cachekit.ratelimit.http import HttpRateLimit, checked_settings, configured_options
 
 if TYPE_CHECKING:
     from . import FlaskCache
@@ -49,7 +47,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 CONFIG = "CACHEKIT_RATELIMIT"
 _EXTENSION = "cachekit.ratelimit"  # app.extensions: {id(decorator) or "default": limit}
 _MARK = "_cachekit_rate_limited"  # on a limited view: the app-wide default skips it
-_G_HEADERS = "_cachekit_ratelimit_headers"
 _OWN = frozenset({"default", "exempt"})
 
 
@@ -62,26 +59,25 @@ def _limits(app: Flask) -> dict[Any, HttpRateLimit[Any]]:
     return found
 
 
-def _identity(limit: HttpRateLimit[Any]) -> Any:
-    return limit.identity(
+def _admit(limit: HttpRateLimit[Any]) -> Response | None:
+    """The request counted: the 429 to answer, or None (the headers go on the view's
+    response)."""
+    verdict = limit.check(
         request, request.remote_addr, lambda: request.headers.getlist("X-Forwarded-For")
     )
-
-
-def _refusal(limit: HttpRateLimit[Any], decision: Decision) -> Response:
-    status, headers, body = limit.refusal(decision)
-    response: Response = current_app.response_class(body, status, headers)
-    return response
-
-
-def _add_headers(headers: list[tuple[str, str]]) -> None:
-    if headers:
+    if verdict.refused:
+        status, headers, body = verdict.refusal()
+        response: Response = current_app.response_class(body, status, headers)
+        return response
+    if verdict.headers:
 
         @after_this_request
         def add(response: Response) -> Response:
-            for name, value in headers:
+            for name, value in verdict.headers:
                 response.headers[name] = value
             return response
+
+    return None
 
 
 def view_rate_limit(fcache: FlaskCache, rate: Any, **options: Any) -> Callable[[F], F]:
@@ -98,27 +94,16 @@ def view_rate_limit(fcache: FlaskCache, rate: Any, **options: Any) -> Callable[[
             limits = _limits(current_app)
             limit = limits.get(token)
             if limit is None:
-                settings = {k: v for k, v in _settings(current_app).items() if k in _OPTIONS}
+                settings = configured_options(_settings(current_app), {})
                 settings.setdefault("name", getattr(view, "__name__", "view"))
                 limit = limits[token] = HttpRateLimit(fcache.cache, rate, **{**settings, **options})
             return limit
-
-        def admit() -> Response | None:
-            limit = limit_here()
-            identity = _identity(limit)
-            if identity is None:
-                return None
-            decision = limit.decide(identity)
-            if not decision.allowed:
-                return _refusal(limit, decision)
-            _add_headers(limit.headers(decision))
-            return None
 
         if inspect.iscoroutinefunction(view):
 
             @functools.wraps(view)
             async def limited_async(*args: Any, **kwargs: Any) -> Any:
-                refused = admit()
+                refused = _admit(limit_here())
                 return refused if refused is not None else await view(*args, **kwargs)
 
             wrapper: Any = limited_async
@@ -126,7 +111,7 @@ def view_rate_limit(fcache: FlaskCache, rate: Any, **options: Any) -> Callable[[
 
             @functools.wraps(view)
             def limited(*args: Any, **kwargs: Any) -> Any:
-                refused = admit()
+                refused = _admit(limit_here())
                 return refused if refused is not None else view(*args, **kwargs)
 
             wrapper = limited
@@ -153,19 +138,6 @@ def init_rate_limits(app: Flask, fcache: FlaskCache) -> None:
             return None
         if getattr(app.view_functions.get(endpoint), _MARK, False):
             return None  # the view's own limit applies
-        identity = _identity(limit)
-        if identity is None:
-            return None
-        decision = limit.decide(identity)
-        if not decision.allowed:
-            return _refusal(limit, decision)
-        setattr(g, _G_HEADERS, limit.headers(decision))
-        return None
-
-    def add(response: Response) -> Response:
-        for name, value in getattr(g, _G_HEADERS, ()):
-            response.headers[name] = value
-        return response
+        return _admit(limit)
 
     app.before_request(check)
-    app.after_request(add)

@@ -39,7 +39,7 @@ except ModuleNotFoundError as exc:
 
 from cachekit import Cache
 from cachekit.ratelimit import Decision
-from cachekit.ratelimit.http import HttpRateLimit
+from cachekit.ratelimit.http import HttpRateLimit, Verdict
 
 __all__ = ["RateLimit", "RateLimitMiddleware", "rate_limit"]
 
@@ -54,6 +54,15 @@ def _forwarded_for(scope: Scope) -> Callable[[], Sequence[str]]:
         return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-forwarded-for"]
 
     return read
+
+
+async def _check(limit: HttpRateLimit[Request], request: Any, scope: Scope) -> Verdict:
+    return await limit.acheck(request, _peer(scope), _forwarded_for(scope))
+
+
+def _refusal(verdict: Verdict) -> Response:
+    status, headers, body = verdict.refusal()
+    return Response(body, status, dict(headers))
 
 
 def _encoded(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
@@ -90,16 +99,11 @@ class RateLimitMiddleware:
         if self.exempt is not None and self.exempt(request):  # type: ignore[arg-type]
             await self.app(scope, receive, send)
             return
-        identity = limit.identity(request, _peer(scope), _forwarded_for(scope))  # type: ignore[arg-type]
-        if identity is None:
-            await self.app(scope, receive, send)
+        verdict = await _check(limit, request, scope)
+        if verdict.refused:
+            await _refusal(verdict)(scope, receive, send)
             return
-        decision = await limit.adecide(identity)
-        if not decision.allowed:
-            status, headers, body = limit.refusal(decision)
-            await Response(body, status, dict(headers))(scope, receive, send)
-            return
-        extra = _encoded(limit.headers(decision))
+        extra = _encoded(verdict.headers)
         if not extra:
             await self.app(scope, receive, send)
             return
@@ -122,16 +126,12 @@ class RateLimit:
         self.limit: HttpRateLimit[Request] = HttpRateLimit(cache, rate, **options)
 
     async def __call__(self, request: Request, response: Response) -> Decision | None:
-        identity = self.limit.identity(request, _peer(request.scope), _forwarded_for(request.scope))
-        if identity is None:
-            return None
-        decision = await self.limit.adecide(identity)
-        headers = self.limit.headers(decision)
-        if not decision.allowed:
-            raise HTTPException(429, "Too Many Requests", headers=dict(headers))
-        for name, value in headers:
+        verdict = await _check(self.limit, request, request.scope)
+        if verdict.refused:
+            raise HTTPException(429, "Too Many Requests", headers=dict(verdict.headers))
+        for name, value in verdict.headers:
             response.headers[name] = value
-        return decision
+        return verdict.decision
 
 
 def rate_limit(cache: Cache, rate: Any, **options: Any) -> Callable[[Any], Any]:
@@ -145,18 +145,15 @@ def rate_limit(cache: Cache, rate: Any, **options: Any) -> Callable[[Any], Any]:
 
         @functools.wraps(endpoint)
         async def limited(request: Request, *args: Any, **kwargs: Any) -> Any:
-            identity = limit.identity(request, _peer(request.scope), _forwarded_for(request.scope))
-            decision = None if identity is None else await limit.adecide(identity)
-            if decision is not None and not decision.allowed:
-                status, headers, body = limit.refusal(decision)
-                return Response(body, status, dict(headers))
+            verdict = await _check(limit, request, request.scope)
+            if verdict.refused:
+                return _refusal(verdict)
             if is_async:
                 response = await endpoint(request, *args, **kwargs)
             else:
                 response = await run_in_threadpool(endpoint, request, *args, **kwargs)
-            if decision is not None:
-                for name, value in limit.headers(decision):
-                    response.headers[name] = value
+            for name, value in verdict.headers:
+                response.headers[name] = value
             return response
 
         limited.limiter = limit.limiter  # type: ignore[attr-defined]
