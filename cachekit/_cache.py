@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -27,8 +27,7 @@ from .kv._async_ops import AsyncCacheOps
 from .kv._sync_ops import CacheOps
 from .locks.lock import CacheLock
 from .serializers import Serializer
-from .write.behind import WriteBehindQueues
-from .write.strategies import WriteStrategies
+from .write.strategies import TagSpec, WriteBehind, WriteStrategies, WriteThrough
 
 if TYPE_CHECKING:
     from .ratelimit import RateLimiter
@@ -52,7 +51,7 @@ _OTHER_ENV = frozenset({"CACHEKIT_URL", "CACHEKIT_REDIS_SERVER", "CACHEKIT_JOURN
 _CACHED_OPTIONS = frozenset(inspect.signature(decorate).parameters) - {"cache", "func"}
 
 
-class Cache(CacheOps, AsyncCacheOps, WriteStrategies):
+class Cache(CacheOps, AsyncCacheOps):
     """A cache: a namespace in a backend, with a sync and an async API.
 
     ``Cache()`` is in-process memory. ``Cache("redis://host:6379/0")``, ``rediss://``,
@@ -66,6 +65,17 @@ class Cache(CacheOps, AsyncCacheOps, WriteStrategies):
     and the call goes on without the cache; after a connection error or timeout, a
     circuit breaker skips the backend until a background probe sees it answer again.
     ``on_error="raise"`` raises :class:`~cachekit.BackendError` instead.
+
+    How it is built: a capability with state of its own is a feature object wired here at
+    construction, and the cache's methods of its names forward to it (the write
+    strategies: ``self._writes``, :class:`~cachekit.write.strategies.WriteStrategies`);
+    ``lock()`` and ``rate_limiter()`` make an object per call. The key/value API stays in
+    the two bases ``CacheOps`` / ``AsyncCacheOps`` (the sync one generated from the async
+    one by ``scripts/unasync.py``): they are not a feature of the cache but its own I/O
+    over its own state (backend, codec, breaker, counters), which every feature uses, and
+    ``get`` and ``@cached`` hits run through them: forwarding each of their ~40 methods
+    through an object would cost every hit an attribute lookup and a call, and spell
+    every signature twice.
     """
 
     def __init__(
@@ -119,7 +129,8 @@ class Cache(CacheOps, AsyncCacheOps, WriteStrategies):
         self.default_ttl: float | None = options["default_ttl"]
         self._raise_errors = options["on_error"] == "raise"
         self.counters = Counters()
-        self._write_behinds = WriteBehindQueues()  # closed (flushed) first by close()
+        # updates / invalidates / write_through / write_behind; close() flushes its queues first
+        self._writes = WriteStrategies(self)
         # background refreshes (stale_ttl, early_refresh): a few workers, made on first use
         self._refresh_pool = RefreshPool()
         self._arefresh_pool = AsyncRefreshPool()
@@ -447,6 +458,84 @@ class Cache(CacheOps, AsyncCacheOps, WriteStrategies):
         if func is not None:
             return decorate(self, func, **options)
         return lambda f: decorate(self, f, **options)
+
+    # -- write strategies (made by the feature object self._writes) ----------------------
+    def updates(
+        self,
+        func: Any = None,
+        /,
+        *,
+        key: str | Callable[..., Any],
+        ttl: Any = DEFAULT,
+        tags: TagSpec = None,
+    ) -> Any:
+        """Run the function, then store its return value under ``key`` (a template over
+        the arguments, as for ``@cached``: ``"user:{user.id}"``), with ``ttl`` and ``tags``.
+        """
+        return self._writes.updates(func, key, ttl, tags)
+
+    def invalidates(
+        self,
+        func: Any = None,
+        /,
+        *,
+        key: str | Callable[..., Any] | Sequence[str | Callable[..., Any]] | None = None,
+        tags: TagSpec = None,
+    ) -> Any:
+        """Run the function, then delete ``key`` (one template, or several) and every
+        entry tagged with ``tags`` (templates over the arguments allowed)."""
+        return self._writes.invalidates(func, key, tags)
+
+    def write_through(
+        self,
+        key: str | Callable[[Any], Any],
+        load: Callable[..., Any] | None,
+        store: Callable[..., Any],
+        *,
+        delete: Callable[..., Any] | None = None,
+        ttl: Any = DEFAULT,
+        tags: Iterable[str] | None = None,
+        cache_none: bool = True,
+    ) -> WriteThrough:
+        """Write-through over a source: ``load(id)``, ``store(id, value)`` and optionally
+        ``delete(id)``, sync or async. ``key`` is ``"user:{}"`` or a callable of the id."""
+        return self._writes.write_through(
+            key, load, store, delete=delete, ttl=ttl, tags=tags, cache_none=cache_none
+        )
+
+    def write_behind(
+        self,
+        key: str | Callable[[Any], Any],
+        store_many: Callable[[dict[Any, Any]], Any],
+        load: Callable[..., Any] | None = None,
+        *,
+        batch_size: int = 100,
+        flush_interval: float = 1.0,
+        max_retries: int | None = 5,
+        retry_backoff: float = 0.1,
+        retry_max_backoff: float = 10.0,
+        claim_after: float = 60.0,
+        ttl: Any = DEFAULT,
+        tags: Iterable[str] | None = None,
+        name: str | None = None,
+        consume: bool = True,
+        exit_timeout: float = 5.0,
+        journal_dir: str | os.PathLike[str] | bool = True,
+    ) -> WriteBehind:
+        """Write-behind: ``store_many({id: value, ...})`` is called by a background
+        worker with batches of at most ``batch_size``; see :class:`WriteBehind`.
+
+        ``exit_timeout``: how long ``close()`` and interpreter exit wait for the writes to
+        be stored (and how long ``flush()`` waits for an unreachable Redis); what is not
+        stored by then goes to a journal file in ``journal_dir`` (True: the default,
+        ``$CACHEKIT_JOURNAL_DIR`` or ``~/.local/state/cachekit/write-behind``; False: no
+        file, those writes are lost) and is queued again by the next process."""
+        return self._writes.write_behind(
+            key, store_many, load, batch_size=batch_size, flush_interval=flush_interval,
+            max_retries=max_retries, retry_backoff=retry_backoff,
+            retry_max_backoff=retry_max_backoff, claim_after=claim_after, ttl=ttl, tags=tags,
+            name=name, consume=consume, exit_timeout=exit_timeout, journal_dir=journal_dir,
+        )  # fmt: skip
 
     def rate_limiter(
         self, name: str, rate: Any = "100/minute", *, burst: int | None = None,

@@ -27,7 +27,7 @@ from .keys import Namespace, escape_glob
 from .sentinel import MISSING
 
 if TYPE_CHECKING:
-    from ..write.behind import WriteBehindQueues
+    from ..write.strategies import WriteStrategies
     from .breaker import CircuitBreaker
 
 __all__ = ["DEFAULT", "FOREVER", "CachePolicy", "Counters", "incr_delta", "ttl_seconds"]
@@ -115,7 +115,7 @@ class CachePolicy:
     if TYPE_CHECKING:
         _backend: Any
         _abackend: Any
-        _write_behinds: WriteBehindQueues
+        _writes: WriteStrategies
 
     # -- TTL and encoding -------------------------------------------------------------
     def _seconds(self, ttl: Any) -> float | None:

@@ -395,7 +395,7 @@ class AsyncCacheOps(AsyncTagOps):
 
     async def aclose(self) -> None:
         """Flush and stop this cache's write-behind queues, then close the connections."""
-        await self._write_behinds.aclose()
+        await self._writes.aclose()
         self._breaker.close()
         if "_abackend" in self.__dict__:  # only if it was ever used
             await self._abackend.close()

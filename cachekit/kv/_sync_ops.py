@@ -395,7 +395,7 @@ class CacheOps(TagOps):
 
     def close(self) -> None:
         """Flush and stop this cache's write-behind queues, then close the connections."""
-        self._write_behinds.close()
+        self._writes.close()
         self._breaker.close()
         if "_backend" in self.__dict__:  # only if it was ever used
             self._backend.close()

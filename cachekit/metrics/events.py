@@ -223,7 +223,7 @@ def read(cache: Any) -> Reading:
     if "near_evictions" in stats:
         reading.evictions["near"] = stats["near_evictions"]
         reading.entries["near"] = stats.get("near_entries", 0)
-    for queue in list(cache._write_behinds._queues):
+    for queue in list(cache._writes.queues._queues):
         name = str(queue.name)
         reading.queue_depth[name] = reading.queue_depth.get(name, 0) + queue.pending
         reading.queue_retries[name] = getattr(queue, "retried", 0)

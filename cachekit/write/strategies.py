@@ -1,5 +1,6 @@
 """Write strategies on a :class:`~cachekit.Cache`: ``updates``, ``invalidates``,
-``write_through`` and ``write_behind`` (the mixin :class:`WriteStrategies`).
+``write_through`` and ``write_behind`` (the feature object :class:`WriteStrategies`, which
+``Cache`` holds and forwards its methods of those names to).
 
 - ``@cache.updates(key=...)`` runs the function and stores what it returns (CachePut);
   ``@cache.invalidates(key=..., tags=...)`` runs it, then deletes (CacheEvict). Only
@@ -62,7 +63,7 @@ from .behind import MemoryWriteQueue, TaskSignal, ThreadSignal, WriteBehindQueue
 from .journal import JournalFiles, default_journal_dir
 from .rules import item_key_builder
 
-__all__ = ["WriteBehind", "WriteStrategies", "WriteThrough"]
+__all__ = ["TagSpec", "WriteBehind", "WriteStrategies", "WriteThrough"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,23 +107,18 @@ def _wrap(func: Any, build: Callable[[Callable[..., Any]], Callable[..., Any]]) 
 
 
 class WriteStrategies:
-    """Mixin of :class:`cachekit.Cache`."""
+    """The write strategies of one :class:`cachekit.Cache`: a feature object the cache makes
+    at construction (``cache._writes``) and forwards ``updates``, ``invalidates``,
+    ``write_through`` and ``write_behind`` to (their signatures and docs are the cache's).
+    It holds the cache's write-behind queues, which closing the cache flushes first."""
 
-    _write_behinds: WriteBehindQueues  # provided by Cache
+    def __init__(self, cache: Any) -> None:
+        self._cache = cache
+        self.queues = WriteBehindQueues()
 
-    def updates(
-        self,
-        func: Any = None,
-        /,
-        *,
-        key: str | Callable[..., Any],
-        ttl: Any = DEFAULT,
-        tags: TagSpec = None,
-    ) -> Any:
-        """Run the function, then store its return value under ``key`` (a template over
-        the arguments, as for ``@cached``: ``"user:{user.id}"``), with ``ttl`` and ``tags``.
-        """
-        cache: Any = self
+    def updates(self, func: Any, key: str | Callable[..., Any], ttl: Any, tags: TagSpec) -> Any:
+        """:meth:`cachekit.Cache.updates`."""
+        cache = self._cache
         if key is None:
             raise ConfigurationError("@cache.updates needs key=, the key to store under")
         cache._seconds(ttl)
@@ -140,15 +136,12 @@ class WriteStrategies:
 
     def invalidates(
         self,
-        func: Any = None,
-        /,
-        *,
-        key: str | Callable[..., Any] | Sequence[str | Callable[..., Any]] | None = None,
-        tags: TagSpec = None,
+        func: Any,
+        key: str | Callable[..., Any] | Sequence[str | Callable[..., Any]] | None,
+        tags: TagSpec,
     ) -> Any:
-        """Run the function, then delete ``key`` (one template, or several) and every
-        entry tagged with ``tags`` (templates over the arguments allowed)."""
-        cache: Any = self
+        """:meth:`cachekit.Cache.invalidates`."""
+        cache = self._cache
         if key is None and not tags:
             raise ConfigurationError("@cache.invalidates needs key= or tags=")
         if key is None:
@@ -174,65 +167,30 @@ class WriteStrategies:
         key: str | Callable[[Any], Any],
         load: Callable[..., Any] | None,
         store: Callable[..., Any],
-        *,
-        delete: Callable[..., Any] | None = None,
-        ttl: Any = DEFAULT,
-        tags: Iterable[str] | None = None,
-        cache_none: bool = True,
+        **options: Any,
     ) -> WriteThrough:
-        """Write-through over a source: ``load(id)``, ``store(id, value)`` and optionally
-        ``delete(id)``, sync or async. ``key`` is ``"user:{}"`` or a callable of the id."""
-        return WriteThrough(
-            self, key, load, store, delete=delete, ttl=ttl, tags=tags, cache_none=cache_none
-        )
+        """:meth:`cachekit.Cache.write_through` (``options``: its keyword arguments)."""
+        return WriteThrough(self._cache, key, load, store, **options)
 
     def write_behind(
         self,
         key: str | Callable[[Any], Any],
         store_many: Callable[[dict[Any, Any]], Any],
-        load: Callable[..., Any] | None = None,
-        *,
-        batch_size: int = 100,
-        flush_interval: float = 1.0,
-        max_retries: int | None = 5,
-        retry_backoff: float = 0.1,
-        retry_max_backoff: float = 10.0,
-        claim_after: float = 60.0,
-        ttl: Any = DEFAULT,
-        tags: Iterable[str] | None = None,
-        name: str | None = None,
-        consume: bool = True,
-        exit_timeout: float = 5.0,
-        journal_dir: str | os.PathLike[str] | bool = True,
+        load: Callable[..., Any] | None,
+        **options: Any,
     ) -> WriteBehind:
-        """Write-behind: ``store_many({id: value, ...})`` is called by a background
-        worker with batches of at most ``batch_size``; see :class:`WriteBehind`.
-
-        ``exit_timeout``: how long ``close()`` and interpreter exit wait for the writes to
-        be stored (and how long ``flush()`` waits for an unreachable Redis); what is not
-        stored by then goes to a journal file in ``journal_dir`` (True: the default,
-        ``$CACHEKIT_JOURNAL_DIR`` or ``~/.local/state/cachekit/write-behind``; False: no
-        file, those writes are lost) and is queued again by the next process."""
-        queue = WriteBehind(
-            self,
-            key,
-            store_many,
-            load,
-            batch_size=batch_size,
-            flush_interval=flush_interval,
-            max_retries=max_retries,
-            retry_backoff=retry_backoff,
-            retry_max_backoff=retry_max_backoff,
-            claim_after=claim_after,
-            ttl=ttl,
-            tags=tags,
-            name=name,
-            consume=consume,
-            exit_timeout=exit_timeout,
-            journal_dir=journal_dir,
-        )
-        self._write_behinds.add(queue)  # cache.close() flushes it first
+        """:meth:`cachekit.Cache.write_behind` (``options``: its keyword arguments)."""
+        queue = WriteBehind(self._cache, key, store_many, load, **options)
+        self.queues.add(queue)  # cache.close() flushes it first
         return queue
+
+    def close(self) -> None:
+        """Flush and stop the thread-driven queues (a task-driven one needs ``aclose``)."""
+        self.queues.close()
+
+    async def aclose(self) -> None:
+        """Flush and stop every queue (tasks here, threads without blocking the loop)."""
+        await self.queues.aclose()
 
 
 class WriteThrough(WriteThroughOps, AsyncWriteThroughOps):
