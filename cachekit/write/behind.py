@@ -14,11 +14,13 @@ import inspect
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, TypeVar
 
 from ..core.sentinel import MISSING
 from .rules import DeadLetter, QueuedWrite, encode_id
+
+_T = TypeVar("_T")
 
 __all__ = [
     "MemoryWriteQueue",
@@ -131,6 +133,19 @@ async def acall_store(func: Callable[..., Any], items: dict[Any, Any]) -> Any:
 
 
 # -- the in-process queue -----------------------------------------------------------------
+def _immediate(method: Callable[..., _T]) -> Callable[..., Coroutine[Any, Any, _T]]:
+    """The async twin of a method that never waits: it returns ``method``'s result (one
+    definition, so the two cannot drift)."""
+
+    async def immediate(self: Any, *args: Any, **kwargs: Any) -> _T:
+        return method(self, *args, **kwargs)
+
+    immediate.__name__ = "a" + method.__name__
+    immediate.__qualname__ = method.__qualname__.rpartition(".")[0] + ".a" + method.__name__
+    immediate.__doc__ = method.__doc__
+    return immediate
+
+
 class MemoryWriteQueue:
     """Pending writes coalesced by id (a newer ``set`` replaces a pending one), plus the
     newest entry of every id not yet stored. Thread-safe; nothing here awaits, the
@@ -239,36 +254,15 @@ class MemoryWriteQueue:
     def maintain(self, now: float, draining: bool) -> None:
         self.looks += 1
 
-    # the async worker's names for the same (nothing to await in memory)
-    async def apush(self, item_id: Any, value: Any) -> bool:
-        return self.push(item_id, value)
-
-    async def apull(self, count: int, holding: Iterable[Any] = ()) -> list[QueuedWrite]:
-        return self.pull(count, holding)
-
-    async def alatest(self, writes: Sequence[QueuedWrite]) -> dict[Any, Any]:
-        return self.latest(writes)
-
-    async def aack(self, writes: Iterable[QueuedWrite]) -> None:
-        self.ack(writes)
-
-    async def adead(
-        self,
-        current: Sequence[QueuedWrite],
-        superseded: Sequence[QueuedWrite],
-        error: str,
-        attempts: int,
-    ) -> None:
-        self.dead(current, superseded, error, attempts)
-
-    async def adead_letters(self) -> list[DeadLetter]:
-        return self.dead_letters()
-
-    async def atake_dead(self, letters: Sequence[DeadLetter] | None) -> list[DeadLetter]:
-        return self.take_dead(letters)
-
-    async def amaintain(self, now: float, draining: bool) -> None:
-        self.maintain(now, draining)
+    # the async worker's names for the same methods (nothing to await in memory)
+    apush = _immediate(push)
+    apull = _immediate(pull)
+    alatest = _immediate(latest)
+    aack = _immediate(ack)
+    adead = _immediate(dead)
+    adead_letters = _immediate(dead_letters)
+    atake_dead = _immediate(take_dead)
+    amaintain = _immediate(maintain)
 
 
 # -- a cache closes its write-behind queues first -----------------------------------------
