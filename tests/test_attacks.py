@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from conftest import unique_prefix
 
 from cachekit import Cache, ConfigurationError, InvalidKeyError
 from cachekit.testing.servers import RedisServer
+from cachekit.write.rules import item_key_builder
 
 SECRET = "attack-secret"
 
@@ -761,6 +763,7 @@ import sys, logging
 logging.basicConfig(level=logging.WARNING)
 from cachekit import Cache
 from cachekit.testing.servers import RedisServer
+from cachekit.write.rules import item_key_builder
 cache = Cache(sys.argv[1], prefix=sys.argv[2], timeout=0.2, retry_interval=60)
 cache.set("k", "old")
 print("ready", flush=True)
@@ -799,23 +802,122 @@ def test_exit_mid_outage_says_which_invalidations_are_lost(
 
 
 # -- write-behind --------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="ids equal in Python but of different types (1, 1.0, True) are coalesced into one "
-    "store_many write (a dict cannot hold them apart) while the cache keeps three entries "
-    "(u:1, u:1.0, u:True): the cache then serves values the source does not hold",
-)
-def test_write_behind_ids_that_compare_equal(both: Cache) -> None:
+EQUAL_IDS = ((1, 1.0, True), (("a", 1), ("a", 1.0), ("a", True)))
+
+
+@pytest.mark.parametrize("ids", EQUAL_IDS, ids=["numbers", "in-tuples"])
+def test_write_behind_ids_that_compare_equal(both: Cache, ids: tuple[Any, ...]) -> None:
+    """Ids equal in Python but of different types (1, 1.0, True) were coalesced into one
+    store_many write (a dict cannot hold them apart) while the cache kept three entries
+    (u:1, u:1.0, u:True): the cache then served values the source did not hold. Now an id
+    whose numbers are of other types than the first use is refused: a clear error, and
+    nothing queued, stored or cached for it."""
+    source: dict[Any, str] = {}
+    queue = both.write_behind(key="u:{}", store_many=source.update, name=unique_prefix())
+    first, *others = ids
+    try:
+        queue.set(first, "first")
+        for other in others:
+            with pytest.raises(InvalidKeyError, match="other types"):
+                queue.set(other, "other")
+            with pytest.raises(InvalidKeyError):
+                queue.get(other)
+        queue.flush(timeout=10)
+        assert source == {first: "first"} and type(next(iter(source))) is type(first)
+        assert queue.get(first) == source[first]
+        assert queue.pending == 0 and queue.dead_letters() == []
+        key_of = item_key_builder("u:{}")
+        assert both.get(key_of(first)) == "first"
+        for other in others:  # nothing cached under the refused ids' keys
+            assert key_of(other) != key_of(first) and both.get(key_of(other)) is None
+    finally:
+        queue.close()
+
+
+@pytest.mark.parametrize("ids", EQUAL_IDS, ids=["numbers", "in-tuples"])
+async def test_write_behind_ids_that_compare_equal_async(both: Cache, ids: tuple[Any, ...]) -> None:
+    source: dict[Any, str] = {}
+    queue = both.write_behind(key="u:{}", store_many=source.update, name=unique_prefix())
+    first, *others = ids
+    try:
+        await queue.aset(first, "first")
+        for other in others:
+            with pytest.raises(InvalidKeyError, match="other types"):
+                await queue.aset(other, "other")
+            with pytest.raises(InvalidKeyError):
+                await queue.aget(other)
+        await queue.aflush(timeout=10)
+        assert source == {first: "first"} and type(next(iter(source))) is type(first)
+        assert await queue.aget(first) == "first"
+        assert queue.pending == 0 and await queue.adead_letters() == []
+    finally:
+        await queue.aclose()
+
+
+def test_write_behind_ids_of_one_type_and_unrelated_types_are_accepted(both: Cache) -> None:
+    """The rule refuses only what could collide: a str id beside int ids, tuples of other
+    shapes, and -0.0 (one id with 0.0: one entry, one write) are fine."""
     source: dict[Any, str] = {}
     queue = both.write_behind(key="u:{}", store_many=source.update, name=unique_prefix())
     try:
-        for item_id, value in ((1, "int"), (1.0, "float"), (True, "bool")):
-            queue.set(item_id, value)
+        for item_id in (1, 2, "1", ("a", 1), (1, "a"), ("a", "b")):
+            queue.set(item_id, repr(item_id))
+        floats = both.write_behind(key="f:{}", store_many=source.update, name=unique_prefix())
+        floats.set(0.0, "zero")
+        floats.set(-0.0, "minus zero")
+        assert floats.key(-0.0) == floats.key(0.0)
         queue.flush(timeout=10)
-        for item_id in (1, 1.0, True):
-            assert queue.get(item_id) == source[item_id]
+        floats.flush(timeout=10)
+        floats.close()
+        assert source == {
+            1: "1", 2: "2", "1": "'1'", ("a", 1): "('a', 1)", (1, "a"): "(1, 'a')",
+            ("a", "b"): "('a', 'b')", 0.0: "minus zero",
+        }  # fmt: skip
+        assert floats.get(0.0) == floats.get(-0.0) == "minus zero"
     finally:
         queue.close()
+
+
+@pytest.mark.parametrize("nan", [float("nan"), Decimal("NaN"), Decimal("sNaN")], ids=repr)
+def test_a_nan_item_id_is_refused(both: Cache, nan: Any) -> None:
+    """A NaN equals no id, itself included: its write could never be found again (and a
+    signalling NaN cannot even be compared or hashed)."""
+    queue = both.write_behind(key="u:{}", store_many=lambda items: None, name=unique_prefix())
+    through = both.write_through(key="w:{}", load=None, store=lambda item_id, value: None)
+    try:
+        with pytest.raises(InvalidKeyError, match="NaN"):
+            queue.set(nan, "v")
+        with pytest.raises(InvalidKeyError, match="NaN"):
+            through.set(nan, "v")
+        assert queue.pending == 0
+    finally:
+        queue.close()
+
+
+def test_write_through_ids_that_compare_equal(both: Cache) -> None:
+    """The same defect in write-through: store(1.0, ...) wrote the source's row 1 while the
+    cache kept u:1 with the older value. Refused the same way, before the source is
+    written."""
+    source: dict[Any, str] = {}
+    users = both.write_through(key="u:{}", load=source.get, store=source.__setitem__)
+    users.set(1, "int")
+    for other in (1.0, True):
+        with pytest.raises(InvalidKeyError, match="other types"):
+            users.set(other, "other")
+        with pytest.raises(InvalidKeyError):
+            users.get(other)
+        with pytest.raises(InvalidKeyError):
+            users.delete(other)
+    assert source == {1: "int"} and users.get(1) == "int"
+
+
+async def test_write_through_ids_that_compare_equal_async(both: Cache) -> None:
+    source: dict[Any, str] = {}
+    users = both.write_through(key="u:{}", load=source.get, store=source.__setitem__)
+    await users.aset(1, "int")
+    with pytest.raises(InvalidKeyError, match="other types"):
+        await users.aset(1.0, "float")
+    assert source == {1: "int"} and await users.aget(1) == "int"
 
 
 def test_write_behind_one_id_refused_forever_is_dead_lettered_alone(both: Cache) -> None:

@@ -174,10 +174,11 @@ class AsyncWriteBehindOps:
     # -- the caller's side ------------------------------------------------------------------
     async def aset(self, item_id: Any, value: Any) -> None:
         """Queue the write to the source and update the cache now."""
+        full = self._full_key(item_id)  # first: an id refused (ItemIds) queues nothing
         await self._astart_worker()
         if await self._queue.apush(item_id, value):
             self._signal.notify()
-        await self._cache._astore(self._full_key(item_id), value, self._ttl, self._tags)
+        await self._cache._astore(full, value, self._ttl, self._tags)
 
     async def aget(self, item_id: Any, default: Any = None) -> Any:
         """The cached value; else this process's newest queued write of it; else

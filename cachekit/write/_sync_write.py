@@ -174,10 +174,11 @@ class WriteBehindOps:
     # -- the caller's side ------------------------------------------------------------------
     def set(self, item_id: Any, value: Any) -> None:
         """Queue the write to the source and update the cache now."""
+        full = self._full_key(item_id)  # first: an id refused (ItemIds) queues nothing
         self._start_worker()
         if self._queue.push(item_id, value):
             self._signal.notify()
-        self._cache._store(self._full_key(item_id), value, self._ttl, self._tags)
+        self._cache._store(full, value, self._ttl, self._tags)
 
     def get(self, item_id: Any, default: Any = None) -> Any:
         """The cached value; else this process's newest queued write of it; else

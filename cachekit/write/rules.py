@@ -25,6 +25,7 @@ from ..exceptions import ConfigurationError, InvalidKeyError
 
 __all__ = [
     "DeadLetter",
+    "ItemIds",
     "QueuedWrite",
     "RetryBatch",
     "after_failure",
@@ -157,6 +158,84 @@ def decode_id(data: bytes) -> Any:
         return _from_tree(orjson.loads(data))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not an encoded item id: {data[:60]!r}: {exc}") from None
+
+
+# -- item ids that compare equal across types -------------------------------------------------
+# 1, 1.0, True and Decimal(1) are one key of a dict (``store_many``'s argument, and most
+# sources) but three cache keys (u:1, u:1.0, u:True): a queue given both would make one
+# write of them while the cache kept each, then serve values the source does not hold.
+# Only numbers compare equal across the id types (an int never equals a str), so the
+# rule is: at each place of an id, numbers keep the type of their first use there. A
+# place is the id's structure with its numbers' types left out (``("t", ("n", str))``
+# for ``(1, "a")``); a new id of a known place with other number types is refused.
+_NUMBER_TYPES = frozenset({bool, int, float, Decimal})
+_MAX_PLACES = 1024  # distinct id structures remembered (a program uses a handful)
+
+
+def _id_place(item_id: Any) -> tuple[Any, Any, bool]:
+    """``(place, number types, has a number)`` of an id; a NaN is refused (it equals no
+    id, itself included: a source could never find it again; a signalling one cannot
+    even be compared)."""
+    kind = type(item_id)
+    if kind in _NUMBER_TYPES:
+        if (kind is float and math.isnan(item_id)) or (kind is Decimal and item_id.is_nan()):
+            raise InvalidKeyError(f"an item id cannot be NaN (it equals no id): {item_id!r}")
+        return "n", kind, True
+    if kind is tuple or kind is frozenset:
+        parts = [_id_place(part) for part in item_id]
+        places = tuple(place for place, _, _ in parts)
+        types = tuple(types for _, types, _ in parts)
+        numbered = any(numbered for _, _, numbered in parts)
+        if kind is frozenset:  # no order: the element places and types as sets
+            return ("fs", frozenset(places)), frozenset(types), numbered
+        return ("t", places), types, numbered
+    return kind, None, False
+
+
+class ItemIds:
+    """Checks the ids of one write-through or write-behind object before their key is made:
+    an id whose numbers are of other types than the first id of its structure (``1.0`` or
+    ``True`` after ``1``, ``("a", 1.0)`` after ``("a", 1)``) is an
+    :class:`InvalidKeyError` (nothing is written), as is a NaN. The id ``-0.0`` is keyed
+    as ``0.0`` (equal: one id). Per object, in this process: processes sharing a Redis
+    queue must use the same id types. Not covered: a frozenset mixing number types at
+    once (``{1, 2.0}`` and ``{1.0, 2}``), a Decimal spelled two ways (``1.0``, ``1.00``),
+    one instant in two time zones."""
+
+    __slots__ = ("_first", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._first: dict[Any, tuple[Any, Any]] = {}  # place -> (its number types, an id)
+
+    def check(self, item_id: Any) -> Any:
+        """``item_id`` as it is keyed (:class:`InvalidKeyError` if refused)."""
+        kind = type(item_id)
+        if kind is float and item_id == 0.0:
+            item_id = 0.0  # -0.0 == 0.0: one id, one key (as encode_id makes it one write)
+        if kind is not tuple and kind is not frozenset and kind not in _NUMBER_TYPES:
+            return item_id  # a str, bytes, UUID, date...: equal only to its own type
+        place, types, numbered = _id_place(item_id)
+        if not numbered:
+            return item_id
+        first = self._first.get(place)
+        if first is None:
+            if len(self._first) < _MAX_PLACES:
+                self._first.setdefault(place, (types, item_id))
+            return item_id
+        if first[0] != types:
+            raise InvalidKeyError(
+                f"{self._name}: item id {item_id!r} has numbers of other types than "
+                f"{first[1]!r}, used before: ids equal in Python but of different types "
+                "(1, 1.0, True) are one item of a dict (store_many's, and most sources') "
+                "but different cache keys; pass ids of one type"
+            )
+        return item_id
+
+    def keyed(self, key_of: Callable[[Any], str]) -> Callable[[Any], str]:
+        """``key_of`` over the checked id."""
+        check = self.check
+        return lambda item_id: key_of(check(item_id))
 
 
 class RetryBatch:

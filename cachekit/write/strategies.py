@@ -25,6 +25,9 @@
   ``store_many`` must be idempotent: an upsert). In memory the queue lives in the
   process, and only its journal file outlives it; an async worker cannot run at exit,
   so close it with ``aclose()`` (its unstored writes go to the journal file at exit).
+- Ids keep their number types (:class:`cachekit.write.rules.ItemIds`): ``1``, ``1.0`` and
+  ``True`` are one item of ``store_many``'s dict but three cache keys, so an id whose
+  numbers are of other types than the first use is an ``InvalidKeyError`` (nothing written).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from ._sync_write import (
 )
 from .behind import MemoryWriteQueue, TaskSignal, ThreadSignal, WriteBehindQueues
 from .journal import JournalFiles, default_journal_dir
-from .rules import item_key_builder
+from .rules import ItemIds, item_key_builder
 
 __all__ = ["TagSpec", "WriteBehind", "WriteStrategies", "WriteThrough"]
 
@@ -210,7 +213,7 @@ class WriteThrough(WriteThroughOps, AsyncWriteThroughOps):
     ) -> None:
         cache._seconds(ttl)
         self._cache = cache
-        self._key_of = item_key_builder(key)
+        self._key_of = ItemIds(f"write_through({key!r})").keyed(item_key_builder(key))
         self._loader = load
         self._storer = store
         self._remover = delete
@@ -280,7 +283,8 @@ class WriteBehind(WriteBehindOps, AsyncWriteBehindOps):
                 raise ConfigurationError("write_behind with a callable key needs name=")
             name = key
         self._cache = cache
-        self._key_of = item_key_builder(key)
+        # ids equal across types (1, 1.0, True) would be one store_many item, several entries
+        self._key_of = ItemIds(f"write_behind {name!r}").keyed(item_key_builder(key))
         self._loader = load
         self._store_many = store_many
         self._ttl = ttl

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cachekit.write.rules import (
+    ItemIds,
     QueuedWrite,
     after_failure,
     batch_due,
@@ -163,3 +164,61 @@ def test_item_ids_that_cannot_travel_faithfully_are_refused(bad: Any) -> None:
 def test_bytes_that_are_not_an_encoded_id_raise_value_error(data: bytes) -> None:
     with pytest.raises(ValueError, match="not an encoded item id"):
         decode_id(data)
+
+
+# -- ids equal across types (1, 1.0, True): one item of store_many's dict -----------------
+_NUMBERS = st.one_of(
+    st.integers(-2, 2),
+    st.sampled_from([-1.0, -0.0, 0.0, 0.5, 1.0, 2.0]),
+    st.booleans(),
+    st.integers(-2, 2).map(Decimal),
+)
+_IDS = st.one_of(
+    _NUMBERS,
+    st.sampled_from(["1", "a", b"1"]),
+    st.tuples(st.sampled_from(["a", "b"]), _NUMBERS),
+    st.tuples(_NUMBERS, _NUMBERS),
+)
+
+
+@given(st.lists(_IDS, max_size=12))
+def test_accepted_item_ids_that_are_equal_have_one_key(ids: list[Any]) -> None:
+    """Whatever order ids come in, two that one object accepts and that compare equal (one
+    key of a dict: one item for store_many) have the same cache key."""
+    checked = ItemIds("queue")
+    key_of = checked.keyed(item_key_builder("u:{}"))
+    accepted: list[Any] = []
+    for item_id in ids:
+        try:
+            key_of(item_id)
+        except InvalidKeyError:
+            continue
+        accepted.append(item_id)
+    for a in accepted:
+        for b in accepted:
+            if a == b:
+                assert key_of(a) == key_of(b), (a, b)
+
+
+def test_item_ids_keep_the_number_types_of_their_first_use() -> None:
+    checked = ItemIds("queue 'q'")
+    assert checked.check(1) == 1 and checked.check(2) == 2  # one type: fine
+    for other in (1.0, True, Decimal(1), 2.5):  # a float 2.5 equals no int, but the rule
+        with pytest.raises(InvalidKeyError, match="queue 'q': item id .* other types than 1"):
+            checked.check(other)  # is by type: a queue of ints gets ints
+    assert checked.check("1") == "1" and checked.check(b"1") == b"1"  # never equal to 1
+    assert checked.check(("a", 1)) == ("a", 1) and checked.check((1, "a")) == (1, "a")
+    with pytest.raises(InvalidKeyError):
+        checked.check(("a", True))
+    with pytest.raises(InvalidKeyError):
+        checked.check((True, "a"))
+    assert checked.check(frozenset({1, 2})) == frozenset({1, 2})
+    with pytest.raises(InvalidKeyError):
+        checked.check(frozenset({1.0, 2.0}))
+    floats = ItemIds("floats")
+    assert math.copysign(1, floats.check(-0.0)) == 1.0  # keyed as 0.0, the equal id
+    assert floats.check(1.0) == 1.0
+    with pytest.raises(InvalidKeyError, match="NaN"):
+        floats.check(math.nan)
+    with pytest.raises(InvalidKeyError, match="NaN"):
+        floats.check(("a", Decimal("sNaN")))
