@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
@@ -18,10 +17,10 @@ from .core.breaker import CircuitBreaker
 from .core.codec import Boxed, Codec, ObjectCodec, codec_for
 from .core.concurrency import AsyncRefreshPool, FlightTables, RefreshPool
 from .core.keys import Namespace
-from .core.policy import DEFAULT, Counters
+from .core.policy import Counters
 from .core.sentinel import MISSING
 from .decorator.decorate import decorate
-from .decorator.types import CachedDecorator, CachedFunction
+from .decorator.types import CachedDecorator, CachedFunction, CachedOptions
 from .exceptions import ConfigurationError
 from .kv._async_ops import AsyncCacheOps
 from .kv._sync_ops import CacheOps
@@ -30,6 +29,8 @@ from .serializers import Serializer
 from .write.strategies import TagSpec, WriteBehind, WriteStrategies, WriteThrough
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .ratelimit import RateLimiter
 
 __all__ = ["Cache"]
@@ -47,8 +48,8 @@ _NOT_OPTIONS = ("url", "client", "backend", "async_backend")  # constructor argu
 _OTHER_ENV = frozenset({"CACHEKIT_URL", "CACHEKIT_REDIS_SERVER", "CACHEKIT_JOURNAL_DIR"})
 
 
-# the keyword arguments of @cache.cached (typed in its overloads)
-_CACHED_OPTIONS = frozenset(inspect.signature(decorate).parameters) - {"cache", "func"}
+# the keyword arguments of @cache.cached (typed in its overloads: CachedOptions)
+_CACHED_OPTIONS: frozenset[str] = CachedOptions.__optional_keys__
 
 
 class Cache(CacheOps, AsyncCacheOps):
@@ -409,25 +410,7 @@ class Cache(CacheOps, AsyncCacheOps):
     def cached(self, func: Callable[_P, _R], /) -> CachedFunction[_P, _R]: ...
 
     @overload
-    def cached(
-        self,
-        func: None = None,
-        /,
-        *,
-        ttl: Any = DEFAULT,
-        key: str | Callable[..., Any] | None = None,
-        name: str | None = None,
-        tags: Iterable[str] | Callable[..., Iterable[str]] | None = None,
-        cache_none: bool = True,
-        condition: Callable[[Any], bool] | None = None,
-        unless: Callable[[Any], bool] | None = None,
-        lock: bool = False,
-        lock_ttl: float = 10.0,
-        lock_timeout: float | None = None,
-        early_refresh: bool | float = False,
-        stale_ttl: float | None = None,
-        stale_if_error: bool | float = False,
-    ) -> CachedDecorator: ...
+    def cached(self, func: None = None, /, **options: Unpack[CachedOptions]) -> CachedDecorator: ...
 
     def cached(self, func: Any = None, /, **options: Any) -> Any:
         """Cache a function's results (sync or async; functions, methods, classmethods).

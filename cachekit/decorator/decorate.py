@@ -26,7 +26,10 @@ from .fastpath import memory_hit_wrapper
 from .names import claim
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .._cache import Cache
+    from .types import StampedeKeywords
 
 __all__ = ["CachePlan", "decorate"]
 
@@ -118,21 +121,17 @@ def decorate(
     cache_none: bool = True,
     condition: Callable[[Any], bool] | None = None,
     unless: Callable[[Any], bool] | None = None,
-    lock: bool = False,
-    lock_ttl: float = 10.0,
-    lock_timeout: float | None = None,
-    early_refresh: bool | float = False,
-    stale_ttl: float | None = None,
-    stale_if_error: bool | float = False,
+    **stampede_options: Unpack[StampedeKeywords],
 ) -> F:
+    """``@cache.cached(...)``: the entry's options here (the defaults of
+    :class:`~cachekit.decorator.types.CachedOptions`), the stampede's passed on to
+    :meth:`StampedeOptions.build <cachekit.stampede.rules.StampedeOptions.build>`, which
+    holds their defaults and checks (an unknown name is a ``TypeError`` there)."""
     options = dict(
         ttl=ttl, key=key, name=name, tags=tags, cache_none=cache_none, condition=condition,
         unless=unless,
     )  # fmt: skip
-    stampede = StampedeOptions.build(
-        lock=lock, lock_ttl=lock_ttl, lock_timeout=lock_timeout, early_refresh=early_refresh,
-        stale_ttl=stale_ttl, stale_if_error=stale_if_error, ttl=cache._seconds(ttl) or None,
-    )  # fmt: skip
+    stampede = StampedeOptions.build(**stampede_options, ttl=cache._seconds(ttl) or None)
     if stampede.active:  # the heavier wrapper only for functions that asked for it
         options["stampede"] = stampede
     return _decorate(cache, func, **options)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from .._cache import Cache
 from .types import CachedDecorator, CachedFunction
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .types import CachedOptions
 
 __all__ = ["cached", "get_default_cache", "set_default_cache"]
 
@@ -51,7 +56,7 @@ def cached(func: Callable[P, R], /) -> CachedFunction[P, R]: ...
 
 
 @overload
-def cached(func: None = None, /, **options: Any) -> CachedDecorator: ...
+def cached(func: None = None, /, **options: Unpack[CachedOptions]) -> CachedDecorator: ...
 
 
 def cached(func: Any = None, /, **options: Any) -> Any:

@@ -16,15 +16,52 @@ it are not checked (write ``typing.cast`` or ``# type: ignore[call-arg]`` there)
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from collections.abc import Callable, Iterable
+from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
-__all__ = ["CachedFunction", "CachedDecorator"]
+__all__ = ["CachedDecorator", "CachedFunction", "CachedOptions", "StampedeKeywords"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 T = TypeVar("T")
+
+
+class StampedeKeywords(TypedDict, total=False):
+    """The stampede keyword arguments of ``@cached`` and ``get_or_set``, typed once
+    (``**options: Unpack[StampedeKeywords]`` where a signature passes them on). Their
+    defaults and checks live in one place, :meth:`StampedeOptions.build
+    <cachekit.stampede.rules.StampedeOptions.build>` (tests/decorator/test_options.py
+    holds the two together).
+
+    ``lock``: compute a missing key once (threads, tasks, and processes on Redis);
+    ``lock_ttl``: seconds bounding a crashed holder; ``lock_timeout``: seconds after which
+    waiters compute themselves; ``early_refresh``: refresh in the background before expiry
+    (True, or an XFetch beta >= 0); ``stale_ttl``: seconds the expired value is served
+    while one background refresh runs; ``stale_if_error``: serve the expired value when
+    the function raises (True, or seconds).
+    """
+
+    lock: bool
+    lock_ttl: float
+    lock_timeout: float | None
+    early_refresh: bool | float
+    stale_ttl: float | None
+    stale_if_error: bool | float
+
+
+class CachedOptions(StampedeKeywords, total=False):
+    """Every keyword argument of ``@cache.cached(...)`` / ``@cached(...)``: the stampede
+    ones and those of the entry, whose defaults are :func:`cachekit.decorator.decorate.decorate`'s
+    (``ttl``: the cache's ``default_ttl``)."""
+
+    ttl: Any  # seconds (float), a timedelta, or None for no expiry
+    key: str | Callable[..., Any] | None
+    name: str | None
+    tags: Iterable[str] | Callable[..., Iterable[str]] | None
+    cache_none: bool
+    condition: Callable[[Any], bool] | None
+    unless: Callable[[Any], bool] | None
 
 
 class CachedFunction(Protocol[P, R_co]):
@@ -69,4 +106,3 @@ class CachedDecorator(Protocol):
 
     @overload
     def __call__(self, func: Callable[P, R], /) -> CachedFunction[P, R]: ...
-

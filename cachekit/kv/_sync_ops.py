@@ -9,7 +9,7 @@ both; only the backend calls differ.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ..core.codec import CorruptEntry, UnsignedCounter
 from ..core.concurrency import _resolve
@@ -21,6 +21,11 @@ from ..stampede._sync_stampede import Stampede
 from ..stampede.rules import StampedeOptions
 from ..tags._sync_tags import TagOps
 from ..tags.rules import tag_list
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ..decorator.types import StampedeKeywords
 
 __all__ = ["CacheOps"]
 
@@ -333,28 +338,22 @@ class CacheOps(TagOps):
         ttl: Any = DEFAULT,
         *,
         tags: Iterable[str] | None = None,
-        lock: bool = False,
-        lock_ttl: float = 10.0,
-        lock_timeout: float | None = None,
-        early_refresh: bool | float = False,
-        stale_ttl: float | None = None,
-        stale_if_error: bool | float = False,
+        **stampede: Unpack[StampedeKeywords],
     ) -> Any:
         """Cache-aside in one call: the cached value, or ``loader()``'s, stored.
 
-        Stampede options as on ``@cached``: ``lock`` (one computation per key, across
-        processes on Redis; ``lock_ttl`` bounds a crashed holder, waiters compute
-        themselves after ``lock_timeout``), ``early_refresh`` (XFetch beta, True = 1),
-        ``stale_ttl`` (serve stale that long while one background refresh runs),
-        ``stale_if_error`` (serve stale when the loader raises).
+        Stampede options as on ``@cached`` (:class:`~cachekit.decorator.types.StampedeKeywords`):
+        ``lock`` (one computation per key, across processes on Redis; ``lock_ttl`` bounds a
+        crashed holder, waiters compute themselves after ``lock_timeout``),
+        ``early_refresh`` (XFetch beta, True = 1), ``stale_ttl`` (serve stale that long
+        while one background refresh runs), ``stale_if_error`` (serve stale when the
+        loader raises).
         """
         full = self._ns.key(key)
-        if lock or early_refresh or stale_ttl or stale_if_error:
-            options = StampedeOptions.build(
-                lock=lock, lock_ttl=lock_ttl, lock_timeout=lock_timeout,
-                early_refresh=early_refresh, stale_ttl=stale_ttl,
-                stale_if_error=stale_if_error, ttl=self._seconds(ttl) or None,
-            )  # fmt: skip
+        options = (
+            StampedeOptions.build(**stampede, ttl=self._seconds(ttl) or None) if stampede else None
+        )
+        if options is not None and options.active:
             fixed_tags = tag_list(tags)
             return self._sync_stampede(options).get(
                 full, loader, (), {}, ttl, lambda args, kwargs: fixed_tags

@@ -67,3 +67,30 @@ refreshing: Coroutine[Any, Any, bytes] = fetch.refresh("u")
 async def use() -> None:
     assert_type(await fetch("x"), bytes)
     assert_type(await fetch.ainvalidate("x"), bool)
+
+
+# the stampede options are typed once (cachekit.decorator.types.StampedeKeywords): the
+# right ones type-check on every signature that takes them, a misspelt or mistyped one is
+# an error (the ignores below must be needed: warn_unused_ignores)
+@cache.cached(ttl=60, lock=True, lock_ttl=5.0, lock_timeout=None, early_refresh=0.5)
+def locked(n: int) -> int:
+    return n
+
+
+@cached(stale_ttl=30, stale_if_error=True, tags=("t",), cache_none=False)
+async def stale(n: int) -> int:
+    return n
+
+
+assert_type(locked(1), int)
+assert_type(cache.get_or_set("k", lambda: 1, 60, lock=True, stale_ttl=5.0), Any)
+
+
+cache.cached(ttl=60, lokc=True)  # type: ignore[call-overload]
+cached(stale_tll=30)  # type: ignore[call-overload]
+cache.cached(lock="yes")  # type: ignore[call-overload]
+cache.get_or_set("k", lambda: 1, lock_tll=5.0)  # type: ignore[call-arg]
+
+
+async def use_get_or_set() -> None:
+    await cache.aget_or_set("k", lambda: 1, early_refesh=True)  # type: ignore[call-arg]
