@@ -17,7 +17,7 @@ from .core.breaker import CircuitBreaker
 from .core.codec import Boxed, Codec, ObjectCodec, codec_for
 from .core.concurrency import AsyncRefreshPool, FlightTables, RefreshPool
 from .core.keys import Namespace
-from .core.policy import Counters
+from .core.policy import DEFAULT, Counters
 from .core.sentinel import MISSING
 from .decorator.decorate import decorate
 from .decorator.types import CachedDecorator, CachedFunction, CachedOptions
