@@ -39,6 +39,7 @@ from .exceptions import (
     RateLimited,
     SerializationError,
 )
+from .kv.inspection import EntryInfo
 from .serializers import Serializer
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __all__ = [
     "CacheKitError",
     "CachedFunction",
     "ConfigurationError",
+    "EntryInfo",
     "IncrementError",
     "InvalidArgumentError",
     "InvalidKeyError",

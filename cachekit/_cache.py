@@ -31,6 +31,7 @@ from .write.strategies import TagSpec, WriteBehind, WriteStrategies, WriteThroug
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from .kv.inspection import EntryInfo
     from .ratelimit import RateLimiter
 
 __all__ = ["Cache"]
@@ -397,6 +398,29 @@ class Cache(CacheOps, AsyncCacheOps):
     def make_key(self, key: Any) -> str:
         """The full backend key for a user key (namespace included)."""
         return self._ns.key(key)
+
+    def tag_key(self, tag: str) -> str:
+        """The backend key of a tag's set (the full keys of the entries stored with
+        ``tags=[tag]``, on Redis), in this cache's namespace."""
+        from .tags.rules import tag_key
+
+        return tag_key(self._ns.text, tag)
+
+    def inspect(self, key: Any) -> EntryInfo | None:
+        """What the entry under ``key`` holds, or None when there is none: an
+        :class:`~cachekit.kv.inspection.EntryInfo` (``value``, ``decoded`` and ``note``,
+        ``ttl`` left, ``tags``, ``metadata``, ``fresh_for``, ``size``, ``format``),
+        decoded with this cache's codec as a read would, without counting a hit or a miss.
+        For operators and tests (``cachekit inspect KEY``). A failing backend raises
+        :class:`~cachekit.BackendError` whatever ``on_error``."""
+        from .kv._sync_inspect import inspect_entry
+
+        return inspect_entry(self, key)
+
+    async def ainspect(self, key: Any) -> EntryInfo | None:
+        from .kv._async_inspect import ainspect_entry
+
+        return await ainspect_entry(self, key)
 
     @overload
     def cached(self, func: classmethod[_T, _P, _R], /) -> classmethod[_T, _P, _R]: ...

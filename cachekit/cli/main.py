@@ -27,11 +27,8 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from .. import MISSING, Cache, __version__
-from .._config import OPTIONS
-from ..core.codec import CorruptEntry, UnsignedCounter
 from ..core.keys import escape_glob
 from ..exceptions import BackendError, CacheKitError, ConfigurationError
-from ..tags.rules import tag_key
 
 __all__ = ["NOT_OK", "NO_CONNECTION", "OK", "USAGE", "main"]
 
@@ -176,10 +173,9 @@ class Target:
         # these arguments on top (errors are ConfigurationError, exit 2)
         # No near cache here even if CACHEKIT_NEAR asks for one: a command reads and
         # deletes in Redis itself (and Redis tells the apps' near caches of its deletes).
-        off = {"near": False} if "near" in OPTIONS else {}
         self.cache = Cache.from_env(
             env, prefix=args.prefix, timeout=args.timeout, connect_timeout=args.timeout,
-            on_error="raise", **off,
+            on_error="raise", near=False,
         )  # fmt: skip
         self.url = masked(self.cache.url)
         if urlsplit(self.cache.url).scheme not in _REDIS_SCHEMES or not self.cache.shared:
@@ -366,64 +362,35 @@ def cmd_keys(target: Target, args: argparse.Namespace, out: Output) -> int:
     return OK
 
 
-def _entry_format(raw: bytes) -> str:
-    """How an entry is laid out (see cachekit.core.codec): its first byte's flags."""
-    if not raw:
-        return "empty"
-    first = raw[0]
-    if first in b"-0123456789":
-        return "integer (a counter, stored bare)"
-    kind = {0x01: "value", 0x02: "value with metadata"}.get(first & 0x0F, "unknown")
-    extras = [name for bit, name in ((0x10, "zlib"), (0x20, "zstd"), (0x40, "signed"))
-              if first & bit]  # fmt: skip
-    return kind + (f" ({', '.join(extras)})" if extras else "")
-
-
-def decode_entry(cache: Cache, full: str, raw: bytes) -> dict[str, Any]:
-    """An entry decoded with the cache's own codec: value, metadata, or why not."""
-    codec = cache._codec  # the cache's codec: its serializer, secret, compression
-    try:
-        value, meta = codec.loads_meta(raw, full)
-    except UnsignedCounter as exc:
-        return {"decoded": True, "value": exc.value, "meta": {},
-                "note": "a bare integer: a counter only under a counter mark"}  # fmt: skip
-    except CorruptEntry as exc:
-        return {"decoded": False, "value": None, "meta": {}, "note": str(exc)}
-    return {"decoded": True, "value": value, "meta": meta or {}, "note": None}
-
-
 def cmd_inspect(target: Target, args: argparse.Namespace, out: Output) -> int:
     cache, client = target.cache, target.client
     full = cache.make_key(args.key)
     kind = bytes(client.type(full)).decode()
     if kind == "none":
         raise Failure(NOT_OK, f"no such key: {args.key!r} ({full!r})")
-    pipe = client.pipeline(transaction=False)
-    pipe.pttl(full)
-    pipe.memory_usage(full)
-    pttl, memory = pipe.execute()
+    memory = client.memory_usage(full)
     serializer = cache.serializer
     data: dict[str, Any] = {
-        "key": args.key, "full_key": full, "type": kind,
-        "ttl": None if pttl is None or pttl < 0 else pttl / 1000, "memory_bytes": memory,
+        "key": args.key, "full_key": full, "type": kind, "ttl": None, "memory_bytes": memory,
         "serializer": getattr(serializer, "name", type(serializer).__qualname__),
     }  # fmt: skip
     if kind != "string":
-        data.update(decoded=False, note=f"a Redis {kind}, not a cachekit entry")
+        pttl = client.pttl(full)
+        data.update(ttl=None if pttl is None or pttl < 0 else pttl / 1000, decoded=False,
+                    note=f"a Redis {kind}, not a cachekit entry")  # fmt: skip
         out.emit(data, lambda: _inspect_human(data))
         return NOT_OK
-    raw = bytes(client.get(full) or b"")
-    entry = decode_entry(cache, full, raw)
-    meta = entry["meta"]
+    entry = cache.inspect(args.key)  # decoded by the cache's own codec, as a read would
+    if entry is None:  # expired since TYPE
+        raise Failure(NOT_OK, f"no such key: {args.key!r} ({full!r})")
     data.update(
-        size_bytes=len(raw), format=_entry_format(raw), decoded=entry["decoded"],
-        tags=meta.get("tags", []), value=entry["value"], note=entry["note"],
-        metadata={k: v for k, v in meta.items() if k != "tags"},
+        ttl=entry.ttl, size_bytes=entry.size, format=entry.format, decoded=entry.decoded,
+        tags=list(entry.tags), value=entry.value, note=entry.note, metadata=dict(entry.metadata),
     )  # fmt: skip
-    if isinstance(meta.get("x"), (int, float)):  # stale_ttl / early_refresh: logical expiry
-        data["fresh_for"] = round(meta["x"] - time.time(), 3)  # < 0: served stale until ttl
+    if entry.fresh_for is not None:  # stale_ttl / early_refresh: logical expiry
+        data["fresh_for"] = entry.fresh_for  # < 0: served stale until ttl
     out.emit(data, lambda: _inspect_human(data))
-    return OK if entry["decoded"] else NOT_OK
+    return OK if entry.decoded else NOT_OK
 
 
 def _inspect_human(data: dict[str, Any]) -> str:
@@ -486,7 +453,7 @@ def cmd_purge(target: Target, args: argparse.Namespace, out: Output) -> int:
     if args.tag:
         # members of the tags' sets that still exist (dry run), or invalidate_tags
         for tag in args.tag:
-            tag_set = tag_key(target.ns.text, tag)
+            tag_set = target.cache.tag_key(tag)
             members = target.namespaced(list(target.client.sscan_iter(tag_set, count=target.count)))
             for start in range(0, len(members), 1000):
                 chunk = members[start : start + 1000]

@@ -62,6 +62,7 @@ __all__ = [
     "CorruptEntry",
     "ObjectCodec",
     "UnsignedCounter",
+    "entry_layout",
 ]
 
 _PLAIN = 0x01
@@ -74,6 +75,27 @@ _PLAIN_BYTE = bytes((_PLAIN,))
 _DIGITS = frozenset(b"-0123456789")
 DEFAULT_MAX_DECOMPRESSED_SIZE = 64 * 1024 * 1024
 _INFLATE_STEP = 1 << 20
+
+
+def entry_layout(stored: Any) -> tuple[str, tuple[str, ...]]:
+    """How a stored entry is laid out, read from its first byte (diagnostics,
+    ``Cache.inspect``): its kind (``"value"``, ``"value with metadata"``, ``"integer"`` for
+    a bare counter, ``"object"`` for what an in-process store keeps as it is, ``"empty"``,
+    ``"unknown"``) and its flags (``"zlib"``, ``"zstd"``, ``"signed"``)."""
+    if type(stored) is int:
+        return "integer", ()
+    if not isinstance(stored, bytes | bytearray | memoryview):
+        return "object", ()
+    raw = bytes(stored[:1])
+    if not raw:
+        return "empty", ()
+    first = raw[0]
+    if first in _DIGITS:
+        return "integer", ()
+    kind = {_PLAIN: "value", _META: "value with metadata"}.get(first & _KIND_MASK, "unknown")
+    flags = tuple(name for bit, name in ((_ZLIB, "zlib"), (_ZSTD, "zstd"), (_SIGNED, "signed"))
+                  if first & bit)  # fmt: skip
+    return kind, flags
 
 
 class CorruptEntry(Exception):
