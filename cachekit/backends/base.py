@@ -33,7 +33,8 @@ and wires its features from the answers; no feature tests the backend's type.
   with metadata) from then on; MISSING when the entry cannot be decoded.
 - ``tracking()`` -> the client provider a near cache listens on for invalidations
   (Redis client tracking, :mod:`cachekit.near`); it raises ``ConfigurationError`` where a
-  near cache cannot listen (a cluster, for now).
+  near cache cannot listen. On a cluster it also lists the primaries (``primaries()``,
+  ``refresh()``): the near cache keeps one link per primary.
 - ``local_state()`` -> :class:`LocalState`: where features keep their state of an
   in-process store, per backend (the rate limiter's buckets, the tag index), so every cache
   over one store shares it as processes share Redis. The memory backend offers one; a

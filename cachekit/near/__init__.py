@@ -10,6 +10,8 @@ hit path serves L1 hits with); no feature knows about it.
 - :mod:`._link`: the invalidation link (Redis client tracking, broadcast mode on the
   namespace prefix, redirected to a RESP2 connection subscribed to
   ``__redis__:invalidate``), one thread.
+- :mod:`._cluster`: on a Redis Cluster, one link per primary and a watcher that follows
+  the primaries (failover, nodes added or removed).
 - :mod:`._layer`: what the sync and async wrappers share.
 
 The guarantee: a read returns a value no older than ``max_stale`` seconds behind Redis
@@ -23,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._async_backend import AsyncNearBackend
+from ._cluster import ClusterLinks
 from ._layer import NearLayer
 from ._store import NearOptions, check_near_backend, near_option, parse_near
 from ._sync_backend import NearBackend
@@ -51,8 +54,14 @@ def near_backends(
         return backend, async_backend
     if getattr(backend, "local", False):
         return backend, async_backend
-    clients = check_near_backend(backend)
-    layer = NearLayer(options, clients.get, prefix)
+    tracking = check_near_backend(backend)
+    links = None
+    if callable(getattr(tracking, "primaries", None)):  # a cluster: one link per primary
+
+        def links(store: Any, prefixes: Any) -> ClusterLinks:
+            return ClusterLinks(store, tracking, prefixes)
+
+    layer = NearLayer(options, tracking.get, prefix, links=links)
     wrapped = NearBackend(backend, layer)
     awrapped = None if async_backend is None else AsyncNearBackend(async_backend, layer)
     return wrapped, awrapped

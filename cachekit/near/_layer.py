@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.sentinel import MISSING
+from ._cluster import ClusterLinks
 from ._link import InvalidationLink, connection_factory
 from ._store import NearOptions, NearStore
 
@@ -24,6 +25,7 @@ class NearLayer:
         prefix: str,
         *,
         connect: Callable[[], Any] | None = None,
+        links: Callable[[NearStore, tuple[str, ...]], ClusterLinks] | None = None,
     ) -> None:
         self.options = options
         self.store = NearStore(options)
@@ -33,7 +35,12 @@ class NearLayer:
             def connect() -> Any:
                 return connection_factory(client_of())()
 
-        self.link = InvalidationLink(self.store, connect, self.prefixes)
+        # ``links``: a cluster's, one per primary (._cluster); else one link
+        self.link: InvalidationLink | ClusterLinks = (
+            InvalidationLink(self.store, connect, self.prefixes)
+            if links is None
+            else links(self.store, self.prefixes)
+        )
         self.closed = False
         # a cache dropped without close(): its link's thread and connection go with it
         weakref.finalize(self, self.link.close)

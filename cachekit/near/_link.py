@@ -31,21 +31,31 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from ._store import NearStore
-
-__all__ = ["InvalidationLink"]
+__all__ = ["InvalidationLink", "LinkStore"]
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = b"__redis__:invalidate"
 
 
+class LinkStore(Protocol):
+    """What a link does to the L1: a :class:`~._store.NearStore`, or on a cluster one
+    node's view of it (:mod:`._cluster`)."""
+
+    max_stale: float
+
+    def invalidate(self, keys: Any) -> None: ...
+    def flush(self) -> None: ...
+    def confirm(self, sent_at: float) -> None: ...
+    def stop_serving(self) -> None: ...
+
+
 class InvalidationLink:
     def __init__(
         self,
-        store: NearStore,
+        store: LinkStore,
         connect: Callable[[], Any],
         prefixes: Sequence[str],
         *,

@@ -265,12 +265,15 @@ class NearStore:
             self.serve_until = 0.0
         return now
 
-    def confirm(self, sent_at: float) -> None:
+    def confirm(self, sent_at: float, limit: float = _FOREVER) -> None:
         """The answer to a PING sent at ``sent_at`` arrived, after every invalidation
-        Redis sent before it (the link applied them in order)."""
+        Redis sent before it (the link applied them in order). ``limit``: serve no longer
+        than ``max_stale`` past it either (on a cluster, the last check that the links
+        cover every primary)."""
         with self._lock:
             if sent_at >= self._barrier:
-                self.serve_until = max(self.serve_until, sent_at + self.max_stale)
+                until = min(sent_at, limit) + self.max_stale
+                self.serve_until = max(self.serve_until, until)
 
     def serving(self) -> bool:
         return self._clock() < self.serve_until
@@ -280,8 +283,9 @@ class NearStore:
 
 
 def check_near_backend(backend: Any) -> Any:
-    """The client provider a near layer listens with: the sync backend's ``tracking()``
-    capability (see :mod:`cachekit.backends.base`), which may refuse (a cluster)."""
+    """Where a near layer listens: the sync backend's ``tracking()`` capability (see
+    :mod:`cachekit.backends.base`): a client provider, or on a cluster one that also
+    lists the primaries (``primaries()``: a link each)."""
     tracking = getattr(backend, "tracking", None)
     if not callable(tracking):
         raise ConfigurationError(

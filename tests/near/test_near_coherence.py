@@ -42,11 +42,15 @@ def in_l1(cache: Cache, key: str) -> bool:
     return layer_of(cache).store.lookup(cache.make_key(key)) is not MISSING
 
 
-@pytest.fixture
-def pair(redis_server: RedisServer) -> Iterator[tuple[Cache, Cache]]:
+@pytest.fixture(params=["redis", "cluster"])
+def pair(request: pytest.FixtureRequest) -> Iterator[tuple[Cache, Cache]]:
+    """Two near caches of one namespace: on a redis-server, and on a 3-primary cluster
+    (one invalidation link per primary)."""
+    fixture = {"redis": "redis_server", "cluster": "redis_cluster"}[request.param]
+    url = request.getfixturevalue(fixture).url
     prefix = unique_prefix()
-    a = Cache(redis_server.url, prefix=prefix, near=True)
-    b = Cache(redis_server.url, prefix=prefix, near=True)
+    a = Cache(url, prefix=prefix, near=True)
+    b = Cache(url, prefix=prefix, near=True)
     yield a, b
     a.clear()
     a.close()
@@ -538,9 +542,15 @@ def test_near_behind_sentinel(redis_sentinel: Any) -> None:
         b.close()
 
 
-def test_near_on_cluster_is_refused_clearly() -> None:
-    with pytest.raises(ConfigurationError, match="Cluster"):
-        Cache("redis+cluster://127.0.0.1:1,127.0.0.1:2/", near=True)
+def test_near_on_cluster_links_every_primary(redis_cluster: Any) -> None:
+    from cachekit.near._cluster import ClusterLinks
+
+    with Cache(redis_cluster.url, prefix=unique_prefix(), near=True) as cache:
+        link = layer_of(cache).link
+        assert isinstance(link, ClusterLinks)
+        caught_up(cache)
+        assert link.nodes == sorted(f"127.0.0.1:{n.port}" for n in redis_cluster.primaries())
+        assert cache.stats()["near_link"] == "up"
 
 
 def test_corrupt_and_tampered_entries_are_not_served_from_the_l1(redis_url: str) -> None:

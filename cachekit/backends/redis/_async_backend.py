@@ -18,9 +18,9 @@ from typing import Any
 import redis.exceptions
 
 from ...core.sentinel import MISSING
-from ...exceptions import ConfigurationError
 from ..base import CommandBatch, script_sha
 from .clients import AsyncClientProvider, connection_kwargs, translate_error
+from .tracking import ClusterTracking
 
 __all__ = ["AsyncRedisAccess", "AsyncRedisBackend", "AsyncRedisClusterBackend"]
 
@@ -181,13 +181,14 @@ class _AsyncBatch:
     call and no command spans two slots; redis-py sends the queue as one round trip per
     node."""
 
-    __slots__ = ("_client", "_keyslot", "_pipe", "_sizes", "scripts")
+    __slots__ = ("_client", "_keyslot", "_orders", "_pipe", "_sizes", "scripts")
 
     def __init__(self, pipe: Any, cluster: Any = None) -> None:
         self._pipe = pipe
         self._client = cluster  # the RedisCluster client, on a cluster
         self._keyslot = None if cluster is None else cluster.keyslot
         self._sizes: list[int] = []  # cluster: commands queued per call
+        self._orders: dict[int, list[list[int]]] = {}  # a split MGET's key positions, by call
         self.scripts: list[str] = []
 
     def script(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> None:
@@ -213,6 +214,8 @@ class _AsyncBatch:
             return method
         if command in _SPLIT_BY_SLOT:
             return lambda *keys: self._split(_SPLIT_BY_SLOT[command], keys)
+        if command == "mget":
+            return self._split_mget
 
         def queue(*args: Any, **kwargs: Any) -> None:
             method(*args, **kwargs)
@@ -230,20 +233,43 @@ class _AsyncBatch:
             self._pipe.execute_command(command, *group)
         self._sizes.append(len(groups))
 
+    def _split_mget(self, keys: Sequence[Any]) -> None:
+        # one MGET per slot; the replies are put back in the order of ``keys``
+        assert self._keyslot is not None
+        keys = list(keys)
+        groups: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(self._keyslot(key), []).append(i)
+        for positions in groups.values():
+            self._pipe.execute_command("MGET", *(keys[i] for i in positions))
+        self._orders[len(self._sizes)] = list(groups.values())
+        self._sizes.append(len(groups))
+
     def replies(self, raw: list[Any]) -> list[Any]:
-        """One reply per call (a split command's: the sum, or its first error)."""
+        """One reply per call (a split command's: the sum, or its first error; a split
+        MGET's: the values in the order asked)."""
         if self._keyslot is None:
             return raw
         replies: list[Any] = []
         start = 0
-        for size in self._sizes:
+        for call, size in enumerate(self._sizes):
             part = raw[start : start + size]
             start += size
-            if size == 1:
-                replies.append(part[0])
-                continue
             error = next((r for r in part if isinstance(r, Exception)), None)
-            replies.append(error if error is not None else sum(int(r) for r in part))
+            order = self._orders.get(call)
+            if order is not None:
+                if error is not None:
+                    replies.append(error)
+                    continue
+                values: list[Any] = [None] * sum(len(positions) for positions in order)
+                for positions, got in zip(order, part):
+                    for i, value in zip(positions, got):
+                        values[i] = value
+                replies.append(values)
+            elif size == 1:
+                replies.append(part[0])
+            else:
+                replies.append(error if error is not None else sum(int(r) for r in part))
         return replies
 
 
@@ -379,10 +405,10 @@ class AsyncRedisClusterBackend(AsyncRedisBackend):
         self.clients = clients
         self._access = AsyncRedisAccess(clients, cluster=True)
 
-    def tracking(self) -> AsyncClientProvider:
-        # one tracking connection sees one node's keys: a cluster needs one per primary,
-        # followed across resharding and failover (not done yet)
-        raise ConfigurationError("near=... is not available on Redis Cluster yet")
+    def tracking(self) -> ClusterTracking:  # type: ignore[override]
+        """Where a near cache listens: one link per primary (each node reports the writes
+        of its own slots), the primaries found again after a failover or a new node."""
+        return ClusterTracking(self.clients)
 
     async def get_many(self, keys: Sequence[str]) -> list[Any]:
         if not keys:
