@@ -99,6 +99,7 @@ def _worker(url: str, prefix: str, name: str, use_async: bool, out: str, stop: A
                 "writes": writes,
                 "l1_hits": stats["hits"] - fills,
                 "connects": link.connects,
+                "rebuilds": getattr(link, "rebuilds", 0),  # a cluster's: links moved
                 "flushes": stats["near_flushes"],
             }
         )

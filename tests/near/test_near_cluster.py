@@ -1,0 +1,347 @@
+"""The near cache on a real 3-primary Redis Cluster: one invalidation link per primary,
+each node's writes reaching the L1 through its own link; a node frozen, killed or
+failed over stops (and flushes) the L1, which serves again once the links cover the new
+primaries. The coherence rules shared with standalone run on a cluster too
+(``test_near_coherence.py``'s ``pair``), and so does the chaos run (``test_near_chaos``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import unique_prefix
+from redis.cluster import RedisCluster
+from test_near_coherence import caught_up, in_l1, layer_of, warm
+
+from cachekit import Cache
+from cachekit.near._cluster import ClusterLinks
+from cachekit.testing.servers import ClusterServers, find_redis_cli
+
+
+def _by_node(cache: Cache, servers: ClusterServers, count: int = 30) -> dict[int, list[str]]:
+    """``count`` keys of ``cache`` grouped by the port of the primary holding them; every
+    primary holds some."""
+    client = RedisCluster(host="127.0.0.1", port=servers.primaries()[0].port)
+    try:
+        nodes: dict[int, list[str]] = {}
+        for i in range(count):
+            slot = client.keyslot(cache.make_key(f"k{i}"))
+            port = client.nodes_manager.get_node_from_slot(slot).port
+            nodes.setdefault(port, []).append(f"k{i}")
+    finally:
+        client.close()
+    assert len(nodes) == 3, nodes
+    return nodes
+
+
+def _links(cache: Cache) -> ClusterLinks:
+    link = layer_of(cache).link
+    assert isinstance(link, ClusterLinks)
+    return link
+
+
+def _eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out: {what}")
+        time.sleep(0.05)  # a failover in other processes: no event to wait on
+
+
+def _from_l1_only(cache: Cache, key: str, reads: int = 20) -> list[Any]:
+    """``reads`` reads of ``key`` that must not go to Redis (the L1 serves them)."""
+    backend = cache._backend
+    real = backend._inner_scripts.batch  # type: ignore[attr-defined]
+
+    def refused(fill: Any) -> Any:
+        raise AssertionError("a read went to Redis")
+
+    backend._inner_scripts.batch = refused  # type: ignore[attr-defined]
+    try:
+        return [cache.get(key) for _ in range(reads)]
+    finally:
+        backend._inner_scripts.batch = real  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def near_on(redis_cluster: ClusterServers) -> Iterator[Cache]:
+    cache = Cache(redis_cluster.url, prefix=unique_prefix(), near=True)
+    yield cache
+    cache.clear()
+    cache.close()
+
+
+_WRITER = """
+import sys
+from cachekit import Cache
+with Cache(sys.argv[1], prefix=sys.argv[2]) as cache:
+    cache.set_many({key: "new" for key in sys.argv[3:]})
+"""
+
+
+def test_another_process_writing_on_every_primary_invalidates(
+    near_on: Cache, redis_cluster: ClusterServers
+) -> None:
+    a = near_on
+    keys = [key for group in _by_node(a, redis_cluster).values() for key in group]
+    a.set_many({key: "old" for key in keys})
+    caught_up(a)
+    assert a.get_many(keys) == {key: "old" for key in keys}  # one MGET per slot
+    caught_up(a)
+    assert all(in_l1(a, key) for key in keys)
+    assert _from_l1_only(a, keys[0], 3) == ["old"] * 3
+    subprocess.run(
+        [sys.executable, "-c", _WRITER, redis_cluster.url, a.prefix, *keys],
+        check=True,
+        timeout=60,
+    )
+    caught_up(a)
+    assert [key for key in keys if in_l1(a, key)] == []
+    assert a.get_many(keys) == {key: "new" for key in keys}
+
+
+def test_each_primarys_link_reports_its_own_writes(
+    near_on: Cache, redis_cluster: ClusterServers
+) -> None:
+    """b writes one key on each primary in turn: a drops exactly that key each time."""
+    a = near_on
+    b = Cache(redis_cluster.url, prefix=a.prefix)
+    try:
+        groups = _by_node(a, redis_cluster)
+        firsts = [group[0] for group in groups.values()]
+        for key in firsts:
+            a.set(key, "old")
+        for key in firsts:
+            warm(a, key)
+        for n, key in enumerate(firsts):
+            b.set(key, "new")
+            caught_up(a)
+            assert not in_l1(a, key)
+            assert all(in_l1(a, other) for other in firsts[n + 1 :])
+            assert a.get(key) == "new"
+    finally:
+        b.close()
+
+
+# -- a cluster of the test's own: freezing, killing, failing over ------------------------
+@pytest.fixture
+def cluster() -> Iterator[ClusterServers]:
+    """3 primaries with a replica each, 1 s node timeout (the test freezes and kills)."""
+    if find_redis_cli() is None:
+        pytest.skip("a Redis Cluster needs redis-cli (apt install redis-tools)")
+    servers = ClusterServers(masters=3, replicas=1, node_timeout=1000)
+    yield servers
+    servers.stop()
+
+
+def _near(servers: ClusterServers) -> Cache:
+    return Cache(
+        servers.url, prefix=unique_prefix(), near={"max_stale": 0.5}, timeout=0.2,
+        retry_interval=0.05,
+    )  # fmt: skip
+
+
+def test_a_frozen_primary_stops_the_l1_within_max_stale(cluster: ClusterServers) -> None:
+    a = _near(cluster)
+    try:
+        groups = _by_node(a, cluster)
+        keys = [group[0] for group in groups.values()]
+        for key in keys:
+            a.set(key, 1)
+        for key in keys:
+            warm(a, key)
+        store = layer_of(a).store
+        victim = cluster.node(next(iter(groups)))
+        victim.freeze()
+        try:
+            frozen_at = time.monotonic()
+            assert store.serve_until <= frozen_at + 0.5 + 0.01
+            served = 0
+            while store.serving():
+                assert time.monotonic() < frozen_at + 0.5 + 0.05, "served past max_stale"
+                served += a.get(keys[-1]) == 1
+            assert served > 0
+            # not from the L1, whichever node holds the key: the frozen one's link
+            # confirms nothing, and the bound is the oldest confirmation of all
+            assert not store.serving()
+            assert a.get(keys[0]) is None  # a fail-open miss: its node is frozen
+        finally:
+            victim.thaw()
+        assert _links(a).caught_up(10.0)
+        assert store.serving()
+
+        def hits_again() -> bool:  # once the cache's breaker lets reads through again
+            return a.get(keys[0]) == 1 and _links(a).caught_up(1.0) and in_l1(a, keys[0])
+
+        _eventually(hits_again, "near hits on the thawed node")
+    finally:
+        a.close()
+
+
+def test_a_primary_killed_flushes_then_its_replica_is_linked(cluster: ClusterServers) -> None:
+    a = _near(cluster)
+    b = Cache(cluster.url, prefix=a.prefix, timeout=1.0, retry_interval=0.05)
+    try:
+        groups = _by_node(a, cluster)
+        victim_port, victim_keys = next(iter(groups.items()))
+        victim = cluster.node(victim_port)
+        (replica,) = cluster.replicas_of(victim)
+        keys = [group[0] for group in groups.values()]
+        a.set_many({key: "before" for key in keys})
+        _eventually(lambda: bool(cluster.replicas_of(victim)), "replication")
+        for key in keys:
+            warm(a, key)
+        links, store = _links(a), layer_of(a).store
+        flushes = store.flushes
+        victim.kill()
+        _eventually(lambda: not store.serving() and store.flushes > flushes, "the L1 to stop")
+        assert len(store) == 0 or not store.serving()
+        # the replica takes over; the links follow the new primaries
+        expected = sorted(
+            f"127.0.0.1:{port}" for port in [*groups, replica.port] if port != victim_port
+        )
+        _eventually(lambda: links.caught_up(1.0) and links.nodes == expected, "the new links")
+        assert a.get(victim_keys[0]) in ("before", None)  # replicated, or lost with its node
+        b.set(victim_keys[0], "after")  # on the promoted replica
+        caught_up(a)
+        assert warm(a, victim_keys[0]) == "after"
+        assert _from_l1_only(a, victim_keys[0]) == ["after"] * 20  # near hits again
+        b.set(victim_keys[0], "again")  # reported by the new primary's link
+        caught_up(a)
+        assert not in_l1(a, victim_keys[0])
+        assert a.get(victim_keys[0]) == "again"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_manual_failover_moves_the_link_to_the_new_primary(cluster: ClusterServers) -> None:
+    """CLUSTER FAILOVER: the old primary lives on as a replica (its link does not drop);
+    the watcher sees the new primary, relinks, flushes; writes there reach the L1."""
+    a = _near(cluster)
+    b = Cache(cluster.url, prefix=a.prefix, timeout=1.0, retry_interval=0.05)
+    try:
+        groups = _by_node(a, cluster)
+        old_port, moved = next(iter(groups.items()))
+        (replica,) = cluster.replicas_of(cluster.node(old_port))
+        a.set(moved[0], "before")
+        warm(a, moved[0])
+        links, store = _links(a), layer_of(a).store
+        rebuilds = links.rebuilds
+        cluster.failover(replica)
+        expected = sorted(
+            f"127.0.0.1:{port}" for port in [*groups, replica.port] if port != old_port
+        )
+        # while some node still lists the old primary as one, both are linked
+        _eventually(lambda: links.nodes == expected, "the links to follow the failover")
+        assert links.rebuilds > rebuilds
+        assert not in_l1(a, moved[0])  # flushed when the links changed
+        _eventually(lambda: b.set(moved[0], "after") and links.caught_up(1.0), "a write")
+        assert warm(a, moved[0]) == "after"
+        b.set(moved[0], "again")
+        caught_up(a)
+        assert not in_l1(a, moved[0])
+        assert a.get(moved[0]) == "again"
+        assert store.serving()
+    finally:
+        a.close()
+        b.close()
+
+
+# -- chaos on a cluster: the standalone run's workers and checker ------------------------
+def _links_up_everywhere(servers: ClusterServers, links: int = 4, timeout: float = 15.0) -> None:
+    """Until every primary has ``links`` invalidation links (one per worker)."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counts = []
+        for node in servers.primaries():
+            with redis.Redis(port=node.port) as admin:
+                counts.append(len(admin.client_list(_type="pubsub")))
+        if min(counts) >= links:
+            return
+        time.sleep(0.02)  # other processes' links: polled
+
+
+def _cut_everywhere(servers: ClusterServers) -> int:
+    import redis
+
+    cut = 0
+    for node in servers.primaries():
+        with redis.Redis(port=node.port) as admin:
+            cut += int(admin.client_kill_filter(_type="pubsub"))
+    return cut
+
+
+@pytest.mark.slow
+def test_chaos_on_a_cluster_no_read_older_than_max_stale(
+    cluster: ClusterServers, tmp_path: Any
+) -> None:
+    """4 processes (2 sync, 2 asyncio) on a cluster while every link is cut, a primary is
+    frozen and two shards fail over (CLUSTER FAILOVER: no write lost, so every stale
+    read the checker finds would be the near cache's)."""
+    import json
+    import multiprocessing
+
+    from test_near_chaos import _worker, stale_reads
+
+    prefix = unique_prefix()
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    outs = [str(tmp_path / f"w{i}.json") for i in range(4)]
+    workers = [
+        context.Process(
+            target=_worker, args=(cluster.url, prefix, f"w{i}", i % 2 == 1, outs[i], stop)
+        )
+        for i in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    events: list[Any] = []
+    try:
+        _links_up_everywhere(cluster)
+        time.sleep(0.8)  # the workload's own pace
+        events.append(("cut", _cut_everywhere(cluster)))
+        time.sleep(0.5)
+        _links_up_everywhere(cluster)
+        frozen = cluster.primaries()[1]
+        frozen.freeze()
+        time.sleep(0.3)  # below the node timeout: no failover
+        frozen.thaw()
+        events.append(("freeze", frozen.port))
+        time.sleep(0.5)
+        for primary in cluster.primaries()[:2]:
+            (replica,) = cluster.replicas_of(primary)
+            cluster.failover(replica)
+            events.append(("failover", primary.port, replica.port))
+            time.sleep(0.6)
+        _links_up_everywhere(cluster)
+        events.append(("cut", _cut_everywhere(cluster)))
+        _links_up_everywhere(cluster)
+        time.sleep(0.5)  # reads after the last reconnect
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0, 0]
+    results = [json.loads((tmp_path / f"w{i}.json").read_text()) for i in range(4)]
+    reads = [tuple(r) for result in results for r in result["reads"]]
+    writes = [tuple(w) for result in results for w in result["writes"]]
+    stale = stale_reads(reads, writes)  # type: ignore[arg-type]
+    assert stale == [], stale[:10]
+    assert len(reads) > 1000 and len(writes) > 50
+    l1_hits = sum(result["l1_hits"] for result in results)
+    assert l1_hits > len(reads) / 4  # the L1 served, or this proved nothing
+    # every worker relinked after each cut and followed both failovers
+    assert all(r["connects"] >= 9 and r["rebuilds"] >= 3 for r in results), [
+        (r["connects"], r["rebuilds"]) for r in results
+    ]
+    print(
+        f"cluster chaos: {len(reads)} reads ({l1_hits} from the L1), {len(writes)} writes, "
+        f"events {events}, connects {[r['connects'] for r in results]}, 0 stale"
+    )
