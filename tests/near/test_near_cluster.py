@@ -17,7 +17,7 @@ from conftest import unique_prefix
 from redis.cluster import RedisCluster
 from test_near_coherence import caught_up, in_l1, layer_of, warm
 
-from cachekit import Cache
+from cachekit import MISSING, Cache
 from cachekit.near._cluster import ClusterLinks
 from cachekit.testing.servers import ClusterServers, find_redis_cli
 
@@ -77,7 +77,7 @@ def near_on(redis_cluster: ClusterServers) -> Iterator[Cache]:
 
 _WRITER = """
 import sys
-from cachekit import Cache
+from cachekit import MISSING, Cache
 with Cache(sys.argv[1], prefix=sys.argv[2]) as cache:
     cache.set_many({key: "new" for key in sys.argv[3:]})
 """
@@ -345,3 +345,39 @@ def test_chaos_on_a_cluster_no_read_older_than_max_stale(
         f"cluster chaos: {len(reads)} reads ({l1_hits} from the L1), {len(writes)} writes, "
         f"events {events}, connects {[r['connects'] for r in results]}, 0 stale"
     )
+
+
+# -- the rules, no I/O ----------------------------------------------------------------
+def test_the_l1_serves_by_the_oldest_link_and_the_last_topology_check() -> None:
+    from cachekit.near import NearOptions
+    from cachekit.near._cluster import _NodeView
+    from cachekit.near._store import NearStore
+
+    now = [100.0]
+    store = NearStore(NearOptions(max_stale=1.0), clock=lambda: now[0])
+    links = ClusterLinks(store, tracking=None, prefixes=["p:"], clock=lambda: now[0])
+    views = {name: _NodeView(links, store, name) for name in ("a", "b", "c")}
+    links._views = views  # as a rebuild leaves them (no threads here)
+    links._checked = 99.0
+    views["a"].confirm(99.5)
+    views["b"].confirm(99.8)
+    assert not store.serving()  # c has confirmed nothing: its keys may be stale
+    views["c"].confirm(99.9)
+    assert store.serve_until == 99.0 + 1.0  # the topology check is the oldest
+    links._checked = 99.7
+    views["a"].confirm(99.6)
+    assert store.serve_until == 99.6 + 1.0  # a's PING is the oldest now
+    token = store.begin("k")
+    store.finish("k", token, b"v", None)
+    assert store.lookup("k") == b"v"
+    views["b"].stop_serving()  # b's link dropped: flushed, and nothing served
+    assert store.lookup("k") is MISSING and len(store) == 0
+    views["a"].confirm(100.0)
+    views["c"].confirm(100.0)
+    assert not store.serving()  # until b is back and confirmed
+    views["b"].confirm(100.0)
+    assert store.serving()
+    gone = _NodeView(links, store, "a")  # a link a topology change closed
+    serve_until = store.serve_until
+    gone.confirm(200.0)
+    assert store.serve_until == serve_until
