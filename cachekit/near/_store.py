@@ -290,7 +290,7 @@ def check_near_backend(backend: Any) -> Any:
     if not callable(tracking):
         raise ConfigurationError(
             "near=... needs a backend that reports invalidations (tracking(): a Redis URL "
-            "redis://, rediss://, unix://, redis+sentinel:// or a redis-py client), not "
-            f"{type(backend).__qualname__}"
+            "redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// or a redis-py "
+            f"client), not {type(backend).__qualname__}"
         )
     return tracking()

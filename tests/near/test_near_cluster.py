@@ -52,6 +52,13 @@ def _eventually(check: Callable[[], bool], what: str, timeout: float = 30.0) -> 
         time.sleep(0.05)  # a failover in other processes: no event to wait on
 
 
+def _replica_of(servers: ClusterServers, primary: Any) -> Any:
+    """``primary``'s one replica, once the primary lists it (a new cluster's nodes learn
+    of each other over a moment)."""
+    _eventually(lambda: len(servers.replicas_of(primary)) == 1, "the replica to be known")
+    return servers.replicas_of(primary)[0]
+
+
 def _from_l1_only(cache: Cache, key: str, reads: int = 20) -> list[Any]:
     """``reads`` reads of ``key`` that must not go to Redis (the L1 serves them)."""
     backend = cache._backend
@@ -189,10 +196,9 @@ def test_a_primary_killed_flushes_then_its_replica_is_linked(cluster: ClusterSer
         groups = _by_node(a, cluster)
         victim_port, victim_keys = next(iter(groups.items()))
         victim = cluster.node(victim_port)
-        (replica,) = cluster.replicas_of(victim)
+        replica = _replica_of(cluster, victim)
         keys = [group[0] for group in groups.values()]
         a.set_many({key: "before" for key in keys})
-        _eventually(lambda: bool(cluster.replicas_of(victim)), "replication")
         for key in keys:
             warm(a, key)
         links, store = _links(a), layer_of(a).store
@@ -227,7 +233,7 @@ def test_a_manual_failover_moves_the_link_to_the_new_primary(cluster: ClusterSer
     try:
         groups = _by_node(a, cluster)
         old_port, moved = next(iter(groups.items()))
-        (replica,) = cluster.replicas_of(cluster.node(old_port))
+        replica = _replica_of(cluster, cluster.node(old_port))
         a.set(moved[0], "before")
         warm(a, moved[0])
         links, store = _links(a), layer_of(a).store
@@ -316,7 +322,7 @@ def test_chaos_on_a_cluster_no_read_older_than_max_stale(
         events.append(("freeze", frozen.port))
         time.sleep(0.5)
         for primary in cluster.primaries()[:2]:
-            (replica,) = cluster.replicas_of(primary)
+            replica = _replica_of(cluster, primary)
             cluster.failover(replica)
             events.append(("failover", primary.port, replica.port))
             time.sleep(0.6)
