@@ -1,8 +1,9 @@
 """The near cache on a real 3-primary Redis Cluster: one invalidation link per primary,
 each node's writes reaching the L1 through its own link; a node frozen, killed or
 failed over stops (and flushes) the L1, which serves again once the links cover the new
-primaries. The coherence rules shared with standalone run on a cluster too
-(``test_near_coherence.py``'s ``pair``), and so does the chaos run (``test_near_chaos``)."""
+primaries; a node added is linked before it takes a slot. The coherence rules shared
+with standalone run on a cluster too (``test_near_coherence.py``'s ``pair``), and so
+does the chaos run (``test_near_chaos``)."""
 
 from __future__ import annotations
 
@@ -387,3 +388,73 @@ def test_the_l1_serves_by_the_oldest_link_and_the_last_topology_check() -> None:
     serve_until = store.serve_until
     gone.confirm(200.0)
     assert store.serve_until == serve_until
+
+
+def test_a_node_added_is_linked_and_its_slots_writes_reach_the_l1() -> None:
+    """A new primary (no slots, so redis-py does not list it yet) is linked as soon as
+    the cluster knows it; a slot moved to it keeps its keys coherent."""
+    import redis
+
+    from cachekit.testing.servers import RedisServer, _cluster_port
+
+    if find_redis_cli() is None:
+        pytest.skip("a Redis Cluster needs redis-cli (apt install redis-tools)")
+    servers = ClusterServers(masters=3, node_timeout=1000)
+    extra = RedisServer(
+        port=_cluster_port(),
+        extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+    )
+    a = _near(servers)
+    b = Cache(servers.url, prefix=a.prefix, timeout=1.0, retry_interval=0.05)
+    try:
+        key = _by_node(a, servers)[servers.primaries()[0].port][0]
+        a.set(key, "before")
+        warm(a, key)
+        links = _links(a)
+        new = redis.Redis(port=extra.port)
+        new.execute_command("CLUSTER", "MEET", "127.0.0.1", servers.primaries()[0].port)
+        name = f"127.0.0.1:{extra.port}"
+        _eventually(lambda: name in links.nodes, "the new node linked")
+        assert links.caught_up(10.0)
+        assert not in_l1(a, key)  # flushed when the links changed
+        warm(a, key)
+
+        def joined() -> bool:
+            text = bytes(new.execute_command("CLUSTER", "INFO")).decode()  # unparsed
+            return "cluster_state:ok" in text and "cluster_known_nodes:4" in text
+
+        _eventually(joined, "the new node to join")
+        # move the key's slot to the new node (as redis-cli --cluster reshard does)
+        full = a.make_key(key)
+        probe = RedisCluster(host="127.0.0.1", port=servers.primaries()[0].port)
+        slot = probe.keyslot(full)
+        source = redis.Redis(port=probe.get_node_from_key(full).port)
+        probe.close()
+        new_id, source_id = (
+            new.execute_command("CLUSTER", "MYID"),
+            source.execute_command("CLUSTER", "MYID"),
+        )
+        new.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", new_id)
+        for moving in source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            source.migrate("127.0.0.1", extra.port, moving, 0, 5000)
+        for node in [*servers.primaries(), extra]:
+            with redis.Redis(port=node.port) as admin:
+                admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", new_id)
+        _eventually(lambda: bool(b.set(key, "moved")), "a write on the new node")
+        assert new.get(full) is not None  # it is there now
+        source.close()
+        caught_up(a)
+        assert not in_l1(a, key)
+        _eventually(lambda: a.get(key) == "moved", "the moved value")
+        assert warm(a, key) == "moved"
+        b.set(key, "again")  # reported by the new node's link
+        caught_up(a)
+        assert not in_l1(a, key)
+        assert a.get(key) == "again"
+        new.close()
+    finally:
+        a.close()
+        b.close()
+        extra.stop()
+        servers.stop()
