@@ -16,6 +16,7 @@ from ..core.sentinel import MISSING
 from ..leases.rules import Lease
 from ..stampede._sync_stampede import Stampede
 from ..stampede.rules import StampedeOptions
+from .computed import NotStored, is_stored, not_stored, quiet_unencodable, stored, unwrap
 
 __all__ = ["make_sync_stampede_wrapper", "make_sync_wrapper"]
 
@@ -96,30 +97,54 @@ def _round_tripping(
     return compute
 
 
+def _marking(
+    func: Callable[..., Any],
+    fresh: Callable[[Any], Any] | None,
+    should_store: Callable[[Any], bool],
+) -> Callable[..., Any]:
+    """``func`` for a stampede whose hits are decoded into the annotation: a result that is
+    not stored comes back as a NotStored (returned as it is, never decoded), a stored one
+    as a hit will return it (see :mod:`cachekit.decorator.computed`)."""
+
+    def compute(*args: Any, **kwargs: Any) -> Any:
+        value = func(*args, **kwargs)
+        if not should_store(value):
+            return not_stored(value)
+        return stored(value if fresh is None else fresh(value))
+
+    return compute
+
+
 def make_sync_stampede_wrapper(
     cache: Any, func: Callable[..., Any], plan: Any, options: StampedeOptions
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The wrapper for functions decorated with stampede options (``lock``,
     ``early_refresh``, ``stale_ttl``, ``stale_if_error``): only they pay for them."""
-    stampede = Stampede(cache, options, plan.should_store)
     rules = plan.rules
-    stampede.unencodable = rules.unencodable
     hit, fresh, mismatch = rules.hit, rules.fresh, rules.mismatch
     full_key = plan.full_key
     ttl = plan.ttl
     tags = plan.tags
-    get = stampede.get
     should_store = plan.should_store
-    compute = func if fresh is None else _round_tripping(func, fresh, should_store)
+    if hit is None:  # what the stampede returns is what the caller gets
+        stampede = Stampede(cache, options, should_store)
+        stampede.unencodable = rules.unencodable
+        compute = func if fresh is None else _round_tripping(func, fresh, should_store)
+    else:  # hits are decoded: computed values must be told from them
+        stampede = Stampede(cache, options, is_stored)
+        stampede.unencodable = quiet_unencodable(rules.unencodable)
+        compute = _marking(func, fresh, should_store)
+    get = stampede.get
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         key = full_key(args, kwargs)
         value = get(key, compute, args, kwargs, ttl, tags)
         if hit is None:
             return value
-        # cached, stale or computed (the stampede does not say which): decoded into the
-        # annotation; a value that does not fit is returned as it is (a computed one is
-        # the function's own result)
+        if type(value) is NotStored:  # computed and not stored: the function's own result
+            return unwrap(value)
+        # cached, stale, or computed and stored (faithful: its hit is equal), decoded into
+        # the annotation; a value that does not fit is returned as it is
         try:
             return hit(value)
         except Exception as exc:
@@ -129,7 +154,9 @@ def make_sync_stampede_wrapper(
     def refresh(*args: Any, **kwargs: Any) -> Any:
         """Call the function now and store its result, whatever is cached."""
         value, delta = stampede._timed(compute, args, kwargs)
-        if plan.should_store(value):
+        if type(value) is NotStored:
+            return unwrap(value)
+        if stampede.should_store(value):
             stampede._store(full_key(args, kwargs), value, delta, ttl, tags(args, kwargs))
         return value
 
