@@ -882,6 +882,39 @@ def test_a_nan_item_id_is_refused(both: Cache, nan: Any) -> None:
         queue.close()
 
 
+def test_replaying_dead_letters_whose_ids_are_refused_keeps_them(
+    redis_server: RedisServer,
+) -> None:
+    """Another process dead-lettered writes of float ids; this one uses ints: replay()
+    took the letters out of the dead letters and then raised on the first id, losing the
+    rest. Now it raises before taking any."""
+    name, prefix = unique_prefix(), unique_prefix()
+    failing = Cache(redis_server.url, prefix=prefix)
+
+    def refuse(items: dict[Any, str]) -> None:
+        raise ValueError("constraint violated")
+
+    elsewhere = failing.write_behind(
+        key="u:{}", store_many=refuse, name=name, max_retries=0, retry_backoff=0.001
+    )
+    here_cache = Cache(redis_server.url, prefix=prefix)
+    here = here_cache.write_behind(key="u:{}", store_many=lambda items: None, name=name)
+    try:
+        elsewhere.set(1.0, "float")
+        elsewhere.flush(timeout=10)
+        elsewhere.close()
+        assert [list(letter.items) for letter in here.dead_letters()] == [[1.0]]
+        here.set(2, "int")  # this process's ids are ints
+        with pytest.raises(InvalidKeyError, match="other types"):
+            here.replay()
+        assert [list(letter.items) for letter in here.dead_letters()] == [[1.0]]  # kept
+    finally:
+        here.close()
+        for cache in (failing, here_cache):
+            cache.clear()
+            cache.close()
+
+
 def test_write_through_ids_that_compare_equal(both: Cache) -> None:
     """The same defect in write-through: store(1.0, ...) wrote the source's row 1 while the
     cache kept u:1 with the older value. Refused the same way, before the source is

@@ -248,8 +248,13 @@ class AsyncWriteBehindOps:
 
     async def areplay(self, letters: Sequence[DeadLetter] | None = None) -> int:
         """Queue dead-lettered writes again (all, or those given); the number queued."""
+        chosen = await self._queue.adead_letters() if letters is None else list(letters)
+        for letter in chosen:  # an id refused (ItemIds) raises now, with every letter kept
+            for item_id in letter.items:
+                if not isinstance(item_id, Undecodable):
+                    self._full_key(item_id)
         count = 0
-        for letter in await self._queue.atake_dead(letters):
+        for letter in await self._queue.atake_dead(chosen):
             for item_id, value in letter.items.items():
                 if isinstance(item_id, Undecodable):  # as it was: stored if now decodable
                     await self._astart_worker()

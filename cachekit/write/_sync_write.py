@@ -248,8 +248,13 @@ class WriteBehindOps:
 
     def replay(self, letters: Sequence[DeadLetter] | None = None) -> int:
         """Queue dead-lettered writes again (all, or those given); the number queued."""
+        chosen = self._queue.dead_letters() if letters is None else list(letters)
+        for letter in chosen:  # an id refused (ItemIds) raises now, with every letter kept
+            for item_id in letter.items:
+                if not isinstance(item_id, Undecodable):
+                    self._full_key(item_id)
         count = 0
-        for letter in self._queue.take_dead(letters):
+        for letter in self._queue.take_dead(chosen):
             for item_id, value in letter.items.items():
                 if isinstance(item_id, Undecodable):  # as it was: stored if now decodable
                     self._start_worker()
