@@ -24,12 +24,16 @@ from ._shared import (
     AsyncDecided,
     AsyncForwarder,
     AsyncHitHandler,
+    CoalesceOptions,
     Decided,
     Forwarder,
     HitHandler,
     HttpCache,
+    HttpCacheOptions,
+    PolicyOptions,
     Probe,
     bytes_cache,
+    split_options,
 )
 from ._sync_driver import SyncHttpCache, decided_nothing
 from .adapters import caching_headers_from, decode_path, header_pairs, make_policy
@@ -42,12 +46,15 @@ __all__ = [
     "AsyncForwarder",
     "AsyncHitHandler",
     "AsyncHttpCache",
+    "CoalesceOptions",
     "Decided",
     "Flights",
     "Forwarder",
     "HitHandler",
     "Handoff",
     "HttpCache",
+    "HttpCacheOptions",
+    "PolicyOptions",
     "Probe",
     "SyncHttpCache",
     "adecided_nothing",
@@ -57,4 +64,5 @@ __all__ = [
     "decode_path",
     "header_pairs",
     "make_policy",
+    "split_options",
 ]

@@ -11,8 +11,8 @@ imported here.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypedDict, TypeVar
 from urllib.parse import urlsplit
 
 from .._cache import Cache
@@ -28,7 +28,14 @@ from .rules import (
     primary_key,
 )
 
-__all__ = ["HttpCache", "bytes_cache"]
+__all__ = [
+    "CoalesceOptions",
+    "HttpCache",
+    "HttpCacheOptions",
+    "PolicyOptions",
+    "bytes_cache",
+    "split_options",
+]
 
 T = TypeVar("T")
 Decided = Callable[[CachedResponse | None], None]
@@ -65,6 +72,48 @@ def bytes_cache(cache: Cache) -> Cache:
     if _stores_bytes(cache):
         return cache
     return cache.with_options(serializer="raw")
+
+
+class CoalesceOptions(TypedDict, total=False):
+    """How cold requests coalesce: :class:`HttpCache`'s keyword arguments, typed once for
+    the signatures passing them on (``**options: Unpack[CoalesceOptions]``); their
+    defaults are :class:`HttpCache`'s."""
+
+    lock: bool | None
+    lock_ttl: float
+    wait_timeout: float
+    coalesce: bool
+
+
+class PolicyOptions(TypedDict, total=False):
+    """The :class:`~cachekit.http.HttpCachePolicy` fields an adapter takes as keywords
+    (``make_policy``), its defaults those of the policy; ``default_ttl`` is the
+    adapter's ``ttl``."""
+
+    cacheable_statuses: Iterable[int]
+    max_body_size: int
+    methods: Iterable[str]
+    key_prefix: str
+    etag_from_body: bool
+    tag_header: str
+    private_ok: bool
+    cache_name: str
+    ignore_cookies: Iterable[str]
+    vary_cookies: Iterable[str]
+
+
+class HttpCacheOptions(PolicyOptions, CoalesceOptions, total=False):
+    """The keyword options of an HTTP cache adapter: the policy's and the coalescing."""
+
+
+COALESCE_OPTIONS: frozenset[str] = CoalesceOptions.__optional_keys__
+
+
+def split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An adapter's options as the policy's (for ``make_policy``) and the coalescing
+    ones (for :class:`HttpCache`)."""
+    policy = {k: v for k, v in options.items() if k not in COALESCE_OPTIONS}
+    return policy, {k: v for k, v in options.items() if k in COALESCE_OPTIONS}
 
 
 class HttpCache:

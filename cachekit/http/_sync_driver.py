@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._cache import Cache
 from ..core.concurrency import Flights
@@ -34,6 +34,11 @@ from .rules import (
     miss_reason,
     serve,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._shared import CoalesceOptions
 
 __all__ = ["SyncHttpCache", "Handoff", "decided_nothing"]
 
@@ -73,7 +78,9 @@ class Handoff:
 class SyncHttpCache(HttpCache):
     """The driver for sync callers; concurrent requests for a cold key coalesce."""
 
-    def __init__(self, cache: Cache, policy: HttpCachePolicy, **options: Any) -> None:
+    def __init__(
+        self, cache: Cache, policy: HttpCachePolicy, **options: Unpack[CoalesceOptions]
+    ) -> None:
         super().__init__(cache, policy, **options)
         # in flight by key; ``landed`` counts the flights finished so far: a request whose
         # read missed may reach the table after the leader stored the entry and left, and

@@ -29,7 +29,7 @@ import inspect
 import time
 import typing
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import missing_extra
 
@@ -57,8 +57,14 @@ from cachekit.http import (
     header_pairs,
     make_policy,
     mark_miss,
+    split_options,
     store_precheck,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from cachekit.http import HttpCacheOptions
 
 __all__ = ["CacheMiddleware", "cache_response"]
 
@@ -273,23 +279,15 @@ class _Engine:
         ttl: float | None,
         policy: HttpCachePolicy | None,
         invalidate_unsafe: bool,
-        lock: bool | None,
-        lock_ttl: float,
-        wait_timeout: float,
-        options: dict[str, Any],
+        options: HttpCacheOptions,
     ) -> None:
         cache = cache if cache is not None else Cache()
+        fields, coalescing = split_options(options)
         # ignore_cookies / vary_cookies: the cache's options unless given here
-        self.policy = make_policy(policy, ttl, defaults=cache.options, **options)
+        self.policy = make_policy(policy, ttl, defaults=cache.options, **fields)
         # invalidation for sync callers (the async driver's methods are coroutines)
         self.blocking = SyncHttpCache(cache, self.policy, coalesce=False)
-        self.http = AsyncHttpCache(
-            cache,
-            self.policy,
-            lock=lock,
-            lock_ttl=lock_ttl,
-            wait_timeout=wait_timeout,
-        )
+        self.http = AsyncHttpCache(cache, self.policy, **coalescing)
         self.invalidate_unsafe = invalidate_unsafe
 
     async def handle(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
@@ -373,8 +371,9 @@ class CacheMiddleware(_Invalidation):
     ``etag_from_body``, ``tag_header``, ``private_ok``, ``cache_name``, ``methods``,
     ``ignore_cookies``, ``vary_cookies``: default, the cache's options of those names).
     ``invalidate_unsafe``: a successful POST/PUT/DELETE/... drops the URL's entry (RFC
-    9111 4.4). ``lock`` / ``lock_ttl`` / ``wait_timeout``: see
-    :class:`~cachekit.http.HttpCache`.
+    9111 4.4). ``lock`` / ``lock_ttl`` / ``wait_timeout`` / ``coalesce``: see
+    :class:`~cachekit.http.HttpCache` (their defaults). The keywords are typed once:
+    :class:`~cachekit.http.HttpCacheOptions`.
     """
 
     def __init__(
@@ -386,15 +385,10 @@ class CacheMiddleware(_Invalidation):
         *,
         policy: HttpCachePolicy | None = None,
         invalidate_unsafe: bool = True,
-        lock: bool | None = None,
-        lock_ttl: float = 30.0,
-        wait_timeout: float = 10.0,
-        **options: Any,
+        **options: Unpack[HttpCacheOptions],
     ) -> None:
         self.app = app
-        self._engine = _Engine(
-            cache, ttl, policy, invalidate_unsafe, lock, lock_ttl, wait_timeout, options
-        )
+        self._engine = _Engine(cache, ttl, policy, invalidate_unsafe, options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -470,12 +464,9 @@ class cache_response(_Invalidation):
         ttl: float | None = 60.0,
         *,
         policy: HttpCachePolicy | None = None,
-        lock: bool | None = None,
-        lock_ttl: float = 30.0,
-        wait_timeout: float = 10.0,
-        **options: Any,
+        **options: Unpack[HttpCacheOptions],
     ) -> None:
-        self._engine = _Engine(cache, ttl, policy, False, lock, lock_ttl, wait_timeout, options)
+        self._engine = _Engine(cache, ttl, policy, False, options)
 
     def __call__(self, func: F) -> F:
         engine = self._engine
