@@ -16,6 +16,7 @@ from .backends.memory.store import AsyncMemoryBackend
 from .core.breaker import CircuitBreaker
 from .core.codec import Boxed, Codec, ObjectCodec, codec_for
 from .core.concurrency import AsyncRefreshPool, FlightTables, RefreshPool
+from .core.generation import Generation
 from .core.keys import Namespace
 from .core.policy import DEFAULT, Counters
 from .core.sentinel import MISSING
@@ -99,6 +100,7 @@ class Cache(CacheOps, AsyncCacheOps):
         connect_timeout: float | None = None,
         on_error: str | None = None,
         retry_interval: float | None = None,
+        generation_poll: float | None = None,
         max_entries: int | None = None,
         eviction: str | None = None,
         ignore_cookies: Iterable[str] | None = None,
@@ -115,7 +117,8 @@ class Cache(CacheOps, AsyncCacheOps):
             "compress_threshold": compress_threshold,
             "max_decompressed_size": max_decompressed_size, "timeout": timeout,
             "connect_timeout": connect_timeout, "on_error": on_error,
-            "retry_interval": retry_interval, "max_entries": max_entries,
+            "retry_interval": retry_interval, "generation_poll": generation_poll,
+            "max_entries": max_entries,
             "eviction": eviction, "ignore_cookies": ignore_cookies,
             "vary_cookies": vary_cookies, "owner": owner,
         }  # fmt: skip
@@ -127,7 +130,9 @@ class Cache(CacheOps, AsyncCacheOps):
         self.url = url
         self._client_given = client if client is not None else backend
         # with an owner: "!owner:prefix:", which no plain prefix produces (_config._prefix)
-        self._ns = Namespace(options["prefix"], options["version"], options["owner"])
+        # The base namespace (locks, queues, rate limits, sessions; generation 0); the
+        # entries live in self._generation.ns (see cachekit.core.generation)
+        self._base_ns = Namespace(options["prefix"], options["version"], options["owner"])
         self.default_ttl: float | None = options["default_ttl"]
         self._raise_errors = options["on_error"] == "raise"
         self.counters = Counters()
@@ -146,12 +151,19 @@ class Cache(CacheOps, AsyncCacheOps):
             from .near import near_backends
 
             backend, async_backend = near_backends(
-                backend, async_backend, options["near"], self._ns.text
+                backend, async_backend, options["near"], self._base_ns
             )
         # What the backend can do, asked once: the features are wired from these (None:
         # not offered), never from the backend's type (cachekit.backends.base)
         caps = capabilities_of(backend, async_backend)
         self._is_local: bool = caps.local
+        # the generation of the namespace's entries: it moves on Redis (invalidate_all is
+        # one INCR), never in process (there invalidate_all removes the entries)
+        self._generation = Generation(
+            self._base_ns, options["generation_poll"], movable=not caps.local
+        )
+        if caps.watch_key is not None:  # the near cache's link: a bump is heard at once
+            caps.watch_key(self._generation.key, self._generation)
         self._scripts, self._ascripts = caps.scripts, caps.ascripts
         self._wakeups, self._awakeups = caps.wakeups, caps.awakeups
         self._streams, self._astreams = caps.streams, caps.astreams
@@ -338,7 +350,15 @@ class Cache(CacheOps, AsyncCacheOps):
     # -- public helpers ---------------------------------------------------------------
     @property
     def namespace(self) -> Namespace:
-        return self._ns
+        """The namespace at generation 0: where locks, write-behind queues, rate limits
+        and sessions live (a bump never moves them). Entries live in the current
+        generation's (:meth:`make_key`; see :mod:`cachekit.core.generation`)."""
+        return self._base_ns
+
+    @property
+    def generation(self) -> int:
+        """The namespace generation this process knows (0 until ``invalidate_all()``)."""
+        return self._generation.number
 
     @property
     def prefix(self) -> str:
@@ -346,7 +366,7 @@ class Cache(CacheOps, AsyncCacheOps):
 
     @property
     def version(self) -> int | str:
-        return self._ns.version
+        return self._base_ns.version
 
     @property
     def serializer(self) -> Serializer | None:
@@ -385,6 +405,11 @@ class Cache(CacheOps, AsyncCacheOps):
         derived = Cache(backend=self._backend, async_backend=self._abackend, **options)
         derived.url = self.url
         derived._client_given = self._client_given
+        if (
+            derived._base_ns.text == self._base_ns.text
+            and derived._generation.poll == self._generation.poll
+        ):
+            derived._generation = self._generation  # one namespace: one generation known
         return derived
 
     def lock(
@@ -396,8 +421,8 @@ class Cache(CacheOps, AsyncCacheOps):
         return CacheLock(self, name, ttl, timeout, blocking)
 
     def make_key(self, key: Any) -> str:
-        """The full backend key for a user key (namespace included)."""
-        return self._ns.key(key)
+        """The full backend key for a user key (namespace and its generation included)."""
+        return self._space().key(key)
 
     def tag_key(self, tag: str) -> str:
         """The backend key of a tag's set (the full keys of the entries stored with
@@ -615,4 +640,4 @@ class Cache(CacheOps, AsyncCacheOps):
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"<Cache {self._describe_backend()} prefix={self._ns.prefix!r}>"
+        return f"<Cache {self._describe_backend()} prefix={self._base_ns.prefix!r}>"

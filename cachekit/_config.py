@@ -147,6 +147,15 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
+def _poll_seconds(value: Any) -> float:
+    """A finite number of seconds >= 0 (0: every time)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("it must be a number of seconds")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError("it must be a finite number of seconds >= 0")
+    return float(value)
+
+
 def _optional_seconds(value: Any) -> float | None:
     return None if value is None else _seconds(value)
 
@@ -264,6 +273,10 @@ OPTIONS: dict[str, Option] = {
         Option("retry_interval", "float", 0.2, _seconds,
                "seconds between the circuit breaker's probes of a backend that went away",
                float),
+        Option("generation_poll", "float", 1.0, _poll_seconds,
+               "Redis: seconds a process trusts the namespace generation it read before "
+               "reading it again: other processes see `invalidate_all()` within this "
+               "(0: read on every call; with `near`, at once through its link)", float),
         Option("max_entries", "int", 10_000, _int(1),
                "memory backend: how many entries it keeps", int, derivable=False),
         Option("eviction", "str", "lru", _choice("lru", "tinylfu"),

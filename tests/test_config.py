@@ -106,6 +106,7 @@ SAMPLES: dict[str, tuple[object, str, object]] = {
     "connect_timeout": (2.0, "2", 2.0),
     "on_error": ("raise", "raise", "raise"),
     "retry_interval": (0.5, "0.5", 0.5),
+    "generation_poll": (0.5, "0.5", 0.5),
     "max_entries": (5, "5", 5),
     "eviction": ("tinylfu", "tinylfu", "tinylfu"),
     "ignore_cookies": (["_ga*", "consent"], "_ga*, consent", ("_ga*", "consent")),

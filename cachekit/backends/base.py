@@ -273,6 +273,9 @@ class Capabilities:
     reader: Callable[[], Callable[[str], Any]] | None
     decoding_reader: Callable[[Callable[[Any, str], Any]], Callable[[str], Any]] | None = None
     local_state: LocalState | None = None
+    # watch_key(key, watcher): call watcher.expire() when the key changes in the backend
+    # (the near cache's invalidation link: a namespace generation is learnt at once)
+    watch_key: Callable[[str, Any], None] | None = None
 
 
 def capabilities_of(backend: Any, async_backend: Any) -> Capabilities:
@@ -293,4 +296,5 @@ def capabilities_of(backend: Any, async_backend: Any) -> Capabilities:
         reader=reader if callable(reader) else None,
         decoding_reader=getattr(backend, "decoding_reader", None),
         local_state=_offered(backend, "local_state"),
+        watch_key=getattr(backend, "watch_key", None),
     )

@@ -196,6 +196,10 @@ class Target:
             # no primary, not Redis at all
             self.close()
             raise Failure(NO_CONNECTION, f"cannot connect to {self.url}: {exc}") from None
+        # the entries at the namespace's current generation (cachekit.core.generation);
+        # write-behind queues stay in the base namespace
+        self.base = self.ns
+        self.ns = self.cache._space()
 
     def primaries(self) -> list[Any]:
         """Every primary to scan: the one server, or each primary of a cluster client."""
@@ -509,12 +513,12 @@ def cmd_dead_letters(target: Target, args: argparse.Namespace, out: Output) -> i
         # journal file; the dead letters live in Redis, beside the entries
         queue = target.cache.write_behind(args.name, _refuse, consume=False, journal_dir=False)
     else:
-        head = escape_glob(target.ns.internal("wb"))
+        head = escape_glob(target.base.internal("wb"))
         queues = []
         for batch in target.scan(head + "*:dead"):
             for key in batch:
                 text = key.decode("utf-8", "backslashreplace")
-                name = text[len(target.ns.internal("wb")) :][: -len(":dead")]
+                name = text[len(target.base.internal("wb")) :][: -len(":dead")]
                 if name.startswith("{") and name.endswith("}"):
                     name = name[1:-1]
                 queues.append({"name": name, "dead_letters": int(target.client.xlen(key))})

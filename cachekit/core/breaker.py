@@ -38,15 +38,16 @@ MAX_PENDING_TAGS = 1_000
 class Pending:
     """Invalidations that could not reach the backend yet."""
 
-    __slots__ = ("keys", "overflow", "tags")
+    __slots__ = ("bump", "keys", "overflow", "tags")
 
     def __init__(self) -> None:
         self.keys: set[str] = set()
         self.tags: set[str] = set()
         self.overflow = False  # too many to remember: clear the namespace instead
+        self.bump = False  # an invalidate_all() (a generation bump) to make
 
     def __bool__(self) -> bool:
-        return bool(self.keys or self.tags or self.overflow)
+        return bool(self.keys or self.tags or self.overflow or self.bump)
 
     def add(self, keys: Iterable[str], tags: Iterable[str]) -> None:
         if self.overflow:
@@ -59,6 +60,7 @@ class Pending:
             self.tags.clear()
 
     def merge(self, other: Pending) -> None:
+        self.bump = self.bump or other.bump
         if other.overflow:
             self.overflow = True
             self.keys.clear()
@@ -146,6 +148,15 @@ class CircuitBreaker:
             if not self._exit_hook:  # exiting mid-outage loses them: say so then
                 self._exit_hook = True
                 atexit.register(_report_at_exit, weakref.ref(self))
+            return True
+
+    def defer_bump(self, reconciler: Any) -> bool:
+        """Keep an ``invalidate_all()`` to make before the circuit closes (as :meth:`defer`)."""
+        with self._lock:
+            if not self.open:
+                return False
+            self._reconciler = reconciler
+            self._pending.bump = True
             return True
 
     def _reconcile(self, stop: threading.Event) -> bool:

@@ -204,6 +204,34 @@ class Namespace:
         """The head of cachekit's own keys of ``kind`` (see :func:`internal_head`)."""
         return internal_head(self.text, kind)
 
+    def generation(self, number: int) -> Namespace:
+        """The namespace of this one's entries at generation ``number`` (see
+        :mod:`cachekit.core.generation`): itself at 0, else ``{prefix}:{version}%g{n}:``.
+
+        The mark goes inside the last segment, where a bare ``%`` never occurs (segments
+        escape it as ``%25``): so no generation of one namespace holds another's keys, nor
+        any generation of another namespace, and no user key of generation 0 (``g1:x``
+        is ``{prefix}:{version}:g1:x``) is a key of generation 1.
+        """
+        if number == 0:
+            return self
+        other = object.__new__(Namespace)
+        other.prefix = self.prefix
+        other.version = self.version
+        other.text = f"{self.text[:-1]}{GENERATION_MARK}{number}:"
+        other.pattern_prefix = escape_glob(other.text)
+        return other
+
+    @property
+    def generations_pattern(self) -> str:
+        """The glob over the entries of every generation above 0 (with :meth:`pattern`
+        ``("*")``, the entries of every generation: what ``clear()`` removes)."""
+        return escape_glob(self.text[:-1] + GENERATION_MARK) + "*"
+
+
+GENERATION_MARK = "%g"
+"""Ends a namespace's last segment at generations above 0 (a bare ``%`` is never there)."""
+
 
 INTERNAL_MARK = "#"
 

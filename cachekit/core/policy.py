@@ -23,12 +23,13 @@ from ..exceptions import (
     SerializationError,
 )
 from .codec import Codec, CorruptEntry, UnsignedCounter
-from .keys import Namespace, escape_glob
+from .keys import Namespace, escape_glob, internal_head
 from .sentinel import MISSING
 
 if TYPE_CHECKING:
     from ..write.strategies import WriteStrategies
     from .breaker import CircuitBreaker
+    from .generation import Generation
 
 __all__ = ["DEFAULT", "FOREVER", "CachePolicy", "Counters", "incr_delta", "ttl_seconds"]
 
@@ -106,9 +107,16 @@ class Counters:
 
 class CachePolicy:
     # provided by Cache
-    _ns: Namespace
+    _generation: Generation  # the namespace generation known; its .ns holds the entries
+    _base_ns: Namespace  # the namespace at generation 0 (locks, queues, rate limits)
     _codec: Codec
     _breaker: CircuitBreaker
+
+    @property
+    def _ns(self) -> Namespace:
+        """The namespace of entries, at the generation this process knows now."""
+        return self._generation.ns
+
     _raise_errors: bool
     default_ttl: float | None
     counters: Counters
@@ -145,7 +153,8 @@ class CachePolicy:
         return self._codec.signed and type(value) is int and not tags
 
     def _counter_mark_key(self, full: str) -> str:
-        return self._ns.internal("counter") + self._ns.strip(full)
+        text = self._generation.text_of(full)  # the mark of the entry's own generation
+        return internal_head(text, "counter") + full[len(text) :]
 
     def _counter_marks_pattern(self, pattern: str) -> str:
         """The glob over the counter marks of the entries ``self._ns.pattern(pattern)``

@@ -26,6 +26,10 @@ def make_async_wrapper(
 ) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """``(wrapper, arefresh)`` for ``func`` under ``plan`` (a ``CachePlan``)."""
     full_key = plan.full_key
+    # a generation that can move (Redis) is re-read when its poll interval has passed,
+    # before the key is built in its namespace (cachekit.core.generation)
+    generation = plan.generation
+    movable, clock, space = generation.movable, generation.clock, cache._aspace
     lookup = cache._alookup
     store = cache._astore
     store_load = cache._astore_load
@@ -40,6 +44,7 @@ def make_async_wrapper(
         """Call the function now and store its result, whatever is cached."""
         value = await func(*args, **kwargs)
         if should_store(value):
+            await space()
             await store(full_key(args, kwargs), value, ttl, tags(args, kwargs), unencodable)
             if fresh is not None:
                 value = fresh(value)
@@ -48,6 +53,8 @@ def make_async_wrapper(
     if hit is None and fresh is None:  # objects stored as they are: nothing to convert
 
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if movable and clock() >= generation.valid_until:
+                await space()
             key = full_key(args, kwargs)
             value = await lookup(key)
             if value is not MISSING:
@@ -61,6 +68,8 @@ def make_async_wrapper(
         return wrapper, arefresh
 
     async def converting_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if movable and clock() >= generation.valid_until:
+            await space()
         key = full_key(args, kwargs)
         value = await lookup(key)
         if value is not MISSING:
@@ -123,6 +132,8 @@ def make_async_stampede_wrapper(
     rules = plan.rules
     hit, fresh, mismatch = rules.hit, rules.fresh, rules.mismatch
     full_key = plan.full_key
+    generation = plan.generation  # see make_async_wrapper
+    movable, clock, space = generation.movable, generation.clock, cache._aspace
     ttl = plan.ttl
     tags = plan.tags
     should_store = plan.should_store
@@ -137,6 +148,8 @@ def make_async_stampede_wrapper(
     get = stampede.aget
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if movable and clock() >= generation.valid_until:
+            await space()
         key = full_key(args, kwargs)
         value = await get(key, compute, args, kwargs, ttl, tags)
         if hit is None:
@@ -157,6 +170,7 @@ def make_async_stampede_wrapper(
         if type(value) is NotStored:
             return unwrap(value)
         if stampede.should_store(value):
+            await space()
             await stampede._astore(full_key(args, kwargs), value, delta, ttl, tags(args, kwargs))
         return value
 

@@ -14,7 +14,11 @@ from typing import Any
 from ..core.codec import Boxed
 from ..core.sentinel import MISSING
 
-__all__ = ["make_async_hit_wrapper", "make_async_one_argument_wrapper"]
+__all__ = [
+    "make_async_generation_hit_wrapper",
+    "make_async_hit_wrapper",
+    "make_async_one_argument_wrapper",
+]
 
 
 def make_async_hit_wrapper(
@@ -65,3 +69,26 @@ def make_async_one_argument_wrapper(
         return await general(*args, **kwargs)
 
     return async_one_argument_wrapper
+
+
+def make_async_generation_hit_wrapper(
+    read: Callable[[str], Any],
+    full_key: Callable[[tuple[Any, ...], dict[str, Any]], str],
+    generation: Any,
+    counters: Any,
+    general: Callable[..., Any],
+) -> Callable[..., Any]:
+    """A reader in front of a backend whose generation can move (the near cache's L1): a
+    hit only while the generation known is to be trusted; past its poll interval, the
+    general wrapper (which re-reads it). ``full_key`` follows the generation."""
+    missing, boxed, clock = MISSING, Boxed, generation.clock
+
+    async def async_generation_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if clock() < generation.valid_until:
+            value = read(full_key(args, kwargs))
+            if value is not missing:
+                counters.hits += 1
+                return value.value if type(value) is boxed else value
+        return await general(*args, **kwargs)
+
+    return async_generation_wrapper

@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..core.generation import Generation
 from ..core.keys import KeyBuilder
 from ..core.policy import DEFAULT
 from ..core.typed import ResultRules
@@ -59,7 +60,14 @@ class CachePlan:
         self.keys = KeyBuilder(func, key, name)
         if key is None and name is None:  # the default key names the function: is it its own?
             claim(cache, self.keys.func_name, func)
-        self.full_key = self.keys.full(cache.namespace)
+        # the entries' namespace moves with the generation on Redis (cachekit.core.generation):
+        # then the key is built in the namespace known at each call; memory's never moves
+        self.generation = cache._generation
+        self.full_key = (
+            following(self.keys, self.generation)
+            if self.generation.movable
+            else self.keys.full(cache._ns)
+        )
         self.tags = self._tag_builder(tags)
         self.should_store = self._store_rule(cache_none, condition, unless)
         # what hits and misses return on a bytes-storing cache (decided now, not per call)
@@ -108,6 +116,24 @@ class CachePlan:
             return tuple(tag.format(*values, **named) for tag in fixed)
 
         return formatted
+
+
+def following(
+    keys: KeyBuilder, generation: Generation
+) -> Callable[[tuple[Any, ...], Mapping[str, Any]], str]:
+    """A builder of the full key in the namespace of the generation known at each call
+    (the specialised builder of :meth:`KeyBuilder.full`, made again when it moves)."""
+    built = [(generation.ns, keys.full(generation.ns))]  # one slot: swapped whole
+
+    def full_key(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        ns, build = built[0]
+        if ns is not generation.ns:
+            ns = generation.ns
+            build = keys.full(ns)
+            built[0] = (ns, build)
+        return build(args, kwargs)
+
+    return full_key
 
 
 def decorate(
@@ -162,14 +188,16 @@ def _decorate(cache: Cache, func: F, stampede: StampedeOptions | None = None, **
 
     def key_of(*args: Any, **kwargs: Any) -> str:
         """The key this call's result is cached under (use it with ``cache.get``)."""
-        return cache.namespace.strip(full_key(args, kwargs))
+        return cache._space().strip(full_key(args, kwargs))
 
     def invalidate(*args: Any, **kwargs: Any) -> bool:
         """Drop the entry this call would use; True if there was one. A load of it in
         flight does not store what it read before (see :mod:`cachekit.leases.rules`)."""
+        cache._space()
         return bool(cache._revoke([full_key(args, kwargs)]))
 
     async def ainvalidate(*args: Any, **kwargs: Any) -> bool:
+        await cache._aspace()
         return bool(await cache._arevoke([full_key(args, kwargs)]))
 
     functools.update_wrapper(wrapper, func)

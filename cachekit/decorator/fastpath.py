@@ -25,8 +25,16 @@ from collections.abc import Callable
 from sys import intern
 from typing import Any
 
-from ._async_fastpath import make_async_hit_wrapper, make_async_one_argument_wrapper
-from ._sync_fastpath import make_sync_hit_wrapper, make_sync_one_argument_wrapper
+from ._async_fastpath import (
+    make_async_generation_hit_wrapper,
+    make_async_hit_wrapper,
+    make_async_one_argument_wrapper,
+)
+from ._sync_fastpath import (
+    make_sync_generation_hit_wrapper,
+    make_sync_hit_wrapper,
+    make_sync_one_argument_wrapper,
+)
 
 __all__ = ["memory_hit_wrapper"]
 
@@ -49,6 +57,11 @@ def memory_hit_wrapper(
         return None  # the user's key function, called once per call: the general path
     full_key = plan.full_key
     counters = cache.counters
+    if plan.generation.movable:  # a reader over Redis (near): keys follow the generation
+        make_gen = (
+            make_async_generation_hit_wrapper if is_async else make_sync_generation_hit_wrapper
+        )
+        return make_gen(read, full_key, plan.generation, counters, general)
 
     if keys.template is not None or not keys.simple or len(keys.names) != 1:
         make = make_async_hit_wrapper if is_async else make_sync_hit_wrapper

@@ -8,15 +8,19 @@ both; only the backend calls differ.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ..core.codec import CorruptEntry, UnsignedCounter
 from ..core.concurrency import _aresolve
+from ..core.generation import Generation, parse_generation
+from ..core.keys import Namespace, escape_glob
 from ..core.policy import DEFAULT, incr_delta
 from ..core.sentinel import MISSING
-from ..exceptions import InvalidArgumentError, SerializationError
-from ..leases.rules import Lease
+from ..exceptions import BackendError, InvalidArgumentError, SerializationError
+from ..leases.rules import Lease, local_marks
 from ..stampede._async_stampede import AsyncStampede
 from ..stampede.rules import StampedeOptions
 from ..tags._async_tags import AsyncTagOps
@@ -29,10 +33,76 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncCacheOps"]
 
+logger = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 
 class AsyncCacheOps(AsyncTagOps):
+    _generation: Generation  # the namespace generation this cache knows (Cache.__init__)
+
+    async def _aspace(self) -> Namespace:
+        """The namespace of entries now: the generation is re-read first when the poll
+        interval has passed since it was last read (see :mod:`cachekit.core.generation`).
+        Every operation that builds entry keys starts here; on memory it never reads."""
+        generation = self._generation
+        if generation.movable and generation.clock() >= generation.valid_until:
+            await self._aread_generation()
+        return generation.ns
+
+    async def _aread_generation(self) -> None:
+        """Read the generation (one GET). Fails open: a failed read keeps the one known;
+        with the circuit open nothing is read (the operation skips the backend too, and
+        the first one after it closes reads the generation)."""
+        generation = self._generation
+        if self._breaker.open:
+            return
+        epoch, read_at = generation.reading()
+        try:
+            stored = await self._abackend.get(generation.key)
+        except Exception as exc:
+            generation.failed()
+            self._failed(exc, None)  # counted, logged; raised under on_error="raise"
+            return
+        number = parse_generation(stored)
+        if number is None:  # not a counter: someone else's write; keep what is known
+            generation.failed()
+            logger.warning("ignoring the unreadable generation %r of %r", stored, generation.key)
+            return
+        generation.learn(number, epoch, read_at)
+
+    async def ainvalidate_all(self) -> bool:
+        """Make every entry of this cache's namespace unreachable at once, for every
+        process; True when done. On Redis one ``INCR`` of the namespace's generation (O(1):
+        the old entries then expire by their TTL or are evicted; ``clear()`` removes them);
+        other processes see it within ``generation_poll`` seconds (near caches at once,
+        through their link). In process (memory) the entries are removed. Loads in flight
+        that started before store nowhere anyone reads. Locks, write-behind queues, rate
+        limits and sessions are untouched. A failing backend: logged and False (the bump is
+        replayed before this process reads the backend again), or raised under
+        ``on_error="raise"``."""
+        if self._is_local:
+            await self.aclear()
+            return True
+        return await self._abump()
+
+    async def _abump(self) -> bool:
+        """Bump the generation (one INCR); the caller's process knows it at once."""
+        generation = self._generation
+        if self._breaker.open and self._breaker.defer_bump(self):
+            return bool(self._skip(False))
+        try:
+            number = int(await self._abackend.incr(generation.key, 1, None))
+        except Exception as exc:
+            error = self._counted(exc)  # trips the breaker on an outage
+            if not self._breaker.defer_bump(self):
+                logger.warning("invalidate_all() failed and could not be kept for later")
+            if self._raise_errors or not isinstance(error, BackendError):
+                raise error from exc
+            return False
+        generation.bumped(number)
+        return True
+
     async def _acall(self, method: str, default: Any, *args: Any) -> Any:
         """A backend call that fails open: ``default`` when the backend fails."""
         if self._breaker.open:
@@ -164,7 +234,7 @@ class AsyncCacheOps(AsyncTagOps):
         return bool(await self._acall("set", False, key, stored, seconds))
 
     async def aget(self, key: Any, default: Any = None) -> Any:
-        value = await self._alookup(self._ns.key(key))
+        value = await self._alookup((await self._aspace()).key(key))
         return default if value is MISSING else value
 
     async def aset(
@@ -173,6 +243,7 @@ class AsyncCacheOps(AsyncTagOps):
         """Store ``value``; ``ttl`` in seconds or a timedelta (None or inf: no expiry; 0 or
         less: delete; NaN or a non-number: :class:`~cachekit.InvalidArgumentError`)."""
         tags = tag_list(tags)
+        await self._aspace()
         full, seconds, stored = self._prepare(key, value, ttl, tags)
         if seconds == 0:
             await self._arevoke([full])
@@ -195,6 +266,7 @@ class AsyncCacheOps(AsyncTagOps):
     ) -> bool:
         """Store only if absent; True if stored."""
         tags = tag_list(tags)
+        await self._aspace()
         full, seconds, stored = self._prepare(key, value, ttl, tags)
         if seconds == 0:
             return False
@@ -214,12 +286,13 @@ class AsyncCacheOps(AsyncTagOps):
         """Remove an entry; True if it existed. Loads of it in flight will not store what
         they read before (see :mod:`cachekit.leases.rules`); if the backend is unreachable the
         delete is replayed before this process reads from it again."""
-        return bool(await self._arevoke([self._ns.key(key)]))
+        return bool(await self._arevoke([(await self._aspace()).key(key)]))
 
     async def aget_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
         """The entries found, as ``{key: value}`` (missing keys are left out)."""
         wanted = list(keys)
-        full = [self._ns.key(key) for key in wanted]
+        ns = await self._aspace()
+        full = [ns.key(key) for key in wanted]
         stored = await self._acall("get_many", None, full)
         if stored is None:
             return {}
@@ -240,11 +313,12 @@ class AsyncCacheOps(AsyncTagOps):
     ) -> bool:
         """Store several entries in one round trip; True if the backend took them."""
         tags = tag_list(tags)
+        ns = await self._aspace()
         items, seconds = self._prepare_many(mapping, ttl, tags)
         if seconds == 0:
             await self._arevoke(list(items))
             return False
-        counters = [self._ns.key(k) for k, v in mapping.items() if self._is_counter(v, tags)]
+        counters = [ns.key(k) for k, v in mapping.items() if self._is_counter(v, tags)]
         if counters:
             await self._amark_counters(counters, seconds)
         if self._codec.signed and len(counters) < len(items):
@@ -261,10 +335,11 @@ class AsyncCacheOps(AsyncTagOps):
 
     async def adelete_many(self, keys: Iterable[Any]) -> int:
         """Remove several entries in one round trip; the number that existed."""
-        return await self._arevoke([self._ns.key(key) for key in keys])
+        ns = await self._aspace()
+        return await self._arevoke([ns.key(key) for key in keys])
 
     async def aexists(self, key: Any) -> bool:
-        return bool(await self._acall("exists", False, self._ns.key(key)))
+        return bool(await self._acall("exists", False, (await self._aspace()).key(key)))
 
     @overload
     async def attl(self, key: Any) -> float | None: ...
@@ -274,12 +349,12 @@ class AsyncCacheOps(AsyncTagOps):
         """Seconds left; None when the entry never expires; ``default`` (None) when there is
         no such entry, so ``ttl(key, default=cachekit.MISSING)`` tells the two apart. A
         failing backend gives None (fail-open: nothing is known)."""
-        left = await self._acall("ttl", None, self._ns.key(key))
+        left = await self._acall("ttl", None, (await self._aspace()).key(key))
         return default if left is MISSING else left
 
     async def aexpire(self, key: Any, ttl: float | None) -> bool:
         """Give an entry a new TTL (None: never expires); False if there is no entry."""
-        full = self._ns.key(key)
+        full = (await self._aspace()).key(key)
         seconds = self._seconds(ttl)
         if seconds == 0:
             return bool(await self._arevoke([full]))
@@ -291,7 +366,7 @@ class AsyncCacheOps(AsyncTagOps):
         A counter's value is the data itself, so a failing backend raises
         :class:`~cachekit.BackendError` here rather than failing open.
         """
-        full = self._ns.key(key)
+        full = (await self._aspace()).key(key)
         delta = incr_delta(delta)
         seconds = self._seconds(ttl)
         if seconds == 0 and ttl is not DEFAULT:  # "do not keep" makes no sense for a counter
@@ -314,22 +389,52 @@ class AsyncCacheOps(AsyncTagOps):
             raise error from exc
 
     async def adelete_pattern(self, pattern: str) -> int:
-        """Remove this cache's entries whose key matches a glob (``user:*``); SCAN, not KEYS."""
+        """Remove this cache's entries whose key matches a glob (``user:*``); SCAN, not KEYS.
+
+        Loads in flight in this process that started before do not store; on Redis, those
+        of other processes may still store what they read before (no key is known to
+        mark): use ``invalidate_all()`` or ``clear()`` for a bulk change of the source."""
+        await self._aspace()
+        # loads of this process that started before do not store (other processes' may)
+        if self._is_local:
+            local_marks(self._backend).revoke_all()
+        else:
+            self._breaker.lease_floor = time.monotonic()
         if self._codec.signed:  # their counter marks first (see _aunmark), clear() included
             await self._acall("delete_pattern", 0, self._counter_marks_pattern(pattern))
         return int(await self._acall("delete_pattern", 0, self._ns.pattern(pattern)))
 
     async def aclear(self) -> int:
-        """Remove every entry of this cache's namespace (never the rest of the database),
-        and its tag sets with them. Held locks and write-behind queues (queued writes, dead
+        """Remove every entry of this cache's namespace, at every generation (never the
+        rest of the database), and its tag sets with them; the number removed. Loads in
+        flight that started before do not make what they read visible: on Redis the
+        generation is bumped first (they store under the old one, which nobody reads), in
+        process they are refused. Held locks and write-behind queues (queued writes, dead
         letters) are internal keys outside the namespace's pattern: they stay."""
+        if self._is_local:
+            local_marks(self._backend).revoke_all()
+        else:
+            try:
+                await self._abump()  # fails open; kept for the breaker to replay
+            except Exception as exc:  # on_error="raise": the clear itself goes on first
+                bump_error: Exception | None = exc
+            else:
+                bump_error = None
         removed = 0
         if not self._breaker.open:
             try:
                 removed = await self._aclear_tags()  # first: see _aclear_tags
             except Exception as exc:
                 self._failed(exc, 0)
-        return removed + await self.adelete_pattern("*")
+        base = self._base_ns
+        if self._codec.signed:  # their counter marks first (see _aunmark)
+            await self._acall("delete_pattern", 0, escape_glob(base.internal("counter")) + "*")
+        removed += int(await self._acall("delete_pattern", 0, base.pattern("*")))
+        if not self._is_local:
+            removed += int(await self._acall("delete_pattern", 0, base.generations_pattern))
+            if bump_error is not None:
+                raise bump_error
+        return removed
 
     async def aget_or_set(
         self,
@@ -349,7 +454,7 @@ class AsyncCacheOps(AsyncTagOps):
         while one background refresh runs), ``stale_if_error`` (serve stale when the
         loader raises).
         """
-        full = self._ns.key(key)
+        full = (await self._aspace()).key(key)
         options = (
             StampedeOptions.build(**stampede, ttl=self._seconds(ttl) or None) if stampede else None
         )

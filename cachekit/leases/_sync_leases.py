@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..backends import base
 from ..core.breaker import Pending
 from ..core.concurrency import FlightTables
+from ..core.generation import Generation
 from ..core.policy import CachePolicy
 from ..exceptions import BackendError
 from ..stampede import _sync_coordination as coordination
@@ -40,6 +41,7 @@ class LeaseOps(CachePolicy):
     _is_local: bool
     _scripts: base.Scripts | None  # the backend's capability, asked once (Cache.__init__)
     _flights: FlightTables  # the stampede's computations in progress (Cache.__init__)
+    _generation: Generation  # the namespace generation known (Cache.__init__)
     if TYPE_CHECKING:  # in TagOps and CacheOps
 
         def _invalidate_tags_now(self, names: Sequence[str]) -> int: ...
@@ -49,8 +51,9 @@ class LeaseOps(CachePolicy):
         def _unmark(self, keys: list[str]) -> None: ...
 
     def _mark_key(self, key: str) -> str:
-        """The invalidation mark of the entry ``key`` (same cluster slot as the entry)."""
-        return companion_key(self._ns.text, "inv", key)
+        """The invalidation mark of the entry ``key`` (same cluster slot as the entry, and
+        of the entry's generation, whichever is current now)."""
+        return companion_key(self._generation.text_of(key), "inv", key)
 
     def _guarded_set(
         self, key: str, entry: Any, seconds: float | None, lease: Lease
@@ -94,9 +97,11 @@ class LeaseOps(CachePolicy):
         args = coordination.store_args(key, mark, lock_key, entry, seconds, check, lease.token)
         ttl_arg = tag_set_ttl_ms(seconds)
 
+        ns_text = self._generation.text_of(key)  # the tag sets of the entry's generation
+
         def fill(batch: base.CommandBatch) -> None:  # by text: a guarded store must not be repeated
             for tag in tags:
-                name = tag_key(self._ns.text, tag)
+                name = tag_key(ns_text, tag)
                 batch.eval(REGISTER_SCRIPT, 1, name, ttl_arg, key)
                 batch.eval(
                     coordination.MARK_AGE, *coordination.tag_check_args(tag_mark_key(name), check)
@@ -187,6 +192,9 @@ class LeaseOps(CachePolicy):
     def _replay_pending(self, pending: Pending) -> None:
         """Deliver what was invalidated while the backend was unreachable (called by the
         breaker, before it lets reads through). Raises if the backend fails again."""
+        if pending.bump:  # an invalidate_all() made during the outage: first
+            generation = self._generation
+            generation.bumped(int(self._backend.incr(generation.key, 1, None)))
         if pending.overflow:
             # too many to remember: every entry of the namespace goes, and loads of this
             # process that started before now do not store

@@ -108,6 +108,12 @@ class LocalMarks:
                 self._shrink(now)
             return delete()
 
+    def revoke_all(self) -> None:
+        """Every load that started before now is refused its store (``clear()``,
+        ``invalidate_all()``, ``delete_pattern()``: keys no mark could name)."""
+        with self.lock:
+            self._floor = max(self._floor, self.clock())
+
     def store(
         self,
         key: str,

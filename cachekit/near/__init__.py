@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.generation import generation_key
+from ..core.keys import GENERATION_MARK, Namespace
 from ._async_backend import AsyncNearBackend
 from ._cluster import ClusterLinks
 from ._layer import NearLayer
@@ -42,15 +44,20 @@ __all__ = [
 
 
 def near_backends(
-    backend: Any, async_backend: Any, options: NearOptions, prefix: str
+    backend: Any, async_backend: Any, options: NearOptions, namespace: Namespace
 ) -> tuple[Any, Any]:
-    """The backend pair wrapped by one near layer tracking the namespace ``prefix``. A
+    """The backend pair wrapped by one near layer tracking ``namespace``: its entries at
+    every generation and its generation key (see :func:`tracked_prefixes`). A
     pair already wrapped (as :meth:`Cache.with_options` passes it: the layer tracks this
-    prefix too) and an in-process
+    namespace too) and an in-process
     backend (``memory://`` already is the near tier: one configuration serves a memory
     development set-up and a Redis production one) are returned as they are."""
+    prefixes = tracked_prefixes(namespace)
+    watched = generation_key(namespace)  # read past the L1: its change is what counts
     if isinstance(backend, NearBackend):
-        backend.layer.track(prefix)
+        for prefix in prefixes:
+            backend.layer.track(prefix)
+        backend.layer.track(watched, watched=True)
         return backend, async_backend
     if getattr(backend, "local", False):
         return backend, async_backend
@@ -61,7 +68,14 @@ def near_backends(
         def links(store: Any, prefixes: Any) -> ClusterLinks:
             return ClusterLinks(store, tracking, prefixes)
 
-    layer = NearLayer(options, tracking.get, prefix, links=links)
+    layer = NearLayer(options, tracking.get, prefixes, links=links, watched=(watched,))
     wrapped = NearBackend(backend, layer)
     awrapped = None if async_backend is None else AsyncNearBackend(async_backend, layer)
     return wrapped, awrapped
+
+
+def tracked_prefixes(namespace: Namespace) -> tuple[str, ...]:
+    """The entries of a namespace the L1 keeps (and the link tracks): at generation 0
+    (``{prefix}:{version}:``) and at every other (``{prefix}:{version}%g``). The link
+    tracks its generation key too (a change of it expires the generation caches know)."""
+    return (namespace.text, namespace.text[:-1] + GENERATION_MARK)

@@ -90,6 +90,9 @@ class AsyncNearBackend:
     def stats(self) -> dict[str, Any]:
         return self.layer.stats()
 
+    def watch_key(self, key: str, watcher: Any) -> None:
+        self._store.watch(key, watcher)
+
     def decoding_reader(self, loads_meta: Callable[[Any, str], Any]) -> Callable[[str], Any]:
         return self._store.reader(loads_meta)
 

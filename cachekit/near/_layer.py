@@ -22,24 +22,30 @@ class NearLayer:
         self,
         options: NearOptions,
         client_of: Callable[[], Any],
-        prefix: str,
+        prefixes: str | tuple[str, ...],
         *,
         connect: Callable[[], Any] | None = None,
         links: Callable[[NearStore, tuple[str, ...]], ClusterLinks] | None = None,
+        watched: tuple[str, ...] = (),
     ) -> None:
         self.options = options
         self.store = NearStore(options)
-        self.prefixes: tuple[str, ...] = (prefix,)
+        # entries under these are kept in the L1; the link tracks them and ``watched``
+        # too (keys whose change matters, read past the L1: a namespace's generation)
+        self.prefixes: tuple[str, ...] = (prefixes,) if isinstance(prefixes, str) else prefixes
+        self.watched: tuple[str, ...] = watched
         if connect is None:  # not a method of this layer: the link's thread must not keep it
 
             def connect() -> Any:
                 return connection_factory(client_of())()
 
-        # ``links``: a cluster's, one per primary (._cluster); else one link
+        # ``links``: a cluster's, one per primary (._cluster); else one link. Both track
+        # the kept prefixes and the watched ones
+        tracked = self.prefixes + self.watched
         self.link: InvalidationLink | ClusterLinks = (
-            InvalidationLink(self.store, connect, self.prefixes)
+            InvalidationLink(self.store, connect, tracked)
             if links is None
-            else links(self.store, self.prefixes)
+            else links(self.store, tracked)
         )
         self.closed = False
         # a cache dropped without close(): its link's thread and connection go with it
@@ -50,15 +56,24 @@ class NearLayer:
         nothing would tell this process when they change)."""
         return not self.closed and key.startswith(self.prefixes)
 
-    def track(self, prefix: str) -> None:
+    def track(self, prefix: str, *, watched: bool = False) -> None:
         """Keep the keys under ``prefix`` too (a ``with_options(prefix=...)`` cache over
-        this layer): the link reconnects tracking every prefix, the L1 flushed meanwhile."""
-        if any(prefix.startswith(known) for known in self.prefixes):
+        this layer): the link reconnects tracking every prefix, the L1 flushed meanwhile.
+        ``watched``: only tracked (see ``__init__``), not kept."""
+        known_ones = self.prefixes + self.watched
+        if any(prefix.startswith(known) for known in known_ones):
             return
         # Redis refuses overlapping prefixes: one inside the new one goes
-        prefixes = (*(p for p in self.prefixes if not p.startswith(prefix)), prefix)
-        self.link.retrack(prefixes)
-        self.prefixes = prefixes
+        def keep(others: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(p for p in others if not p.startswith(prefix))
+
+        prefixes, others = keep(self.prefixes), keep(self.watched)
+        if watched:
+            others = (*others, prefix)
+        else:
+            prefixes = (*prefixes, prefix)
+        self.link.retrack(prefixes + others)
+        self.prefixes, self.watched = prefixes, others
 
     def started(self) -> None:
         self.link.ensure_started()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -112,6 +113,26 @@ class NearStore:
         self.invalidations = 0
         self.evictions = 0
         self.hits = 0  # lookups served from the L1 (read by metrics: requests by layer)
+        # keys whose change expires what their watchers know (a namespace generation:
+        # cachekit.core.generation), and the watchers (objects with expire())
+        self._watched: dict[str, weakref.WeakSet[Any]] = {}
+
+    def watch(self, key: str, watcher: Any) -> None:
+        """Call ``watcher.expire()`` when ``key`` changes (an invalidation of it arrives,
+        or a flush: then nothing is known), and flush the L1 then too."""
+        with self._lock:
+            self._watched.setdefault(key, weakref.WeakSet()).add(watcher)
+
+    def _expire_watchers(self, keys: Iterable[str] | None) -> bool:
+        """Expire the watchers of ``keys`` (None: all); whether any key was watched."""
+        watched = self._watched
+        if not watched:
+            return False
+        names = list(watched) if keys is None else [k for k in keys if k in watched]
+        for name in names:
+            for watcher in list(watched[name]):
+                watcher.expire()
+        return bool(names)
 
     # -- serving (lock-free) ------------------------------------------------------------
     def lookup(self, key: str) -> Any:
@@ -235,7 +256,9 @@ class NearStore:
     def invalidate(self, keys: Iterable[Any]) -> None:
         """Drop entries and fills in flight (keys as text or bytes)."""
         data = self._data
+        watched = self._watched
         with self._lock:
+            changed: list[str] = []
             for key in keys:
                 if type(key) is bytes:
                     key = key.decode("utf-8", "surrogateescape")
@@ -243,12 +266,19 @@ class NearStore:
                     continue
                 if data.pop(key, None) is not None:
                     self.invalidations += 1
+                if key in watched:
+                    changed.append(key)
+            if changed and self._expire_watchers(changed):
+                # a new generation: every entry here is of the old one
+                data.clear()
+                self.flushes += 1
 
     def flush(self) -> None:
         """Drop everything, fills in flight included (a link lost, a FLUSHDB)."""
         with self._lock:
             self._data.clear()
             self.flushes += 1
+            self._expire_watchers(None)
 
     def stop_serving(self) -> None:
         """The link is gone: serve nothing, drop everything."""
@@ -256,6 +286,7 @@ class NearStore:
             self.serve_until = 0.0
             self._data.clear()
             self.flushes += 1
+            self._expire_watchers(None)  # a bump meanwhile would go unheard
 
     def fence(self) -> float:
         """A write with keys unknown here just finished: serve nothing until a PING sent

@@ -65,7 +65,6 @@ class AsyncStampede:
         self.flights: AsyncFlights = cache._flights.async_flights
         self.refreshing: AsyncFlights = cache._flights.async_refreshing
         self.coordinator = coordinator_for(cache._ascripts, cache._awakeups)
-        self.ns_text = cache.namespace.text
         # remote backend + lock: concurrent callers share even the lookup (one GET per
         # process for a burst); in-process backends look up first (a hit is a dict read)
         self.coalesce = options.lock and self.coordinator is not None
@@ -74,6 +73,11 @@ class AsyncStampede:
         # when each key's last background refresh finished (monotonic): a stale read made
         # before that must not start another refresh of what was just stored
         self.landed: dict[str, float] = {}
+
+    def _ns_text(self, key: str) -> str:
+        """The namespace text of the entry ``key``'s generation (its companions' head)."""
+        text: str = self.cache._generation.text_of(key)
+        return text
 
     # -- the entry point ----------------------------------------------------------------
     async def aget(
@@ -171,7 +175,7 @@ class AsyncStampede:
             # before an invalidation this process has not delivered yet must not be taken)
             return await self._acompute_and_store(key, call, stale)
         options = self.options
-        lock_key = companion_key(self.ns_text, "lock", key)
+        lock_key = companion_key(self._ns_text(key), "lock", key)
         token = uuid.uuid4().hex.encode()
         deadline = time.monotonic() + options.wait_timeout
         socket_timeout = coordinator.socket_timeout()
@@ -191,7 +195,7 @@ class AsyncStampede:
                 break
             if kind == ACQUIRED:  # payload: the server's time, our lease's start
                 return await self._ahold(key, call, stale, Lease(0.0, lock_key, token, payload))
-            done_key = companion_key(self.ns_text, "done:" + payload.decode(), key)
+            done_key = companion_key(self._ns_text(key), "done:" + payload.decode(), key)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -252,7 +256,7 @@ class AsyncStampede:
             self.cache._skip(None)
             return
         token = lease.token
-        done_key = companion_key(self.ns_text, "done:" + token.decode(), key)
+        done_key = companion_key(self._ns_text(key), "done:" + token.decode(), key)
         try:
             stored = await self.coordinator.afinish(
                 key, lease.lock_key, done_key, token, outcome, entry, store, seconds,
@@ -292,10 +296,15 @@ class AsyncStampede:
             await self._afinish(key, lease, b"x", b"", False, None)
             return
         store = self.should_store(value) and seconds != 0
+        outcome = b"v"
+        if store and lease.since <= self.cache._breaker.lease_floor:
+            # this process revoked every load begun before (delete_pattern, an outage's
+            # invalidations reconciled): no mark names this key, so say it here
+            store = False
+            outcome = b"x"  # waiters compute (they may have come after)
         if store and self.cache._codec.signed:  # see AsyncCacheOps._aunmark
             await self.cache._aunmark([key])
         tags = tag_list(tags)
-        outcome = b"v"
         if store and tags:
             # tagged writes go through the cache's own (it indexes the tags, and checks
             # the lease); then we only release and wake
@@ -416,7 +425,7 @@ class AsyncStampede:
                 return
             if self.cache._breaker.open:  # an outage: refresh later
                 return
-            lock_key = companion_key(self.ns_text, "lock", key)
+            lock_key = companion_key(self._ns_text(key), "lock", key)
             token = uuid.uuid4().hex.encode()
             # and one across processes: whoever takes the entry's lock refreshes
             kind, start = await coordinator.abegin(

@@ -24,7 +24,9 @@ Lua script may touch the entry, its lock and its wake-up list::
 (the ``#`` head is :func:`cachekit.core.keys.internal_head`: ``clear()`` never deletes a held
 lock). When the entry key has a hash tag of its own (``user:{42}``), that tag is reused
 (``...:lock:{42}:user:{42}``). ``cache.lock(name)`` uses the lock key of the entry
-``name``: a named lock and the stampede lock of the same key are one and the same lock.
+``name`` at generation 0: a named lock and the stampede lock of the same key are one and
+the same lock until ``invalidate_all()`` moves the entries (and their stampede locks) to a
+new generation, while named locks stay where they are (:mod:`cachekit.core.generation`).
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends import base
-from ..core.keys import escape_glob
+from ..core.keys import Namespace, escape_glob
 from ..exceptions import BackendError, ConfigurationError
 from ..leases._async_leases import AsyncLeaseOps
 from ..leases.rules import Lease, local_marks
@@ -58,6 +58,11 @@ def _forget_batch(
 
 
 class AsyncTagOps(AsyncLeaseOps):
+    _base_ns: Namespace  # the namespace at generation 0 (Cache.__init__)
+    if TYPE_CHECKING:  # in AsyncCacheOps
+
+        async def _aspace(self) -> Namespace: ...
+
     _ascan: base.AsyncScan | None  # the backend's capabilities, asked once (Cache.__init__)
     _local_state: base.LocalState | None
 
@@ -178,6 +183,7 @@ class AsyncTagOps(AsyncLeaseOps):
         names = tag_list(tags)
         if not names:
             return 0
+        await self._aspace()  # the tag sets of the generation known now
         self._tags_in_redis()  # a backend without a place for tags: ConfigurationError
         # an invalidation that cannot be delivered now is replayed before reads resume
         if self._breaker.open and self._defer((), names):
@@ -214,15 +220,22 @@ class AsyncTagOps(AsyncLeaseOps):
         return await self._ainvalidate_in_redis(names)
 
     async def _aclear_tags(self) -> int:
-        """For ``clear()``: invalidate every tag of the namespace (members deleted, sets
-        gone; a tagged write racing this lands in a fresh set); the entries removed."""
-        head = self._ns.internal(TAG_KIND)
+        """For ``clear()``: invalidate every tag of the namespace, at every generation
+        (members deleted, sets gone; a tagged write racing this lands in a fresh set); the
+        entries removed."""
+        head = self._base_ns.internal(TAG_KIND)
         if self._ascripts is None or self._ascan is None:
             if self._local_state is None:
                 return 0  # no tags could be written there (_tags_in_redis)
             keys = self._memory_index().take_under(head)
             return int(await self._abackend.delete_many(list(keys))) if keys else 0
         found = await self._ascan.scan(escape_glob(head) + "*")
+        generation = self._generation
+        # the internal keys of the generations above 0, of every kind: their tag sets
+        for name in await self._ascan.scan(generation.internal_generations_pattern):
+            text = name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
+            if generation.is_generation_internal(text, TAG_KIND):
+                found.append(name)
         return await self._ainvalidate_sets(tag_set_pairs(found))
 
     async def _ainvalidate_in_redis(self, tags: Sequence[str]) -> int:

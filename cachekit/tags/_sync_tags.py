@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends import base
-from ..core.keys import escape_glob
+from ..core.keys import Namespace, escape_glob
 from ..exceptions import BackendError, ConfigurationError
 from ..leases._sync_leases import LeaseOps
 from ..leases.rules import Lease, local_marks
@@ -58,6 +58,11 @@ def _forget_batch(
 
 
 class TagOps(LeaseOps):
+    _base_ns: Namespace  # the namespace at generation 0 (Cache.__init__)
+    if TYPE_CHECKING:  # in CacheOps
+
+        def _space(self) -> Namespace: ...
+
     _scan: base.Scan | None  # the backend's capabilities, asked once (Cache.__init__)
     _local_state: base.LocalState | None
 
@@ -178,6 +183,7 @@ class TagOps(LeaseOps):
         names = tag_list(tags)
         if not names:
             return 0
+        self._space()  # the tag sets of the generation known now
         self._tags_in_redis()  # a backend without a place for tags: ConfigurationError
         # an invalidation that cannot be delivered now is replayed before reads resume
         if self._breaker.open and self._defer((), names):
@@ -214,15 +220,22 @@ class TagOps(LeaseOps):
         return self._invalidate_in_redis(names)
 
     def _clear_tags(self) -> int:
-        """For ``clear()``: invalidate every tag of the namespace (members deleted, sets
-        gone; a tagged write racing this lands in a fresh set); the entries removed."""
-        head = self._ns.internal(TAG_KIND)
+        """For ``clear()``: invalidate every tag of the namespace, at every generation
+        (members deleted, sets gone; a tagged write racing this lands in a fresh set); the
+        entries removed."""
+        head = self._base_ns.internal(TAG_KIND)
         if self._scripts is None or self._scan is None:
             if self._local_state is None:
                 return 0  # no tags could be written there (_tags_in_redis)
             keys = self._memory_index().take_under(head)
             return int(self._backend.delete_many(list(keys))) if keys else 0
         found = self._scan.scan(escape_glob(head) + "*")
+        generation = self._generation
+        # the internal keys of the generations above 0, of every kind: their tag sets
+        for name in self._scan.scan(generation.internal_generations_pattern):
+            text = name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
+            if generation.is_generation_internal(text, TAG_KIND):
+                found.append(name)
         return self._invalidate_sets(tag_set_pairs(found))
 
     def _invalidate_in_redis(self, tags: Sequence[str]) -> int:

@@ -49,12 +49,10 @@ def make_async_updates(
     cache: Any, func: Callable[..., Any], keys: KeyBuilder, ttl: Any, tags_of: TagsOf
 ) -> Callable[..., Any]:
     """``@cache.updates``: run the function, then store its result under the key."""
-    namespace = cache.namespace
-
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         value = await func(*args, **kwargs)
         # loads in flight read the source before this write: revoked (cachekit.leases.rules)
-        key = namespace.key(keys(args, kwargs))
+        key = (await cache._aspace()).key(keys(args, kwargs))
         await cache._awrite_over(key, value, ttl, tags_of(args, kwargs))
         return value
 
@@ -65,10 +63,9 @@ def make_async_invalidates(
     cache: Any, func: Callable[..., Any], key_builders: Sequence[KeyBuilder], tags_of: TagsOf
 ) -> Callable[..., Any]:
     """``@cache.invalidates``: run the function, then delete the keys and the tags."""
-    namespace = cache.namespace
-
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = await func(*args, **kwargs)
+        namespace = await cache._aspace()
         full = [namespace.key(keys(args, kwargs)) for keys in key_builders]
         if full:
             await cache._arevoke(full)
@@ -92,13 +89,13 @@ class AsyncWriteThroughOps:
     _tags: Sequence[str]
     _cache_none: bool
 
-    def _full_key(self, item_id: Any) -> str:
-        full: str = self._cache.namespace.key(self._key_of(item_id))
+    async def _afull_key(self, item_id: Any) -> str:
+        full: str = (await self._cache._aspace()).key(self._key_of(item_id))
         return full
 
     async def aget(self, item_id: Any, default: Any = None) -> Any:
         """The cached value, or ``load(item_id)``'s, cached (cache-aside)."""
-        full = self._full_key(item_id)
+        full = await self._afull_key(item_id)
         value = await self._cache._alookup(full)
         if value is not MISSING:
             return value
@@ -113,7 +110,7 @@ class AsyncWriteThroughOps:
     async def aset(self, item_id: Any, value: Any) -> None:
         """Write to the source, then to the cache. If the source refuses, its error
         propagates and the cached entry is dropped (the source may have half-changed)."""
-        full = self._full_key(item_id)
+        full = await self._afull_key(item_id)
         try:
             await acall_user(self._storer, item_id, value)
         except Exception:
@@ -126,7 +123,7 @@ class AsyncWriteThroughOps:
         True if there was one."""
         if self._remover is not None:
             await acall_user(self._remover, item_id)
-        return bool(await self._cache._arevoke([self._full_key(item_id)]))
+        return bool(await self._cache._arevoke([await self._afull_key(item_id)]))
 
 
 # -- write-behind ----------------------------------------------------------------------------
@@ -164,8 +161,8 @@ class AsyncWriteBehindOps:
     def _forget_replayed_journals(self) -> None:
         raise NotImplementedError  # cachekit.write.strategies.WriteBehind
 
-    def _full_key(self, item_id: Any) -> str:
-        full: str = self._cache.namespace.key(self._key_of(item_id))
+    async def _afull_key(self, item_id: Any) -> str:
+        full: str = (await self._cache._aspace()).key(self._key_of(item_id))
         return full
 
     async def _astart_worker(self) -> None:
@@ -174,7 +171,7 @@ class AsyncWriteBehindOps:
     # -- the caller's side ------------------------------------------------------------------
     async def aset(self, item_id: Any, value: Any) -> None:
         """Queue the write to the source and update the cache now."""
-        full = self._full_key(item_id)  # first: an id refused (ItemIds) queues nothing
+        full = await self._afull_key(item_id)  # first: an id refused (ItemIds) queues nothing
         await self._astart_worker()
         if await self._queue.apush(item_id, value):
             self._signal.notify()
@@ -183,7 +180,7 @@ class AsyncWriteBehindOps:
     async def aget(self, item_id: Any, default: Any = None) -> Any:
         """The cached value; else this process's newest queued write of it; else
         ``load(item_id)``'s, cached."""
-        full = self._full_key(item_id)
+        full = await self._afull_key(item_id)
         value = await self._cache._alookup(full)
         if value is not MISSING:
             return value

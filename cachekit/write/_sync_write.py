@@ -49,12 +49,10 @@ def make_sync_updates(
     cache: Any, func: Callable[..., Any], keys: KeyBuilder, ttl: Any, tags_of: TagsOf
 ) -> Callable[..., Any]:
     """``@cache.updates``: run the function, then store its result under the key."""
-    namespace = cache.namespace
-
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         value = func(*args, **kwargs)
         # loads in flight read the source before this write: revoked (cachekit.leases.rules)
-        key = namespace.key(keys(args, kwargs))
+        key = (cache._space()).key(keys(args, kwargs))
         cache._write_over(key, value, ttl, tags_of(args, kwargs))
         return value
 
@@ -65,10 +63,9 @@ def make_sync_invalidates(
     cache: Any, func: Callable[..., Any], key_builders: Sequence[KeyBuilder], tags_of: TagsOf
 ) -> Callable[..., Any]:
     """``@cache.invalidates``: run the function, then delete the keys and the tags."""
-    namespace = cache.namespace
-
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = func(*args, **kwargs)
+        namespace = cache._space()
         full = [namespace.key(keys(args, kwargs)) for keys in key_builders]
         if full:
             cache._revoke(full)
@@ -93,7 +90,7 @@ class WriteThroughOps:
     _cache_none: bool
 
     def _full_key(self, item_id: Any) -> str:
-        full: str = self._cache.namespace.key(self._key_of(item_id))
+        full: str = (self._cache._space()).key(self._key_of(item_id))
         return full
 
     def get(self, item_id: Any, default: Any = None) -> Any:
@@ -165,7 +162,7 @@ class WriteBehindOps:
         raise NotImplementedError  # cachekit.write.strategies.WriteBehind
 
     def _full_key(self, item_id: Any) -> str:
-        full: str = self._cache.namespace.key(self._key_of(item_id))
+        full: str = (self._cache._space()).key(self._key_of(item_id))
         return full
 
     def _start_worker(self) -> None:

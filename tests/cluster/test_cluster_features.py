@@ -434,3 +434,44 @@ def test_stale_value_served_while_one_refresh_runs(cache: Cache) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert len(calls) == 2
+
+
+# -- invalidate_all(): the generation key on one slot, entries keep their slot rules -------
+def test_invalidate_all_across_processes(url: str, cache: Cache) -> None:
+    other = Cache(url, prefix=cache.prefix, on_error="raise", generation_poll=0)
+    calls: list[int] = []
+
+    @other.cached(ttl=60, lock=True)
+    def one(x: int) -> int:
+        calls.append(x)
+        return x
+
+    try:
+        cache.set("user:{42}", "old", tags=("users",))
+        assert one(1) == 1 and one(1) == 1 and calls == [1]
+        held = cache.lock("order:1", ttl=30)
+        assert held.acquire()
+        assert cache.invalidate_all() is True
+        assert other.get("user:{42}") is None and other.generation == 1
+        assert one(1) == 1 and calls == [1, 1]  # lock + guarded store in the new slots
+        other.set("user:{42}", "new", tags=("users",))
+        assert cache.get("user:{42}") == "new"
+        assert not other.lock("order:1", ttl=30, blocking=False).acquire()  # still held
+        held.release()
+        assert cache.invalidate_tags("users") == 1 and other.get("user:{42}") is None
+        other.set("kept", 1)
+        assert cache.clear() >= 1 and other.get("kept") is None  # every generation
+    finally:
+        other.close()
+
+
+async def test_async_invalidate_all(url: str, cache: Cache) -> None:
+    other = Cache(url, prefix=cache.prefix, on_error="raise", generation_poll=0)
+    try:
+        await cache.aset("k", "old")
+        assert await cache.ainvalidate_all() is True
+        assert await other.aget("k") is None
+        await other.aset("k", "new")
+        assert await cache.aget("k") == "new"
+    finally:
+        await other.aclose()

@@ -146,6 +146,9 @@ def test_a_counter_mark_does_not_outlive_the_counter(
         raw.delete(full)  # the counter expired; its mark (refreshed by each incr) did not
     store(signed)
     assert raw.get(mark_key) is None
+    # clear() bumps the namespace generation: the keys of the entry and its mark moved
+    full, mark_key = signed.make_key("n"), signed._counter_mark_key(signed.make_key("n"))
+    assert raw.get(mark_key) is None
     raw.set(full, b"7")
     assert signed.get("n", "miss") == "miss" and signed.get_many(["n"]) == {}
     # and a counter made again works as before

@@ -1179,3 +1179,23 @@ async def test_the_async_fallback_runs_a_cold_page_once(redis_cache: Any) -> Non
     assert waiting == 5 and len(runs) == 1
     assert [response.content for response in responses] == [b"async fallback page"] * 6
     assert page.page_cache.fallback.flights.in_progress() == []
+
+
+def test_a_bump_by_another_process_is_seen_by_the_django_backend(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """cache.cachekit.invalidate_all() in one process; another's Django backend misses."""
+    options = {"generation_poll": 0}
+    with override_settings(
+        CACHES=_caches_setting(redis_server.url, KEY_PREFIX=prefix, OPTIONS=options)
+    ):
+        cache = caches["default"]
+        cache.set("a", 1)
+        # another process over the namespace: its own view of the generation
+        other = cache.cachekit.with_options(generation_poll=0.5)
+        assert other._generation is not cache.cachekit._generation
+        assert other.invalidate_all()
+        assert cache.get("a") is None
+        cache.set("a", 2)
+        assert cache.get("a") == 2
+        cache.clear()

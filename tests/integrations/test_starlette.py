@@ -1156,3 +1156,25 @@ async def test_invalidation_in_an_outage_raises_sync_and_async_alike(
     with pytest.raises(BackendError):
         await middleware.ainvalidate_url(url)
     cache.close()
+
+
+def test_pages_of_the_old_generation_are_not_served(
+    redis_server: RedisServer, counter: Counter
+) -> None:
+    """invalidate_all() by another process: the page cache misses and stores again."""
+    prefix = unique_prefix()
+    cache = Cache(redis_server.url, prefix=prefix, generation_poll=0)
+    other = Cache(redis_server.url, prefix=prefix)
+    try:
+        _, middleware = make_app(cache, counter)
+        client = TestClient(middleware)
+        assert client.get("/g").text.startswith("page 1")
+        assert client.get("/g").headers["cache-status"].startswith("cachekit; hit")
+        assert other.invalidate_all()
+        again = client.get("/g")
+        assert again.text.startswith("page 2") and "stored" in again.headers["cache-status"]
+        assert client.get("/g").headers["cache-status"].startswith("cachekit; hit")
+    finally:
+        cache.clear()
+        cache.close()
+        other.close()
