@@ -21,7 +21,8 @@ What moves with the generation, and what must not (every user of the namespace, 
   under the old generation, where nobody who knows the new one looks.
 - **Stays** (the base namespace, ``Cache.namespace``): ``cache.lock(name)`` (a held lock
   stays held across a bump; so after a bump it is no longer the stampede lock of the
-  entry ``name``, which moved), write-behind streams, dead letters and the in-process
+  entry ``name``, which moved; the HTTP page cache's coalescing lock is one of these, so
+  it still coalesces one URL's misses), write-behind streams, dead letters and the in-process
   write queues (queued writes must survive), rate limits, sessions, the generation key
   itself, and the command line's view of the namespace (``cachekit keys`` and ``purge``
   scan the base; ``inspect`` reads the current generation).

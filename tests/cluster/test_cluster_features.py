@@ -465,13 +465,17 @@ def test_invalidate_all_across_processes(url: str, cache: Cache) -> None:
         other.close()
 
 
-async def test_async_invalidate_all(url: str, cache: Cache) -> None:
-    other = Cache(url, prefix=cache.prefix, on_error="raise", generation_poll=0)
+async def test_async_invalidate_all(url: str) -> None:
+    prefix = f"f{uuid.uuid4().hex[:10]}"
+    one = Cache(url, prefix=prefix, on_error="raise")
+    other = Cache(url, prefix=prefix, on_error="raise", generation_poll=0)
     try:
-        await cache.aset("k", "old")
-        assert await cache.ainvalidate_all() is True
+        await one.aset("k", "old")
+        assert await one.ainvalidate_all() is True
         assert await other.aget("k") is None
         await other.aset("k", "new")
-        assert await cache.aget("k") == "new"
+        assert await one.aget("k") == "new"
+        await one.aclear()
     finally:
+        await one.aclose()  # the async clients too (a cluster's nodes warn if left open)
         await other.aclose()

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from cachekit import BackendError, Cache
 from cachekit.core.generation import Generation, generation_key, parse_generation
 from cachekit.core.keys import Namespace
+from cachekit.sessions import SessionStore
 from cachekit.testing.servers import RedisServer
 
 
@@ -287,24 +288,38 @@ def test_clear_removes_every_generation(redis_server: RedisServer) -> None:
 
 
 # -- what a bump must not move ------------------------------------------------------------
-def test_locks_queues_and_rate_limits_stay(redis_server: RedisServer) -> None:
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_locks_queues_rate_limits_and_sessions_stay(
+    request: pytest.FixtureRequest, kind: str
+) -> None:
     prefix = unique_prefix()
-    a = Cache(redis_server.url, prefix=prefix, generation_poll=0)
-    b = Cache(redis_server.url, prefix=prefix, generation_poll=0)
+    if kind == "memory":
+        a = Cache(prefix=prefix)
+        b = Cache(prefix=prefix, backend=a._backend)  # another cache over the same store
+    else:
+        url = request.getfixturevalue("redis_server").url
+        a = Cache(url, prefix=prefix, generation_poll=0)
+        b = Cache(url, prefix=prefix, generation_poll=0)
     stored: list[dict[Any, Any]] = []
     try:
         held = a.lock("order:1", ttl=30)
         assert held.acquire()
         limiter = a.rate_limiter("api", rate="2/minute", burst=2)
         assert limiter.hit("u").allowed
+        sessions = SessionStore(a)
+        session = sessions.load(None)
+        session["user"] = 42
+        session_id = sessions.save(session).set_id
+        assert session_id is not None
         users = b.write_behind(
             key="user:{}", load=lambda i: None, store_many=stored.append,
             batch_size=100, flush_interval=3600,
         )  # fmt: skip
         users.set(1, "queued")
-        a.invalidate_all()
+        assert a.invalidate_all()
         assert not b.lock("order:1", ttl=30, blocking=False).acquire()  # still held
         assert limiter.hit("u").allowed and not limiter.hit("u").allowed  # still counted
+        assert SessionStore(b).load(session_id)["user"] == 42  # still logged in
         users.flush()
         assert stored == [{1: "queued"}]  # the queued write survived
         held.release()
