@@ -11,7 +11,7 @@ from conftest import unique_prefix
 from cachekit import Cache
 from cachekit.near import NearBackend
 from cachekit.near._layer import NearLayer
-from cachekit.testing.servers import RedisServer
+from cachekit.testing.servers import ClusterServers, RedisServer
 
 
 def layer_of(cache: Cache) -> NearLayer:
@@ -85,6 +85,26 @@ def test_the_near_link_tracks_every_generation(redis_server: RedisServer) -> Non
         a.set("k", "v2")
         caught_up(b)
         assert b.get("k") == "v2"  # ... and invalidated there
+    finally:
+        a.clear()
+        a.close()
+        b.close()
+
+
+def test_near_on_a_cluster_hears_the_bump(redis_cluster: ClusterServers) -> None:
+    """The generation key lives on one primary: that primary's link tells of the bump."""
+    prefix = unique_prefix()
+    a = Cache(redis_cluster.url, prefix=prefix, near=True, generation_poll=3600)
+    b = Cache(redis_cluster.url, prefix=prefix, near=True, generation_poll=3600)
+    try:
+        a.set("k", "old")
+        caught_up(b)
+        assert b.get("k") == "old"
+        caught_up(b)
+        assert b.get("k") == "old"
+        assert a.invalidate_all()
+        caught_up(b)
+        assert b.get("k") is None and b.generation == 1
     finally:
         a.clear()
         a.close()
