@@ -249,7 +249,7 @@ class WriteBehindOps:
         for letter in chosen:  # an id refused (ItemIds) raises now, with every letter kept
             for item_id in letter.items:
                 if not isinstance(item_id, Undecodable):
-                    self._full_key(item_id)
+                    self._cache._ns.key(self._key_of(item_id))  # the check only: no I/O
         count = 0
         for letter in self._queue.take_dead(chosen):
             for item_id, value in letter.items.items():
