@@ -168,6 +168,7 @@ class Cache(CacheOps, AsyncCacheOps):
         self._wakeups, self._awakeups = caps.wakeups, caps.awakeups
         self._streams, self._astreams = caps.streams, caps.astreams
         self._scan, self._ascan = caps.scan, caps.ascan
+        self._tombstones, self._atombstones = caps.tombstones, caps.atombstones
         self._backend_stats = caps.stats
         # an in-process store's per-backend feature state (rate limits, tag index): shared
         # by every cache over the store

@@ -24,6 +24,10 @@ and wires its features from the answers; no feature tests the backend's type.
 - ``streams()`` -> :class:`AsyncStreams` / :class:`Streams`: consumer-group streams, the
   durable write-behind queue.
 - ``scan()`` -> :class:`AsyncScan` / :class:`Scan`: the keys matching a glob pattern.
+- ``tombstones()`` -> :class:`AsyncTombstones` / :class:`Tombstones`: invalidations kept
+  in the entries' own keys (a tombstone, absent to the whole contract) and the loads'
+  stores that respect them (:mod:`cachekit.leases.rules`). Leases on a remote backend
+  need it; without it a load's store is a plain ``set``.
 - ``stats()`` -> a dict of the backend's own facts, merged into ``Cache.stats()``.
 - ``reader()`` -> ``read(key)``: a lock-free lookup of an in-process store keeping the
   objects themselves (the memory hit path, :mod:`cachekit.decorator.fastpath`).
@@ -73,6 +77,8 @@ __all__ = [
     "Scan",
     "Scripts",
     "Streams",
+    "Tombstones",
+    "AsyncTombstones",
     "Wakeups",
     "capabilities_of",
     "script_sha",
@@ -227,6 +233,42 @@ class AsyncScan(Protocol):
     async def scan(self, pattern: str) -> list[Any]: ...
 
 
+class Tombstones(Protocol):
+    def revoke(self, keys: Sequence[str]) -> int:
+        """Invalidate: each key becomes a new tombstone; how many held an entry."""
+
+    def store(self, key: str, entry: Any, ttl: float | None, since: float) -> bool:
+        """A load's store (the load began at ``since``, ``time.monotonic()``): only if
+        nothing was invalidated since; whether it was stored."""
+
+    def store_args(
+        self,
+        key: str,
+        entry: Any,
+        ttl: float | None,
+        since: float,
+        lock_key: str | None = None,
+        token: bytes | None = None,
+        held: bytes | None = None,
+    ) -> tuple[list[Any], list[Any]]:
+        """``(keys, args)`` of :data:`cachekit.leases.rules.GUARDED_SET`, for a batch."""
+
+
+class AsyncTombstones(Protocol):
+    async def arevoke(self, keys: Sequence[str]) -> int: ...
+    async def astore(self, key: str, entry: Any, ttl: float | None, since: float) -> bool: ...
+    def store_args(
+        self,
+        key: str,
+        entry: Any,
+        ttl: float | None,
+        since: float,
+        lock_key: str | None = None,
+        token: bytes | None = None,
+        held: bytes | None = None,
+    ) -> tuple[list[Any], list[Any]]: ...
+
+
 class LocalState:
     """The features' state of one in-process store (``local_state()``): one object per
     kind, made on first use and kept as long as the store. Thread-safe."""
@@ -276,6 +318,8 @@ class Capabilities:
     # watch_key(key, watcher): call watcher.expire() when the key changes in the backend
     # (the near cache's invalidation link: a namespace generation is learnt at once)
     watch_key: Callable[[str, Any], None] | None = None
+    tombstones: Tombstones | None = None
+    atombstones: AsyncTombstones | None = None
 
 
 def capabilities_of(backend: Any, async_backend: Any) -> Capabilities:
@@ -297,4 +341,6 @@ def capabilities_of(backend: Any, async_backend: Any) -> Capabilities:
         decoding_reader=getattr(backend, "decoding_reader", None),
         local_state=_offered(backend, "local_state"),
         watch_key=getattr(backend, "watch_key", None),
+        tombstones=_offered(backend, "tombstones"),
+        atombstones=_offered(async_backend, "tombstones"),
     )

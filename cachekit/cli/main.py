@@ -29,6 +29,7 @@ from redis.exceptions import RedisClusterException
 from .. import MISSING, Cache, __version__
 from ..core.keys import escape_glob
 from ..exceptions import BackendError, CacheKitError, ConfigurationError
+from ..leases.rules import TOMBSTONE_HEAD
 
 __all__ = ["NOT_OK", "NO_CONNECTION", "OK", "USAGE", "main"]
 
@@ -223,9 +224,17 @@ class Target:
                     time.sleep(self.pause)
 
     def namespaced(self, keys: Sequence[bytes]) -> list[bytes]:
-        """The keys that are this namespace's (a second check after SCAN's MATCH)."""
+        """The keys that are this namespace's (a second check after SCAN's MATCH), but
+        not those holding a tombstone (an invalidation kept in the key: no entry)."""
         head = self.ns.text.encode("utf-8", "surrogatepass")
-        return [key for key in keys if key.startswith(head)]
+        mine = [key for key in keys if key.startswith(head)]
+        if not mine:
+            return mine
+        pipe = self.client.pipeline(transaction=False)
+        for key in mine:
+            pipe.getrange(key, 0, len(TOMBSTONE_HEAD) - 1)  # another type: an error, kept
+        heads = pipe.execute(raise_on_error=False)
+        return [key for key, first in zip(mine, heads) if first != TOMBSTONE_HEAD]
 
     def user_key(self, full: bytes) -> str:
         return self.ns.strip(full.decode("utf-8", "backslashreplace"))

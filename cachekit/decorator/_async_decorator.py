@@ -31,6 +31,7 @@ def make_async_wrapper(
     generation = plan.generation
     movable, clock, space = generation.movable, generation.clock, cache._aspace
     lookup = cache._alookup
+    revoke = cache._arevoke
     store = cache._astore
     store_load = cache._astore_load
     should_store = plan.should_store
@@ -79,6 +80,7 @@ def make_async_wrapper(
                 return hit(value)
             except Exception as exc:  # does not fit the annotation: recompute, replace
                 mismatch(key, exc)
+                await revoke([key])  # (so that this load's store may replace it)
         lease = Lease.now()  # see cachekit.leases.rules: an invalidation meanwhile wins
         value = await func(*args, **kwargs)
         if should_store(value):

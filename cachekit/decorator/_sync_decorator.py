@@ -31,6 +31,7 @@ def make_sync_wrapper(
     generation = plan.generation
     movable, clock, space = generation.movable, generation.clock, cache._space
     lookup = cache._lookup
+    revoke = cache._revoke
     store = cache._store
     store_load = cache._store_load
     should_store = plan.should_store
@@ -79,6 +80,7 @@ def make_sync_wrapper(
                 return hit(value)
             except Exception as exc:  # does not fit the annotation: recompute, replace
                 mismatch(key, exc)
+                revoke([key])  # (so that this load's store may replace it)
         lease = Lease.now()  # see cachekit.leases.rules: an invalidation meanwhile wins
         value = func(*args, **kwargs)
         if should_store(value):

@@ -20,7 +20,7 @@ from ..core.keys import Namespace, escape_glob
 from ..core.policy import DEFAULT, incr_delta
 from ..core.sentinel import MISSING
 from ..exceptions import BackendError, InvalidArgumentError, SerializationError
-from ..leases.rules import Lease, local_marks
+from ..leases.rules import Lease, local_marks, note_unserved
 from ..stampede._async_stampede import AsyncStampede
 from ..stampede.rules import StampedeOptions
 from ..tags._async_tags import AsyncTagOps
@@ -133,9 +133,11 @@ class AsyncCacheOps(AsyncTagOps):
             value = self._codec.loads(stored, key)
         except UnsignedCounter as exc:  # with a secret: a counter only if its key is marked
             if not (await self._acounter_marks([key]))[0]:
+                note_unserved(self._atombstones, key, stored)  # a load may store over it
                 return self._corrupt(key, exc)
             value = exc.value
         except CorruptEntry as exc:
+            note_unserved(self._atombstones, key, stored)
             return self._corrupt(key, exc)
         self.counters.hits += 1
         return value
@@ -479,16 +481,17 @@ class AsyncCacheOps(AsyncTagOps):
         return driver
 
     async def _alookup_meta(self, key: str) -> Any:
-        """``(value, metadata)`` under a full key, or MISSING (as ``_alookup``)."""
+        """``(value, metadata, stored)`` under a full key, or MISSING (as ``_alookup``)."""
         stored = await self._afetch(key)
         if stored is MISSING:
             return MISSING
         try:
-            found = self._codec.loads_meta(stored, key)
+            value, meta = self._codec.loads_meta(stored, key)
         except CorruptEntry as exc:
+            note_unserved(self._atombstones, key, stored)
             return self._corrupt(key, exc)
         self.counters.hits += 1
-        return found
+        return value, meta, stored
 
     async def aping(self) -> bool:
         """True if the backend answers."""

@@ -20,7 +20,7 @@ from ..core.keys import Namespace, escape_glob
 from ..core.policy import DEFAULT, incr_delta
 from ..core.sentinel import MISSING
 from ..exceptions import BackendError, InvalidArgumentError, SerializationError
-from ..leases.rules import Lease, local_marks
+from ..leases.rules import Lease, local_marks, note_unserved
 from ..stampede._sync_stampede import Stampede
 from ..stampede.rules import StampedeOptions
 from ..tags._sync_tags import TagOps
@@ -133,9 +133,11 @@ class CacheOps(TagOps):
             value = self._codec.loads(stored, key)
         except UnsignedCounter as exc:  # with a secret: a counter only if its key is marked
             if not (self._counter_marks([key]))[0]:
+                note_unserved(self._tombstones, key, stored)  # a load may store over it
                 return self._corrupt(key, exc)
             value = exc.value
         except CorruptEntry as exc:
+            note_unserved(self._tombstones, key, stored)
             return self._corrupt(key, exc)
         self.counters.hits += 1
         return value
@@ -479,16 +481,17 @@ class CacheOps(TagOps):
         return driver
 
     def _lookup_meta(self, key: str) -> Any:
-        """``(value, metadata)`` under a full key, or MISSING (as ``_lookup``)."""
+        """``(value, metadata, stored)`` under a full key, or MISSING (as ``_lookup``)."""
         stored = self._fetch(key)
         if stored is MISSING:
             return MISSING
         try:
-            found = self._codec.loads_meta(stored, key)
+            value, meta = self._codec.loads_meta(stored, key)
         except CorruptEntry as exc:
+            note_unserved(self._tombstones, key, stored)
             return self._corrupt(key, exc)
         self.counters.hits += 1
-        return found
+        return value, meta, stored
 
     def ping(self) -> bool:
         """True if the backend answers."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..backends import base
@@ -26,9 +26,8 @@ from ..core.generation import Generation
 from ..core.policy import CachePolicy
 from ..exceptions import BackendError
 from ..stampede import _sync_coordination as coordination
-from ..stampede.rules import companion_key
 from ..tags.rules import REGISTER_SCRIPT, tag_key, tag_mark_key, tag_set_ttl_ms
-from .rules import Lease, local_marks
+from .rules import GUARDED_SET, MARK_LIFETIME, Lease, local_marks
 
 __all__ = ["LeaseOps"]
 
@@ -39,7 +38,8 @@ _REPLAY_BATCH = 1000  # keys per round trip when pending invalidations are repla
 
 class LeaseOps(CachePolicy):
     _is_local: bool
-    _scripts: base.Scripts | None  # the backend's capability, asked once (Cache.__init__)
+    _scripts: base.Scripts | None  # the backend's capabilities, asked once (Cache.__init__)
+    _tombstones: base.Tombstones | None
     _flights: FlightTables  # the stampede's computations in progress (Cache.__init__)
     _generation: Generation  # the namespace generation known (Cache.__init__)
     if TYPE_CHECKING:  # in TagOps and CacheOps
@@ -49,11 +49,14 @@ class LeaseOps(CachePolicy):
             self, key: str, value: Any, ttl: Any, tags: Iterable[str] | None
         ) -> bool: ...
         def _unmark(self, keys: list[str]) -> None: ...
-
-    def _mark_key(self, key: str) -> str:
-        """The invalidation mark of the entry ``key`` (same cluster slot as the entry, and
-        of the entry's generation, whichever is current now)."""
-        return companion_key(self._generation.text_of(key), "inv", key)
+        def _redis_write(
+            self,
+            items: Mapping[str, Any],
+            seconds: float | None,
+            tags: Sequence[str],
+            *,
+            with_entries: bool,
+        ) -> bool: ...
 
     def _guarded_set(
         self, key: str, entry: Any, seconds: float | None, lease: Lease
@@ -70,13 +73,12 @@ class LeaseOps(CachePolicy):
                 return local_marks(backend).store(
                     key, lease.since, lambda: bool(backend.set(key, entry, seconds)), False
                 )
-            scripts = self._scripts
-            if scripts is not None:  # marks live next to the entries, checked by a script
-                mark = self._mark_key(key)
-                return coordination.guarded_set(
-                    scripts, key, mark, lease.lock_key or mark, entry, seconds, lease
-                )
-            # a remote backend without scripts: no lease check is possible
+            tombstones = self._tombstones
+            if tombstones is not None:  # invalidations live in the keys (tombstones)
+                if time.monotonic() - lease.since >= MARK_LIFETIME:
+                    return False  # its invalidation's tombstone may be gone
+                return tombstones.store(key, entry, seconds, lease.since)
+            # a remote backend without tombstones: no lease check is possible
             return bool(self._backend.set(key, entry, seconds))
         except Exception as exc:
             return bool(self._failed(exc, False))
@@ -85,16 +87,21 @@ class LeaseOps(CachePolicy):
         self, key: str, entry: Any, seconds: float | None, tags: Sequence[str], lease: Lease
     ) -> bool:
         """A tagged load's store on Redis, in one round trip: its tags registered (first,
-        as every tagged write), the entry stored only while its lease holds, and the
-        tags' invalidation marks read. The tag sets live in other cluster slots than the
-        entry, so a tag invalidated since the load started is noticed next to the store
-        rather than inside its script: the store is then undone."""
-        scripts = self._scripts
+        as every tagged write), the entry stored only over what the load's read found
+        (nothing, or the same tombstone; with a lock: while the lock holds its token), and
+        the tags' invalidation marks read. The tag sets live in other cluster slots than
+        the entry, so a tag invalidated since the load started is noticed next to the
+        store rather than inside its script: the store is then undone."""
+        scripts, tombstones = self._scripts, self._tombstones
         assert scripts is not None  # only called when tags live with the backend
-        mark = self._mark_key(key)
+        if tombstones is None:  # a remote backend without tombstones: no lease check
+            return self._redis_write({key: entry}, seconds, tags, with_entries=True)
+        if time.monotonic() - lease.since >= MARK_LIFETIME:
+            return False
         check = coordination.StoreCheck(lease)
-        lock_key = lease.lock_key or mark
-        args = coordination.store_args(key, mark, lock_key, entry, seconds, check, lease.token)
+        keys, args = tombstones.store_args(
+            key, entry, seconds, lease.since, lease.lock_key, lease.token, lease.held
+        )
         ttl_arg = tag_set_ttl_ms(seconds)
 
         ns_text = self._generation.text_of(key)  # the tag sets of the entry's generation
@@ -106,13 +113,13 @@ class LeaseOps(CachePolicy):
                 batch.eval(
                     coordination.MARK_AGE, *coordination.tag_check_args(tag_mark_key(name), check)
                 )
-            batch.eval(coordination.GUARDED_SET, *args)
+            batch.eval(GUARDED_SET, len(keys), *keys, *args)
 
         results = scripts.batch(fill)
-        stored, age = results[-1]
+        stored = int(results[-1])
         tag_checks = results[1:-1:2]
         tags_ok = all(int(ok) for ok, _ in tag_checks)
-        ages = [int(age), *(int(tag_age) for _, tag_age in tag_checks)]
+        ages = [int(tag_age) for _, tag_age in tag_checks]
         if stored and (not tags_ok or any(check.doubtful(one) for one in ages)):
             coordination.undo(scripts, key, entry)
             return False
@@ -158,10 +165,9 @@ class LeaseOps(CachePolicy):
             if self._is_local:
                 backend = self._backend
                 return int(local_marks(backend).revoke(keys, lambda: backend.delete_many(keys)))
-            scripts = self._scripts
-            if scripts is not None:
-                marks = [self._mark_key(key) for key in keys]
-                return coordination.revoke(scripts, keys, marks)
+            tombstones = self._tombstones
+            if tombstones is not None:
+                return tombstones.revoke(keys)
             return int(self._backend.delete_many(keys))
         finally:
             # callers from now on do not join a computation that began before: it may

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..backends import base
 from ..core.sentinel import MISSING
+from ..leases.rules import TombstoneLog
 from ._layer import NearLayer, RecordingBatch, key_like, ttl_left
 
 __all__ = ["AsyncNearBackend", "AsyncNearScripts"]
@@ -59,6 +60,29 @@ class AsyncNearScripts:
             self._store.invalidate(keys)
 
 
+class AsyncNearTombstones:
+    """The inner backend's tombstones (invalidations, loads' stores); the keys they write
+    leave the L1 after."""
+
+    def __init__(self, inner: base.AsyncTombstones, layer: NearLayer) -> None:
+        self._inner = inner
+        self._store = layer.store
+        self.store_args = inner.store_args
+        self.log = inner.log  # type: ignore[attr-defined]
+
+    async def arevoke(self, keys: Sequence[str]) -> int:
+        try:
+            return await self._inner.arevoke(keys)
+        finally:
+            self._store.invalidate(keys)
+
+    async def astore(self, key: str, entry: Any, ttl: float | None, since: float) -> bool:
+        try:
+            return await self._inner.astore(key, entry, ttl, since)
+        finally:
+            self._store.invalidate((key,))
+
+
 class AsyncNearBackend:
     local = False
 
@@ -70,6 +94,11 @@ class AsyncNearBackend:
         scripts = inner.scripts()
         self._inner_scripts: base.AsyncScripts = scripts
         self._scripts = AsyncNearScripts(scripts, layer)
+        offer = getattr(inner, "tombstones", None)
+        tombstones: base.AsyncTombstones | None = None if offer is None else offer()
+        self._tombstones = None if tombstones is None else AsyncNearTombstones(tombstones, layer)
+        # a tombstone the L1's fills find is a miss, noted where the loads look for it
+        self._log: TombstoneLog = getattr(tombstones, "log", None) or TombstoneLog()
 
     # -- capabilities (cachekit.backends.base): the inner backend's, scripts wrapped ----
     def scripts(self) -> AsyncNearScripts:
@@ -86,6 +115,9 @@ class AsyncNearBackend:
 
     def scan(self) -> Any:
         return self.inner.scan()
+
+    def tombstones(self) -> AsyncNearTombstones | None:
+        return self._tombstones
 
     def stats(self) -> dict[str, Any]:
         return self.layer.stats()
@@ -111,7 +143,7 @@ class AsyncNearBackend:
         except BaseException:
             store.abandon(key, token)
             raise
-        stored = MISSING if value is None else value
+        stored = self._log.absent(key, value)
         store.finish(key, token, stored, ttl_left(millis))
         return stored
 
@@ -138,7 +170,7 @@ class AsyncNearBackend:
                     store.abandon(key, token)
                 raise
             for i, key, token, value, millis in zip(wanted, names, tokens, values, ttls):
-                found[i] = MISSING if value is None else value
+                found[i] = self._log.absent(key, value)
                 store.finish(key, token, found[i], ttl_left(millis))
         if others:
             values = await self.inner.get_many([keys[i] for i in others])

@@ -20,9 +20,9 @@ from typing import Any
 from ..core.concurrency import ABANDONED, Flights, _resolve, _sleep
 from ..core.sentinel import MISSING
 from ..exceptions import SerializationError
-from ..leases.rules import Lease, local_marks
+from ..leases.rules import MARK_LIFETIME, Lease, local_marks, note_unserved
 from ..tags.rules import tag_list
-from ._sync_coordination import ACQUIRED, VALUE, StoreCheck, coordinator_for
+from ._sync_coordination import ACQUIRED, VALUE, coordinator_for
 from .rules import (
     Freshness,
     StampedeOptions,
@@ -44,12 +44,15 @@ TagsOf = Callable[[tuple[Any, ...], Mapping[str, Any]], Iterable[str]]
 class _Found:
     """A value found in the cache with its metadata (kept as the stale fallback)."""
 
-    __slots__ = ("meta", "read_at", "value")
+    __slots__ = ("meta", "raw", "read_at", "value")
 
-    def __init__(self, value: Any, meta: dict[str, Any] | None, read_at: float = 0.0) -> None:
+    def __init__(
+        self, value: Any, meta: dict[str, Any] | None, read_at: float = 0.0, raw: Any = None
+    ) -> None:
         self.value = value
         self.meta = meta
         self.read_at = read_at  # time.monotonic() just before the read
+        self.raw = raw  # the entry as stored (with metadata only)
 
 
 class Stampede:
@@ -109,7 +112,7 @@ class Stampede:
             value = self.cache._lookup(key)
             return None if value is MISSING else _Found(value, None, read_at)
         found = self.cache._lookup_meta(key)
-        return None if found is MISSING else _Found(found[0], found[1], read_at)
+        return None if found is MISSING else _Found(found[0], found[1], read_at, found[2])
 
     def _serve(self, key: str, found: _Found, call: tuple[Any, ...]) -> bool:
         """Whether ``found`` answers the call (starting a background refresh if due)."""
@@ -118,7 +121,8 @@ class Stampede:
         state = classify(found.meta, self.clock(), self.options, self.rand())
         if state is Freshness.FRESH:
             return True
-        if state is Freshness.EXPIRED:
+        if state is Freshness.EXPIRED:  # a load stores over it (kept for stale_if_error)
+            note_unserved(self.cache._tombstones, key, found.raw)
             return False
         if state is Freshness.STALE:
             self.cache.counters.stale += 1
@@ -131,6 +135,7 @@ class Stampede:
         try:
             return self.cache._codec.loads(entry, key)
         except Exception as exc:
+            note_unserved(self.cache._tombstones, key, entry)  # a load stores over it
             return self.cache._corrupt(key, exc)
 
     # -- one computation per key ---------------------------------------------------------
@@ -193,7 +198,7 @@ class Stampede:
                 if value is not MISSING:
                     return value
                 break
-            if kind == ACQUIRED:  # payload: the server's time, our lease's start
+            if kind == ACQUIRED:  # payload: what the key held, our lease
                 return self._hold(key, call, stale, Lease(0.0, lock_key, token, payload))
             done_key = companion_key(self._ns_text(key), "done:" + payload.decode(), key)
             remaining = deadline - time.monotonic()
@@ -257,11 +262,14 @@ class Stampede:
             return
         token = lease.token
         done_key = companion_key(self._ns_text(key), "done:" + token.decode(), key)
+        if store and time.monotonic() - lease.since >= MARK_LIFETIME:
+            # an invalidation's tombstone may be gone (cachekit.leases.rules): not stored,
+            # and the waiters compute themselves (they may have come after it)
+            store, outcome, entry = False, b"x", b""
         try:
             stored = self.coordinator.finish(
                 key, lease.lock_key, done_key, token, outcome, entry, store, seconds,
-                linger=self.options.wait_timeout, mark_key=self.cache._mark_key(key),
-                check=StoreCheck(lease) if store else None,
+                linger=self.options.wait_timeout, held=lease.held or b"",
             )  # fmt: skip
         except Exception as exc:  # the lock expires on its own; waiters time out
             self.cache._failed(exc, None)
@@ -428,13 +436,13 @@ class Stampede:
             lock_key = companion_key(self._ns_text(key), "lock", key)
             token = uuid.uuid4().hex.encode()
             # and one across processes: whoever takes the entry's lock refreshes
-            kind, start = coordinator.begin(
+            kind, held = coordinator.begin(
                 key, lock_key, token, self.options.lock_ttl, recheck=False
             )
             if kind != ACQUIRED:
                 return
             func, args, kwargs, ttl, tags_of = call
-            lease = Lease(time.monotonic(), lock_key, token, start)
+            lease = Lease(time.monotonic(), lock_key, token, held)
             try:
                 value, delta = self._timed(func, args, kwargs)
             except BaseException:

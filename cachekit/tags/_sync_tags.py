@@ -15,7 +15,7 @@ from ..backends import base
 from ..core.keys import Namespace, escape_glob
 from ..exceptions import BackendError, ConfigurationError
 from ..leases._sync_leases import LeaseOps
-from ..leases.rules import Lease, local_marks
+from ..leases.rules import Lease, local_marks, queue_revoke
 from ..stampede._sync_coordination import queue_mark
 from .rules import (
     INVALIDATE_BATCH,
@@ -46,13 +46,16 @@ def _sample(dying: Any, batch: base.CommandBatch) -> None:
 
 
 def _forget_batch(
-    dying: Any, members: list[Any], marks: list[str], batch: base.CommandBatch
+    dying: Any, members: list[Any], tombstones: bool, batch: base.CommandBatch
 ) -> None:
-    """Revoke the members' loads in flight (cachekit.leases.rules), delete them, forget them,
-    and sample the next members, in one round trip."""
-    for mark in marks:
-        queue_mark(batch, mark)
-    batch.unlink(*members)
+    """Invalidate the members (a tombstone each, revoking their loads in flight:
+    cachekit.leases.rules; else unlinked), forget them, and sample the next members, in
+    one round trip."""
+    if tombstones:
+        for member in members:
+            queue_revoke(batch, member)
+    else:
+        batch.unlink(*members)
     batch.srem(dying, *members)
     _sample(dying, batch)
 
@@ -252,10 +255,10 @@ class TagOps(LeaseOps):
             members: list[Any] = []
             if left:
                 (members,) = scripts.batch(functools.partial(_sample, dying))
+            tombstones = self._tombstones is not None
             while members:
                 # delete first, then forget: an interrupted run is finished by the next
-                marks = [self._mark_key(member.decode()) for member in members]
-                fill = functools.partial(_forget_batch, dying, members, marks)
-                *_, unlinked, _, members = scripts.batch(fill)
-                deleted += int(unlinked)
+                fill = functools.partial(_forget_batch, dying, members, tombstones)
+                *removed, _, members = scripts.batch(fill)
+                deleted += sum(int(n) for n in removed)
         return deleted

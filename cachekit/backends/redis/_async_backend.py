@@ -18,11 +18,24 @@ from typing import Any
 import redis.exceptions
 
 from ...core.sentinel import MISSING
+from ...leases.rules import (
+    GUARDED_SET,
+    TOMBSTONE_HEAD,
+    TOMBSTONE_LUA,
+    TombstoneLog,
+    new_tombstone,
+    queue_revoke,
+)
 from ..base import CommandBatch, script_sha
 from .clients import AsyncClientProvider, connection_kwargs, translate_error
 from .tracking import ClusterTracking
 
-__all__ = ["AsyncRedisAccess", "AsyncRedisBackend", "AsyncRedisClusterBackend"]
+__all__ = [
+    "AsyncRedisAccess",
+    "AsyncRedisBackend",
+    "AsyncRedisClusterBackend",
+    "AsyncRedisTombstones",
+]
 
 _SCAN_COUNT = 1000
 _DELETE_BATCH = 500
@@ -44,8 +57,98 @@ def _route(cluster: Any, key: Any) -> dict[str, Any]:
         return {}
 
 
+# -- the Lua that keeps tombstones out of the contract ------------------------------------
+# An invalidation leaves a tombstone in the entry's key (see cachekit.leases.rules); to
+# every reader it is an absent key. GET/MGET are checked in Python (the hit path stays one
+# GET); the commands whose reply would show a tombstone (EXISTS, PTTL, PEXPIRE, INCRBY,
+# SET NX, UNLINK counting what it removed) run as one script each, on one key (or keys of
+# one cluster slot), reading only the key's first bytes (GETRANGE: an entry's size does
+# not matter; a key of another type is no tombstone).
+_TOMBSTONED = f"""
+local function tombstoned(key)
+  local head = redis.pcall('GETRANGE', key, 0, {len(TOMBSTONE_HEAD) - 1})
+  return type(head) == 'string' and head == {TOMBSTONE_LUA}
+end
+"""
+
+# KEYS[1]: 1 if there is an entry (not a tombstone)
+_EXISTS = (
+    _TOMBSTONED
+    + """
+if tombstoned(KEYS[1]) then return 0 end
+return redis.call('EXISTS', KEYS[1])
+"""
+)
+
+# KEYS[1]: PTTL, -2 for a tombstone
+_PTTL = (
+    _TOMBSTONED
+    + """
+if tombstoned(KEYS[1]) then return -2 end
+return redis.call('PTTL', KEYS[1])
+"""
+)
+
+# KEYS[1], ARGV[1] PX ms or '' (persist): 1 if the entry exists (and now has that ttl)
+_EXPIRE = (
+    _TOMBSTONED
+    + """
+if tombstoned(KEYS[1]) then return 0 end
+if ARGV[1] == '' then
+  if redis.call('PERSIST', KEYS[1]) == 1 then return 1 end
+  return redis.call('EXISTS', KEYS[1])
+end
+return redis.call('PEXPIRE', KEYS[1], ARGV[1])
+"""
+)
+
+# KEYS[1], ARGV[1] delta, ARGV[2] PX ms for a new counter or '': the new value. A
+# tombstone is no counter: the count starts at 0, as on a missing key.
+_INCR = (
+    _TOMBSTONED
+    + """
+if tombstoned(KEYS[1]) then redis.call('DEL', KEYS[1]) end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], '0', 'PX', ARGV[2], 'NX') end
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
+)
+
+# KEYS[1], ARGV[1] value, ARGV[2] PX ms or '': 1 if stored (the key held no entry; a
+# tombstone is replaced: add() after delete() stores)
+_ADD = (
+    _TOMBSTONED
+    + """
+if tombstoned(KEYS[1]) then redis.call('DEL', KEYS[1]) end
+local done
+if ARGV[2] == '' then
+  done = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+else
+  done = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX')
+end
+if done then return 1 end
+return 0
+"""
+)
+
+# KEYS: keys of one slot; UNLINK each that is not a tombstone (a tombstone stays: the
+# invalidation it keeps must outlive a clear()); the number unlinked
+_UNLINK_ENTRIES = (
+    _TOMBSTONED
+    + """
+local removed = 0
+for _, key in ipairs(KEYS) do
+  if not tombstoned(key) then removed = removed + redis.call('UNLINK', key) end
+end
+return removed
+"""
+)
+
+
 class AsyncRedisBackend:
-    """Entries are plain Redis strings; bulk operations take one round trip."""
+    """Entries are plain Redis strings; bulk operations take one round trip. A key holding
+    a tombstone (an invalidation, see :mod:`cachekit.leases.rules`) is absent to every
+    method of the contract; the reads note the tombstones they find (for the loads that
+    store over them)."""
 
     local = False
     translate_error = staticmethod(translate_error)
@@ -53,6 +156,8 @@ class AsyncRedisBackend:
     def __init__(self, clients: AsyncClientProvider) -> None:
         self.clients = clients
         self._access = AsyncRedisAccess(clients)
+        self._tombstones = AsyncRedisTombstones(clients, self._access)
+        self._log = self._tombstones.log
 
     # -- capabilities (cachekit.backends.base): one object offers them all --------------
     def scripts(self) -> AsyncRedisAccess:
@@ -67,6 +172,9 @@ class AsyncRedisBackend:
     def scan(self) -> AsyncRedisAccess:
         return self._access
 
+    def tombstones(self) -> AsyncRedisTombstones:
+        return self._tombstones
+
     def client(self) -> Any:
         """The redis-py client underneath (standalone, cluster or the Sentinel's primary),
         for tools that speak Redis themselves (the command line): ``Cache.client``."""
@@ -79,13 +187,15 @@ class AsyncRedisBackend:
 
     async def get(self, key: str) -> Any:
         value = await self.clients.get().get(key)
-        return MISSING if value is None else value
+        if value and value[0]:  # the hit: a first byte other than a tombstone's NUL
+            return value
+        return self._log.absent(key, value)  # None, a tombstone (or b"", NUL-led bytes)
 
     async def get_many(self, keys: Sequence[str]) -> list[Any]:
         if not keys:
             return []
         values = await self.clients.get().mget(keys)
-        return [MISSING if value is None else value for value in values]
+        return self._log.found(keys, values)
 
     async def set(self, key: str, value: Any, ttl: float | None) -> bool:
         if ttl is None:
@@ -93,8 +203,8 @@ class AsyncRedisBackend:
         return bool(await self.clients.get().set(key, value, px=_ms(ttl)))
 
     async def add(self, key: str, value: Any, ttl: float | None) -> bool:
-        px = None if ttl is None else _ms(ttl)
-        return bool(await self.clients.get().set(key, value, px=px, nx=True))
+        px = "" if ttl is None else _ms(ttl)
+        return bool(await self._access.run(_ADD, [key], [value, px]))
 
     async def set_many(self, items: Mapping[str, Any], ttl: float | None) -> None:
         if not items:
@@ -118,30 +228,22 @@ class AsyncRedisBackend:
         return int(await self.clients.get().delete(*keys))
 
     async def exists(self, key: str) -> bool:
-        return bool(await self.clients.get().exists(key))
+        return bool(await self._access.run(_EXISTS, [key], []))
 
     async def ttl(self, key: str) -> Any:
-        millis = await self.clients.get().pttl(key)
+        millis = await self._access.run(_PTTL, [key], [])
         if millis == -2:
             return MISSING
         return None if millis == -1 else millis / 1000
 
     async def expire(self, key: str, ttl: float | None) -> bool:
-        client = self.clients.get()
-        if ttl is None:
-            return bool(await client.persist(key)) or bool(await client.exists(key))
-        return bool(await client.pexpire(key, _ms(ttl)))
+        px = "" if ttl is None else _ms(ttl)
+        return bool(await self._access.run(_EXPIRE, [key], [px]))
 
     async def incr(self, key: str, delta: int, ttl: float | None) -> int:
-        client = self.clients.get()
-        if ttl is None:
-            return int(await client.incrby(key, delta))
-        # SET NX gives a new counter its expiry; INCRBY keeps whatever expiry the key has.
-        async with client.pipeline(transaction=True) as pipe:
-            pipe.set(key, b"0", px=_ms(ttl), nx=True)
-            pipe.incrby(key, delta)
-            _, value = await pipe.execute()
-        return int(value)
+        # a new counter gets its expiry (SET NX); INCRBY keeps whatever expiry the key has
+        px = "" if ttl is None else _ms(ttl)
+        return int(await self._access.run(_INCR, [key], [delta, px]))
 
     async def delete_pattern(self, pattern: str) -> int:
         client = self.clients.get()
@@ -150,11 +252,15 @@ class AsyncRedisBackend:
         async for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
             batch.append(key)
             if len(batch) >= _DELETE_BATCH:
-                deleted += int(await client.unlink(*batch))
+                deleted += await self._unlink_entries(client, batch)
                 batch = []
         if batch:
-            deleted += int(await client.unlink(*batch))
+            deleted += await self._unlink_entries(client, batch)
         return deleted
+
+    async def _unlink_entries(self, client: Any, keys: Sequence[Any]) -> int:
+        """UNLINK those of ``keys`` that are entries (tombstones stay); how many."""
+        return int(await self._access.run(_UNLINK_ENTRIES, keys, []))
 
     async def ping(self) -> bool:
         return bool(await self.clients.get().ping())
@@ -404,6 +510,8 @@ class AsyncRedisClusterBackend(AsyncRedisBackend):
     def __init__(self, clients: AsyncClientProvider) -> None:
         self.clients = clients
         self._access = AsyncRedisAccess(clients, cluster=True)
+        self._tombstones = AsyncRedisTombstones(clients, self._access)
+        self._log = self._tombstones.log
 
     def tracking(self) -> ClusterTracking:  # type: ignore[override]
         """Where a near cache listens: one link per primary (each node reports the writes
@@ -414,7 +522,7 @@ class AsyncRedisClusterBackend(AsyncRedisBackend):
         if not keys:
             return []
         values = await self.clients.get().mget_nonatomic(list(keys))
-        return [MISSING if value is None else value for value in values]
+        return self._log.found(keys, values)
 
     async def set_many(self, items: Mapping[str, Any], ttl: float | None) -> None:
         if not items:
@@ -436,16 +544,63 @@ class AsyncRedisClusterBackend(AsyncRedisBackend):
             return 0
         return await self._unlink(self.clients.get(), keys)
 
-    async def delete_pattern(self, pattern: str) -> int:
-        # redis-py's cluster scan_iter walks every primary's keyspace
-        client = self.clients.get()
-        deleted = 0
-        batch: list[Any] = []
-        async for key in client.scan_iter(match=pattern, count=_SCAN_COUNT):
-            batch.append(key)
-            if len(batch) >= _DELETE_BATCH:
-                deleted += await self._unlink(client, batch)
-                batch = []
-        if batch:
-            deleted += await self._unlink(client, batch)
-        return deleted
+    async def _unlink_entries(self, client: Any, keys: Sequence[Any]) -> int:
+        # redis-py's cluster scan_iter walks every primary's keyspace: keys of many slots
+        async with client.pipeline(transaction=False) as pipe:
+            for group in _by_slot(client, keys):  # one script per slot
+                pipe.execute_command(
+                    "EVAL", _UNLINK_ENTRIES, len(group), *group, **_route(client, group[0])
+                )
+            return sum(int(n) for n in await pipe.execute())
+
+
+
+
+class AsyncRedisTombstones:
+    """Invalidations kept in the entries' own keys, and the loads' stores that respect
+    them (see :mod:`cachekit.leases.rules`): the backend's ``tombstones()`` capability."""
+
+    def __init__(self, clients: AsyncClientProvider, access: AsyncRedisAccess) -> None:
+        self._clients = clients
+        self._access = access
+        self.log = TombstoneLog()  # what this backend's reads found
+
+    async def arevoke(self, keys: Sequence[str]) -> int:
+        """Replace each key by a new tombstone, in one round trip; how many held an entry."""
+
+        tombstones = [new_tombstone() for _ in keys]
+
+        def fill(batch: CommandBatch) -> None:
+            for key, tombstone in zip(keys, tombstones):
+                queue_revoke(batch, key, tombstone)
+
+        existed = sum(int(n) for n in await self._access.batch(fill))
+        for key, tombstone in zip(keys, tombstones):  # this process's next loads store over
+            self.log.saw(key, tombstone)
+        return existed
+
+    async def astore(self, key: str, entry: Any, ttl: float | None, since: float) -> bool:
+        """A load's store (it began at ``since``): ``SET NX``, or a compare-and-set over
+        what a read found in the key before ``since`` and did not serve (a tombstone, an
+        unusable entry); whether it was stored."""
+        if self.log.before(key, since) is None:  # the common case: the read found nothing
+            if ttl is None:
+                return bool(await self._clients.get().set(key, entry, nx=True))
+            return bool(await self._clients.get().set(key, entry, px=_ms(ttl), nx=True))
+        return bool(await self._access.run(GUARDED_SET, *self.store_args(key, entry, ttl, since)))
+
+    def store_args(
+        self,
+        key: str,
+        entry: Any,
+        ttl: float | None,
+        since: float,
+        lock_key: str | None = None,
+        token: bytes | None = None,
+        held: bytes | None = None,
+    ) -> tuple[list[Any], list[Any]]:
+        """``(keys, args)`` of :data:`~cachekit.leases.rules.GUARDED_SET` for a load that
+        began at ``since`` (with a lock: its key, token and what the key held then)."""
+        tombstone = self.log.before(key, since) or b""
+        px = "" if ttl is None else _ms(ttl)
+        return [key, lock_key or key], [entry, px, token or b"", tombstone, held or b""]
