@@ -23,8 +23,9 @@ Sections (each a markdown table; "vs floor" is the median ns/op over the floor's
    dataclass, a pydantic model) or reads a tagged payload (``-> bytes``), next to the
    plain JSON hit (unannotated, and ``-> dict[str, Any]``, which is not converted).
 6. Redis, sync miss + set (``redis-miss``): every call a new key; the floor is redis-py
-   ``GET`` then ``SET(orjson.dumps(v), px=...)``, next to the same ``GET`` then ``EVALSHA``
-   of cachekit's lease script (what a load's store is, see cachekit.leases.rules).
+   ``GET`` then ``SET(orjson.dumps(v), px=...)``, next to the same ``GET`` then
+   ``SET ... NX`` (what a load's store is, see cachekit.leases.rules: an invalidation
+   leaves a tombstone in the key, so NX refuses a load it revoked).
 
 The script starts its own redis-server on a free port and pins itself and that server to
 one CPU (``--cpu``, default 1; ``--cpu -1`` to not pin). Every contender is warmed up and
@@ -434,19 +435,17 @@ def typed(url: str, server: RedisProcess | None) -> list[Contender]:
 def redis_miss(server: RedisProcess) -> list[Contender]:
     """A miss and its store: every call a new key. The floor is what any cache must do
     (``GET``, then ``SET`` of the ``orjson.dumps``'d value with a TTL); the second floor
-    row is the same ``GET`` followed by cachekit's own lease script (``EVALSHA`` of
-    ``GUARDED_SET``, see cachekit.leases.rules) in place of the ``SET``."""
+    row is the same ``GET`` followed by ``SET ... NX`` (a load's store: see
+    cachekit.leases.rules) in place of the plain ``SET``."""
     import itertools
 
     import orjson
     import redis
 
     from cachekit import Cache
-    from cachekit.stampede._async_coordination import GUARDED_SET, GUARDED_SET_SHA
 
     client = redis.Redis(host="127.0.0.1", port=server.port)
-    client.script_load(GUARDED_SET)
-    get, set_, evalsha, dumps = client.get, client.set, client.evalsha, orjson.dumps
+    get, set_, dumps = client.get, client.set, orjson.dumps
     px = TTL * 1000
     floor_ids = itertools.count()
     lease_ids = itertools.count()
@@ -459,8 +458,7 @@ def redis_miss(server: RedisProcess) -> list[Contender]:
     def lease_floor() -> None:
         key = f"floor:lease:{next(lease_ids)}"
         if get(key) is None:
-            entry = dumps(_value())
-            evalsha(GUARDED_SET_SHA, 3, key, key + ":inv", key, entry, px, 20, 60_000_000, "", "")
+            set_(key, dumps(_value()), px=px, nx=True)
 
     @Cache(server.url, prefix="ck-miss").cached(ttl=TTL)
     def ck(user_id: int) -> dict[str, Any]:
@@ -473,7 +471,7 @@ def redis_miss(server: RedisProcess) -> list[Contender]:
 
     out = [
         Contender("redis-py GET + SET(orjson.dumps, px)", sync_loop(floor), floor=True),
-        Contender("redis-py GET + EVALSHA(cachekit's lease script)", sync_loop(lease_floor)),
+        Contender("redis-py GET + SET(orjson.dumps, px, nx) (a load's store)", sync_loop(lease_floor)),
         Contender("cachekit Cache(redis).cached, miss + store", sync_loop(cachekit_miss)),
     ]
     for c in out:
