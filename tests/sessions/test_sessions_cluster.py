@@ -1,5 +1,6 @@
-"""Sessions on a Redis Cluster: each session is one hash-tagged key, regenerate() spans two
-slots in one batch, and the guarantees hold (sync and async)."""
+"""Sessions on each scaled-out topology (the ``topology`` fixture: a Redis Cluster, behind
+Sentinel, a Valkey cluster): each session is one hash-tagged key, regenerate() spans two
+slots in one batch on a cluster, and the guarantees hold (sync and async)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import uuid
 
 from cachekit import Cache
 from cachekit.sessions import AsyncSessionStore, SessionStore
-from cachekit.testing.servers import ClusterServers
+from cachekit.testing.servers import ClusterServers, SentinelServers
 
 
-def test_sessions_on_a_cluster(redis_cluster: ClusterServers) -> None:
-    cache = Cache(redis_cluster.url, prefix=f"c{uuid.uuid4().hex[:10]}")
+def test_sessions_on_a_cluster(topology: ClusterServers | SentinelServers) -> None:
+    cache = Cache(topology.url, prefix=f"c{uuid.uuid4().hex[:10]}", on_error="raise")
     store = SessionStore(cache)
     ids = []
     for n in range(20):  # ids land on every primary
@@ -36,8 +37,8 @@ def test_sessions_on_a_cluster(redis_cluster: ClusterServers) -> None:
     cache.close()
 
 
-def test_async_sessions_on_a_cluster(redis_cluster: ClusterServers) -> None:
-    cache = Cache(redis_cluster.url, prefix=f"c{uuid.uuid4().hex[:10]}")
+def test_async_sessions_on_a_cluster(topology: ClusterServers | SentinelServers) -> None:
+    cache = Cache(topology.url, prefix=f"c{uuid.uuid4().hex[:10]}", on_error="raise")
     store = AsyncSessionStore(cache)
 
     async def main() -> None:
