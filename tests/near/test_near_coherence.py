@@ -547,6 +547,35 @@ def test_near_behind_sentinel(redis_sentinel: Any) -> None:
         b.close()
 
 
+async def test_async_near_behind_sentinel(redis_sentinel: Any) -> None:
+    """The async API on a near cache behind Sentinel: L1 hits, another cache's async write
+    and tag invalidation reach this L1 through the link on the sentinel's primary."""
+    prefix = unique_prefix()
+    a = Cache(redis_sentinel.url, prefix=prefix, near=True)
+    b = Cache(redis_sentinel.url, prefix=prefix, near=True)
+    try:
+        await a.aset("k", 1, tags=("t",))
+        await asyncio.to_thread(caught_up, a)
+        assert await a.aget("k") == 1
+        await asyncio.to_thread(caught_up, a)
+        assert await a.aget("k") == 1 and in_l1(a, "k")
+        await b.aset("k", 2, tags=("t",))
+        await asyncio.to_thread(caught_up, a)
+        assert not in_l1(a, "k")
+        assert await a.aget("k") == 2
+        await asyncio.to_thread(caught_up, a)
+        assert await a.aget("k") == 2 and in_l1(a, "k")
+        assert await b.ainvalidate_tags("t") == 1
+        await asyncio.to_thread(caught_up, a)
+        assert not in_l1(a, "k") and await a.aget("k") is None
+    finally:
+        await a.aclear()
+        await a.aclose()
+        await b.aclose()
+        a.close()
+        b.close()
+
+
 def test_near_on_cluster_links_every_primary(redis_cluster: Any) -> None:
     from cachekit.near._cluster import ClusterLinks
 
