@@ -42,13 +42,18 @@ def in_l1(cache: Cache, key: str) -> bool:
     return layer_of(cache).store.lookup(cache.make_key(key)) is not MISSING
 
 
-@pytest.fixture(params=["redis", "cluster", "redis>=7.4"])
+@pytest.fixture(params=["redis", "cluster", "redis>=7.4", "cluster>=7.4"])
 def pair(request: pytest.FixtureRequest) -> Iterator[tuple[Cache, Cache]]:
     """Two near caches of one namespace: on a redis-server, on a 3-primary cluster (one
-    invalidation link per primary), and on Redis >= 7.4 (client tracking's invalidation
-    messages as a newer server sends them)."""
-    fixture = {"redis": "redis_server", "cluster": "redis_cluster"}
-    url = request.getfixturevalue(fixture.get(request.param, "recent_redis_server")).url
+    invalidation link per primary), and both on Redis >= 7.4 (client tracking's
+    invalidation messages and CLUSTER NODES as a newer server sends them)."""
+    fixture = {
+        "redis": "redis_server",
+        "cluster": "redis_cluster",
+        "redis>=7.4": "recent_redis_server",
+        "cluster>=7.4": "recent_redis_cluster",
+    }
+    url = request.getfixturevalue(fixture[request.param]).url
     prefix = unique_prefix()
     a = Cache(url, prefix=prefix, near=True)
     b = Cache(url, prefix=prefix, near=True)
