@@ -10,6 +10,7 @@ say, a decode into that type: see :mod:`cachekit.core.typed`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from ..core.sentinel import MISSING
@@ -60,7 +61,7 @@ def make_async_wrapper(
             value = await lookup(key)
             if value is not MISSING:
                 return value
-            lease = Lease.now()  # see cachekit.leases.rules: an invalidation meanwhile wins
+            lease = Lease(monotonic())  # Lease.now(), a frame less: see cachekit.leases.rules
             value = await func(*args, **kwargs)
             if should_store(value):
                 await store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
@@ -81,7 +82,7 @@ def make_async_wrapper(
             except Exception as exc:  # does not fit the annotation: recompute, replace
                 mismatch(key, exc)
                 await revoke([key])  # (so that this load's store may replace it)
-        lease = Lease.now()  # see cachekit.leases.rules: an invalidation meanwhile wins
+        lease = Lease(monotonic())  # Lease.now(), a frame less: see cachekit.leases.rules
         value = await func(*args, **kwargs)
         if should_store(value):
             if fresh_stored is None:

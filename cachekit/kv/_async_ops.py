@@ -126,8 +126,15 @@ class AsyncCacheOps(AsyncTagOps):
 
     async def _alookup(self, key: str) -> Any:
         """The value under a full key, or MISSING (absent, corrupt, or backend failing)."""
-        stored = await self._afetch(key)
+        # _afetch inlined (every miss and every non-memory hit comes here: a frame less)
+        if self._breaker.open:
+            return self._skip(MISSING)
+        try:
+            stored = await self._abackend.get(key)
+        except Exception as exc:
+            return self._failed(exc, MISSING)
         if stored is MISSING:
+            self.counters.misses += 1
             return MISSING
         try:
             value = self._codec.loads(stored, key)
@@ -199,18 +206,16 @@ class AsyncCacheOps(AsyncTagOps):
         encoded, so the value goes through the serializer once, not twice."""
         seconds = self._seconds(ttl)
         names = tag_list(tags) if tags else ()
+        codec = self._codec
         try:
-            if names:
-                stored = self._encode(value, names, key)
-            else:
-                stored = self._codec.dumps(value, None, key)
+            stored = self._encode(value, names, key) if names else codec.dumps(value, None, key)
         except SerializationError as exc:
             unencodable(key, exc)  # raises under on_error="raise", as _astore does
             return value  # not storable: the caller gets its own value
         if names or seconds == 0:
             await self._astore_entry(key, stored, seconds, names, lease)
         else:  # the common case, inline: an untagged load's guarded store
-            if self._codec.signed:
+            if codec.signed:
                 await self._aunmark([key])
             self.counters.sets += 1
             await self._aguarded_set(key, stored, seconds, lease)
