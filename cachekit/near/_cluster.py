@@ -36,6 +36,7 @@ from typing import Any
 
 from ._link import InvalidationLink, connection_factory
 from ._store import NearStore
+from ._thread import ProcessThread
 
 __all__ = ["ClusterLinks"]
 
@@ -97,9 +98,7 @@ class ClusterLinks:
         self._refresh = False  # read the slot map again before the next check
         self._closed = threading.Event()
         self._wake = threading.Event()
-        self._start_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        self._worker = ProcessThread(self._run, "cachekit-near-topology")
         self._gone_connects = 0  # of links closed by a topology change
         self._gone_failures = 0
         self.check_failures = 0
@@ -109,24 +108,9 @@ class ClusterLinks:
 
     # -- the InvalidationLink interface ---------------------------------------------------
     def ensure_started(self) -> None:
-        thread = self._thread
-        if thread is None or not thread.is_alive() or self._pid != os.getpid():
-            self._start()
+        self._worker.ensure(self._closed)
         for link in list(self._links.values()):
             link.ensure_started()
-
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._closed.is_set():
-                return
-            thread = self._thread
-            if thread is not None and thread.is_alive() and self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            self._thread = threading.Thread(
-                target=self._run, name="cachekit-near-topology", daemon=True
-            )
-            self._thread.start()
 
     def ping(self) -> None:
         for link in list(self._links.values()):
@@ -175,9 +159,7 @@ class ClusterLinks:
             link.close()
             self._gone_connects += link.connects
             self._gone_failures += link.failures
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=2.0)
+        self._worker.join(timeout=2.0)
         self.store.stop_serving()
 
     @property
@@ -217,7 +199,7 @@ class ClusterLinks:
             self.store.confirm(oldest, self._checked)
 
     def _lost(self, view: _NodeView) -> None:
-        if self._pid != os.getpid():  # a forked child resetting: no lock of the parent's
+        if self._worker.pid != os.getpid():  # a forked child resetting: no lock of the parent's
             view.confirmed = _NEVER
             self.store.stop_serving()
             return
@@ -307,8 +289,7 @@ class ClusterLinks:
 
     def _after_fork(self) -> None:
         self._state = threading.Condition()
-        self._start_lock = threading.Lock()
-        self._thread = None
+        self._worker.after_fork()
         self._refresh = True
         for view in list(self._views.values()):
             view.confirmed = _NEVER

@@ -33,6 +33,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from ._thread import ProcessThread
+
 __all__ = ["InvalidationLink", "LinkStore"]
 
 logger = logging.getLogger(__name__)
@@ -69,8 +71,7 @@ class InvalidationLink:
         self.retry_interval = retry_interval
         self._clock = clock
         self._lock = threading.Lock()  # start/stop, and sends on the connection
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        self._worker = ProcessThread(self._run, "cachekit-near-invalidations")
         self._closed = threading.Event()
         self._conn: Any = None
         self._pings: collections.deque[float] = collections.deque()
@@ -84,22 +85,8 @@ class InvalidationLink:
 
     # -- control ------------------------------------------------------------------------
     def ensure_started(self) -> None:
-        """Start the thread on first use (building a cache makes no network call), and
-        again in a forked child (threads do not survive fork)."""
-        thread = self._thread
-        if thread is not None and thread.is_alive() and self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._closed.is_set():
-                return
-            thread = self._thread
-            if thread is not None and thread.is_alive() and self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            self._thread = threading.Thread(
-                target=self._run, name="cachekit-near-invalidations", daemon=True
-            )
-            self._thread.start()
+        """Start the thread on first use, and again in a forked child (:mod:`._thread`)."""
+        self._worker.ensure(self._closed)
 
     def retrack(self, prefixes: Sequence[str]) -> None:
         """Track these prefixes from now on: the connection is dropped (the L1 stops
@@ -113,9 +100,7 @@ class InvalidationLink:
     def close(self) -> None:
         self._closed.set()
         self._drop()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=2.0)
+        self._worker.join(timeout=2.0)
         self.store.stop_serving()
 
     @property
@@ -162,7 +147,7 @@ class InvalidationLink:
         # in a forked child: the parent's connection and thread are not ours
         self._lock = threading.Lock()
         self._conn = None
-        self._thread = None
+        self._worker.after_fork()
         self._pings.clear()
         self._answered = threading.Condition()
         self.store.stop_serving()

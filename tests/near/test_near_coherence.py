@@ -615,7 +615,7 @@ def test_a_cache_dropped_without_close_stops_its_link(redis_url: str) -> None:
     cache = Cache(redis_url, prefix=unique_prefix(), near=True)
     link = layer_of(cache).link
     caught_up(cache)
-    thread = link._thread
+    thread = link._worker.thread
     assert thread is not None and thread.is_alive()
     del cache
     gc.collect()
