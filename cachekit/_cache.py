@@ -389,6 +389,16 @@ class Cache(CacheOps, AsyncCacheOps):
         return client()
 
     @property
+    def async_client(self) -> Any:
+        """The asyncio redis-py client of the running event loop (``redis.asyncio.Redis``,
+        its ``RedisCluster`` or the Sentinel's primary): :attr:`client`'s twin, for
+        coroutines; a ``ConfigurationError`` for a backend without one (memory)."""
+        client = getattr(self._abackend, "client", None)
+        if client is None:
+            raise ConfigurationError(f"{self._describe_backend()} has no Redis client")
+        return client()
+
+    @property
     def shared(self) -> bool:
         """Whether the entries live outside this process (a remote backend, seen by other
         processes: cross-process locks pay off) rather than in it (memory)."""

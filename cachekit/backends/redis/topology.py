@@ -33,6 +33,7 @@ from ...exceptions import ConfigurationError
 from ._async_backend import AsyncRedisBackend, AsyncRedisClusterBackend
 from ._sync_backend import RedisBackend, RedisClusterBackend
 from .clients import AsyncClientProvider, SyncClientProvider, client_options, connection_kwargs
+from .deadlines import watch_client
 
 __all__ = ["CLUSTER_SCHEME", "SENTINEL_SCHEME", "backends_for_client", "backends_for_url"]
 
@@ -94,7 +95,9 @@ def _sync_twin(client: Any) -> Callable[[], Any]:
 
 
 def _async_twin(client: Any) -> Callable[[], Any]:
-    return lambda: redis.asyncio.Redis(connection_pool=_twin_pool(client, want_async=True))
+    return lambda: watch_client(
+        redis.asyncio.Redis(connection_pool=_twin_pool(client, want_async=True))
+    )
 
 
 def _fakeredis() -> Any:
@@ -167,10 +170,12 @@ def _cluster_pair(
         )
 
     def make_async() -> Any:
-        return acluster.RedisCluster(
-            startup_nodes=[acluster.ClusterNode(h, p) for h, p in addresses],
-            retry=_async_retry(),
-            **async_options,
+        return watch_client(
+            acluster.RedisCluster(
+                startup_nodes=[acluster.ClusterNode(h, p) for h, p in addresses],
+                retry=_async_retry(),
+                **async_options,
+            )
         )
 
     return _pair(
@@ -198,8 +203,10 @@ def _sentinel_pair(
         )
 
     def make_async() -> Any:
-        return asentinel.Sentinel(addresses, sentinel_kwargs=dict(asking)).master_for(
-            service, retry=_async_retry(), **async_options
+        return watch_client(
+            asentinel.Sentinel(addresses, sentinel_kwargs=dict(asking)).master_for(
+                service, retry=_async_retry(), **async_options
+            )
         )
 
     db = sync_options.get("db", 0)
@@ -305,7 +312,9 @@ def backends_for_url(
         ),
         AsyncRedisBackend(
             AsyncClientProvider(
-                factory=lambda: redis.asyncio.Redis.from_url(url, retry=_async_retry(), **options)
+                factory=lambda: watch_client(
+                    redis.asyncio.Redis.from_url(url, retry=_async_retry(), **options)
+                )
             )
         ),
     )

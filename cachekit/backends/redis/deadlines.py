@@ -1,0 +1,178 @@
+"""The socket timeout of the asyncio connections cachekit makes, kept without a timer per
+command.
+
+redis-py's asyncio connection enforces ``socket_timeout`` by putting every reply's read
+under an asyncio timeout (a timer handle scheduled on the loop and cancelled) and, on
+Python 3.11, every write under ``asyncio.wait_for`` (a new task). Measured pinned on one
+CPU, that is about 17 us per ``GET``: a third of the round trip itself, and most of what
+an async hit costs beyond the floor (``benchmarks/bench_hit_path.py``).
+
+A connection of :func:`watched` classes keeps the same deadline another way. It notes when
+a command began (one ``monotonic()``, cleared when it ends); one thread per process looks
+every quarter of the shortest deadline at the connections with a command in flight, and
+one past its deadline has its transport aborted from its own event loop
+(``call_soon_threadsafe``). The write or read waiting on it fails at once, and the
+connection raises redis-py's own :class:`redis.exceptions.TimeoutError`, as before: a
+frozen Redis is given up on after the deadline (up to a quarter of it later), the
+application is never held. A read with a timeout of its caller's own (pub/sub
+``get_message(timeout=...)``) keeps redis-py's timer, as does connecting
+(``socket_connect_timeout``).
+
+Only connections cachekit constructs are watched (a URL, a Sentinel's primary, a cluster,
+the asyncio twin of a user's sync client); a client the user passes keeps its own
+behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import weakref
+from time import monotonic
+from typing import Any
+
+import redis.exceptions
+
+__all__ = ["watch_client", "watched"]
+
+
+class _Watch:
+    """The process's deadline thread and the connections it watches."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._interval = 1.0
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def add(self, connection: Any) -> None:
+        with self._lock:
+            self._connections.add(connection)
+            self._interval = min(self._interval, max(0.005, connection._deadline / 4))
+            if self._thread is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(
+                    target=self._run, name="cachekit-redis-deadlines", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            with self._lock:
+                connections = list(self._connections)
+                if not connections:  # every watched connection is gone: so is the thread
+                    self._thread = None
+                    self._interval = 1.0
+                    return
+            now = monotonic()
+            for connection in connections:
+                since = connection._since
+                if since and now - since > connection._deadline:
+                    try:
+                        connection._loop.call_soon_threadsafe(connection._expire, since)
+                    except RuntimeError:  # its event loop is closed
+                        pass
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's thread (and maybe its held lock) is not ours."""
+        self._lock = threading.Lock()
+        self._thread = None
+
+
+_WATCH = _Watch()
+os.register_at_fork(after_in_child=_WATCH.after_fork)
+
+
+class _Watched:
+    """Mixed in before a redis-py asyncio connection class (see the module's text)."""
+
+    _since = 0.0  # when the command in flight began (monotonic); 0.0: none in flight
+    _expired = False  # the watch aborted this connection's transport
+    _loop: Any = None
+    _deadline: float | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # redis-py's timers off (socket_connect_timeout was already derived from it)
+        connection: Any = self
+        self._deadline, connection.socket_timeout = connection.socket_timeout, None
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self._deadline is None:
+            return await super().send_packed_command(command, check_health)  # type: ignore[misc, no-any-return]
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            _WATCH.add(self)
+        self._expired = False
+        self._since = monotonic()
+        try:
+            await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        except redis.exceptions.ConnectionError:
+            if self._expired:
+                raise redis.exceptions.TimeoutError("Timeout writing to socket") from None
+            raise
+        finally:
+            self._since = 0.0
+
+    async def read_response(
+        self, disable_decoding: bool = False, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        if timeout is not None or self._deadline is None:  # the caller's own timeout
+            return await super().read_response(  # type: ignore[misc]
+                disable_decoding=disable_decoding, timeout=timeout, **kwargs
+            )
+        self._since = monotonic()
+        try:
+            return await super().read_response(  # type: ignore[misc]
+                disable_decoding=disable_decoding, timeout=None, **kwargs
+            )
+        except redis.exceptions.ConnectionError:
+            if self._expired:
+                raise redis.exceptions.TimeoutError(
+                    f"Timeout reading from {self._host_error()}"  # type: ignore[attr-defined]
+                ) from None
+            raise
+        finally:
+            self._since = 0.0
+
+    def _expire(self, since: float) -> None:
+        """On the connection's loop: abort the transport if the same command is still in
+        flight (the read or write waiting on it fails at once)."""
+        writer = getattr(self, "_writer", None)
+        if self._since == since and writer is not None:
+            self._expired = True
+            writer.transport.abort()
+
+
+_classes: dict[type, type] = {}
+
+
+def watched(connection_class: type) -> type:
+    """``connection_class`` with its socket timeout kept by the deadline thread."""
+    if issubclass(connection_class, _Watched):
+        return connection_class
+    made = _classes.get(connection_class)
+    if made is None:
+        made = _classes[connection_class] = type(
+            connection_class.__name__, (_Watched, connection_class), {}
+        )
+    return made
+
+
+def watch_client(client: Any) -> Any:
+    """``client`` (a redis-py asyncio ``Redis``, Sentinel primary or ``RedisCluster`` that
+    has made no connection yet) with its connections watched; returns it."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        pool.connection_class = watched(pool.connection_class)
+        return client
+    kwargs = getattr(client, "connection_kwargs", None)  # a cluster: its nodes' settings
+    if isinstance(kwargs, dict) and "connection_class" in kwargs:
+        kwargs["connection_class"] = watched(kwargs["connection_class"])
+        for node in getattr(client, "startup_nodes", ()):
+            node.connection_class = watched(node.connection_class)
+    return client

@@ -1,0 +1,283 @@
+"""The socket timeout of cachekit's asyncio connections, kept by the deadline thread
+(cachekit.backends.redis.deadlines) instead of a timer per command: a frozen Redis is
+still given up on, a command never schedules a timer, a caller's own timeout is its own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio
+import redis.exceptions
+from conftest import unique_prefix
+
+from cachekit import Cache
+from cachekit.backends.redis.deadlines import watched
+from cachekit.testing.servers import ClusterServers, RedisServer, SentinelServers
+
+DEADLINE = 0.3
+
+
+def _cache(server: RedisServer, **options: Any) -> Cache:
+    return Cache(server.url, prefix=unique_prefix(), timeout=DEADLINE, **options)
+
+
+def test_a_frozen_redis_times_out_a_read_and_the_connection_recovers(
+    private_redis: RedisServer,
+) -> None:
+    cache = _cache(private_redis, on_error="raise")
+
+    async def main() -> None:
+        client = cache.async_client
+        await client.set("k", b"v")
+        private_redis.freeze()
+        try:
+            began = time.monotonic()
+            with pytest.raises(redis.exceptions.TimeoutError, match="Timeout reading"):
+                await client.get("k")
+            waited = time.monotonic() - began
+        finally:
+            private_redis.thaw()
+        assert DEADLINE <= waited < DEADLINE * 1.25 + 1.0  # the deadline, plus a check's period
+        assert await client.get("k") == b"v"  # a new connection, as after redis-py's own
+
+    asyncio.run(asyncio.wait_for(main(), 20))  # a hang fails, not blocks the suite
+    cache.close()
+
+
+def test_a_frozen_redis_serves_misses_through_the_cache(private_redis: RedisServer) -> None:
+    cache = _cache(private_redis)
+    calls = []
+
+    @cache.cached(ttl=60)
+    async def load(n: int) -> int:
+        calls.append(n)
+        return n * 2
+
+    async def main() -> None:
+        assert await load(1) == 2
+        private_redis.freeze()
+        try:
+            assert await load(1) == 2  # the read timed out: computed, not hung
+            assert await cache.aget("other", "default") == "default"
+        finally:
+            private_redis.thaw()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    assert calls == [1, 1]
+    cache.close()
+
+
+def test_a_write_blocked_on_a_frozen_redis_times_out(private_redis: RedisServer) -> None:
+    """A value bigger than the socket buffers: the write itself waits, and is given up on."""
+    cache = _cache(private_redis, on_error="raise")
+
+    async def main() -> None:
+        client = cache.async_client
+        await client.ping()
+        private_redis.freeze()
+        try:
+            began = time.monotonic()
+            with pytest.raises(redis.exceptions.TimeoutError):
+                await client.set("big", b"x" * (64 << 20))
+            assert time.monotonic() - began < DEADLINE * 1.25 + 2.0
+        finally:
+            private_redis.thaw()
+        assert await client.ping()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    cache.close()
+
+
+def test_a_command_schedules_no_timer(redis_server: RedisServer) -> None:
+    """The point of the thread: redis-py would schedule (and cancel) a timer handle for
+    every reply read, and on Python 3.11 start a task for every write."""
+    cache = _cache(redis_server)
+    scheduled: list[Any] = []
+    tasks: list[Any] = []
+
+    async def main() -> None:
+        client = cache.async_client
+        await client.set("k", b"v")  # connected
+        loop = asyncio.get_running_loop()
+        call_at = loop.call_at
+
+        def counting_call_at(*args: Any, **kwargs: Any) -> Any:
+            scheduled.append(args)
+            return call_at(*args, **kwargs)
+
+        loop.call_at = counting_call_at  # type: ignore[method-assign]
+
+        def counting_task(lp: Any, coro: Any, **kw: Any) -> Any:
+            tasks.append(coro)
+            return asyncio.Task(coro, loop=lp, **kw)
+
+        loop.set_task_factory(counting_task)
+        try:
+            for _ in range(10):
+                assert await client.get("k") == b"v"
+        finally:
+            loop.call_at = call_at  # type: ignore[method-assign]
+            loop.set_task_factory(None)
+
+    asyncio.run(main())
+    assert scheduled == [] and tasks == []
+    cache.close()
+
+
+def test_a_plain_redis_py_connection_does_schedule_timers(redis_server: RedisServer) -> None:
+    """The test above would pass if redis-py stopped using timers: this one says it does
+    (delete both when it does not: the deadline thread is then not needed)."""
+    scheduled: list[Any] = []
+
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(redis_server.url, socket_timeout=5.0)
+        await client.set("k", b"v")
+        loop = asyncio.get_running_loop()
+        call_at = loop.call_at
+
+        def counting_call_at(*args: Any, **kwargs: Any) -> Any:
+            scheduled.append(args)
+            return call_at(*args, **kwargs)
+
+        loop.call_at = counting_call_at  # type: ignore[method-assign]
+        try:
+            await client.get("k")
+        finally:
+            loop.call_at = call_at  # type: ignore[method-assign]
+        await client.aclose()
+
+    asyncio.run(main())
+    assert scheduled
+
+
+def test_a_caller_timeout_is_redis_pys_own(redis_server: RedisServer) -> None:
+    """pub/sub ``get_message(timeout=...)`` waits its own time: returns None, no error,
+    even past the connection's deadline."""
+    cache = _cache(redis_server)
+
+    async def main() -> None:
+        pubsub = cache.async_client.pubsub()
+        await pubsub.subscribe("nothing-here")
+        assert (await pubsub.get_message(timeout=1.0))["type"] == "subscribe"
+        began = time.monotonic()
+        assert await pubsub.get_message(timeout=DEADLINE * 2) is None
+        assert time.monotonic() - began >= DEADLINE * 2 * 0.9
+        await pubsub.aclose()
+
+    asyncio.run(main())
+    cache.close()
+
+
+def test_a_slow_command_within_the_deadline_is_not_cut(redis_server: RedisServer) -> None:
+    """A blocking command the server answers just inside the deadline (a stampede's wait
+    is sliced to 0.6 of it): the thread leaves it alone."""
+    cache = _cache(redis_server)
+
+    async def main() -> None:
+        client = cache.async_client
+        for _ in range(3):
+            assert await client.blpop(["never-" + unique_prefix()], timeout=0.2) is None
+
+    asyncio.run(main())
+    cache.close()
+
+
+def test_every_connection_cachekit_makes_is_watched(
+    redis_server: RedisServer, redis_sentinel: SentinelServers
+) -> None:
+    """The URL's client, the asyncio twin of a user's sync client, a Sentinel's primary."""
+    user_client = redis.Redis.from_url(redis_server.url)
+    caches = [
+        _cache(redis_server),
+        Cache(client=user_client, prefix=unique_prefix(), timeout=DEADLINE),
+        Cache(redis_sentinel.url, prefix=unique_prefix(), timeout=DEADLINE),
+    ]
+
+    async def main() -> None:
+        for cache in caches:
+            client = cache.async_client
+            await client.ping()
+            made = client.connection_pool.connection_class
+            assert watched(made) is made  # already a watched class
+
+    asyncio.run(main())
+    for cache in caches:
+        cache.close()
+    user_client.close()
+
+
+def test_a_users_own_async_client_is_left_as_it_is(redis_server: RedisServer) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server.url, socket_timeout=5.0)
+    cache = Cache(client=client, prefix=unique_prefix())
+
+    async def main() -> None:
+        assert cache.async_client is client
+        assert client.connection_pool.connection_class is redis.asyncio.Connection
+        await client.aclose()
+
+    asyncio.run(main())
+    cache.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_keeps_deadlines(private_redis: RedisServer) -> None:
+    """The thread does not survive fork: the child starts its own."""
+    cache = _cache(private_redis)
+
+    async def warm() -> None:
+        await cache.async_client.ping()  # the parent's thread runs
+
+    asyncio.run(warm())
+    to_parent, from_child = os.pipe()
+    to_child, from_parent = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            child = _cache(private_redis, on_error="raise")
+
+            async def frozen_read() -> None:
+                await child.async_client.ping()
+                os.write(from_child, b"r")  # ready: freeze it
+                os.read(to_child, 1)
+                try:
+                    await child.async_client.get("k")
+                except redis.exceptions.TimeoutError:
+                    os._exit(0)
+
+            asyncio.run(asyncio.wait_for(frozen_read(), 10))
+        finally:
+            os._exit(code)
+    assert os.read(to_parent, 1) == b"r"
+    private_redis.freeze()
+    os.write(from_parent, b"g")
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        private_redis.thaw()
+    assert os.waitstatus_to_exitcode(status) == 0
+    cache.close()
+
+
+def test_a_clusters_connections_are_watched(redis_cluster: ClusterServers) -> None:
+    """Every node's, those found at startup and after (the nodes' shared settings)."""
+    cache = Cache(redis_cluster.url, prefix=unique_prefix(), timeout=DEADLINE)
+
+    async def main() -> None:
+        client = cache.async_client
+        await client.set("k", b"v")
+        assert await client.get("k") == b"v"
+        nodes = client.get_nodes()
+        assert len(nodes) >= 3
+        for node in nodes:
+            assert watched(node.connection_class) is node.connection_class
+        assert watched(client.connection_kwargs["connection_class"]) is (
+            client.connection_kwargs["connection_class"]
+        )
+
+    asyncio.run(main())
+    cache.close()
