@@ -275,9 +275,87 @@ def test_a_clusters_connections_are_watched(redis_cluster: ClusterServers) -> No
         assert len(nodes) >= 3
         for node in nodes:
             assert watched(node.connection_class) is node.connection_class
-        assert watched(client.connection_kwargs["connection_class"]) is (
-            client.connection_kwargs["connection_class"]
+        assert (
+            watched(client.connection_kwargs["connection_class"])
+            is (client.connection_kwargs["connection_class"])
         )
 
     asyncio.run(main())
+    cache.close()
+
+
+# -- sync: the timeout in the kernel ---------------------------------------------------------
+def test_sync_a_frozen_redis_times_out_once_and_the_connection_recovers(
+    private_redis: RedisServer,
+) -> None:
+    """redis-py's TimeoutError, after the deadline (not twice it: a ConnectionError would
+    be retried by the client's retry, on a new connection to the same frozen server)."""
+    cache = _cache(private_redis, on_error="raise")
+    client = cache.client
+    client.set("k", b"v")
+    private_redis.freeze()
+    try:
+        began = time.monotonic()
+        with pytest.raises(redis.exceptions.TimeoutError, match="Timeout reading"):
+            client.get("k")
+        waited = time.monotonic() - began
+    finally:
+        private_redis.thaw()
+    assert DEADLINE * 0.9 <= waited < DEADLINE * 1.9
+    assert client.get("k") == b"v"
+    cache.close()
+
+
+def test_sync_a_write_blocked_on_a_frozen_redis_times_out(private_redis: RedisServer) -> None:
+    cache = _cache(private_redis, on_error="raise")
+    client = cache.client
+    client.ping()
+    private_redis.freeze()
+    try:
+        began = time.monotonic()
+        with pytest.raises(redis.exceptions.TimeoutError, match="Timeout writing"):
+            client.set("big", b"x" * (64 << 20))
+        assert time.monotonic() - began < DEADLINE * 2 + 2.0
+    finally:
+        private_redis.thaw()
+    assert client.ping()
+    cache.close()
+
+
+def test_sync_the_socket_is_blocking_with_the_timeout_in_the_kernel(
+    redis_server: RedisServer,
+) -> None:
+    """No Python timeout (which polls before every recv and send): the kernel's."""
+    import socket
+    import struct
+
+    cache = _cache(redis_server)
+    client = cache.client
+    client.ping()
+    connection = client.connection_pool.get_connection()
+    try:
+        sock = connection._sock
+        assert sock.gettimeout() is None
+        seconds, micros = struct.unpack(
+            "ll", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+        )
+        assert abs(seconds + micros / 1e6 - DEADLINE) < 0.01
+        seconds, micros = struct.unpack(
+            "ll", sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16)
+        )
+        assert abs(seconds + micros / 1e6 - DEADLINE) < 0.01
+    finally:
+        client.connection_pool.release(connection)
+    cache.close()
+
+
+def test_sync_a_pubsub_wait_of_its_own_is_not_cut(redis_server: RedisServer) -> None:
+    cache = _cache(redis_server)
+    pubsub = cache.client.pubsub()
+    pubsub.subscribe("nothing-here")
+    assert pubsub.get_message(timeout=1.0)["type"] == "subscribe"
+    began = time.monotonic()
+    assert pubsub.get_message(timeout=DEADLINE * 2) is None
+    assert time.monotonic() - began >= DEADLINE * 2 * 0.9
+    pubsub.close()
     cache.close()

@@ -554,8 +554,6 @@ class AsyncRedisClusterBackend(AsyncRedisBackend):
             return sum(int(n) for n in await pipe.execute())
 
 
-
-
 class AsyncRedisTombstones:
     """Invalidations kept in the entries' own keys, and the loads' stores that respect
     them (see :mod:`cachekit.leases.rules`): the backend's ``tombstones()`` capability."""

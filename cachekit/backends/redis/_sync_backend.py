@@ -554,8 +554,6 @@ class RedisClusterBackend(RedisBackend):
             return sum(int(n) for n in pipe.execute())
 
 
-
-
 class RedisTombstones:
     """Invalidations kept in the entries' own keys, and the loads' stores that respect
     them (see :mod:`cachekit.leases.rules`): the backend's ``tombstones()`` capability."""

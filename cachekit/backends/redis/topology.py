@@ -33,7 +33,7 @@ from ...exceptions import ConfigurationError
 from ._async_backend import AsyncRedisBackend, AsyncRedisClusterBackend
 from ._sync_backend import RedisBackend, RedisClusterBackend
 from .clients import AsyncClientProvider, SyncClientProvider, client_options, connection_kwargs
-from .deadlines import watch_client
+from .deadlines import time_in_kernel, watch_client
 
 __all__ = ["CLUSTER_SCHEME", "SENTINEL_SCHEME", "backends_for_client", "backends_for_url"]
 
@@ -91,7 +91,7 @@ def _twin_pool(client: Any, want_async: bool) -> Any:
 
 
 def _sync_twin(client: Any) -> Callable[[], Any]:
-    return lambda: redis.Redis(connection_pool=_twin_pool(client, want_async=False))
+    return lambda: time_in_kernel(redis.Redis(connection_pool=_twin_pool(client, want_async=False)))
 
 
 def _async_twin(client: Any) -> Callable[[], Any]:
@@ -198,8 +198,10 @@ def _sentinel_pair(
     sentinel: Any = importlib.import_module("redis.sentinel")
 
     def make_sync() -> Any:
-        return sentinel.Sentinel(addresses, sentinel_kwargs=dict(asking)).master_for(
-            service, retry=_retry(), **sync_options
+        return time_in_kernel(
+            sentinel.Sentinel(addresses, sentinel_kwargs=dict(asking)).master_for(
+                service, retry=_retry(), **sync_options
+            )
         )
 
     def make_async() -> Any:
@@ -308,7 +310,9 @@ def backends_for_url(
             options.pop(name, None)
     return (
         RedisBackend(
-            SyncClientProvider(factory=lambda: redis.Redis.from_url(url, retry=_retry(), **options))
+            SyncClientProvider(
+                factory=lambda: time_in_kernel(redis.Redis.from_url(url, retry=_retry(), **options))
+            )
         ),
         AsyncRedisBackend(
             AsyncClientProvider(
