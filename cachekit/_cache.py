@@ -14,12 +14,11 @@ from .backends import backends_for
 from .backends.base import capabilities_of
 from .backends.memory.store import AsyncMemoryBackend
 from .core.breaker import CircuitBreaker
-from .core.codec import Boxed, Codec, ObjectCodec, codec_for
+from .core.codec import Codec, ObjectCodec, codec_for
 from .core.concurrency import AsyncRefreshPool, FlightTables, RefreshPool
 from .core.generation import Generation
 from .core.keys import Namespace
 from .core.policy import DEFAULT, Counters
-from .core.sentinel import MISSING
 from .decorator.decorate import decorate
 from .decorator.types import CachedDecorator, CachedFunction, CachedOptions
 from .exceptions import ConfigurationError
@@ -196,18 +195,6 @@ class Cache(CacheOps, AsyncCacheOps):
             from .metrics import attach
 
             attach(self, options["metrics"])
-
-    def _lookup(self, key: str) -> Any:
-        """The value under a full key, or MISSING. From an in-process store's reader when
-        there is one (a hit: no backend dispatch, codec or circuit breaker, which memory
-        does not need); anything else, and every other backend, the general way."""
-        read = self._reader
-        if read is not None:
-            stored = read(key)
-            if stored is not MISSING:
-                self.counters.hits += 1
-                return stored.value if type(stored) is Boxed else stored
-        return super()._lookup(key)
 
     # -- construction -----------------------------------------------------------------
     @staticmethod

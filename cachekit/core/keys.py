@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -163,6 +163,22 @@ def _segment(part: str) -> str:
     if ":" in part or "%" in part:
         return part.replace("%", "%25").replace(":", "%3A")
     return part
+
+
+class Placed(Protocol):
+    """What holds the namespace keys are built in (a Generation: it moves with a bump)."""
+
+    @property
+    def ns(self) -> Namespace: ...
+
+
+class _Fixed:
+    """A namespace that never moves, as a :class:`Placed`."""
+
+    __slots__ = ("ns",)
+
+    def __init__(self, ns: Namespace) -> None:
+        self.ns = ns
 
 
 class Namespace:
@@ -569,12 +585,18 @@ class KeyBuilder:
         # a default key ends with "]", a shortened one with a hex digit: no mark check
         return text if len(text) <= MAX_KEY_LENGTH else _shorten(text)
 
-    def full(self, namespace: Namespace) -> Callable[[tuple[Any, ...], Mapping[str, Any]], str]:
-        """A builder of the namespaced key, specialised for the common default-key case."""
-        ns = namespace.text
+    def full(
+        self, where: Namespace | Placed
+    ) -> Callable[[tuple[Any, ...], Mapping[str, Any]], str]:
+        """A builder of the namespaced key, specialised for the common default-key case.
+
+        ``where`` is the namespace, or what holds the namespace of the moment (``.ns``: a
+        :class:`~cachekit.core.generation.Generation`, whose namespace moves with a bump),
+        read at every call: a builder follows a bump with no frame of its own."""
+        source: Placed = _Fixed(where) if isinstance(where, Namespace) else where
         if self.key_func is None and self.template is None and self.simple:
-            base = ns + self.base
-            limit = MAX_KEY_LENGTH + len(ns)
+            base = self.base
+            limit = MAX_KEY_LENGTH
             nargs = len(self.names)
             values = self.values
             tails = self._tails
@@ -582,6 +604,9 @@ class KeyBuilder:
             fast = FAST_TYPES
             slow = self.encode
             text_of = self.text
+
+            def placed(ns: str, text: str) -> str:  # the namespace, and a key of at most the limit
+                return ns + text if len(text) <= MAX_KEY_LENGTH else ns + _shorten(text)
 
             # one and two parameters (get_user(user_id)): the check inlined, a frame less
             if nargs == 1:
@@ -597,7 +622,9 @@ class KeyBuilder:
                             text = base + slow(args)
                     else:
                         text = base + slow(args)
-                    return text if len(text) <= limit else ns + _shorten(text[len(ns) :])
+                    if len(text) <= limit:
+                        return source.ns.text + text
+                    return placed(source.ns.text, text)
 
                 return full_key
 
@@ -614,7 +641,9 @@ class KeyBuilder:
                             text = base + slow(args)
                     else:
                         text = base + slow(args)
-                    return text if len(text) <= limit else ns + _shorten(text[len(ns) :])
+                    if len(text) <= limit:
+                        return source.ns.text + text
+                    return placed(source.ns.text, text)
 
                 return full_key_2
 
@@ -622,12 +651,11 @@ class KeyBuilder:
                 if kwargs or len(args) != nargs:
                     tail = None if kwargs else tails.get(len(args))
                     args = args + tail if tail is not None else values(args, kwargs)
-                text = base + text_of(args)
-                return text if len(text) <= limit else ns + _shorten(text[len(ns) :])
+                return placed(source.ns.text, base + text_of(args))
 
             return full_key_n
 
         def full_key_general(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
-            return ns + self(args, kwargs)
+            return source.ns.text + self(args, kwargs)
 
         return full_key_general

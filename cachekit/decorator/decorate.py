@@ -15,7 +15,6 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..core.generation import Generation
 from ..core.keys import KeyBuilder
 from ..core.policy import DEFAULT
 from ..core.typed import ResultRules
@@ -63,11 +62,7 @@ class CachePlan:
         # the entries' namespace moves with the generation on Redis (cachekit.core.generation):
         # then the key is built in the namespace known at each call; memory's never moves
         self.generation = cache._generation
-        self.full_key = (
-            following(self.keys, self.generation)
-            if self.generation.movable
-            else self.keys.full(cache._ns)
-        )
+        self.full_key = self.keys.full(self.generation if self.generation.movable else cache._ns)
         self.tags = self._tag_builder(tags)
         self.should_store = self._store_rule(cache_none, condition, unless)
         # what hits and misses return on a bytes-storing cache (decided now, not per call)
@@ -116,24 +111,6 @@ class CachePlan:
             return tuple(tag.format(*values, **named) for tag in fixed)
 
         return formatted
-
-
-def following(
-    keys: KeyBuilder, generation: Generation
-) -> Callable[[tuple[Any, ...], Mapping[str, Any]], str]:
-    """A builder of the full key in the namespace of the generation known at each call
-    (the specialised builder of :meth:`KeyBuilder.full`, made again when it moves)."""
-    built = [(generation.ns, keys.full(generation.ns))]  # one slot: swapped whole
-
-    def full_key(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
-        ns, build = built[0]
-        if ns is not generation.ns:
-            ns = generation.ns
-            build = keys.full(ns)
-            built[0] = (ns, build)
-        return build(args, kwargs)
-
-    return full_key
 
 
 def decorate(

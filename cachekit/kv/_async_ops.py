@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ..core.codec import CorruptEntry, UnsignedCounter
+from ..core.codec import Boxed, CorruptEntry, UnsignedCounter
 from ..core.concurrency import _aresolve
 from ..core.generation import Generation, parse_generation
 from ..core.keys import Namespace, escape_glob
@@ -40,6 +40,8 @@ T = TypeVar("T")
 
 class AsyncCacheOps(AsyncTagOps):
     _generation: Generation  # the namespace generation this cache knows (Cache.__init__)
+    # an in-process store's lock-free reader (Cache.__init__; see cachekit.decorator.fastpath)
+    _reader: Callable[[str], Any] | None
 
     async def _aspace(self) -> Namespace:
         """The namespace of entries now: the generation is re-read first when the poll
@@ -125,7 +127,15 @@ class AsyncCacheOps(AsyncTagOps):
         return stored
 
     async def _alookup(self, key: str) -> Any:
-        """The value under a full key, or MISSING (absent, corrupt, or backend failing)."""
+        """The value under a full key, or MISSING (absent, corrupt, or backend failing).
+        From an in-process store's reader when there is one (a hit: no backend dispatch,
+        codec or circuit breaker, which memory does not need); else the backend's."""
+        read = self._reader
+        if read is not None:
+            found = read(key)
+            if found is not MISSING:
+                self.counters.hits += 1
+                return found.value if type(found) is Boxed else found
         # _afetch inlined (every miss and every non-memory hit comes here: a frame less)
         if self._breaker.open:
             return self._skip(MISSING)
