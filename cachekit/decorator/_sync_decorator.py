@@ -35,9 +35,9 @@ def make_sync_wrapper(
     revoke = cache._revoke
     store = cache._store
     store_load = cache._store_load
-    should_store = plan.should_store
-    ttl = plan.ttl
-    tags = plan.tags
+    should_store, stores_all = plan.should_store, plan.stores_all
+    ttl, seconds = plan.ttl, plan.seconds
+    tags, tagged = plan.tags, plan.tagged
     rules = plan.rules  # what hits and misses return: see cachekit.core.typed
     hit, fresh, unencodable, mismatch = rules.hit, rules.fresh, rules.unencodable, rules.mismatch
     fresh_stored = rules.fresh_stored  # fresh, from the entry just encoded (one encode)
@@ -63,8 +63,9 @@ def make_sync_wrapper(
                 return value
             lease = Lease(monotonic())  # Lease.now(), a frame less: see cachekit.leases.rules
             value = func(*args, **kwargs)
-            if should_store(value):
-                store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
+            if stores_all or should_store(value):
+                names = tags(args, kwargs) if tagged else ()
+                store(key, value, ttl, names, unencodable, lease=lease)
             return value
 
         return wrapper, refresh
@@ -84,12 +85,13 @@ def make_sync_wrapper(
                 revoke([key])  # (so that this load's store may replace it)
         lease = Lease(monotonic())  # Lease.now(), a frame less: see cachekit.leases.rules
         value = func(*args, **kwargs)
-        if should_store(value):
+        if stores_all or should_store(value):
+            names = tags(args, kwargs) if tagged else ()
             if fresh_stored is None:
-                store(key, value, ttl, tags(args, kwargs), unencodable, lease=lease)
+                store(key, value, ttl, names, unencodable, lease=lease)
             else:  # what a hit will return: the serializer's round trip of the entry
                 value = store_load(
-                    key, value, ttl, tags(args, kwargs), unencodable, lease, fresh_stored
+                    key, value, seconds, names, unencodable, lease, fresh_stored
                 )
         return value
 

@@ -35,6 +35,11 @@ __all__ = ["CachePlan", "decorate"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _store_all(value: Any) -> bool:
+    return True
+
+
 _NO_TAGS: Callable[[tuple[Any, ...], Mapping[str, Any]], tuple[str, ...]] = lambda a, k: ()
 
 
@@ -54,8 +59,7 @@ class CachePlan:
         condition: Callable[[Any], bool] | None,
         unless: Callable[[Any], bool] | None,
     ) -> None:
-        self.ttl = ttl
-        cache._seconds(ttl)  # a bad ttl fails now, at decoration, not on the first miss
+        self.ttl = ttl  # (a bad one fails now, at decoration, not on the first miss: below)
         self.keys = KeyBuilder(func, key, name)
         if key is None and name is None:  # the default key names the function: is it its own?
             claim(cache, self.keys.func_name, func)
@@ -71,6 +75,11 @@ class CachePlan:
         if faithful is not None:  # a value whose hit would differ is not stored
             wanted = self.should_store
             self.should_store = lambda value: wanted(value) and faithful(value)
+        # the common case, tested inline by the wrappers (a call less on every miss): every
+        # result is stored, with no tags; and the entries' lifetime, resolved once
+        self.stores_all = self.should_store is _store_all
+        self.tagged = self.tags is not _NO_TAGS
+        self.seconds = cache._seconds(ttl)
 
     @staticmethod
     def _store_rule(
@@ -79,7 +88,7 @@ class CachePlan:
         unless: Callable[[Any], bool] | None,
     ) -> Callable[[Any], bool]:
         if cache_none and condition is None and unless is None:
-            return lambda value: True
+            return _store_all
 
         def should_store(value: Any) -> bool:
             if value is None and not cache_none:

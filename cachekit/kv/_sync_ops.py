@@ -205,7 +205,7 @@ class CacheOps(TagOps):
         self,
         key: str,
         value: Any,
-        ttl: Any,
+        seconds: float | None,
         tags: Iterable[str] | None,
         unencodable: Callable[[str, SerializationError], bool],
         lease: Lease,
@@ -213,8 +213,8 @@ class CacheOps(TagOps):
     ) -> Any:
         """A load's store (as ``_store``) that returns the value as a hit of it will:
         ``fresh(value, entry)`` (see :mod:`cachekit.core.typed`) decodes the entry just
-        encoded, so the value goes through the serializer once, not twice."""
-        seconds = self._seconds(ttl)
+        encoded, so the value goes through the serializer once, not twice. ``seconds``: the
+        entry's lifetime, through ``_seconds`` already (once per decorated function)."""
         names = tag_list(tags) if tags else ()
         codec = self._codec
         try:

@@ -180,14 +180,16 @@ class TombstoneLog:
     an invalidation (ABA); a load that started before that invalidation would then store.
     """
 
-    __slots__ = ("_bytes", "_seen")
+    __slots__ = ("_bytes", "seen")
 
     def __init__(self) -> None:
-        self._seen: dict[str, tuple[bytes, float]] = {}
+        # key -> (what a read found, when): a key absent here is the common case, which a
+        # load's store checks inline (``key in log.seen``) before asking :meth:`before`
+        self.seen: dict[str, tuple[bytes, float]] = {}
         self._bytes = 0
 
     def saw(self, key: str, value: bytes) -> None:
-        seen = self._seen
+        seen = self.seen
         known = seen.get(key)
         if known is not None and known[0] == value:
             return  # the first sighting is the one that counts
@@ -218,7 +220,7 @@ class TombstoneLog:
 
     def before(self, key: str, since: float) -> bytes | None:
         """What a read of ``key`` found and did not serve, no later than ``since``."""
-        known = self._seen.get(key)
+        known = self.seen.get(key)
         if known is None or known[1] > since:
             return None
         return known[0]

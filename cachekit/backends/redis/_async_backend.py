@@ -189,7 +189,9 @@ class AsyncRedisBackend:
         value = await self.clients.get().get(key)
         if value and value[0]:  # the hit: a first byte other than a tombstone's NUL
             return value
-        return self._log.absent(key, value)  # None, a tombstone (or b"", NUL-led bytes)
+        if value is None:  # the miss, inline
+            return MISSING
+        return self._log.absent(key, value)  # a tombstone (or b"", NUL-led bytes)
 
     async def get_many(self, keys: Sequence[str]) -> list[Any]:
         if not keys:
@@ -581,7 +583,7 @@ class AsyncRedisTombstones:
         """A load's store (it began at ``since``): ``SET NX``, or a compare-and-set over
         what a read found in the key before ``since`` and did not serve (a tombstone, an
         unusable entry); whether it was stored."""
-        if self.log.before(key, since) is None:  # the common case: the read found nothing
+        if key not in self.log.seen or self.log.before(key, since) is None:  # the common case
             if ttl is None:
                 return bool(await self._clients.get().set(key, entry, nx=True))
             return bool(await self._clients.get().set(key, entry, px=_ms(ttl), nx=True))

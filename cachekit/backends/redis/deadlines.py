@@ -9,9 +9,7 @@ longer fails with ``EAGAIN``, which the connection raises as redis-py's own
 redis-py would make of it, which its retry would retry: a frozen Redis would cost twice
 the timeout). TLS connections keep Python's timeout (a TLS record may need several reads).
 
-Asyncio:
-
-redis-py's asyncio connection enforces ``socket_timeout`` by putting every reply's read
+Asyncio: redis-py's asyncio connection enforces ``socket_timeout`` by putting every reply's read
 under an asyncio timeout (a timer handle scheduled on the loop and cancelled) and, on
 Python 3.11, every write under ``asyncio.wait_for`` (a new task). Measured pinned on one
 CPU, that is about 17 us per ``GET``: a third of the round trip itself, and most of what
@@ -28,9 +26,10 @@ application is never held. A read with a timeout of its caller's own (pub/sub
 ``get_message(timeout=...)``) keeps redis-py's timer, as does connecting
 (``socket_connect_timeout``).
 
-Only connections cachekit constructs are changed (a URL, a Sentinel's primary, a cluster,
-the asyncio twin of a user's sync client); a client the user passes keeps its own
-behaviour.
+Only connections cachekit constructs are changed (a URL's, a Sentinel's primary's, the
+twins of a user's client; asyncio: a cluster's too, while a sync cluster's nodes keep
+Python's timeout, their clients being made inside redis-py); a client the user passes
+keeps its own behaviour.
 """
 
 from __future__ import annotations
@@ -118,9 +117,11 @@ class _Watched:
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if self._deadline is None:
             return await super().send_packed_command(command, check_health)  # type: ignore[misc, no-any-return]
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            _WATCH.add(self)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # its first command (or its first on another loop)
+            if self._loop is None:
+                _WATCH.add(self)
+            self._loop = loop
         self._expired = False
         self._since = monotonic()
         try:
