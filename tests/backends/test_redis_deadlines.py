@@ -92,38 +92,38 @@ def test_a_write_blocked_on_a_frozen_redis_times_out(private_redis: RedisServer)
     cache.close()
 
 
+async def _timers_and_tasks(client: Any, reads: int) -> tuple[list[Any], list[Any]]:
+    """The timer handles and tasks the event loop was asked for during ``reads`` GETs."""
+    await client.set("k", b"v")  # connected
+    loop = asyncio.get_running_loop()
+    call_at = loop.call_at
+    scheduled: list[Any] = []
+    tasks: list[Any] = []
+
+    def counting_call_at(*args: Any, **kwargs: Any) -> Any:
+        scheduled.append(args)
+        return call_at(*args, **kwargs)
+
+    def counting_task(lp: Any, coro: Any, **kw: Any) -> Any:
+        tasks.append(coro)
+        return asyncio.Task(coro, loop=lp, **kw)
+
+    loop.call_at = counting_call_at  # type: ignore[method-assign]
+    loop.set_task_factory(counting_task)
+    try:
+        for _ in range(reads):
+            assert await client.get("k") == b"v"
+    finally:
+        loop.call_at = call_at  # type: ignore[method-assign]
+        loop.set_task_factory(None)
+    return scheduled, tasks
+
+
 def test_a_command_schedules_no_timer(redis_server: RedisServer) -> None:
     """The point of the thread: redis-py would schedule (and cancel) a timer handle for
     every reply read, and on Python 3.11 start a task for every write."""
     cache = _cache(redis_server)
-    scheduled: list[Any] = []
-    tasks: list[Any] = []
-
-    async def main() -> None:
-        client = cache.async_client
-        await client.set("k", b"v")  # connected
-        loop = asyncio.get_running_loop()
-        call_at = loop.call_at
-
-        def counting_call_at(*args: Any, **kwargs: Any) -> Any:
-            scheduled.append(args)
-            return call_at(*args, **kwargs)
-
-        loop.call_at = counting_call_at  # type: ignore[method-assign]
-
-        def counting_task(lp: Any, coro: Any, **kw: Any) -> Any:
-            tasks.append(coro)
-            return asyncio.Task(coro, loop=lp, **kw)
-
-        loop.set_task_factory(counting_task)
-        try:
-            for _ in range(10):
-                assert await client.get("k") == b"v"
-        finally:
-            loop.call_at = call_at  # type: ignore[method-assign]
-            loop.set_task_factory(None)
-
-    asyncio.run(main())
+    scheduled, tasks = asyncio.run(_timers_and_tasks(cache.async_client, 10))
     assert scheduled == [] and tasks == []
     cache.close()
 
@@ -131,27 +131,14 @@ def test_a_command_schedules_no_timer(redis_server: RedisServer) -> None:
 def test_a_plain_redis_py_connection_does_schedule_timers(redis_server: RedisServer) -> None:
     """The test above would pass if redis-py stopped using timers: this one says it does
     (delete both when it does not: the deadline thread is then not needed)."""
-    scheduled: list[Any] = []
 
-    async def main() -> None:
+    async def main() -> list[Any]:
         client = redis.asyncio.Redis.from_url(redis_server.url, socket_timeout=5.0)
-        await client.set("k", b"v")
-        loop = asyncio.get_running_loop()
-        call_at = loop.call_at
-
-        def counting_call_at(*args: Any, **kwargs: Any) -> Any:
-            scheduled.append(args)
-            return call_at(*args, **kwargs)
-
-        loop.call_at = counting_call_at  # type: ignore[method-assign]
-        try:
-            await client.get("k")
-        finally:
-            loop.call_at = call_at  # type: ignore[method-assign]
+        scheduled, _ = await _timers_and_tasks(client, 1)
         await client.aclose()
+        return scheduled
 
-    asyncio.run(main())
-    assert scheduled
+    assert asyncio.run(main())
 
 
 def test_a_caller_timeout_is_redis_pys_own(redis_server: RedisServer) -> None:

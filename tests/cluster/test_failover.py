@@ -271,7 +271,8 @@ def test_lock_kept_across_a_sentinel_failover_is_held_once(sentinel: SentinelSer
     # until the sentinel has turned the old primary into a replica, a client still
     # connected to it writes there (a release landing there would be lost in its resync:
     # the lock then ends by its ttl, never held twice)
-    _eventually(lambda: _role(old) == "slave", "the old primary to follow the new one")
+    # (the sentinel demotes it on an INFO of it: seconds apart, more on a loaded machine)
+    _eventually(lambda: _role(old) == "slave", "the old primary to follow the new one", 90.0)
     _eventually(lambda: _extends(lock), "the holder to reach the new primary")
     lock.release()
     assert rival.lock("order:4", ttl=60).acquire(blocking=False)

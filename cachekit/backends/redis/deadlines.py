@@ -163,19 +163,25 @@ class _Watched:
             writer.transport.abort()
 
 
-_classes: dict[type, type] = {}
+_classes: dict[tuple[type, type], type] = {}
+
+
+def _mixed(mixin: type, connection_class: type) -> type:
+    """``connection_class`` with ``mixin`` in front, under the same name (redis-py finds a
+    class's other-flavour twin by name), made once."""
+    if issubclass(connection_class, mixin):
+        return connection_class
+    made = _classes.get((mixin, connection_class))
+    if made is None:
+        made = _classes[mixin, connection_class] = type(
+            connection_class.__name__, (mixin, connection_class), {}
+        )
+    return made
 
 
 def watched(connection_class: type) -> type:
     """``connection_class`` with its socket timeout kept by the deadline thread."""
-    if issubclass(connection_class, _Watched):
-        return connection_class
-    made = _classes.get(connection_class)
-    if made is None:
-        made = _classes[connection_class] = type(
-            connection_class.__name__, (_Watched, connection_class), {}
-        )
-    return made
+    return _mixed(_Watched, connection_class)
 
 
 def watch_client(client: Any) -> Any:
@@ -239,7 +245,6 @@ class _KernelTimed:
             raise
 
 
-_kernel_classes: dict[type, type] = {}
 # where SO_RCVTIMEO takes a struct timeval of two longs (Windows: a DWORD of milliseconds)
 _KERNEL_TIMEOUTS = sys.platform.startswith("linux") or sys.platform == "darwin"
 
@@ -247,16 +252,9 @@ _KERNEL_TIMEOUTS = sys.platform.startswith("linux") or sys.platform == "darwin"
 def kernel_timed(connection_class: type) -> type:
     """``connection_class`` with its socket timeout kept by the kernel (a TLS class as it
     is)."""
-    if not _KERNEL_TIMEOUTS or issubclass(
-        connection_class, (_KernelTimed, redis.connection.SSLConnection)
-    ):
+    if not _KERNEL_TIMEOUTS or issubclass(connection_class, redis.connection.SSLConnection):
         return connection_class
-    made = _kernel_classes.get(connection_class)
-    if made is None:
-        made = _kernel_classes[connection_class] = type(
-            connection_class.__name__, (_KernelTimed, connection_class), {}
-        )
-    return made
+    return _mixed(_KernelTimed, connection_class)
 
 
 def time_in_kernel(client: Any) -> Any:
