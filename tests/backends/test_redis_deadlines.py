@@ -123,7 +123,11 @@ def test_a_command_schedules_no_timer(redis_server: RedisServer) -> None:
     """The point of the thread: redis-py would schedule (and cancel) a timer handle for
     every reply read, and on Python 3.11 start a task for every write."""
     cache = _cache(redis_server)
-    scheduled, tasks = asyncio.run(_timers_and_tasks(cache.async_client, 10))
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        return await _timers_and_tasks(cache.async_client, 10)  # the loop's client
+
+    scheduled, tasks = asyncio.run(main())
     assert scheduled == [] and tasks == []
     cache.close()
 
