@@ -26,7 +26,13 @@ from .kv._async_ops import AsyncCacheOps
 from .kv._sync_ops import CacheOps
 from .locks.lock import CacheLock
 from .serializers import Serializer
-from .write.strategies import TagSpec, WriteBehind, WriteStrategies, WriteThrough
+from .write.strategies import (
+    TagSpec,
+    WriteBehind,
+    WriteBehindOptions,
+    WriteStrategies,
+    WriteThrough,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -538,19 +544,7 @@ class Cache(CacheOps, AsyncCacheOps):
         key: str | Callable[[Any], Any],
         store_many: Callable[[dict[Any, Any]], Any],
         load: Callable[..., Any] | None = None,
-        *,
-        batch_size: int = 100,
-        flush_interval: float = 1.0,
-        max_retries: int | None = 5,
-        retry_backoff: float = 0.1,
-        retry_max_backoff: float = 10.0,
-        claim_after: float = 60.0,
-        ttl: Any = DEFAULT,
-        tags: Iterable[str] | None = None,
-        name: str | None = None,
-        consume: bool = True,
-        exit_timeout: float = 5.0,
-        journal_dir: str | os.PathLike[str] | bool = True,
+        **options: Unpack[WriteBehindOptions],
     ) -> WriteBehind:
         """Write-behind: ``store_many({id: value, ...})`` is called by a background
         worker with batches of at most ``batch_size``; see :class:`WriteBehind`.
@@ -560,12 +554,7 @@ class Cache(CacheOps, AsyncCacheOps):
         stored by then goes to a journal file in ``journal_dir`` (True: the default,
         ``$CACHEKIT_JOURNAL_DIR`` or ``~/.local/state/cachekit/write-behind``; False: no
         file, those writes are lost) and is queued again by the next process."""
-        return self._writes.write_behind(
-            key, store_many, load, batch_size=batch_size, flush_interval=flush_interval,
-            max_retries=max_retries, retry_backoff=retry_backoff,
-            retry_max_backoff=retry_max_backoff, claim_after=claim_after, ttl=ttl, tags=tags,
-            name=name, consume=consume, exit_timeout=exit_timeout, journal_dir=journal_dir,
-        )  # fmt: skip
+        return self._writes.write_behind(key, store_many, load, **options)
 
     def rate_limiter(
         self, name: str, rate: Any = "100/minute", *, burst: int | None = None,

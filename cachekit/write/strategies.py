@@ -42,7 +42,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from ..core.keys import KeyBuilder
 from ..core.policy import DEFAULT
@@ -66,7 +66,10 @@ from .behind import MemoryWriteQueue, TaskSignal, ThreadSignal, WriteBehindQueue
 from .journal import JournalFiles, default_journal_dir
 from .rules import ItemIds, item_key_builder
 
-__all__ = ["TagSpec", "WriteBehind", "WriteStrategies", "WriteThrough"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["TagSpec", "WriteBehind", "WriteBehindOptions", "WriteStrategies", "WriteThrough"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +183,7 @@ class WriteStrategies:
         key: str | Callable[[Any], Any],
         store_many: Callable[[dict[Any, Any]], Any],
         load: Callable[..., Any] | None,
-        **options: Any,
+        **options: Unpack[WriteBehindOptions],
     ) -> WriteBehind:
         """:meth:`cachekit.Cache.write_behind` (``options``: its keyword arguments)."""
         queue = WriteBehind(self._cache, key, store_many, load, **options)
@@ -194,6 +197,26 @@ class WriteStrategies:
     async def aclose(self) -> None:
         """Flush and stop every queue (tasks here, threads without blocking the loop)."""
         await self.queues.aclose()
+
+
+class WriteBehindOptions(TypedDict, total=False):
+    """The keyword arguments of :meth:`cachekit.Cache.write_behind`, typed once
+    (``**options: Unpack[WriteBehindOptions]``); their defaults and checks live in one
+    place, :class:`WriteBehind`'s constructor (tests/write/test_write_behind_options.py
+    holds the two together)."""
+
+    batch_size: int
+    flush_interval: float
+    max_retries: int | None
+    retry_backoff: float
+    retry_max_backoff: float
+    claim_after: float
+    ttl: Any
+    tags: Iterable[str] | None
+    name: str | None
+    consume: bool
+    exit_timeout: float
+    journal_dir: str | os.PathLike[str] | bool
 
 
 class WriteThrough(WriteThroughOps, AsyncWriteThroughOps):
