@@ -15,6 +15,9 @@ checked against each other)::
             store = MyBackend()
             return lambda prefix: Cache(backend=store, prefix=prefix)
 
+A backend whose caches must be closed (connections) yields from :func:`closing_caches`
+instead: ``yield from closing_caches(lambda prefix: Cache(url, prefix=prefix))``.
+
 Every test runs the sync and the async API. Needs pytest and pytest-asyncio
 (``pip install 'cachekit[test]'``).
 
@@ -30,14 +33,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .contract import CacheContract
+    from .contract import CacheContract, closing_caches
 
-__all__ = ["CacheContract"]
+__all__ = ["CacheContract", "closing_caches"]
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: `from cachekit.testing import CacheContract`
-    if name == "CacheContract":
-        from .contract import CacheContract
+    if name in __all__:
+        from . import contract
 
-        return CacheContract
+        return getattr(contract, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,9 +18,23 @@ except ImportError as exc:  # pragma: no cover
 
 from .. import Cache, IncrementError, SerializationError
 
-__all__ = ["CacheContract"]
+__all__ = ["CacheContract", "closing_caches"]
 
 MakeCache = Callable[[str], Cache]
+
+
+def closing_caches(build: MakeCache) -> Iterator[MakeCache]:
+    """For a ``make_cache`` fixture (``yield from closing_caches(build)``): ``build``, with
+    every cache it made closed when the test ends."""
+    made: list[Cache] = []
+
+    def make(prefix: str) -> Cache:
+        made.append(build(prefix))
+        return made[-1]
+
+    yield make
+    for cache in made:
+        cache.close()
 
 
 class _Unencodable:

@@ -9,7 +9,7 @@ import pytest
 
 from cachekit import Cache
 from cachekit.backends import MemoryBackend
-from cachekit.testing import CacheContract
+from cachekit.testing import CacheContract, closing_caches
 from cachekit.testing.servers import RedisServer
 
 
@@ -32,15 +32,7 @@ class TestMemorySerialized(CacheContract):
 class TestRedis(CacheContract):
     @pytest.fixture
     def make_cache(self, redis_server: RedisServer) -> Iterator[Callable[[str], Cache]]:
-        made: list[Cache] = []
-
-        def make(prefix: str) -> Cache:
-            made.append(Cache(redis_server.url, prefix=prefix))
-            return made[-1]
-
-        yield make
-        for cache in made:
-            cache.close()
+        yield from closing_caches(lambda prefix: Cache(redis_server.url, prefix=prefix))
 
 
 class TestFakeRedis(CacheContract):

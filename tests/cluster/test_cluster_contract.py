@@ -15,28 +15,16 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
 from cachekit import Cache
-from cachekit.testing import CacheContract
+from cachekit.testing import CacheContract, closing_caches
 from cachekit.testing.servers import ClusterServers, SentinelServers
 
 MakeCache = Callable[[str], Cache]
 
 
-def _maker(build: Callable[[str], Cache]) -> Iterator[MakeCache]:
-    made: list[Cache] = []
-
-    def make(prefix: str) -> Cache:
-        made.append(build(prefix))
-        return made[-1]
-
-    yield make
-    for cache in made:
-        cache.close()
-
-
 class TestClusterURL(CacheContract):
     @pytest.fixture
     def make_cache(self, redis_cluster: ClusterServers) -> Iterator[MakeCache]:
-        yield from _maker(lambda prefix: Cache(redis_cluster.url, prefix=prefix))
+        yield from closing_caches(lambda prefix: Cache(redis_cluster.url, prefix=prefix))
 
 
 class TestClusterClient(CacheContract):
@@ -45,14 +33,14 @@ class TestClusterClient(CacheContract):
     @pytest.fixture
     def make_cache(self, redis_cluster: ClusterServers) -> Iterator[MakeCache]:
         client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", redis_cluster.ports[0])])
-        yield from _maker(lambda prefix: Cache(client=client, prefix=prefix))
+        yield from closing_caches(lambda prefix: Cache(client=client, prefix=prefix))
         client.close()
 
 
 class TestSentinelURL(CacheContract):
     @pytest.fixture
     def make_cache(self, redis_sentinel: SentinelServers) -> Iterator[MakeCache]:
-        yield from _maker(lambda prefix: Cache(redis_sentinel.url, prefix=prefix))
+        yield from closing_caches(lambda prefix: Cache(redis_sentinel.url, prefix=prefix))
 
 
 class TestSentinelClient(CacheContract):
@@ -62,7 +50,7 @@ class TestSentinelClient(CacheContract):
     def make_cache(self, redis_sentinel: SentinelServers) -> Iterator[MakeCache]:
         sentinel = Sentinel([("127.0.0.1", s.port) for s in redis_sentinel.sentinels])
         client = sentinel.master_for(redis_sentinel.service)
-        yield from _maker(lambda prefix: Cache(client=client, prefix=prefix))
+        yield from closing_caches(lambda prefix: Cache(client=client, prefix=prefix))
         client.close()
 
 

@@ -10,22 +10,10 @@ import pytest
 import redis
 
 from cachekit import Cache
-from cachekit.testing import CacheContract
+from cachekit.testing import CacheContract, closing_caches
 from cachekit.testing.servers import ClusterServers, RedisServer, SentinelServers
 
 MakeCache = Callable[[str], Cache]
-
-
-def _maker(url: str) -> Iterator[MakeCache]:
-    made: list[Cache] = []
-
-    def make(prefix: str) -> Cache:
-        made.append(Cache(url, prefix=prefix))
-        return made[-1]
-
-    yield make
-    for cache in made:
-        cache.close()
 
 
 def _version(port: int) -> tuple[int, ...]:
@@ -49,16 +37,16 @@ def test_it_is_redis_7_4_or_newer(
 class TestRecentRedis(CacheContract):
     @pytest.fixture
     def make_cache(self, recent_redis_server: RedisServer) -> Iterator[MakeCache]:
-        yield from _maker(recent_redis_server.url)
+        yield from closing_caches(lambda prefix: Cache(recent_redis_server.url, prefix=prefix))
 
 
 class TestRecentRedisCluster(CacheContract):
     @pytest.fixture
     def make_cache(self, recent_redis_cluster: ClusterServers) -> Iterator[MakeCache]:
-        yield from _maker(recent_redis_cluster.url)
+        yield from closing_caches(lambda prefix: Cache(recent_redis_cluster.url, prefix=prefix))
 
 
 class TestRecentRedisSentinel(CacheContract):
     @pytest.fixture
     def make_cache(self, recent_redis_sentinel: SentinelServers) -> Iterator[MakeCache]:
-        yield from _maker(recent_redis_sentinel.url)
+        yield from closing_caches(lambda prefix: Cache(recent_redis_sentinel.url, prefix=prefix))

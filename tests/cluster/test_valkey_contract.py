@@ -9,22 +9,10 @@ import pytest
 import redis
 
 from cachekit import Cache
-from cachekit.testing import CacheContract
+from cachekit.testing import CacheContract, closing_caches
 from cachekit.testing.servers import ClusterServers, RedisServer
 
 MakeCache = Callable[[str], Cache]
-
-
-def _maker(url: str) -> Iterator[MakeCache]:
-    made: list[Cache] = []
-
-    def make(prefix: str) -> Cache:
-        made.append(Cache(url, prefix=prefix))
-        return made[-1]
-
-    yield make
-    for cache in made:
-        cache.close()
 
 
 def test_it_is_valkey(valkey_server: RedisServer) -> None:
@@ -37,10 +25,10 @@ def test_it_is_valkey(valkey_server: RedisServer) -> None:
 class TestValkey(CacheContract):
     @pytest.fixture
     def make_cache(self, valkey_server: RedisServer) -> Iterator[MakeCache]:
-        yield from _maker(valkey_server.url)
+        yield from closing_caches(lambda prefix: Cache(valkey_server.url, prefix=prefix))
 
 
 class TestValkeyCluster(CacheContract):
     @pytest.fixture
     def make_cache(self, valkey_cluster: ClusterServers) -> Iterator[MakeCache]:
-        yield from _maker(valkey_cluster.url)
+        yield from closing_caches(lambda prefix: Cache(valkey_cluster.url, prefix=prefix))
