@@ -15,7 +15,7 @@ import redis.exceptions
 from conftest import unique_prefix
 
 from cachekit import Cache
-from cachekit.backends.redis.deadlines import watched
+from cachekit.backends.redis.deadlines import kernel_timed, watched
 from cachekit.testing.servers import ClusterServers, RedisServer, SentinelServers
 
 DEADLINE = 0.3
@@ -170,6 +170,8 @@ def test_a_slow_command_within_the_deadline_is_not_cut(redis_server: RedisServer
 
     async def main() -> None:
         client = cache.async_client
+        made = client.connection_pool.connection_class
+        assert watched(made) is made  # the watched path is the one under test
         for _ in range(3):
             assert await client.blpop(["never-" + unique_prefix()], timeout=0.2) is None
 
@@ -342,6 +344,8 @@ def test_sync_the_socket_is_blocking_with_the_timeout_in_the_kernel(
 
 def test_sync_a_pubsub_wait_of_its_own_is_not_cut(redis_server: RedisServer) -> None:
     cache = _cache(redis_server)
+    made = cache.client.connection_pool.connection_class
+    assert kernel_timed(made) is made  # the kernel-timed path is the one under test
     pubsub = cache.client.pubsub()
     pubsub.subscribe("nothing-here")
     assert pubsub.get_message(timeout=1.0)["type"] == "subscribe"
@@ -350,3 +354,10 @@ def test_sync_a_pubsub_wait_of_its_own_is_not_cut(redis_server: RedisServer) -> 
     assert time.monotonic() - began >= DEADLINE * 2 * 0.9
     pubsub.close()
     cache.close()
+
+
+def test_a_memory_cache_has_no_async_client() -> None:
+    from cachekit.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="no Redis client"):
+        Cache().async_client  # noqa: B018
