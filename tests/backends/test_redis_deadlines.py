@@ -361,3 +361,31 @@ def test_a_memory_cache_has_no_async_client() -> None:
 
     with pytest.raises(ConfigurationError, match="no Redis client"):
         Cache().async_client  # noqa: B018
+
+
+def test_the_watch_holds_no_connection_alive(redis_server: RedisServer) -> None:
+    """A client dropped by its owner is collected, its connections too, while the deadline
+    thread runs (it holds them weakly, and lets go of each look's list)."""
+    import gc
+    import weakref
+
+    from cachekit.backends.redis import deadlines
+
+    async def main() -> Any:
+        client = redis.asyncio.Redis.from_url(redis_server.url, socket_timeout=DEADLINE)
+        deadlines.watch_client(client)
+        await client.ping()
+        connection = client.connection_pool._available_connections[0]
+        assert connection in set(deadlines._WATCH._connections)
+        await asyncio.sleep(DEADLINE)  # the thread looks at it a few times (no event to wait on)
+        gone = weakref.ref(connection)
+        await client.aclose()
+        return gone
+
+    gone = asyncio.run(main())
+    for _ in range(50):  # a few of the thread's looks (each DEADLINE / 4)
+        gc.collect()
+        if gone() is None:
+            break
+        time.sleep(DEADLINE / 4)
+    assert gone() is None

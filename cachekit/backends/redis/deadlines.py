@@ -75,20 +75,28 @@ class _Watch:
     def _run(self) -> None:
         while True:
             time.sleep(self._interval)
-            with self._lock:
-                connections = list(self._connections)
-                if not connections:  # every watched connection is gone: so is the thread
-                    self._thread = None
-                    self._interval = 1.0
-                    return
-            now = monotonic()
-            for connection in connections:
-                since = connection._since
-                if since and now - since > connection._deadline:
-                    try:
-                        connection._loop.call_soon_threadsafe(connection._expire, since)
-                    except RuntimeError:  # its event loop is closed
-                        pass
+            if not self._check():  # every watched connection is gone: so is the thread
+                return
+
+    def _check(self) -> bool:
+        """Expire the commands past their deadline; False (the thread to end) when no
+        connection is left. Its own frame: the connections it held are let go on return,
+        not kept alive through the next sleep (they would never be collected)."""
+        with self._lock:
+            connections = list(self._connections)
+            if not connections:
+                self._thread = None
+                self._interval = 1.0
+                return False
+        now = monotonic()
+        for connection in connections:
+            since = connection._since
+            if since and now - since > connection._deadline:
+                try:
+                    connection._loop.call_soon_threadsafe(connection._expire, since)
+                except RuntimeError:  # its event loop is closed
+                    pass
+        return True
 
     def after_fork(self) -> None:
         """In a forked child: the parent's thread (and maybe its held lock) is not ours."""
