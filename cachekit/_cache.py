@@ -32,6 +32,7 @@ from .write.strategies import (
     WriteBehindOptions,
     WriteStrategies,
     WriteThrough,
+    WriteThroughOptions,
 )
 
 if TYPE_CHECKING:
@@ -527,17 +528,11 @@ class Cache(CacheOps, AsyncCacheOps):
         key: str | Callable[[Any], Any],
         load: Callable[..., Any] | None,
         store: Callable[..., Any],
-        *,
-        delete: Callable[..., Any] | None = None,
-        ttl: Any = DEFAULT,
-        tags: Iterable[str] | None = None,
-        cache_none: bool = True,
+        **options: Unpack[WriteThroughOptions],
     ) -> WriteThrough:
         """Write-through over a source: ``load(id)``, ``store(id, value)`` and optionally
         ``delete(id)``, sync or async. ``key`` is ``"user:{}"`` or a callable of the id."""
-        return self._writes.write_through(
-            key, load, store, delete=delete, ttl=ttl, tags=tags, cache_none=cache_none
-        )
+        return self._writes.write_through(key, load, store, **options)
 
     def write_behind(
         self,

@@ -76,6 +76,7 @@ __all__ = [
     "LocalState",
     "Scan",
     "Scripts",
+    "StoreArgs",
     "Streams",
     "Tombstones",
     "AsyncTombstones",
@@ -233,13 +234,9 @@ class AsyncScan(Protocol):
     async def scan(self, pattern: str) -> list[Any]: ...
 
 
-class Tombstones(Protocol):
-    def revoke(self, keys: Sequence[str]) -> int:
-        """Invalidate: each key becomes a new tombstone; how many held an entry."""
-
-    def store(self, key: str, entry: Any, ttl: float | None, since: float) -> bool:
-        """A load's store (the load began at ``since``, ``time.monotonic()``): only if
-        nothing was invalidated since; whether it was stored."""
+class StoreArgs(Protocol):
+    """What both flavours of :class:`Tombstones` share (sync: it builds a script's
+    arguments, for a batch or a stampede's store)."""
 
     def store_args(
         self,
@@ -254,19 +251,18 @@ class Tombstones(Protocol):
         """``(keys, args)`` of :data:`cachekit.leases.rules.GUARDED_SET`, for a batch."""
 
 
-class AsyncTombstones(Protocol):
+class Tombstones(StoreArgs, Protocol):
+    def revoke(self, keys: Sequence[str]) -> int:
+        """Invalidate: each key becomes a new tombstone; how many held an entry."""
+
+    def store(self, key: str, entry: Any, ttl: float | None, since: float) -> bool:
+        """A load's store (the load began at ``since``, ``time.monotonic()``): only if
+        nothing was invalidated since; whether it was stored."""
+
+
+class AsyncTombstones(StoreArgs, Protocol):
     async def arevoke(self, keys: Sequence[str]) -> int: ...
     async def astore(self, key: str, entry: Any, ttl: float | None, since: float) -> bool: ...
-    def store_args(
-        self,
-        key: str,
-        entry: Any,
-        ttl: float | None,
-        since: float,
-        lock_key: str | None = None,
-        token: bytes | None = None,
-        held: bytes | None = None,
-    ) -> tuple[list[Any], list[Any]]: ...
 
 
 class LocalState:

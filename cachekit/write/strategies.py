@@ -69,7 +69,14 @@ from .rules import ItemIds, item_key_builder
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["TagSpec", "WriteBehind", "WriteBehindOptions", "WriteStrategies", "WriteThrough"]
+__all__ = [
+    "TagSpec",
+    "WriteBehind",
+    "WriteBehindOptions",
+    "WriteStrategies",
+    "WriteThrough",
+    "WriteThroughOptions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +180,7 @@ class WriteStrategies:
         key: str | Callable[[Any], Any],
         load: Callable[..., Any] | None,
         store: Callable[..., Any],
-        **options: Any,
+        **options: Unpack[WriteThroughOptions],
     ) -> WriteThrough:
         """:meth:`cachekit.Cache.write_through` (``options``: its keyword arguments)."""
         return WriteThrough(self._cache, key, load, store, **options)
@@ -199,10 +206,20 @@ class WriteStrategies:
         await self.queues.aclose()
 
 
+class WriteThroughOptions(TypedDict, total=False):
+    """The keyword arguments of :meth:`cachekit.Cache.write_through`, typed once; their
+    defaults live in :class:`WriteThrough`'s constructor (tested together, as below)."""
+
+    delete: Callable[..., Any] | None
+    ttl: Any
+    tags: Iterable[str] | None
+    cache_none: bool
+
+
 class WriteBehindOptions(TypedDict, total=False):
     """The keyword arguments of :meth:`cachekit.Cache.write_behind`, typed once
     (``**options: Unpack[WriteBehindOptions]``); their defaults and checks live in one
-    place, :class:`WriteBehind`'s constructor (tests/write/test_write_behind_options.py
+    place, :class:`WriteBehind`'s constructor (tests/write/test_write_options.py
     holds the two together)."""
 
     batch_size: int

@@ -1,25 +1,36 @@
-"""``Cache.write_behind``'s keyword arguments are typed once (WriteBehindOptions) and have
-their defaults and checks once (WriteBehind's constructor): the two stay together."""
+"""``Cache.write_behind``'s and ``write_through``'s keyword arguments are typed once
+(WriteBehindOptions, WriteThroughOptions) and have their defaults and checks once (the
+constructors): the two stay together."""
 
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 
 from cachekit import Cache
 from cachekit.exceptions import ConfigurationError
-from cachekit.write.strategies import WriteBehind, WriteBehindOptions
+from cachekit.write.strategies import (
+    WriteBehind,
+    WriteBehindOptions,
+    WriteThrough,
+    WriteThroughOptions,
+)
 
 
-def test_the_typed_options_are_the_constructors_keywords() -> None:
+@pytest.mark.parametrize(
+    ("typed", "constructor"),
+    [(WriteBehindOptions, WriteBehind), (WriteThroughOptions, WriteThrough)],
+)
+def test_the_typed_options_are_the_constructors_keywords(typed: Any, constructor: Any) -> None:
     keywords = {
         p.name
-        for p in inspect.signature(WriteBehind.__init__).parameters.values()
+        for p in inspect.signature(constructor.__init__).parameters.values()
         if p.kind is p.KEYWORD_ONLY
     }
-    assert set(WriteBehindOptions.__optional_keys__) == keywords
-    assert not WriteBehindOptions.__required_keys__
+    assert set(typed.__optional_keys__) == keywords
+    assert not typed.__required_keys__
 
 
 def test_options_reach_the_queue_and_are_checked_there() -> None:
