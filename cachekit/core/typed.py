@@ -222,11 +222,24 @@ class ResultRules:
         """``round_trip`` for a value just encoded into ``entry``: the serializer's payload
         in the entry, decoded (what a hit of it returns: the same bytes, the same loads),
         when the codec hands it over; else the round trip itself (a compressed entry)."""
-        payload_of = getattr(self._cache._codec, "payload_of", None)
+        codec = self._cache._codec
+        payload_of = getattr(codec, "payload_of", None)
         if payload_of is None:
             return lambda value, entry: round_trip(value)
         loads = self._serializer.loads  # type: ignore[union-attr]
         scalars = _SCALARS
+        if not codec.signed:  # a hit's own decoding, one call: what a hit returns, exactly
+
+            def fresh_unsigned(value: Any, entry: Any) -> Any:
+                if type(value) in scalars:
+                    return value
+                try:
+                    return codec.loads(entry)
+                except Exception:  # a serializer that cannot read its own output: as is
+                    return value
+
+            return fresh_unsigned
+        # signed: the payload inside, decoded with no MAC check (the entry is our own)
 
         def fresh_stored(value: Any, entry: Any) -> Any:
             if type(value) in scalars:

@@ -586,7 +586,8 @@ class RedisTombstones:
         if key not in self.log.seen or self.log.before(key, since) is None:  # the common case
             if ttl is None:
                 return bool(self._clients.get().set(key, entry, nx=True))
-            return bool(self._clients.get().set(key, entry, px=_ms(ttl), nx=True))
+            px = max(1, int(ttl * 1000))  # _ms(ttl), inline: every load's store comes here
+            return bool(self._clients.get().set(key, entry, px=px, nx=True))
         return bool(self._access.run(GUARDED_SET, *self.store_args(key, entry, ttl, since)))
 
     def store_args(
