@@ -24,6 +24,7 @@ from .decorator.types import CachedDecorator, CachedFunction, CachedOptions
 from .exceptions import ConfigurationError
 from .kv._async_ops import AsyncCacheOps
 from .kv._sync_ops import CacheOps
+from .leases.stores import leases_for
 from .locks.lock import CacheLock
 from .serializers import Serializer
 from .write.strategies import (
@@ -175,6 +176,8 @@ class Cache(CacheOps, AsyncCacheOps):
         self._streams, self._astreams = caps.streams, caps.astreams
         self._scan, self._ascan = caps.scan, caps.ascan
         self._tombstones, self._atombstones = caps.tombstones, caps.atombstones
+        # every load's store and invalidation goes through these (cachekit.leases.stores)
+        self._leases, self._aleases = leases_for(caps, backend, async_backend)
         self._backend_stats = caps.stats
         # an in-process store's per-backend feature state (rate limits, tag index): shared
         # by every cache over the store
@@ -415,6 +418,7 @@ class Cache(CacheOps, AsyncCacheOps):
             and derived._generation.poll == self._generation.poll
         ):
             derived._generation = self._generation  # one namespace: one generation known
+        derived._leases, derived._aleases = self._leases, self._aleases  # one store: one set
         return derived
 
     def lock(

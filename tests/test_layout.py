@@ -3,6 +3,8 @@ test fails the day the layout regresses.
 
 - no feature asks which backend it runs on: the issue's own grep finds nothing outside
   the backends' modules (they may name themselves);
+- nor whether it is in process: that is read where a cache wires its features (the
+  leases of :mod:`cachekit.leases.stores` included);
 - ``Cache`` holds its write strategies as a feature object, not a mixin base;
 - ``scripts/unasync.py``'s rule list fits on one screen;
 - the in-process write-behind queue's async names are made from its sync methods (one
@@ -47,6 +49,22 @@ def backend_tests(root: Path, trees: tuple[str, ...] = ("cachekit", "integration
 
 def test_no_feature_tests_the_backend_it_runs_on() -> None:
     assert backend_tests(ROOT) == []
+
+
+# whether the backend is in process (its declared ``local``) is read where a cache is made
+# and wires its features (the codec, the generation, the leases), never by a feature
+IN_PROCESS_TEST = re.compile(r"_is_local|caps\.local\b|\bbackend\.local\b")
+WIRING = {"cachekit/_cache.py", "cachekit/leases/stores.py"}
+
+
+def test_no_feature_asks_whether_its_store_is_in_process() -> None:
+    found = {
+        str(path.relative_to(ROOT))
+        for tree in ("cachekit", "integrations")
+        for path in (ROOT / tree).rglob("*.py")
+        if BACKENDS not in path.parents and IN_PROCESS_TEST.search(path.read_text())
+    }
+    assert found <= WIRING, sorted(found - WIRING)
 
 
 def test_the_backend_test_finder_finds_one(tmp_path: Path) -> None:

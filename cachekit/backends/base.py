@@ -73,6 +73,8 @@ __all__ = [
     "Backend",
     "CommandBatch",
     "Capabilities",
+    "Leases",
+    "AsyncLeases",
     "LocalState",
     "Scan",
     "Scripts",
@@ -251,18 +253,48 @@ class StoreArgs(Protocol):
         """``(keys, args)`` of :data:`cachekit.leases.rules.GUARDED_SET`, for a batch."""
 
 
-class Tombstones(StoreArgs, Protocol):
+class Leases(Protocol):
+    """What a load's store and an invalidation go through (:mod:`cachekit.leases.rules`):
+    a load that began before an invalidation of its key never stores. A cache wires one
+    at construction (:func:`cachekit.leases.stores.leases_for`): the backend's
+    ``tombstones()``, else marks in process for an in-process backend, else plain writes
+    (a remote backend without tombstones: no lease check is possible)."""
+
     def revoke(self, keys: Sequence[str]) -> int:
-        """Invalidate: each key becomes a new tombstone; how many held an entry."""
+        """Invalidate: delete each key and revoke its loads in flight; how many held an
+        entry."""
 
     def store(self, key: str, entry: Any, ttl: float | None, since: float) -> bool:
         """A load's store (the load began at ``since``, ``time.monotonic()``): only if
         nothing was invalidated since; whether it was stored."""
 
+    def revoke_all(self) -> None:
+        """Every load of this store that began before now is refused its store, where the
+        store can name them (in process; on Redis the loads of other processes cannot be
+        named: nothing to do, the cache's own are refused by its breaker's lease floor)."""
 
-class AsyncTombstones(StoreArgs, Protocol):
+    def fence(self, keys: Sequence[str]) -> None:
+        """Revoke the loads in flight of ``keys`` without touching the entries (a waiter
+        that gave up on a late leader computes itself; the leader's older result must not
+        overwrite its own). Nothing to do where a load's store never overwrites an entry
+        (Redis: ``SET NX``)."""
+
+
+class AsyncLeases(Protocol):
     async def arevoke(self, keys: Sequence[str]) -> int: ...
     async def astore(self, key: str, entry: Any, ttl: float | None, since: float) -> bool: ...
+    def revoke_all(self) -> None: ...
+    def fence(self, keys: Sequence[str]) -> None: ...
+
+
+class Tombstones(Leases, StoreArgs, Protocol):
+    """The ``tombstones()`` capability: :class:`Leases` kept in the entries' own keys
+    (``revoke``: each key becomes a new tombstone), whose guarded store a script can run
+    inside a batch (:class:`StoreArgs`)."""
+
+
+class AsyncTombstones(AsyncLeases, StoreArgs, Protocol):
+    pass
 
 
 class LocalState:

@@ -20,7 +20,7 @@ from ..core.keys import Namespace, escape_glob
 from ..core.policy import DEFAULT, incr_delta
 from ..core.sentinel import MISSING
 from ..exceptions import BackendError, InvalidArgumentError, SerializationError
-from ..leases.rules import Lease, local_marks, note_unserved
+from ..leases.rules import Lease, note_unserved
 from ..stampede._sync_stampede import Stampede
 from ..stampede.rules import StampedeOptions
 from ..tags._sync_tags import TagOps
@@ -83,7 +83,7 @@ class CacheOps(TagOps):
         limits and sessions are untouched. A failing backend: logged and False (the bump is
         replayed before this process reads the backend again), or raised under
         ``on_error="raise"``."""
-        if self._is_local:
+        if not self._generation.movable:  # in process: the entries go
             self.clear()
             return True
         return self._bump()
@@ -413,10 +413,8 @@ class CacheOps(TagOps):
         mark): use ``invalidate_all()`` or ``clear()`` for a bulk change of the source."""
         self._space()
         # loads of this process that started before do not store (other processes' may)
-        if self._is_local:
-            local_marks(self._backend).revoke_all()
-        else:
-            self._breaker.lease_floor = time.monotonic()
+        self._breaker.lease_floor = time.monotonic()
+        self._leases.revoke_all()  # in process: every cache's over the store
         if self._codec.signed:  # their counter marks first (see _unmark), clear() included
             self._call("delete_pattern", 0, self._counter_marks_pattern(pattern))
         return int(self._call("delete_pattern", 0, self._ns.pattern(pattern)))
@@ -428,15 +426,13 @@ class CacheOps(TagOps):
         generation is bumped first (they store under the old one, which nobody reads), in
         process they are refused. Held locks and write-behind queues (queued writes, dead
         letters) are internal keys outside the namespace's pattern: they stay."""
-        if self._is_local:
-            local_marks(self._backend).revoke_all()
-        else:
+        self._leases.revoke_all()  # in process: refused (on Redis the bump does it)
+        bump_error: Exception | None = None
+        if self._generation.movable:
             try:
                 self._bump()  # fails open; kept for the breaker to replay
             except Exception as exc:  # on_error="raise": the clear itself goes on first
-                bump_error: Exception | None = exc
-            else:
-                bump_error = None
+                bump_error = exc
         removed = 0
         if not self._breaker.open:
             try:
@@ -447,7 +443,7 @@ class CacheOps(TagOps):
         if self._codec.signed:  # their counter marks first (see _unmark)
             self._call("delete_pattern", 0, escape_glob(base.internal("counter")) + "*")
         removed += int(self._call("delete_pattern", 0, base.pattern("*")))
-        if not self._is_local:
+        if self._generation.movable:
             removed += int(self._call("delete_pattern", 0, base.generations_pattern))
             if bump_error is not None:
                 raise bump_error

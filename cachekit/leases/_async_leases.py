@@ -27,7 +27,7 @@ from ..core.policy import CachePolicy
 from ..exceptions import BackendError
 from ..stampede import _async_coordination as coordination
 from ..tags.rules import REGISTER_SCRIPT, tag_key, tag_mark_key, tag_set_ttl_ms
-from .rules import GUARDED_SET, MARK_LIFETIME, Lease, local_marks
+from .rules import GUARDED_SET, MARK_LIFETIME, Lease
 
 __all__ = ["AsyncLeaseOps"]
 
@@ -37,7 +37,7 @@ _REPLAY_BATCH = 1000  # keys per round trip when pending invalidations are repla
 
 
 class AsyncLeaseOps(CachePolicy):
-    _is_local: bool
+    _aleases: base.AsyncLeases  # a load's store, an invalidation (cachekit.leases.stores)
     _ascripts: base.AsyncScripts | None  # the backend's capabilities, asked once (Cache.__init__)
     _atombstones: base.AsyncTombstones | None
     _flights: FlightTables  # the stampede's computations in progress (Cache.__init__)
@@ -68,18 +68,7 @@ class AsyncLeaseOps(CachePolicy):
         if lease.since <= self._breaker.lease_floor:
             return False  # started before an outage's invalidations were reconciled
         try:
-            if self._is_local:
-                backend = self._backend
-                return local_marks(backend).store(
-                    key, lease.since, lambda: bool(backend.set(key, entry, seconds)), False
-                )
-            tombstones = self._atombstones
-            if tombstones is not None:  # invalidations live in the keys (tombstones)
-                if time.monotonic() - lease.since >= MARK_LIFETIME:
-                    return False  # its invalidation's tombstone may be gone
-                return await tombstones.astore(key, entry, seconds, lease.since)
-            # a remote backend without tombstones: no lease check is possible
-            return bool(await self._abackend.set(key, entry, seconds))
+            return await self._aleases.astore(key, entry, seconds, lease.since)
         except Exception as exc:
             return bool(self._failed(exc, False))
 
@@ -162,13 +151,7 @@ class AsyncLeaseOps(CachePolicy):
 
     async def _arevoke_now(self, keys: Sequence[str]) -> int:
         try:
-            if self._is_local:
-                backend = self._backend
-                return int(local_marks(backend).revoke(keys, lambda: backend.delete_many(keys)))
-            tombstones = self._atombstones
-            if tombstones is not None:
-                return await tombstones.arevoke(keys)
-            return int(await self._abackend.delete_many(keys))
+            return await self._aleases.arevoke(keys)
         finally:
             # callers from now on do not join a computation that began before: it may
             # return what was just invalidated (those that joined already were concurrent)

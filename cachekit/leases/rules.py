@@ -39,7 +39,8 @@ tombstone as absent (the Redis backend's ``get``, ``get_many``, ``exists``, ``tt
   :mod:`cachekit.stampede._async_coordination`).
 
 In process (the memory backend) the invalidation is a timestamp in :class:`LocalMarks`,
-checked under one lock with the store.
+checked under one lock with the store. Which of the two a cache uses is decided once, when
+it is made (:mod:`cachekit.leases.stores`).
 
 A load older than :data:`MARK_LIFETIME` cannot know whether it was invalidated (the
 tombstone may have expired), so it returns its value without storing it; a tombstone is
@@ -56,7 +57,6 @@ import math
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -73,7 +73,6 @@ __all__ = [
     "TombstoneLog",
     "elapsed_us",
     "is_tombstone",
-    "local_marks",
     "new_tombstone",
     "note_unserved",
     "queue_revoke",
@@ -318,26 +317,3 @@ class LocalMarks:
         if len(self._marks) > _LOCAL_LIMIT // 2:
             self._marks.clear()
             self._floor = now
-
-
-_local: weakref.WeakKeyDictionary[Any, LocalMarks] = weakref.WeakKeyDictionary()
-_unweakable: dict[int, tuple[Any, LocalMarks]] = {}  # backends with no __weakref__ slot
-_local_lock = threading.Lock()
-
-
-def local_marks(backend: Any) -> LocalMarks:
-    """The marks of an in-process backend, shared by every cache over it."""
-    try:
-        marks = _local.get(backend)
-    except TypeError:  # not weakly referenceable: kept (with its backend) for good
-        with _local_lock:
-            kept = _unweakable.get(id(backend))
-            if kept is None:
-                kept = _unweakable[id(backend)] = (backend, LocalMarks())
-            return kept[1]
-    if marks is None:
-        with _local_lock:
-            marks = _local.get(backend)
-            if marks is None:
-                marks = _local[backend] = LocalMarks()
-    return marks

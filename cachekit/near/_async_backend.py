@@ -82,6 +82,12 @@ class AsyncNearTombstones:
         finally:
             self._store.invalidate((key,))
 
+    def revoke_all(self) -> None:
+        self._inner.revoke_all()
+
+    def fence(self, keys: Sequence[str]) -> None:
+        self._inner.fence(keys)
+
 
 class AsyncNearBackend:
     local = False

@@ -20,7 +20,7 @@ from typing import Any
 from ..core.concurrency import ABANDONED, Flights, _resolve, _sleep
 from ..core.sentinel import MISSING
 from ..exceptions import SerializationError
-from ..leases.rules import MARK_LIFETIME, Lease, local_marks, note_unserved
+from ..leases.rules import MARK_LIFETIME, Lease, note_unserved
 from ..tags.rules import tag_list
 from ._sync_coordination import ACQUIRED, VALUE, coordinator_for
 from .rules import (
@@ -149,10 +149,9 @@ class Stampede:
                 # the others find its value, stored or in flight)
                 return self.get(key, *call)
             if value is MISSING:  # waited long enough: compute ourselves (never deadlock)
-                if self.coordinator is None:
-                    # in process the wait is the lock's ttl: the late leader's lease ends
-                    # here, so its older result cannot overwrite ours
-                    local_marks(self.cache._backend).revoke([key], lambda: None)
+                # the late leader's lease ends here, so its older result cannot overwrite
+                # ours (in process; on Redis its store never overwrites: SET NX)
+                self.cache._leases.fence([key])
                 return self._compute_and_store(key, call, stale)
             return value
         try:

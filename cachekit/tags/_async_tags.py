@@ -15,7 +15,7 @@ from ..backends import base
 from ..core.keys import Namespace, escape_glob
 from ..exceptions import BackendError, ConfigurationError
 from ..leases._async_leases import AsyncLeaseOps
-from ..leases.rules import Lease, local_marks, queue_revoke
+from ..leases.rules import Lease, LocalMarks, queue_revoke
 from ..stampede._async_coordination import queue_mark
 from .rules import (
     INVALIDATE_BATCH,
@@ -90,6 +90,12 @@ class AsyncTagOps(AsyncLeaseOps):
         assert self._local_state is not None
         return memory_index(self._local_state, self._backend)
 
+    def _local_marks(self) -> LocalMarks:
+        """The in-process store's invalidation marks, which its leases keep too
+        (:class:`cachekit.leases.stores.LocalLeases`; only when not _tags_in_redis())."""
+        assert self._local_state is not None
+        return self._local_state.get(LocalMarks)
+
     async def _aset_tagged(
         self,
         items: Mapping[str, Any],
@@ -111,7 +117,7 @@ class AsyncTagOps(AsyncLeaseOps):
                     await self._abackend.set_many(items, seconds)
                     return True
                 backend = self._backend
-                marks = local_marks(backend)
+                marks = self._local_marks()
                 tag_keys = self._tag_keys(tags)
                 stored = True
                 for key, entry in items.items():
@@ -207,7 +213,7 @@ class AsyncTagOps(AsyncLeaseOps):
         if not self._tags_in_redis():
             keys = list(self._memory_index().take(tag_keys))
             backend = self._backend
-            marks = local_marks(backend)
+            marks = self._local_marks()
             try:
                 return int(marks.revoke(keys + tag_keys, lambda: backend.delete_many(keys)))
             finally:

@@ -12,6 +12,7 @@ stampede and write-behind are built on.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ import redis.exceptions
 from ...core.sentinel import MISSING
 from ...leases.rules import (
     GUARDED_SET,
+    MARK_LIFETIME,
     TOMBSTONE_HEAD,
     TOMBSTONE_LUA,
     TombstoneLog,
@@ -186,7 +188,9 @@ class RedisBackend:
         return self.clients
 
     def get(self, key: str) -> Any:
-        value = self.clients.get().get(key)
+        # execute_command, not get(): a frame less per hit (keys=: redis-py's own client
+        # cache needs them)
+        value = self.clients.get().execute_command("GET", key, keys=[key])
         if value and value[0]:  # the hit: a first byte other than a tombstone's NUL
             return value
         if value is None:  # the miss, inline
@@ -200,9 +204,11 @@ class RedisBackend:
         return self._log.found(keys, values)
 
     def set(self, key: str, value: Any, ttl: float | None) -> bool:
+        # SET by execute_command: redis-py's set() checks its eleven keyword arguments
+        # first (some twenty Python calls, more than the rest of a store)
         if ttl is None:
-            return bool(self.clients.get().set(key, value))
-        return bool(self.clients.get().set(key, value, px=_ms(ttl)))
+            return bool(self.clients.get().execute_command("SET", key, value))
+        return bool(self.clients.get().execute_command("SET", key, value, "PX", _ms(ttl)))
 
     def add(self, key: str, value: Any, ttl: float | None) -> bool:
         px = "" if ttl is None else _ms(ttl)
@@ -582,13 +588,24 @@ class RedisTombstones:
     def store(self, key: str, entry: Any, ttl: float | None, since: float) -> bool:
         """A load's store (it began at ``since``): ``SET NX``, or a compare-and-set over
         what a read found in the key before ``since`` and did not serve (a tombstone, an
-        unusable entry); whether it was stored."""
+        unusable entry); whether it was stored. A load older than the tombstones' lifetime
+        does not store: its invalidation's tombstone may be gone."""
+        if time.monotonic() - since >= MARK_LIFETIME:
+            return False
         if key not in self.log.seen or self.log.before(key, since) is None:  # the common case
+            client = self._clients.get()  # SET by execute_command: see RedisBackend.set
             if ttl is None:
-                return bool(self._clients.get().set(key, entry, nx=True))
+                return bool(client.execute_command("SET", key, entry, "NX"))
             px = max(1, int(ttl * 1000))  # _ms(ttl), inline: every load's store comes here
-            return bool(self._clients.get().set(key, entry, px=px, nx=True))
+            return bool(client.execute_command("SET", key, entry, "PX", px, "NX"))
         return bool(self._access.run(GUARDED_SET, *self.store_args(key, entry, ttl, since)))
+
+    def revoke_all(self) -> None:
+        """Nothing to do: the loads of other processes cannot be named (see
+        :meth:`cachekit.backends.base.Leases.revoke_all`)."""
+
+    def fence(self, keys: Sequence[str]) -> None:
+        """Nothing to do: a load's store never overwrites an entry (``SET NX``)."""
 
     def store_args(
         self,
