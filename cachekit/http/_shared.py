@@ -32,6 +32,7 @@ __all__ = [
     "CoalesceOptions",
     "HttpCache",
     "HttpCacheOptions",
+    "PagePolicyOptions",
     "PolicyOptions",
     "bytes_cache",
     "split_options",
@@ -85,21 +86,28 @@ class CoalesceOptions(TypedDict, total=False):
     coalesce: bool
 
 
-class PolicyOptions(TypedDict, total=False):
+class PagePolicyOptions(TypedDict, total=False):
     """The :class:`~cachekit.http.HttpCachePolicy` fields an adapter takes as keywords
-    (``make_policy``), its defaults those of the policy; ``default_ttl`` is the
-    adapter's ``ttl``."""
+    (``make_policy``), its defaults those of the policy, but for ``key_prefix`` (in
+    :class:`PolicyOptions`): Django's ``cache_page`` has a ``key_prefix`` of its own
+    (its cache key's), so it takes these."""
 
     cacheable_statuses: Iterable[int]
     max_body_size: int
     methods: Iterable[str]
-    key_prefix: str
     etag_from_body: bool
     tag_header: str
     private_ok: bool
     cache_name: str
     ignore_cookies: Iterable[str]
     vary_cookies: Iterable[str]
+
+
+class PolicyOptions(PagePolicyOptions, total=False):
+    """Every :class:`~cachekit.http.HttpCachePolicy` field an adapter takes as keywords;
+    ``default_ttl`` is the adapter's ``ttl``."""
+
+    key_prefix: str
 
 
 class HttpCacheOptions(PolicyOptions, CoalesceOptions, total=False):

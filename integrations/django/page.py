@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import wraps
 from inspect import iscoroutinefunction
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from django.core.cache import caches
@@ -41,6 +41,7 @@ from cachekit.http import (
     Decided,
     Forward,
     HttpCachePolicy,
+    PagePolicyOptions,
     Request,
     Response,
     StoreDecision,
@@ -53,6 +54,9 @@ from cachekit.http import (
 )
 
 from . import CachekitCache
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["cache_page"]
 
@@ -384,7 +388,7 @@ def cache_page(
     lock: bool = True,
     lock_ttl: float = 30.0,
     lock_timeout: float = 30.0,
-    **options: Any,
+    **options: Unpack[PagePolicyOptions],
 ) -> Callable[[V], V]:
     """Django's ``cache_page`` (same arguments and headers) on cachekit's HTTP cache.
 

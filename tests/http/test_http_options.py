@@ -16,6 +16,7 @@ from cachekit.http import (
     HttpCache,
     HttpCacheOptions,
     HttpCachePolicy,
+    PagePolicyOptions,
     PolicyOptions,
     split_options,
 )
@@ -33,6 +34,22 @@ def test_the_policy_keywords_are_the_policys_fields_but_its_ttl() -> None:
     assert HttpCacheOptions.__optional_keys__ == (
         PolicyOptions.__optional_keys__ | CoalesceOptions.__optional_keys__
     )
+
+
+def test_the_page_keywords_are_the_policys_but_its_key_prefix() -> None:
+    """Django's cache_page has a key_prefix of its own: it takes the rest."""
+    assert PagePolicyOptions.__optional_keys__ == PolicyOptions.__optional_keys__ - {
+        "key_prefix"
+    }
+
+
+def test_djangos_cache_page_takes_them_typed() -> None:
+    pytest.importorskip("django")
+    from cachekit.integrations.django import cache_page
+
+    options = inspect.signature(cache_page).parameters["options"]
+    assert options.kind is inspect.Parameter.VAR_KEYWORD
+    assert options.annotation == "Unpack[PagePolicyOptions]"
 
 
 def test_split_options() -> None:
