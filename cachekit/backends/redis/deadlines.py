@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 import struct
 import sys
@@ -49,6 +50,15 @@ import redis.connection
 import redis.exceptions
 
 __all__ = ["kernel_timed", "time_in_kernel", "watch_client", "watched"]
+
+_HIREDIS_PARSER: Any = None  # redis-py's hiredis parser, whose "has this connection data?"
+_NOT_ENOUGH_DATA: Any = None  # check waits (see _Watched.can_read_destructive)
+try:
+    from redis._parsers import hiredis as _hiredis
+
+    _HIREDIS_PARSER, _NOT_ENOUGH_DATA = _hiredis._AsyncHiredisParser, _hiredis.NOT_ENOUGH_DATA
+except (ImportError, AttributeError):  # another redis-py: its own check, unchanged
+    pass
 
 
 class _Watch:
@@ -161,6 +171,48 @@ class _Watched:
             raise
         finally:
             self._since = 0.0
+
+    async def can_read_destructive(self) -> bool:
+        """Whether the connection holds unread data: the pool asks before it hands the
+        connection out, and reconnects if so (a reply left unread must never answer the
+        next command). redis-py's hiredis parser learns it by a read under a zero timeout:
+        two turns of the event loop per command, and the timeout wins over a reply still
+        in the socket (that reply then answers the next command; a test shows it). The
+        places such data can be are looked at directly instead: hiredis's buffer, the
+        stream's, the socket (``poll``, no wait). On another parser or a transport whose
+        socket cannot tell (TLS), redis-py's own check decides."""
+        parser: Any = getattr(self, "_parser", None)
+        stream = getattr(parser, "_stream", None)
+        writer = getattr(self, "_writer", None)
+        poll = None
+        if (
+            type(parser) is _HIREDIS_PARSER
+            and parser._connected
+            and stream is not None
+            and writer is not None
+        ):
+            poll = self._poll_for(writer.transport)
+        if poll is None:
+            return await super().can_read_destructive()  # type: ignore[misc, no-any-return]
+        if parser._reader.gets() is not _NOT_ENOUGH_DATA:
+            return True  # a reply nobody read (redis-py's answer too)
+        # read off the socket by the loop already, or still in it (or its end, an error)
+        return bool(stream._buffer or stream.at_eof() or poll.poll(0))
+
+    _polled: Any = None  # the transport whose socket _poll watches
+    _poll: Any = None
+
+    def _poll_for(self, transport: Any) -> Any:
+        """A ``poll`` object on the transport's socket (made once per transport); None
+        where the socket cannot tell (TLS: its bytes are records, not the data)."""
+        if transport is not self._polled:
+            sock = transport.get_extra_info("socket")
+            if sock is None or transport.get_extra_info("sslcontext") is not None:
+                return None
+            poll = select.poll()
+            poll.register(sock.fileno(), select.POLLIN)
+            self._poll, self._polled = poll, transport
+        return self._poll
 
     def _expire(self, since: float) -> None:
         """On the connection's loop: abort the transport if the same command is still in
