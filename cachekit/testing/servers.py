@@ -329,6 +329,12 @@ class ClusterServers:
                 timeout=60,
             )
             self.wait_ok()
+            if replicas:  # a primary learns of its replicas by gossip, after the state is ok
+                _wait_for(
+                    lambda: all(len(self.replicas_of(p)) >= replicas for p in self.primaries()),
+                    "every primary to know its replicas",
+                    30.0,
+                )
         except BaseException:
             self.stop()
             raise

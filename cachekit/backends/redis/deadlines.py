@@ -182,7 +182,7 @@ class _Watched:
         stream's, the socket (``poll``, no wait). On another parser or a transport whose
         socket cannot tell (TLS), redis-py's own check decides."""
         parser: Any = getattr(self, "_parser", None)
-        stream = getattr(parser, "_stream", None)
+        stream: Any = getattr(parser, "_stream", None)
         writer = getattr(self, "_writer", None)
         poll = None
         if (
