@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import os
 import select
+import socket
 import time
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio
 import redis.exceptions
 from conftest import unique_prefix
@@ -522,4 +524,61 @@ def test_a_clean_connection_is_handed_out_without_redis_pys_wait(
         await client.aclose()
 
     asyncio.run(plain())
+    assert asked
+
+
+def _sync_leave_a_reply_unread(client: Any, where: str) -> None:
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    sock = connection._sock
+    replies = 2 if where == "parser" else 1
+    connection.send_packed_command([_PING * replies])
+    deadline = time.monotonic() + 5
+    while len(sock.recv(64, socket.MSG_PEEK)) < 7 * replies:  # all in the socket
+        assert time.monotonic() < deadline
+    if where == "parser":
+        assert connection.read_response() == b"PONG"  # one recv took both
+        assert connection._parser._reader.has_data()
+    pool.release(connection)
+
+
+@pytest.mark.parametrize("where", ["socket", "parser"])
+def test_sync_a_connection_with_an_unread_reply_is_not_reused(
+    redis_server: RedisServer, where: str
+) -> None:
+    pytest.importorskip("hiredis")
+    cache = _cache(redis_server)
+    client = cache.client
+    client.set("k", b"v")
+    _sync_leave_a_reply_unread(client, where)
+    assert client.get("k") == b"v"  # not b"PONG"
+    assert client.get("k") == b"v"
+    cache.close()
+
+
+def test_sync_a_clean_connection_is_handed_out_without_a_recv(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py's hiredis check is a non-blocking recv (the socket's mode switched twice);
+    a clean connection of cachekit's is told clean by one poll."""
+    pytest.importorskip("hiredis")
+    from redis._parsers.hiredis import _HiredisParser
+
+    asked: list[Any] = []
+    original = _HiredisParser.can_read
+
+    def counting(self: Any, timeout: float) -> bool:
+        asked.append(self)
+        return bool(original(self, timeout))
+
+    monkeypatch.setattr(_HiredisParser, "can_read", counting)
+    cache = _cache(redis_server)
+    cache.client.set("k", b"v")
+    for _ in range(10):
+        assert cache.client.get("k") == b"v"
+    assert asked == []
+    cache.close()
+    plain = redis.Redis.from_url(redis_server.url)  # the check above is not vacuous
+    plain.get("k")
+    plain.close()
     assert asked

@@ -53,10 +53,12 @@ __all__ = ["kernel_timed", "time_in_kernel", "watch_client", "watched"]
 
 _HIREDIS_PARSER: Any = None  # redis-py's hiredis parser, whose "has this connection data?"
 _NOT_ENOUGH_DATA: Any = None  # check waits (see _Watched.can_read_destructive)
+_SYNC_HIREDIS_PARSER: Any = None  # and the sync one's switches the socket's mode twice
 try:
     from redis._parsers import hiredis as _hiredis
 
     _HIREDIS_PARSER, _NOT_ENOUGH_DATA = _hiredis._AsyncHiredisParser, _hiredis.NOT_ENOUGH_DATA
+    _SYNC_HIREDIS_PARSER = _hiredis._HiredisParser
 except (ImportError, AttributeError):  # another redis-py: its own check, unchanged
     pass
 
@@ -285,6 +287,36 @@ class _KernelTimed:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         return sock
+
+    _polled: Any = None  # the socket _poll watches
+    _poll: Any = None
+
+    def can_read(self, timeout: float = 0) -> bool:
+        """Whether the connection holds unread data (the pool asks before it hands the
+        connection out). redis-py's hiredis parser makes the socket non-blocking for a
+        ``recv``, and blocking again: three system calls and an exception per command. One
+        ``poll`` with no wait instead (after hiredis's buffer), and redis-py's own read
+        only when it says the socket has something."""
+        parser: Any = getattr(self, "_parser", None)
+        sock = getattr(self, "_sock", None)
+        if (
+            timeout
+            or sock is None
+            or type(parser) is not _SYNC_HIREDIS_PARSER
+            or parser._reader is None
+        ):
+            return super().can_read(timeout)  # type: ignore[misc, no-any-return]
+        if parser._next_response is _NOT_ENOUGH_DATA:  # hiredis's buffer, kept as redis-py does
+            parser._next_response = parser._reader.gets()
+        if parser._next_response is not _NOT_ENOUGH_DATA:
+            return True
+        if sock is not self._polled:
+            poll = select.poll()
+            poll.register(sock.fileno(), select.POLLIN)
+            self._poll, self._polled = poll, sock
+        if self._poll.poll(0):  # bytes, an end or an error: redis-py's read decides
+            return super().can_read(timeout)  # type: ignore[misc, no-any-return]
+        return False
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         try:
