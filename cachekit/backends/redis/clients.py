@@ -11,6 +11,7 @@ place, :mod:`cachekit.backends.redis.topology`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 import threading
 import weakref
@@ -80,6 +81,25 @@ def client_options(socket_timeout: float | None, connect_timeout: float | None) 
         "health_check_interval": 0,
         "decode_responses": False,
     }
+
+
+def reconnect_on_unread(connection_class: type) -> dict[str, Any]:
+    """Keyword arguments that keep a redis-py pool reconnecting a connection which holds a
+    reply nobody read, before it is handed out (for clients of ``connection_class``).
+    redis-py < 8 always does; 8 skips that check while maintenance notifications are on,
+    and their default is "auto" (on even where the server has none: plain Redis), so the
+    stale reply would answer the next command (``tests/backends/test_redis_deadlines.py``
+    shows it). cachekit's own connections turn those notifications off; a client the user
+    passes keeps redis-py's defaults."""
+    if not any(
+        "maint_notifications_config" in inspect.signature(klass.__dict__["__init__"]).parameters
+        for klass in connection_class.__mro__
+        if "__init__" in klass.__dict__
+    ):
+        return {}  # a redis-py without them: its pool checks
+    from redis.maint_notifications import MaintNotificationsConfig
+
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 def connection_kwargs(client: Any) -> dict[str, Any]:

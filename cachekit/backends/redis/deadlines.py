@@ -184,14 +184,22 @@ class _Watched:
             self._since = 0.0
 
     async def can_read_destructive(self) -> bool:
-        """Whether the connection holds unread data: the pool asks before it hands the
-        connection out, and reconnects if so (a reply left unread must never answer the
-        next command). redis-py's hiredis parser learns it by a read under a zero timeout:
-        two turns of the event loop per command, and the timeout wins over a reply still
-        in the socket (that reply then answers the next command; a test shows it). The
-        places such data can be are looked at directly instead: hiredis's buffer, the
-        stream's, the socket (``poll``, no wait). On another parser or a transport whose
-        socket cannot tell (TLS), redis-py's own check decides."""
+        """Whether the connection holds unread data: redis-py < 8's pool asks before it
+        hands the connection out, and reconnects if so (see :meth:`_unread`)."""
+        return await self._unread(super().can_read_destructive)  # type: ignore[misc]
+
+    async def can_read(self) -> bool:
+        """The same question as redis-py >= 8's pool asks it."""
+        return await self._unread(super().can_read)  # type: ignore[misc]
+
+    async def _unread(self, theirs: Any) -> bool:
+        """A reply left unread must never answer the next command. With the hiredis
+        parser, redis-py < 8 finds out by a read under a zero timeout (two turns of the
+        event loop per command), and both it and redis-py 8 miss a reply still in the
+        socket, which then answers the next command (a test shows it). The places such
+        data can be are looked at instead: hiredis's buffer, the stream's, and the socket
+        (``poll``, no wait). On another parser, or a transport whose socket cannot tell
+        (TLS), redis-py's own check (``theirs``) decides."""
         parser: Any = getattr(self, "_parser", None)
         stream: Any = getattr(parser, "_stream", None)
         writer = getattr(self, "_writer", None)
@@ -204,9 +212,14 @@ class _Watched:
         ):
             poll = self._poll_for(writer.transport)
         if poll is None:
-            return await super().can_read_destructive()  # type: ignore[misc, no-any-return]
-        if parser._reader.gets() is not _NOT_ENOUGH_DATA:
-            return True  # a reply nobody read (redis-py's answer too)
+            return bool(await theirs())
+        reader = parser._reader
+        has_data = getattr(reader, "has_data", None)  # hiredis >= 2.1: without reading
+        if has_data is not None:
+            if has_data():
+                return True
+        elif reader.gets() is not _NOT_ENOUGH_DATA:  # (redis-py < 8 reads it too)
+            return True
         # read off the socket by the loop already, or still in it (or its end, an error)
         return bool(stream._buffer or stream.at_eof() or poll.poll(0))
 
@@ -302,10 +315,11 @@ class _KernelTimed:
 
     def can_read(self, timeout: float = 0) -> bool:
         """Whether the connection holds unread data (the pool asks before it hands the
-        connection out). redis-py's hiredis parser makes the socket non-blocking for a
+        connection out). redis-py < 8's hiredis parser makes the socket non-blocking for a
         ``recv``, and blocking again: three system calls and an exception per command. One
         ``poll`` with no wait instead (after hiredis's buffer), and redis-py's own read
-        only when it says the socket has something."""
+        only when it says the socket has something. redis-py >= 8 polls as well: its own
+        check, unchanged."""
         parser: Any = getattr(self, "_parser", None)
         sock = getattr(self, "_sock", None)
         if (
@@ -313,6 +327,7 @@ class _KernelTimed:
             or sock is None
             or type(parser) is not _SYNC_HIREDIS_PARSER
             or parser._reader is None
+            or not hasattr(parser, "_next_response")  # redis-py >= 8 polls itself
         ):
             return super().can_read(timeout)  # type: ignore[misc, no-any-return]
         if parser._next_response is _NOT_ENOUGH_DATA:  # hiredis's buffer, kept as redis-py does

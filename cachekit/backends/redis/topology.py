@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.connection
 import redis.connection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
@@ -32,7 +33,13 @@ from redis.retry import Retry
 from ...exceptions import ConfigurationError
 from ._async_backend import AsyncRedisBackend, AsyncRedisClusterBackend
 from ._sync_backend import RedisBackend, RedisClusterBackend
-from .clients import AsyncClientProvider, SyncClientProvider, client_options, connection_kwargs
+from .clients import (
+    AsyncClientProvider,
+    SyncClientProvider,
+    client_options,
+    connection_kwargs,
+    reconnect_on_unread,
+)
 from .deadlines import time_in_kernel, watch_client
 
 __all__ = ["CLUSTER_SCHEME", "SENTINEL_SCHEME", "backends_for_client", "backends_for_url"]
@@ -86,6 +93,8 @@ def _twin_pool(client: Any, want_async: bool) -> Any:
     accepted = _accepted(target)
     kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in accepted}
     kwargs["retry"] = _async_retry() if want_async else _retry()
+    for name, value in reconnect_on_unread(target).items():
+        kwargs.setdefault(name, value)
     pool_class = redis.asyncio.ConnectionPool if want_async else redis.ConnectionPool
     return pool_class(connection_class=target, max_connections=pool.max_connections, **kwargs)
 
@@ -196,6 +205,9 @@ def _sentinel_pair(
     sentinels ``addresses`` (asked with ``asking``: their own connection settings)."""
     asentinel: Any = importlib.import_module("redis.asyncio.sentinel")
     sentinel: Any = importlib.import_module("redis.sentinel")
+
+    sync_options = {**reconnect_on_unread(redis.connection.Connection), **sync_options}
+    async_options = {**reconnect_on_unread(redis.asyncio.connection.Connection), **async_options}
 
     def make_sync() -> Any:
         return time_in_kernel(
@@ -308,16 +320,20 @@ def backends_for_url(
     for name in ("socket_timeout", "socket_connect_timeout"):
         if name in query:  # a timeout in the URL wins over the default
             options.pop(name, None)
+    sync_options = {**reconnect_on_unread(redis.connection.Connection), **options}
+    async_options = {**reconnect_on_unread(redis.asyncio.connection.Connection), **options}
     return (
         RedisBackend(
             SyncClientProvider(
-                factory=lambda: time_in_kernel(redis.Redis.from_url(url, retry=_retry(), **options))
+                factory=lambda: time_in_kernel(
+                    redis.Redis.from_url(url, retry=_retry(), **sync_options)
+                )
             )
         ),
         AsyncRedisBackend(
             AsyncClientProvider(
                 factory=lambda: watch_client(
-                    redis.asyncio.Redis.from_url(url, retry=_async_retry(), **options)
+                    redis.asyncio.Redis.from_url(url, retry=_async_retry(), **async_options)
                 )
             )
         ),
