@@ -27,13 +27,15 @@ application is never held. A read with a timeout of its caller's own (pub/sub
 (``socket_connect_timeout``).
 
 Both flavours also answer the pool's question "has this connection unread data?" (asked
-before every command; yes: the pool reconnects) by looking, not by reading: with the hiredis
-parser, redis-py's asyncio check is a read under a zero timeout (two turns of the loop per
-command, and the timeout wins over a reply still in the socket, which then answers the
-next command), its sync check a ``recv`` on a socket switched to non-blocking and back
-(three system calls and an exception). Here: hiredis's buffer, the stream's (asyncio),
-then one ``poll`` with no wait; redis-py's own check runs when the socket has something
-(sync) and decides for other parsers and TLS.
+before every command; yes: the pool reconnects) by looking, not by reading. With the
+hiredis parser, redis-py 7's asyncio check is a read under a zero timeout (two turns of the
+loop per command), its sync check a ``recv`` on a socket switched to non-blocking and back
+(three system calls and an exception); redis-py 7 and 8 both miss a reply still in the
+socket, which then answers the next command. Here: hiredis's buffer, the stream's
+(asyncio), then one ``poll`` with no wait; redis-py's own check runs when the socket has
+something (sync), and decides for other parsers and TLS. (redis-py 8 also ignores the answer
+while maintenance notifications are on: see
+:func:`cachekit.backends.redis.clients.reconnect_on_unread`.)
 
 Only connections cachekit constructs are changed (a URL's, a Sentinel's primary's, the
 twins of a user's client; asyncio: a cluster's too, while a sync cluster's nodes keep
