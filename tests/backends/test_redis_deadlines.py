@@ -206,6 +206,42 @@ def test_every_connection_cachekit_makes_is_watched(
     user_client.close()
 
 
+def test_every_pool_cachekit_makes_acts_on_unread_data(
+    redis_server: RedisServer, redis_sentinel: SentinelServers
+) -> None:
+    """redis-py 8's pool ignores its unread-data check while maintenance notifications
+    are on (by default "auto"): every client cachekit makes, sync and asyncio (a URL's, the
+    twins of a user's client, a Sentinel's primary), has them off; a user's own client
+    keeps redis-py's default."""
+    user_sync = redis.Redis.from_url(redis_server.url)
+    user_async = redis.asyncio.Redis.from_url(redis_server.url)
+    caches = [
+        _cache(redis_server),
+        Cache(client=user_sync, prefix=unique_prefix(), timeout=DEADLINE),
+        Cache(client=user_async, prefix=unique_prefix(), timeout=DEADLINE),
+        Cache(redis_sentinel.url, prefix=unique_prefix(), timeout=DEADLINE),
+    ]
+
+    def acts(client: Any) -> bool:
+        enabled = getattr(client.connection_pool, "maint_notifications_enabled", None)
+        return enabled is None or not enabled()
+
+    async def main() -> None:
+        for n, cache in enumerate(caches):
+            if n != 2:  # (the user's own asyncio client: below)
+                assert acts(cache.async_client), n
+            if n != 1:
+                assert acts(cache.client), n
+        await user_async.aclose()
+
+    asyncio.run(main())
+    if int(redis.__version__.split(".")[0]) >= 8:  # the point: redis-py's default skips it
+        assert not acts(user_sync) and not acts(user_async)
+    for cache in caches:
+        cache.close()
+    user_sync.close()
+
+
 def test_a_users_own_async_client_is_left_as_it_is(redis_server: RedisServer) -> None:
     client = redis.asyncio.Redis.from_url(redis_server.url, socket_timeout=5.0)
     cache = Cache(client=client, prefix=unique_prefix())

@@ -93,8 +93,7 @@ def _twin_pool(client: Any, want_async: bool) -> Any:
     accepted = _accepted(target)
     kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in accepted}
     kwargs["retry"] = _async_retry() if want_async else _retry()
-    for name, value in reconnect_on_unread(target).items():
-        kwargs.setdefault(name, value)
+    kwargs.update(reconnect_on_unread(target))  # the twin is cachekit's, not the user's
     pool_class = redis.asyncio.ConnectionPool if want_async else redis.ConnectionPool
     return pool_class(connection_class=target, max_connections=pool.max_connections, **kwargs)
 
